@@ -1,0 +1,569 @@
+//! The Redis streams broker: dispatch, consumer groups, and what workers read and write.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::streams::StreamReadReply;
+use redis::{Client, Value};
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::codec;
+use crate::config::BrokerConfig;
+use crate::connection::{self, Pool};
+use crate::envelope::{self, Envelope, ENVELOPE_VERSION};
+use crate::error::{BrokerError, DispatchError};
+use crate::handle::TaskHandle;
+use crate::keys::{Keys, CONSUMER_GROUP, DATA_FIELD};
+use crate::record::{TaskRecord, TaskState};
+use crate::task::Kicker;
+use crate::waiter::Waiters;
+
+/// Most messages sent in one pipeline by [`Broker::enqueue_many`].
+const ENQUEUE_CHUNK: usize = 1000;
+
+/// A handle on kiq's Redis: cheap to clone, share one per process.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: BrokerConfig,
+    keys: Keys,
+    client: Client,
+    pool: Pool,
+    waiters: Waiters,
+    /// Queues whose consumer group this process has already made sure of.
+    groups_ready: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("redis_url", &connection::redact(&self.inner.config.redis_url))
+            .field("prefix", &self.inner.config.prefix)
+            .finish()
+    }
+}
+
+/// A message ready to be enqueued: encoded and checked, not yet sent.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    /// The task id.
+    pub id: String,
+    /// The target queue.
+    pub queue: String,
+    /// The task name.
+    pub task: String,
+    /// The encoded envelope.
+    pub payload: Vec<u8>,
+    /// The encoded pending record.
+    pub pending_record: Vec<u8>,
+}
+
+/// One message read from a queue.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The queue it was read from.
+    pub queue: String,
+    /// Its stream entry id.
+    pub stream_id: String,
+    /// The `data` field, if the entry has one.
+    pub payload: Option<Vec<u8>>,
+}
+
+/// What a worker writes when it is done with a message. Results are written before anything
+/// is acknowledged.
+#[derive(Debug, Clone)]
+pub enum Completion {
+    /// Store the task's record, announce it, then ack.
+    Finished {
+        /// The message.
+        queue: String,
+        /// Its stream entry id.
+        stream_id: String,
+        /// The task id.
+        task_id: String,
+        /// The encoded final record.
+        record: Vec<u8>,
+    },
+    /// Move the message to the queue's dead letters, then ack.
+    Dead {
+        /// The message.
+        queue: String,
+        /// Its stream entry id.
+        stream_id: String,
+        /// The dead letter.
+        letter: DeadLetter,
+    },
+}
+
+impl Completion {
+    fn ack_target(&self) -> (&str, &str) {
+        match self {
+            Completion::Finished {
+                queue, stream_id, ..
+            }
+            | Completion::Dead {
+                queue, stream_id, ..
+            } => (queue, stream_id),
+        }
+    }
+}
+
+/// A message that could not be processed, with why.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetter {
+    /// A short machine-readable reason, e.g. `malformed`, `unknown_task`.
+    pub reason: String,
+    /// The last error, for people.
+    pub error: String,
+    /// The task id, when the message decoded.
+    pub task_id: Option<String>,
+    /// The task name, when the message decoded.
+    pub task: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The original payload, byte for byte.
+    pub payload: Vec<u8>,
+}
+
+/// Results up to this size are published with the completion, sparing waiters a GET.
+const INLINE_RESULT_MAX: usize = 64 * 1024;
+
+/// Dead-letter streams are capped at about this many entries.
+const DEAD_LETTER_MAX_LEN: usize = 100_000;
+
+impl Broker {
+    /// Connects to the Redis at `url` with default settings and checks it answers.
+    pub async fn connect(url: &str) -> Result<Self, BrokerError> {
+        Self::from_config(BrokerConfig::new(url)).await
+    }
+
+    /// Connects with `config` and checks Redis answers.
+    pub async fn from_config(config: BrokerConfig) -> Result<Self, BrokerError> {
+        let broker = Self::lazy(config)?;
+        broker.ping().await?;
+        Ok(broker)
+    }
+
+    /// Builds a broker without contacting Redis: connections are made on first use.
+    pub fn lazy(config: BrokerConfig) -> Result<Self, BrokerError> {
+        if config.prefix.is_empty() || config.prefix.contains(['{', '}', ' ']) {
+            return Err(BrokerError::Config(format!(
+                "prefix {:?} must be non-empty, without braces or spaces",
+                config.prefix
+            )));
+        }
+        let client = connection::open_client(&config.redis_url)?;
+        let pool = Pool::new(client.clone(), &config)?;
+        let keys = Keys::new(config.prefix.clone());
+        let waiters = Waiters::new(client.clone(), keys.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                keys,
+                client,
+                pool,
+                waiters,
+                groups_ready: Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.inner.config
+    }
+
+    /// The key names in use.
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// The command pool.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// The underlying redis client (for dedicated connections).
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    pub(crate) fn waiters(&self) -> &Waiters {
+        &self.inner.waiters
+    }
+
+    /// Checks Redis answers.
+    pub async fn ping(&self) -> Result<(), BrokerError> {
+        self.inner.pool.query::<(), _>(&redis::cmd("PING")).await
+    }
+
+    /// A handle on task `id`, to wait for its result.
+    pub fn handle<T: DeserializeOwned>(&self, id: impl Into<String>) -> TaskHandle<T> {
+        TaskHandle::new(self.clone(), id.into())
+    }
+
+    /// Reads task `id`'s record: `None` if it is unknown or expired.
+    pub async fn record(&self, id: &str) -> Result<Option<TaskRecord>, BrokerError> {
+        let bytes: Option<Vec<u8>> = self
+            .inner
+            .pool
+            .query(redis::cmd("GET").arg(self.inner.keys.task(id)))
+            .await?;
+        match bytes {
+            None => Ok(None),
+            Some(b) => Ok(Some(codec::decode(&b)?)),
+        }
+    }
+
+    /// Makes sure `queue`'s stream and consumer group exist. Idempotent; done once per
+    /// process and queue. The group starts at `0` so that nothing enqueued before it existed
+    /// is missed.
+    pub async fn ensure_group(&self, queue: &str) -> Result<(), BrokerError> {
+        if self.group_known(queue) {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.inner.keys.stream(queue))
+            .arg(CONSUMER_GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .cmd("SADD")
+            .arg(self.inner.keys.queues())
+            .arg(queue);
+        match self.inner.pool.query::<Value, _>(&pipe).await {
+            Ok(_) => {}
+            Err(BrokerError::Redis(e)) if e.code() == Some("BUSYGROUP") => {
+                self.inner
+                    .pool
+                    .query::<(), _>(
+                        redis::cmd("SADD")
+                            .arg(self.inner.keys.queues())
+                            .arg(queue),
+                    )
+                    .await?;
+            }
+            Err(e) => return Err(e),
+        }
+        if let Ok(mut ready) = self.inner.groups_ready.lock() {
+            ready.insert(queue.to_string());
+        }
+        Ok(())
+    }
+
+    fn group_known(&self, queue: &str) -> bool {
+        self.inner
+            .groups_ready
+            .lock()
+            .map(|r| r.contains(queue))
+            .unwrap_or(false)
+    }
+
+    /// Encodes and checks one dispatch without sending it.
+    pub fn prepare<A: Serialize, T>(
+        &self,
+        kicker: &Kicker<A, T>,
+        args: &A,
+    ) -> Result<OutgoingMessage, DispatchError> {
+        let task = kicker.spec.name;
+        let queue = kicker.queue.as_deref().unwrap_or(kicker.spec.queue);
+        if !valid_queue_name(queue) {
+            return Err(DispatchError::Invalid {
+                what: "queue name",
+                value: queue.to_string(),
+            });
+        }
+        let id = match &kicker.task_id {
+            Some(id) if envelope::validate_task_id(id) => id.clone(),
+            Some(id) => {
+                return Err(DispatchError::Invalid {
+                    what: "task id",
+                    value: id.clone(),
+                })
+            }
+            None => envelope::new_task_id(),
+        };
+        let encode_err = |source| DispatchError::Encode {
+            task: task.to_string(),
+            source,
+        };
+        let now = envelope::now_ms();
+        let envelope = Envelope {
+            v: ENVELOPE_VERSION,
+            id: id.clone(),
+            task: task.to_string(),
+            queue: queue.to_string(),
+            args: codec::encode(args).map_err(encode_err)?,
+            labels: kicker.labels.clone(),
+            enqueued_at_ms: now,
+            attempt: 0,
+        };
+        let payload = codec::encode(&envelope).map_err(encode_err)?;
+        let limit = self.inner.config.max_payload_bytes;
+        if payload.len() > limit {
+            return Err(DispatchError::PayloadTooLarge {
+                task: task.to_string(),
+                size: payload.len(),
+                limit,
+            });
+        }
+        let pending = TaskRecord {
+            state: TaskState::Pending,
+            task: task.to_string(),
+            queue: queue.to_string(),
+            enqueued_at_ms: now,
+            finished_at_ms: None,
+            attempts: 0,
+            output: None,
+            failure: None,
+        };
+        Ok(OutgoingMessage {
+            id,
+            queue: queue.to_string(),
+            task: task.to_string(),
+            payload,
+            pending_record: codec::encode(&pending).map_err(encode_err)?,
+        })
+    }
+
+    /// Enqueues one prepared message: its pending record, then its stream entry, in one round
+    /// trip. Returns the task id once Redis has accepted both.
+    pub async fn enqueue(&self, msg: OutgoingMessage) -> Result<String, DispatchError> {
+        let mut ids = self.enqueue_many(vec![msg]).await?;
+        Ok(ids.pop().unwrap_or_default())
+    }
+
+    /// Enqueues many prepared messages, pipelined. On error, some messages of the batch may
+    /// have been enqueued; the error says which task the failure hit.
+    pub async fn enqueue_many(
+        &self,
+        msgs: Vec<OutgoingMessage>,
+    ) -> Result<Vec<String>, DispatchError> {
+        let Some(first) = msgs.first() else {
+            return Ok(Vec::new());
+        };
+        let broker_err = |task: &str, source| DispatchError::Broker {
+            task: task.to_string(),
+            source,
+        };
+        let queues: HashSet<&str> = msgs.iter().map(|m| m.queue.as_str()).collect();
+        for q in queues {
+            self.ensure_group(q)
+                .await
+                .map_err(|e| broker_err(&first.task, e))?;
+        }
+        let ttl = self.inner.config.pending_ttl.as_secs().max(1);
+        let mut ids = Vec::with_capacity(msgs.len());
+        for chunk in msgs.chunks(ENQUEUE_CHUNK) {
+            let mut pipe = redis::pipe();
+            for m in chunk {
+                // The record first: a worker that finishes quickly must not have its result
+                // overwritten by a late "pending".
+                pipe.cmd("SET")
+                    .arg(self.inner.keys.task(&m.id))
+                    .arg(&m.pending_record)
+                    .arg("EX")
+                    .arg(ttl)
+                    .ignore();
+                pipe.cmd("XADD")
+                    .arg(self.inner.keys.stream(&m.queue))
+                    .arg("*")
+                    .arg(DATA_FIELD)
+                    .arg(&m.payload)
+                    .ignore();
+            }
+            self.inner
+                .pool
+                .query::<(), _>(&pipe)
+                .await
+                .map_err(|e| broker_err(&chunk[0].task, e))?;
+            ids.extend(chunk.iter().map(|m| m.id.clone()));
+        }
+        Ok(ids)
+    }
+
+    /// Opens a reader for `queues` as consumer `consumer`, on a connection of its own.
+    pub async fn reader(
+        &self,
+        queues: &[String],
+        consumer: &str,
+    ) -> Result<StreamReader, BrokerError> {
+        for q in queues {
+            self.ensure_group(q).await?;
+        }
+        let conn = connection::dedicated_connection(&self.inner.client, &self.inner.config).await?;
+        Ok(StreamReader {
+            conn,
+            streams: queues.iter().map(|q| self.inner.keys.stream(q)).collect(),
+            queues: queues.to_vec(),
+            consumer: consumer.to_string(),
+        })
+    }
+
+    /// Writes a batch of completions: first every result and dead letter, then, once Redis has
+    /// accepted them, the acks (XACK) and deletions (XDEL) of their stream entries. If the
+    /// first step fails nothing is acked, and the messages stay pending for redelivery.
+    pub async fn complete(&self, batch: &[Completion]) -> Result<(), BrokerError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let keys = &self.inner.keys;
+        let ttl = self.inner.config.result_ttl.as_secs().max(1);
+        let mut writes = redis::pipe();
+        for c in batch {
+            match c {
+                Completion::Finished {
+                    task_id, record, ..
+                } => {
+                    writes
+                        .cmd("SET")
+                        .arg(keys.task(task_id))
+                        .arg(record)
+                        .arg("EX")
+                        .arg(ttl)
+                        .ignore();
+                    let inline: &[u8] = if record.len() <= INLINE_RESULT_MAX {
+                        record
+                    } else {
+                        b""
+                    };
+                    writes
+                        .cmd("PUBLISH")
+                        .arg(keys.done_channel(task_id))
+                        .arg(inline)
+                        .ignore();
+                }
+                Completion::Dead { queue, stream_id, letter } => {
+                    let mut cmd = redis::cmd("XADD");
+                    cmd.arg(keys.dead(queue))
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(DEAD_LETTER_MAX_LEN)
+                        .arg("*")
+                        .arg("reason")
+                        .arg(&letter.reason)
+                        .arg("error")
+                        .arg(&letter.error)
+                        .arg("stream_id")
+                        .arg(stream_id)
+                        .arg("attempts")
+                        .arg(letter.attempts)
+                        .arg("at_ms")
+                        .arg(envelope::now_ms())
+                        .arg("payload")
+                        .arg(&letter.payload);
+                    if let Some(id) = &letter.task_id {
+                        cmd.arg("task_id").arg(id);
+                    }
+                    if let Some(t) = &letter.task {
+                        cmd.arg("task").arg(t);
+                    }
+                    writes.add_command(cmd).ignore();
+                }
+            }
+        }
+        self.inner.pool.query::<(), _>(&writes).await?;
+
+        let mut by_queue: HashMap<&str, Vec<&str>> = HashMap::new();
+        for c in batch {
+            let (queue, id) = c.ack_target();
+            by_queue.entry(queue).or_default().push(id);
+        }
+        let mut acks = redis::pipe();
+        for (queue, ids) in by_queue {
+            let stream = keys.stream(queue);
+            acks.cmd("XACK")
+                .arg(&stream)
+                .arg(CONSUMER_GROUP)
+                .arg(&ids)
+                .ignore();
+            // Acked entries are deleted at once: the stream only ever holds live work.
+            acks.cmd("XDEL").arg(&stream).arg(&ids).ignore();
+        }
+        self.inner.pool.query::<(), _>(&acks).await
+    }
+}
+
+/// Queue names become part of key names: keep them to a safe alphabet.
+pub fn valid_queue_name(q: &str) -> bool {
+    !q.is_empty()
+        && q.len() <= 64
+        && q
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Reads a set of queues through the consumer group, on a dedicated connection.
+pub struct StreamReader {
+    conn: redis::aio::MultiplexedConnection,
+    streams: Vec<String>,
+    queues: Vec<String>,
+    consumer: String,
+}
+
+impl StreamReader {
+    /// The consumer name this reader reads as.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// Reads up to `count` new messages per queue, waiting at most `block` for the first.
+    pub async fn read(
+        &mut self,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, BrokerError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(CONSUMER_GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count.max(1))
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.streams);
+        for _ in &self.streams {
+            cmd.arg(">");
+        }
+        let reply: Option<StreamReadReply> = cmd.query_async(&mut self.conn).await?;
+        let mut out = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            let Some(idx) = self.streams.iter().position(|s| *s == key.key) else {
+                continue;
+            };
+            for mut entry in key.ids {
+                let payload = match entry.map.remove(DATA_FIELD) {
+                    Some(Value::BulkString(b)) => Some(b),
+                    Some(Value::SimpleString(s)) => Some(s.into_bytes()),
+                    _ => None,
+                };
+                out.push(Delivery {
+                    queue: self.queues[idx].clone(),
+                    stream_id: entry.id,
+                    payload,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_are_checked() {
+        assert!(valid_queue_name("default"));
+        assert!(valid_queue_name("mail.high-prio_2"));
+        assert!(!valid_queue_name(""));
+        assert!(!valid_queue_name("a b"));
+        assert!(!valid_queue_name("{x}"));
+    }
+}

@@ -1,0 +1,92 @@
+//! Broker configuration.
+
+use std::time::Duration;
+
+/// The Redis URL used when none is given.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// How a [`Broker`](crate::Broker) connects and what it keeps.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub redis_url: String,
+    /// Prefix of every key (default `kiq`).
+    pub prefix: String,
+    /// How long a finished task's result is kept (default one day). Never unbounded.
+    pub result_ttl: Duration,
+    /// How long a pending task's record is kept while it waits in its queue (default 7 days).
+    pub pending_ttl: Duration,
+    /// Largest encoded message `.kiq()` accepts (default 8 MiB).
+    pub max_payload_bytes: usize,
+    /// Connections in the command pool (default 8); blocking readers get their own.
+    pub pool_size: usize,
+    /// How long one command or pipeline may take before it fails (default 10 s).
+    pub command_timeout: Duration,
+    /// How long connecting may take (default 5 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: DEFAULT_REDIS_URL.to_string(),
+            prefix: "kiq".to_string(),
+            result_ttl: Duration::from_secs(24 * 3600),
+            pending_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_payload_bytes: 8 * 1024 * 1024,
+            pool_size: 8,
+            command_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The defaults, with `redis_url`.
+    pub fn new(redis_url: impl Into<String>) -> Self {
+        Self {
+            redis_url: redis_url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The defaults, overridden by `KIQ_REDIS_URL` and `KIQ_PREFIX` when set.
+    pub fn from_env() -> Self {
+        let mut c = Self::default();
+        if let Ok(url) = std::env::var("KIQ_REDIS_URL") {
+            if !url.is_empty() {
+                c.redis_url = url;
+            }
+        }
+        if let Ok(prefix) = std::env::var("KIQ_PREFIX") {
+            if !prefix.is_empty() {
+                c.prefix = prefix;
+            }
+        }
+        c
+    }
+
+    /// Sets the key prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets how long results are kept.
+    pub fn result_ttl(mut self, ttl: Duration) -> Self {
+        self.result_ttl = ttl;
+        self
+    }
+
+    /// Sets the largest message `.kiq()` accepts.
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
+    }
+
+    /// Sets the command pool's size.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+}

@@ -1,0 +1,104 @@
+//! The broker's error types.
+
+use crate::codec::CodecError;
+use crate::record::TaskFailure;
+
+/// A failure to talk to Redis or to set the broker up.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The Redis URL could not be parsed.
+    #[error("invalid Redis URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given (password removed).
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The broker configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Redis could not be reached, refused the command, or the connection broke.
+    #[error("Redis is unavailable: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// No pooled connection could be had.
+    #[error("Redis is unavailable: {0}")]
+    Pool(String),
+    /// A value could not be encoded or decoded.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+impl BrokerError {
+    /// Whether the error means Redis could not be reached (as opposed to a refused command or bad data).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            BrokerError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+            }
+            BrokerError::Pool(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Why `.kiq()` refused a task. When it returns this, nothing was enqueued.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The arguments could not be encoded.
+    #[error("cannot encode the arguments of {task}: {source}")]
+    Encode {
+        /// The task name.
+        task: String,
+        /// The codec's complaint.
+        source: CodecError,
+    },
+    /// The encoded message is larger than `max_payload_bytes`.
+    #[error("message for {task} is {size} bytes, over the {limit}-byte limit")]
+    PayloadTooLarge {
+        /// The task name.
+        task: String,
+        /// Its encoded size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A caller-supplied task id or queue name is not usable.
+    #[error("invalid {what}: {value:?}")]
+    Invalid {
+        /// What was invalid (`task id`, `queue name`).
+        what: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// Redis did not accept the message.
+    #[error("could not enqueue {task}: {source}")]
+    Broker {
+        /// The task name.
+        task: String,
+        /// The underlying error.
+        source: BrokerError,
+    },
+}
+
+/// Why `wait_result` returned without the task's output.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// The task ran and failed; this is its error.
+    #[error("task failed: {0}")]
+    Failed(TaskFailure),
+    /// The task did not finish within the wait's timeout. It may still finish later.
+    #[error("timed out waiting for the result")]
+    Timeout,
+    /// No record of the task exists: the id is unknown or its result has expired.
+    #[error("task {0} is unknown or its result has expired")]
+    NotFound(String),
+    /// The result exists but does not decode as the expected output type.
+    #[error("cannot decode the task's result: {0}")]
+    Decode(CodecError),
+    /// Redis could not be reached.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}

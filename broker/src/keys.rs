@@ -1,0 +1,76 @@
+//! Redis key names.
+//!
+//! Every key of a queue shares the hash tag `{<prefix>:<queue>}` so that one Lua script or
+//! MULTI over a queue's keys stays in one Redis Cluster slot. Per-task keys are tagged by
+//! task id: they are touched alone.
+
+/// Builds every key name kiq uses under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// The consumer group every kiq worker reads through.
+pub const CONSUMER_GROUP: &str = "kiq";
+
+/// The stream entry field that carries the encoded envelope (the same name Taskiq uses).
+pub const DATA_FIELD: &str = "data";
+
+impl Keys {
+    /// Key names under `prefix` (default `kiq`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The configured prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The stream holding a queue's ready messages.
+    pub fn stream(&self, queue: &str) -> String {
+        format!("{{{}:{}}}:stream", self.prefix, queue)
+    }
+
+    /// The dead-letter stream of a queue.
+    pub fn dead(&self, queue: &str) -> String {
+        format!("{{{}:{}}}:dead", self.prefix, queue)
+    }
+
+    /// The record (state, then result) of one task.
+    pub fn task(&self, task_id: &str) -> String {
+        format!("{}:task:{}", self.prefix, task_id)
+    }
+
+    /// The pub/sub channel on which a task's completion is announced.
+    pub fn done_channel(&self, task_id: &str) -> String {
+        format!("{}:done:{}", self.prefix, task_id)
+    }
+
+    /// The set of queue names that have ever been dispatched to (for operators' tools).
+    pub fn queues(&self) -> String {
+        format!("{}:queues", self.prefix)
+    }
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self::new("kiq")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_keys_share_a_hash_tag() {
+        let k = Keys::new("app");
+        assert_eq!(k.stream("mail"), "{app:mail}:stream");
+        assert_eq!(k.dead("mail"), "{app:mail}:dead");
+        assert_eq!(k.task("abc"), "app:task:abc");
+        assert_eq!(k.done_channel("abc"), "app:done:abc");
+    }
+}

@@ -1,0 +1,35 @@
+//! kiq's broker: the message envelope, the wire codec, the Redis streams broker, the result
+//! store and task handles.
+//!
+//! Most users reach this through the `kiq` facade crate. The pieces:
+//! - [`Envelope`] and [`codec`]: what a message is and how it is encoded (MessagePack).
+//! - [`Broker`]: connects to Redis, enqueues ([`Kicker`]), and gives workers their
+//!   [`StreamReader`] and [`Broker::complete`].
+//! - [`TaskRecord`]: a task's state and result, stored with a TTL.
+//! - [`TaskHandle`]: `wait_result(timeout)` for a typed output, woken by pub/sub.
+#![warn(missing_docs)]
+
+pub mod broker;
+pub mod codec;
+pub mod config;
+pub mod connection;
+pub mod envelope;
+pub mod error;
+pub mod handle;
+pub mod keys;
+pub mod record;
+pub mod task;
+mod waiter;
+
+pub use broker::{Broker, Completion, DeadLetter, Delivery, OutgoingMessage, StreamReader};
+pub use codec::{Codec, CodecError, MsgPack};
+pub use config::BrokerConfig;
+pub use envelope::Envelope;
+pub use error::{BrokerError, DispatchError, WaitError};
+pub use handle::TaskHandle;
+pub use keys::Keys;
+pub use record::{FailureKind, TaskFailure, TaskRecord, TaskState};
+pub use task::{Kicker, TaskSpec};
+
+/// Re-exported for generated code and advanced users.
+pub use redis;

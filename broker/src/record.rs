@@ -1,0 +1,155 @@
+//! The task record: a task's state and, once it has finished, its result.
+//!
+//! One Redis string per task (`<prefix>:task:<id>`) holds the encoded [`TaskRecord`]. The producer
+//! writes it as `pending` before enqueueing, the worker overwrites it with the outcome before
+//! acking, and both writes carry a TTL, so a record never outlives its retention.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Accepted by `.kiq()`, waiting in its queue.
+    Pending,
+    /// Finished with an output.
+    Succeeded,
+    /// Finished with a failure that will not be retried.
+    Failed,
+    /// A state written by a newer kiq that this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl TaskState {
+    /// Whether this state is an outcome (nothing more will happen to the task).
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Failed)
+    }
+}
+
+/// Why a task failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The task returned `Err`.
+    Error,
+    /// The task panicked.
+    Panic,
+    /// The task ran past its timeout and was dropped.
+    Timeout,
+    /// No worker knows the task name.
+    UnknownTask,
+    /// The arguments did not decode into the task's parameter types.
+    BadArguments,
+    /// The message itself could not be decoded.
+    Malformed,
+    /// A kind written by a newer kiq that this build does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            FailureKind::Error => "error",
+            FailureKind::Panic => "panic",
+            FailureKind::Timeout => "timeout",
+            FailureKind::UnknownTask => "unknown task",
+            FailureKind::BadArguments => "bad arguments",
+            FailureKind::Malformed => "malformed message",
+            FailureKind::Other => "other",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A task's failure as the caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind}{}: {message}", error_type.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
+pub struct TaskFailure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// For [`FailureKind::Error`], the Rust type of the task's error, e.g. `std::io::Error`.
+    #[serde(default)]
+    pub error_type: Option<String>,
+    /// The error's message (`{:#}`, so error chains are included).
+    pub message: String,
+}
+
+impl TaskFailure {
+    /// A failure of `kind` with `message`.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            error_type: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// What is stored under a task's record key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The task's state.
+    pub state: TaskState,
+    /// The task name.
+    #[serde(default)]
+    pub task: String,
+    /// The queue it was dispatched to.
+    #[serde(default)]
+    pub queue: String,
+    /// When it was accepted, ms since the epoch.
+    #[serde(default)]
+    pub enqueued_at_ms: u64,
+    /// When it finished, ms since the epoch.
+    #[serde(default)]
+    pub finished_at_ms: Option<u64>,
+    /// How many attempts were made (1 after the first run).
+    #[serde(default)]
+    pub attempts: u32,
+    /// The encoded output, when it succeeded.
+    #[serde(default, with = "serde_bytes")]
+    pub output: Option<Vec<u8>>,
+    /// The failure, when it failed.
+    #[serde(default)]
+    pub failure: Option<TaskFailure>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    #[test]
+    fn unknown_states_and_kinds_decode() {
+        #[derive(Serialize)]
+        struct Future {
+            state: &'static str,
+            failure: TaskFailureLike,
+        }
+        #[derive(Serialize)]
+        struct TaskFailureLike {
+            kind: &'static str,
+            message: &'static str,
+        }
+        let bytes = codec::encode(&Future {
+            state: "teleported",
+            failure: TaskFailureLike {
+                kind: "cosmic_ray",
+                message: "m",
+            },
+        })
+        .unwrap();
+        let r: TaskRecord = codec::decode(&bytes).unwrap();
+        assert_eq!(r.state, TaskState::Unknown);
+        assert_eq!(r.failure.unwrap().kind, FailureKind::Other);
+    }
+
+    #[test]
+    fn failure_displays_kind_type_and_message() {
+        let mut f = TaskFailure::new(FailureKind::Error, "disk full");
+        f.error_type = Some("std::io::Error".into());
+        assert_eq!(f.to_string(), "error (std::io::Error): disk full");
+    }
+}

@@ -1,0 +1,74 @@
+//! What a producer knows about a task, and the per-call options of a dispatch.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::broker::Broker;
+use crate::error::DispatchError;
+use crate::handle::TaskHandle;
+
+/// A task's identity and defaults, as `#[task]` declares them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSpec {
+    /// The registered name (default: module path and function name).
+    pub name: &'static str,
+    /// The queue it is dispatched to unless a call says otherwise.
+    pub queue: &'static str,
+}
+
+/// The options of one dispatch: built with [`Kicker::new`] (or `my_task::kicker()`), then sent
+/// with [`Kicker::kiq`].
+#[derive(Debug, Clone)]
+pub struct Kicker<A, T> {
+    pub(crate) spec: TaskSpec,
+    pub(crate) queue: Option<String>,
+    pub(crate) task_id: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+    _types: PhantomData<fn(A) -> T>,
+}
+
+impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
+    /// Options for a dispatch of `spec`, with the task's defaults.
+    pub fn new(spec: TaskSpec) -> Self {
+        Self {
+            spec,
+            queue: None,
+            task_id: None,
+            labels: BTreeMap::new(),
+            _types: PhantomData,
+        }
+    }
+
+    /// Sends to `queue` instead of the task's default queue.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Uses `id` as the task id instead of a fresh one.
+    pub fn task_id(mut self, id: impl Into<String>) -> Self {
+        self.task_id = Some(id.into());
+        self
+    }
+
+    /// Adds a label: free metadata carried to the worker.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// The task's spec.
+    pub fn spec(&self) -> &TaskSpec {
+        &self.spec
+    }
+
+    /// Enqueues the task with `args` (the arguments as one tuple). Resolves once Redis has
+    /// accepted the message; an error means nothing was enqueued.
+    pub async fn kiq(self, broker: &Broker, args: A) -> Result<TaskHandle<T>, DispatchError> {
+        let msg = broker.prepare(&self, &args)?;
+        let id = broker.enqueue(msg).await?;
+        Ok(broker.handle(id))
+    }
+}
