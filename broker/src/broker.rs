@@ -62,6 +62,21 @@ pub struct OutgoingMessage {
     pub pending_record: Vec<u8>,
 }
 
+/// A dispatch by task name with pre-encoded arguments (see [`Broker::prepare_raw`]).
+#[derive(Debug, Clone)]
+pub struct RawDispatch<'a> {
+    /// The task name.
+    pub task: &'a str,
+    /// The target queue.
+    pub queue: &'a str,
+    /// The argument tuple, encoded by the wire codec.
+    pub args: Vec<u8>,
+    /// A caller-chosen task id, or `None` for a fresh one.
+    pub task_id: Option<&'a str>,
+    /// Labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
 /// One message read from a queue.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -73,43 +88,18 @@ pub struct Delivery {
     pub payload: Option<Vec<u8>>,
 }
 
-/// What a worker writes when it is done with a message. Results are written before anything
-/// is acknowledged.
+/// What a worker writes when it is done with a message: the task's final record, a dead
+/// letter, or both. Both are written before the message is acknowledged.
 #[derive(Debug, Clone)]
-pub enum Completion {
-    /// Store the task's record, announce it, then ack.
-    Finished {
-        /// The message.
-        queue: String,
-        /// Its stream entry id.
-        stream_id: String,
-        /// The task id.
-        task_id: String,
-        /// The encoded final record.
-        record: Vec<u8>,
-    },
-    /// Move the message to the queue's dead letters, then ack.
-    Dead {
-        /// The message.
-        queue: String,
-        /// Its stream entry id.
-        stream_id: String,
-        /// The dead letter.
-        letter: DeadLetter,
-    },
-}
-
-impl Completion {
-    fn ack_target(&self) -> (&str, &str) {
-        match self {
-            Completion::Finished {
-                queue, stream_id, ..
-            }
-            | Completion::Dead {
-                queue, stream_id, ..
-            } => (queue, stream_id),
-        }
-    }
+pub struct Completion {
+    /// The queue the message came from.
+    pub queue: String,
+    /// Its stream entry id.
+    pub stream_id: String,
+    /// The task id and its encoded final record, to store and announce.
+    pub record: Option<(String, Vec<u8>)>,
+    /// A dead letter, when the message cannot ever succeed as it is.
+    pub dead: Option<DeadLetter>,
 }
 
 /// A message that could not be processed, with why.
@@ -219,6 +209,16 @@ impl Broker {
         }
     }
 
+    /// Waits up to `timeout` for task `id` to finish and returns its final record (see
+    /// [`TaskHandle::wait_result`] for the typed form).
+    pub async fn wait_record(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<TaskRecord, crate::error::WaitError> {
+        crate::handle::wait_record(self, id, timeout).await
+    }
+
     /// Makes sure `queue`'s stream and consumer group exist. Idempotent; done once per
     /// process and queue. The group starts at `0` so that nothing enqueued before it existed
     /// is missed.
@@ -226,30 +226,22 @@ impl Broker {
         if self.group_known(queue) {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        pipe.cmd("XGROUP")
+        let create = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(self.inner.keys.stream(queue))
             .arg(CONSUMER_GROUP)
             .arg("0")
             .arg("MKSTREAM")
-            .cmd("SADD")
-            .arg(self.inner.keys.queues())
-            .arg(queue);
-        match self.inner.pool.query::<Value, _>(&pipe).await {
-            Ok(_) => {}
-            Err(BrokerError::Redis(e)) if e.code() == Some("BUSYGROUP") => {
-                self.inner
-                    .pool
-                    .query::<(), _>(
-                        redis::cmd("SADD")
-                            .arg(self.inner.keys.queues())
-                            .arg(queue),
-                    )
-                    .await?;
-            }
+            .clone();
+        match self.inner.pool.query::<(), _>(&create).await {
+            Ok(()) => {}
+            Err(BrokerError::Redis(e)) if e.code() == Some("BUSYGROUP") => {}
             Err(e) => return Err(e),
         }
+        self.inner
+            .pool
+            .query::<(), _>(redis::cmd("SADD").arg(self.inner.keys.queues()).arg(queue))
+            .await?;
         if let Ok(mut ready) = self.inner.groups_ready.lock() {
             ready.insert(queue.to_string());
         }
@@ -270,27 +262,54 @@ impl Broker {
         kicker: &Kicker<A, T>,
         args: &A,
     ) -> Result<OutgoingMessage, DispatchError> {
-        let task = kicker.spec.name;
-        let queue = kicker.queue.as_deref().unwrap_or(kicker.spec.queue);
+        let args = codec::encode(args).map_err(|error| DispatchError::Encode {
+            task: kicker.spec.name.to_string(),
+            error,
+        })?;
+        self.prepare_raw(RawDispatch {
+            task: kicker.spec.name,
+            queue: kicker.queue.as_deref().unwrap_or(kicker.spec.queue),
+            args,
+            task_id: kicker.task_id.as_deref(),
+            labels: kicker.labels.clone(),
+        })
+    }
+
+    /// Like [`Broker::prepare`], for a task known only by name, with arguments already encoded
+    /// by the wire codec (as one tuple).
+    pub fn prepare_raw(&self, d: RawDispatch<'_>) -> Result<OutgoingMessage, DispatchError> {
+        let RawDispatch {
+            task,
+            queue,
+            args,
+            task_id,
+            labels,
+        } = d;
+        if task.is_empty() {
+            return Err(DispatchError::Invalid {
+                what: "task name",
+                value: String::new(),
+            });
+        }
         if !valid_queue_name(queue) {
             return Err(DispatchError::Invalid {
                 what: "queue name",
                 value: queue.to_string(),
             });
         }
-        let id = match &kicker.task_id {
-            Some(id) if envelope::validate_task_id(id) => id.clone(),
+        let id = match task_id {
+            Some(id) if envelope::validate_task_id(id) => id.to_string(),
             Some(id) => {
                 return Err(DispatchError::Invalid {
                     what: "task id",
-                    value: id.clone(),
+                    value: id.to_string(),
                 })
             }
             None => envelope::new_task_id(),
         };
-        let encode_err = |source| DispatchError::Encode {
+        let encode_err = |error| DispatchError::Encode {
             task: task.to_string(),
-            source,
+            error,
         };
         let now = envelope::now_ms();
         let envelope = Envelope {
@@ -298,8 +317,8 @@ impl Broker {
             id: id.clone(),
             task: task.to_string(),
             queue: queue.to_string(),
-            args: codec::encode(args).map_err(encode_err)?,
-            labels: kicker.labels.clone(),
+            args,
+            labels,
             enqueued_at_ms: now,
             attempt: 0,
         };
@@ -347,9 +366,9 @@ impl Broker {
         let Some(first) = msgs.first() else {
             return Ok(Vec::new());
         };
-        let broker_err = |task: &str, source| DispatchError::Broker {
+        let broker_err = |task: &str, error| DispatchError::Broker {
             task: task.to_string(),
-            source,
+            error,
         };
         let queues: HashSet<&str> = msgs.iter().map(|m| m.queue.as_str()).collect();
         for q in queues {
@@ -416,63 +435,58 @@ impl Broker {
         let ttl = self.inner.config.result_ttl.as_secs().max(1);
         let mut writes = redis::pipe();
         for c in batch {
-            match c {
-                Completion::Finished {
-                    task_id, record, ..
-                } => {
-                    writes
-                        .cmd("SET")
-                        .arg(keys.task(task_id))
-                        .arg(record)
-                        .arg("EX")
-                        .arg(ttl)
-                        .ignore();
-                    let inline: &[u8] = if record.len() <= INLINE_RESULT_MAX {
-                        record
-                    } else {
-                        b""
-                    };
-                    writes
-                        .cmd("PUBLISH")
-                        .arg(keys.done_channel(task_id))
-                        .arg(inline)
-                        .ignore();
+            if let Some((task_id, record)) = &c.record {
+                writes
+                    .cmd("SET")
+                    .arg(keys.task(task_id))
+                    .arg(record)
+                    .arg("EX")
+                    .arg(ttl)
+                    .ignore();
+                let inline: &[u8] = if record.len() <= INLINE_RESULT_MAX {
+                    record
+                } else {
+                    b""
+                };
+                writes
+                    .cmd("PUBLISH")
+                    .arg(keys.done_channel(task_id))
+                    .arg(inline)
+                    .ignore();
+            }
+            if let Some(letter) = &c.dead {
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(keys.dead(&c.queue))
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(DEAD_LETTER_MAX_LEN)
+                    .arg("*")
+                    .arg("reason")
+                    .arg(&letter.reason)
+                    .arg("error")
+                    .arg(&letter.error)
+                    .arg("stream_id")
+                    .arg(&c.stream_id)
+                    .arg("attempts")
+                    .arg(letter.attempts)
+                    .arg("at_ms")
+                    .arg(envelope::now_ms())
+                    .arg("payload")
+                    .arg(&letter.payload);
+                if let Some(id) = &letter.task_id {
+                    cmd.arg("task_id").arg(id);
                 }
-                Completion::Dead { queue, stream_id, letter } => {
-                    let mut cmd = redis::cmd("XADD");
-                    cmd.arg(keys.dead(queue))
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(DEAD_LETTER_MAX_LEN)
-                        .arg("*")
-                        .arg("reason")
-                        .arg(&letter.reason)
-                        .arg("error")
-                        .arg(&letter.error)
-                        .arg("stream_id")
-                        .arg(stream_id)
-                        .arg("attempts")
-                        .arg(letter.attempts)
-                        .arg("at_ms")
-                        .arg(envelope::now_ms())
-                        .arg("payload")
-                        .arg(&letter.payload);
-                    if let Some(id) = &letter.task_id {
-                        cmd.arg("task_id").arg(id);
-                    }
-                    if let Some(t) = &letter.task {
-                        cmd.arg("task").arg(t);
-                    }
-                    writes.add_command(cmd).ignore();
+                if let Some(t) = &letter.task {
+                    cmd.arg("task").arg(t);
                 }
+                writes.add_command(cmd).ignore();
             }
         }
         self.inner.pool.query::<(), _>(&writes).await?;
 
         let mut by_queue: HashMap<&str, Vec<&str>> = HashMap::new();
         for c in batch {
-            let (queue, id) = c.ack_target();
-            by_queue.entry(queue).or_default().push(id);
+            by_queue.entry(&c.queue).or_default().push(&c.stream_id);
         }
         let mut acks = redis::pipe();
         for (queue, ids) in by_queue {

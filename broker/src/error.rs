@@ -18,14 +18,22 @@ pub enum BrokerError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// Redis could not be reached, refused the command, or the connection broke.
-    #[error("Redis is unavailable: {0}")]
-    Redis(#[from] redis::RedisError),
+    #[error("Redis error: {0}")]
+    Redis(redis::RedisError),
     /// No pooled connection could be had.
     #[error("Redis is unavailable: {0}")]
     Pool(String),
     /// A value could not be encoded or decoded.
     #[error(transparent)]
     Codec(#[from] CodecError),
+}
+
+// By hand rather than `#[from]`: the message already includes the cause, so it is not also
+// exposed as `source()` (a `{:#}` chain would print it twice).
+impl From<redis::RedisError> for BrokerError {
+    fn from(e: redis::RedisError) -> Self {
+        BrokerError::Redis(e)
+    }
 }
 
 impl BrokerError {
@@ -48,12 +56,12 @@ impl BrokerError {
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     /// The arguments could not be encoded.
-    #[error("cannot encode the arguments of {task}: {source}")]
+    #[error("cannot encode the arguments of {task}: {error}")]
     Encode {
         /// The task name.
         task: String,
         /// The codec's complaint.
-        source: CodecError,
+        error: CodecError,
     },
     /// The encoded message is larger than `max_payload_bytes`.
     #[error("message for {task} is {size} bytes, over the {limit}-byte limit")]
@@ -74,12 +82,12 @@ pub enum DispatchError {
         value: String,
     },
     /// Redis did not accept the message.
-    #[error("could not enqueue {task}: {source}")]
+    #[error("could not enqueue {task}: {error}")]
     Broker {
         /// The task name.
         task: String,
         /// The underlying error.
-        source: BrokerError,
+        error: BrokerError,
     },
 }
 

@@ -21,7 +21,9 @@ pub mod record;
 pub mod task;
 mod waiter;
 
-pub use broker::{Broker, Completion, DeadLetter, Delivery, OutgoingMessage, StreamReader};
+pub use broker::{
+    Broker, Completion, DeadLetter, Delivery, OutgoingMessage, RawDispatch, StreamReader,
+};
 pub use codec::{Codec, CodecError, MsgPack};
 pub use config::BrokerConfig;
 pub use envelope::Envelope;

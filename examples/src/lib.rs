@@ -1,1 +1,12 @@
-pub fn x(){}
+//! Example kiq tasks. The `taskctl` binary of this crate links them in, so the demo and the
+//! CLI work out of the box: `taskctl tasks` lists them.
+
+pub mod faults;
+pub mod math;
+pub mod text;
+
+/// Call from a binary to make sure this crate (and so its tasks) is linked in.
+///
+/// Tasks register at link time; a library crate none of whose items is used may be left out
+/// of the link, and its tasks with it.
+pub fn link() {}

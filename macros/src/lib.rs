@@ -1,1 +1,30 @@
-pub fn x(){}
+//! The `#[task]` attribute of kiq. Use it through the facade: `#[kiq::task]`.
+//!
+//! ```ignore
+//! #[kiq::task(queue = "math", timeout = "5s")]
+//! async fn add(a: i64, b: i64) -> i64 { a + b }
+//!
+//! add(2, 3).await;                       // still a plain function
+//! let h = add::kiq(&broker, 2, 3).await?; // typed dispatch
+//! let sum: i64 = h.wait_result(Duration::from_secs(5)).await?;
+//! ```
+//!
+//! Beside the function, the macro emits a module of the same name (modules and functions
+//! live in different namespaces) holding `kiq`, `kicker`, `SPEC`, `Args`, `Output`, and a
+//! link-time registration of the handler.
+
+mod options;
+mod task;
+
+use proc_macro::TokenStream;
+
+/// Declares an `async fn` as a kiq task. See the crate docs.
+///
+/// Options: `name = "..."` (default: module path and function name), `queue = "..."` (default
+/// `default`), `timeout = "30s"`, `retries = N`, `crate = "path"` (where kiq is, default `::kiq`).
+#[proc_macro_attribute]
+pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    task::expand(attr.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

@@ -1,1 +1,23 @@
-pub fn x(){}
+//! kiq's worker side: the task registry, the execution runtime of one worker process, and the
+//! supervisor that runs N of them.
+//!
+//! - [`registry`]: `#[task]` functions collected at link time ([`Registry::linked`]).
+//! - [`Worker`]: one process's consumer loop ([`Worker::run`]).
+//! - [`supervisor`]: `taskctl worker --workers N`.
+#![warn(missing_docs)]
+
+pub mod completer;
+pub mod config;
+pub mod execute;
+pub mod handler;
+pub mod registry;
+pub mod runtime;
+pub mod supervisor;
+
+pub use config::WorkerConfig;
+pub use registry::{Handler, HandlerFuture, Invocation, Registry, RegistryError, TaskDef};
+pub use runtime::{Worker, WorkerError, WorkerReport};
+pub use supervisor::{supervise, SupervisorConfig, SupervisorError, SupervisorReport};
+
+#[doc(hidden)]
+pub use inventory;

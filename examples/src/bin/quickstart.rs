@@ -1,0 +1,46 @@
+//! Dispatches a few example tasks and prints their results. Run a worker first:
+//! `taskctl worker --workers 2`, then `quickstart` (both read `KIQ_REDIS_URL`).
+
+use std::time::Duration;
+
+use kiq_examples::{faults, math, text};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let url = std::env::var("KIQ_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let broker = kiq::Broker::connect(&url).await?;
+    let wait = Duration::from_secs(10);
+
+    let sum = math::add::kiq(&broker, 2, 3).await?;
+    println!("add(2, 3)           = {}", sum.wait_result(wait).await?);
+
+    let greeting = text::greet::kiq(&broker, "kiq".to_string()).await?;
+    println!("greet(\"kiq\")        = {}", greeting.wait_result(wait).await?);
+
+    let s = math::stats::kiq(&broker, vec![1.0, 2.0, 3.0, 4.0]).await?;
+    println!("stats([1, 2, 3, 4]) = {:?}", s.wait_result(wait).await?);
+
+    let q = math::divide::kiq(&broker, 1.0, 0.0).await?;
+    match q.wait_result(wait).await {
+        Ok(v) => println!("divide(1, 0)        = {v}"),
+        Err(e) => println!("divide(1, 0)        -> {e}"),
+    }
+
+    let p = faults::explode::kiq(&broker, "on purpose".to_string()).await?;
+    match p.wait_result(wait).await {
+        Ok(v) => println!("explode             = {v}"),
+        Err(e) => println!("explode             -> {e}"),
+    }
+
+    // Many at once: each handle is awaited concurrently over one shared subscriber.
+    let mut handles = Vec::new();
+    for i in 0..100 {
+        handles.push(math::add::kiq(&broker, i, i).await?);
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.wait_result(wait).await?;
+    }
+    println!("sum of add(i, i) for i in 0..100 = {total}");
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! `taskctl kiq` and `taskctl result`: dispatch by name from a shell, read results.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use kiq_broker::{RawDispatch, TaskRecord, TaskState, WaitError};
+
+use super::GlobalArgs;
+
+#[derive(Debug, Args)]
+pub(crate) struct KiqArgs {
+    /// The task name (see `taskctl tasks`).
+    task: String,
+    /// The arguments as a JSON array, e.g. '[2, 3]'.
+    #[arg(long, short = 'a', default_value = "[]")]
+    args: String,
+    /// Queue to send to (default: the task's queue if it is linked in, else `default`).
+    #[arg(long, short = 'q')]
+    queue: Option<String>,
+    /// Use this task id instead of a fresh one.
+    #[arg(long)]
+    task_id: Option<String>,
+    /// Wait this long for the result and print it.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    wait: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ResultArgs {
+    /// The task id.
+    id: String,
+    /// Wait this long for the task to finish.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    wait: Option<Duration>,
+}
+
+pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<ExitCode> {
+    let json: serde_json::Value = serde_json::from_str(&args.args)
+        .map_err(|e| anyhow::anyhow!("--args must be JSON: {e}"))?;
+    if !json.is_array() {
+        anyhow::bail!("--args must be a JSON array of the task's arguments, e.g. '[2, 3]'");
+    }
+    let encoded = json_to_wire(&json)?;
+    let linked_queue = kiq_worker::Registry::linked()
+        .ok()
+        .and_then(|r| r.get(&args.task).map(|d| d.queue));
+    let queue = args
+        .queue
+        .as_deref()
+        .or(linked_queue)
+        .unwrap_or("default");
+    let broker = global.connect().await?;
+    let msg = broker.prepare_raw(RawDispatch {
+        task: &args.task,
+        queue,
+        args: encoded,
+        task_id: args.task_id.as_deref(),
+        labels: Default::default(),
+    })?;
+    let id = broker.enqueue(msg).await?;
+    println!("{id}");
+    match args.wait {
+        None => Ok(ExitCode::SUCCESS),
+        Some(timeout) => print_outcome(broker.wait_record(&id, timeout).await),
+    }
+}
+
+pub(crate) async fn result(global: &GlobalArgs, args: ResultArgs) -> anyhow::Result<ExitCode> {
+    let broker = global.connect().await?;
+    match args.wait {
+        Some(timeout) => print_outcome(broker.wait_record(&args.id, timeout).await),
+        None => match broker.record(&args.id).await? {
+            None => print_outcome(Err(WaitError::NotFound(args.id))),
+            Some(r) if r.state.is_final() => print_outcome(Ok(r)),
+            Some(r) => {
+                println!("{}", serde_json::json!({ "id": args.id, "state": r.state }));
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+    }
+}
+
+fn print_outcome(outcome: Result<TaskRecord, WaitError>) -> anyhow::Result<ExitCode> {
+    match outcome {
+        Ok(r) if r.state == TaskState::Succeeded => {
+            let value = match &r.output {
+                Some(bytes) => wire_to_json(bytes)?,
+                None => serde_json::Value::Null,
+            };
+            println!("{value}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(r) => {
+            let f = r.failure.map(|f| f.to_string()).unwrap_or_default();
+            eprintln!("task failed: {f}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(WaitError::Failed(f)) => {
+            eprintln!("task failed: {f}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(WaitError::Timeout) => {
+            eprintln!("timed out waiting for the result");
+            Ok(ExitCode::from(3))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// JSON to the wire codec (MessagePack), without knowing the target types.
+fn json_to_wire(json: &serde_json::Value) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut ser = rmp_serde::Serializer::new(&mut out).with_struct_map();
+    serde_transcode::transcode(json, &mut ser)?;
+    Ok(out)
+}
+
+/// The wire codec back to JSON, for printing.
+fn wire_to_json(bytes: &[u8]) -> anyhow::Result<serde_json::Value> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    let mut out = Vec::new();
+    {
+        let mut ser = serde_json::Serializer::new(&mut out);
+        serde_transcode::transcode(&mut de, &mut ser)?;
+    }
+    Ok(serde_json::from_slice(&out)?)
+}

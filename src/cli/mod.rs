@@ -1,0 +1,139 @@
+//! `taskctl`: the command line, as a library so that any binary linking your tasks gets it.
+//!
+//! ```no_run
+//! // src/bin/taskctl.rs of your application
+//! fn main() -> std::process::ExitCode {
+//!     kiq::cli::main()
+//! }
+//! ```
+//!
+//! Subcommands: `worker` (supervised worker processes), `tasks` (what is linked in), `kiq`
+//! (dispatch a task by name with JSON arguments), `result` (a task's state or result).
+
+mod dispatch;
+mod worker;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use kiq_broker::{Broker, BrokerConfig};
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "taskctl", version, about = "Run and operate kiq workers and tasks")]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Redis URL: redis://[user:password@]host:port[/db], or rediss:// for TLS.
+    #[arg(long, global = true, env = "KIQ_REDIS_URL", default_value = kiq_broker::config::DEFAULT_REDIS_URL, hide_env_values = true)]
+    pub redis_url: String,
+    /// Prefix of every Redis key.
+    #[arg(long, global = true, env = "KIQ_PREFIX", default_value = "kiq")]
+    pub prefix: String,
+    /// How long finished tasks' results are kept.
+    #[arg(long, global = true, env = "KIQ_RESULT_TTL", default_value = "1day", value_parser = humantime::parse_duration)]
+    pub result_ttl: Duration,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info`, `kiq_worker=debug`.
+    #[arg(long, global = true, env = "KIQ_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl GlobalArgs {
+    /// The broker configuration these options describe.
+    pub fn broker_config(&self) -> BrokerConfig {
+        BrokerConfig::new(self.redis_url.clone())
+            .prefix(self.prefix.clone())
+            .result_ttl(self.result_ttl)
+    }
+
+    /// Connects, checking Redis answers.
+    pub async fn connect(&self) -> anyhow::Result<Broker> {
+        Ok(Broker::from_config(self.broker_config()).await?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run N supervised worker processes.
+    Worker(worker::WorkerArgs),
+    /// List the tasks linked into this binary.
+    Tasks,
+    /// Dispatch a task by name with JSON arguments.
+    Kiq(dispatch::KiqArgs),
+    /// Show a task's state or result, optionally waiting for it.
+    Result(dispatch::ResultArgs),
+}
+
+/// Parses the process's arguments, runs the command, and returns its exit code.
+pub fn main() -> ExitCode {
+    run(Cli::parse())
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    init_tracing(&cli.global.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("taskctl: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Worker(args) => worker::run(&cli.global, args).await,
+            Command::Tasks => {
+                print_tasks()?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Kiq(args) => dispatch::kiq(&cli.global, args).await,
+            Command::Result(args) => dispatch::result(&cli.global, args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("taskctl: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Prints the linked tasks; errors if there are none or names clash.
+fn print_tasks() -> anyhow::Result<kiq_worker::Registry> {
+    let registry = kiq_worker::Registry::linked_non_empty()?;
+    println!("{} task(s) registered:", registry.len());
+    for def in registry.tasks() {
+        let timeout = def
+            .timeout
+            .map(|t| humantime::format_duration(t).to_string())
+            .unwrap_or_else(|| "none".into());
+        println!(
+            "  {:<40} queue={:<12} timeout={:<8} retries={}  ({})",
+            def.name, def.queue, timeout, def.retries, def.location
+        );
+    }
+    Ok(registry)
+}

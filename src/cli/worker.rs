@@ -1,0 +1,108 @@
+//! `taskctl worker`: a supervisor of N worker processes, or (in a child) one worker.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use kiq_broker::Broker;
+use kiq_worker::supervisor::{self, SupervisorConfig, CHILD_ENV};
+use kiq_worker::{Registry, Worker, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+use super::GlobalArgs;
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// Worker processes to run.
+    #[arg(long, short = 'w', default_value_t = 1, env = "KIQ_WORKERS")]
+    workers: usize,
+    /// Tasks each process runs at once.
+    #[arg(long, short = 'c', default_value_t = 16, env = "KIQ_CONCURRENCY")]
+    concurrency: usize,
+    /// Messages each process reads ahead of free slots (default: = concurrency).
+    #[arg(long, env = "KIQ_PREFETCH")]
+    prefetch: Option<usize>,
+    /// Queues to read, comma-separated (default: every queue a linked task names).
+    #[arg(long, short = 'q', value_delimiter = ',', env = "KIQ_QUEUES")]
+    queues: Vec<String>,
+    /// How long in-flight tasks may finish after SIGTERM; the rest are redelivered.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "KIQ_SHUTDOWN_TIMEOUT")]
+    shutdown_timeout: Duration,
+}
+
+pub(crate) async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return run_child(global, args).await;
+    }
+    let registry = super::print_tasks()?;
+    let config = worker_config(&args, &registry);
+    println!(
+        "queues: {}  processes: {}  concurrency: {}  redis: {}",
+        config.queues.join(","),
+        args.workers.max(1),
+        config.concurrency,
+        kiq_broker::connection::redact(&global.redis_url)
+    );
+    if let Err(e) = global.connect().await {
+        tracing::warn!(error = %e, "Redis is not reachable yet; workers will keep retrying");
+    }
+    let program = std::env::current_exe()?;
+    let child_args: Vec<_> = std::env::args_os().skip(1).collect();
+    let mut sup = SupervisorConfig::new(args.workers, program, child_args);
+    sup.grace = args.shutdown_timeout + Duration::from_secs(5);
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        supervisor::termination_signal().await;
+        tracing::info!("stopping worker processes");
+        on_signal.cancel();
+    });
+    let report = supervisor::supervise(sup, shutdown).await?;
+    tracing::info!(
+        restarts = report.restarts,
+        killed = report.killed,
+        "supervisor stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn worker_config(args: &WorkerArgs, registry: &Registry) -> WorkerConfig {
+    let queues = if args.queues.is_empty() {
+        registry.queues()
+    } else {
+        args.queues.clone()
+    };
+    let concurrency = args.concurrency.max(1);
+    WorkerConfig {
+        queues,
+        concurrency,
+        prefetch: args.prefetch.unwrap_or(concurrency),
+        shutdown_timeout: args.shutdown_timeout,
+        ..WorkerConfig::default()
+    }
+}
+
+async fn run_child(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    if !supervisor::bind_to_supervisor() {
+        anyhow::bail!("the supervisor is gone; not starting an orphan worker");
+    }
+    let registry = Registry::linked_non_empty()?;
+    let config = worker_config(&args, &registry);
+    // Lazy: a worker started while Redis is down waits for it rather than exiting.
+    let broker = Broker::lazy(global.broker_config())?;
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        supervisor::termination_signal().await;
+        on_signal.cancel();
+    });
+    let report = Worker::new(broker, registry, config).run(shutdown).await?;
+    if report.abandoned > 0 || report.unwritten > 0 {
+        tracing::warn!(
+            abandoned = report.abandoned,
+            unwritten = report.unwritten,
+            "left work pending for redelivery"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
