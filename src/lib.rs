@@ -28,8 +28,8 @@
 pub mod cli;
 
 pub use kiq_broker::{
-    Broker, BrokerConfig, BrokerError, DispatchError, FailureKind, Kicker, TaskFailure,
-    TaskHandle, TaskRecord, TaskSpec, TaskState, WaitError,
+    Broker, BrokerConfig, BrokerError, DispatchError, FailureKind, Kicker, TaskFailure, TaskHandle,
+    TaskRecord, TaskSpec, TaskState, WaitError,
 };
 pub use kiq_macros::task;
 pub use kiq_worker::{Registry, Worker, WorkerConfig};

@@ -41,7 +41,10 @@ struct Inner {
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("redis_url", &connection::redact(&self.inner.config.redis_url))
+            .field(
+                "redis_url",
+                &connection::redact(&self.inner.config.redis_url),
+            )
             .field("prefix", &self.inner.config.prefix)
             .finish()
     }
@@ -340,6 +343,7 @@ impl Broker {
             attempts: 0,
             output: None,
             failure: None,
+            worker: None,
         };
         Ok(OutgoingMessage {
             id,
@@ -507,8 +511,7 @@ impl Broker {
 pub fn valid_queue_name(q: &str) -> bool {
     !q.is_empty()
         && q.len() <= 64
-        && q
-            .bytes()
+        && q.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 

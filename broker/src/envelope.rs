@@ -67,7 +67,9 @@ mod tests {
     fn round_trips_and_ids_look_like_taskiq() {
         let id = new_task_id();
         assert_eq!(id.len(), 32);
-        assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         let e = Envelope {
             v: ENVELOPE_VERSION,
             id,

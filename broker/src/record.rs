@@ -114,6 +114,9 @@ pub struct TaskRecord {
     /// The failure, when it failed.
     #[serde(default)]
     pub failure: Option<TaskFailure>,
+    /// The consumer (worker process) that ran the last attempt.
+    #[serde(default)]
+    pub worker: Option<String>,
 }
 
 #[cfg(test)]

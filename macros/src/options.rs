@@ -56,7 +56,10 @@ impl TaskOptions {
                 )
             })?;
             if d.is_zero() {
-                return Err(syn::Error::new(s.span(), "timeout must be greater than zero"));
+                return Err(syn::Error::new(
+                    s.span(),
+                    "timeout must be greater than zero",
+                ));
             }
             self.timeout_ms = Some(d.as_millis().min(u64::MAX as u128) as u64);
         } else if meta.path.is_ident("retries") {

@@ -141,6 +141,14 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 kicker().kiq(broker, (#(#arg_names,)*)).await
             }
 
+            /// Enqueues one task per argument tuple, pipelined.
+            #mod_vis async fn kiq_many(
+                broker: &#krate::Broker,
+                args: impl ::core::iter::IntoIterator<Item = Args>,
+            ) -> ::core::result::Result<::std::vec::Vec<#krate::TaskHandle<Output>>, #krate::DispatchError> {
+                kicker().kiq_many(broker, args).await
+            }
+
             fn __kiq_handler(__kiq_inv: #krate::__private::Invocation) -> #krate::__private::HandlerFuture {
                 ::std::boxed::Box::pin(async move {
                     let (#(#arg_names,)*): Args =

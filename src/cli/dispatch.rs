@@ -45,11 +45,7 @@ pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<Ex
     let linked_queue = kiq_worker::Registry::linked()
         .ok()
         .and_then(|r| r.get(&args.task).map(|d| d.queue));
-    let queue = args
-        .queue
-        .as_deref()
-        .or(linked_queue)
-        .unwrap_or("default");
+    let queue = args.queue.as_deref().or(linked_queue).unwrap_or("default");
     let broker = global.connect().await?;
     let msg = broker.prepare_raw(RawDispatch {
         task: &args.task,

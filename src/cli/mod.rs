@@ -21,7 +21,11 @@ use kiq_broker::{Broker, BrokerConfig};
 
 /// The command line.
 #[derive(Debug, Parser)]
-#[command(name = "taskctl", version, about = "Run and operate kiq workers and tasks")]
+#[command(
+    name = "taskctl",
+    version,
+    about = "Run and operate kiq workers and tasks"
+)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,

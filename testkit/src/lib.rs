@@ -124,7 +124,9 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.kill();
-        Err(StartError("redis-server did not answer PING within 10 s".into()))
+        Err(StartError(
+            "redis-server did not answer PING within 10 s".into(),
+        ))
     }
 
     /// The loopback port.
@@ -199,13 +201,15 @@ fn ping(port: u16) -> bool {
         return false;
     }
     let mut buf = [0u8; 16];
-    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    // NOAUTH also means "up": the server has ACLs and the probe has no password.
+    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
 }
 
 /// A loopback port nobody is listening on right now (never 6379).
 pub fn free_port() -> Result<u16, StartError> {
     loop {
-        let l = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| StartError(format!("bind: {e}")))?;
+        let l =
+            TcpListener::bind(("127.0.0.1", 0)).map_err(|e| StartError(format!("bind: {e}")))?;
         let port = l
             .local_addr()
             .map_err(|e| StartError(format!("addr: {e}")))?

@@ -62,7 +62,10 @@ async fn write_with_retry(broker: &Broker, batch: &[Completion], stop: &Cancella
         match broker.complete(batch).await {
             Ok(()) => {
                 if failing {
-                    tracing::info!(count = batch.len(), "completions written after Redis came back");
+                    tracing::info!(
+                        count = batch.len(),
+                        "completions written after Redis came back"
+                    );
                 }
                 return true;
             }

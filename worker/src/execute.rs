@@ -14,7 +14,7 @@ use tracing::Instrument;
 use crate::registry::{Invocation, Registry};
 
 /// Runs `delivery` to completion and returns what must be written for it.
-pub async fn execute(registry: &Registry, delivery: Delivery) -> Completion {
+pub async fn execute(registry: &Registry, consumer: &str, delivery: Delivery) -> Completion {
     let Delivery {
         queue,
         stream_id,
@@ -57,7 +57,10 @@ pub async fn execute(registry: &Registry, delivery: Delivery) -> Completion {
     };
     let dead = dead_reason.map(|reason| DeadLetter {
         reason: reason.into(),
-        error: failure.as_ref().map(|f| f.message.clone()).unwrap_or_default(),
+        error: failure
+            .as_ref()
+            .map(|f| f.message.clone())
+            .unwrap_or_default(),
         task_id: Some(envelope.id.clone()),
         task: Some(envelope.task.clone()),
         attempts,
@@ -72,6 +75,7 @@ pub async fn execute(registry: &Registry, delivery: Delivery) -> Completion {
         attempts,
         output,
         failure,
+        worker: Some(consumer.to_string()),
     };
     let record = match codec::encode(&record) {
         Ok(bytes) => Some((envelope.id.clone(), bytes)),
@@ -92,7 +96,10 @@ async fn run(registry: &Registry, envelope: &Envelope) -> Result<Vec<u8>, TaskFa
     let Some(def) = registry.get(&envelope.task) else {
         return Err(TaskFailure::new(
             FailureKind::UnknownTask,
-            format!("no task named {:?} is registered on this worker", envelope.task),
+            format!(
+                "no task named {:?} is registered on this worker",
+                envelope.task
+            ),
         ));
     };
     let invocation = Invocation {

@@ -19,9 +19,8 @@ pub fn decode_args<A: DeserializeOwned>(task: &str, bytes: &[u8]) -> Result<A, T
 
 /// Encodes a task's output.
 pub fn encode_output<T: Serialize>(value: &T) -> Result<Vec<u8>, TaskFailure> {
-    codec::encode(value).map_err(|e| {
-        TaskFailure::new(FailureKind::Error, format!("cannot encode the output: {e}"))
-    })
+    codec::encode(value)
+        .map_err(|e| TaskFailure::new(FailureKind::Error, format!("cannot encode the output: {e}")))
 }
 
 /// The failure for a task that returned `Err(error)`: its type and its `{:#}` message.

@@ -92,6 +92,7 @@ impl Worker {
         let tracker = TaskTracker::new();
         tracing::info!(consumer = %self.config.consumer, queues = ?queues, concurrency, prefetch = self.config.prefetch, "worker started");
 
+        let consumer: Arc<str> = self.config.consumer.as_str().into();
         let mut report = WorkerReport::default();
         let mut reader: Option<StreamReader> = None;
         let mut backoff = Duration::from_millis(100);
@@ -138,7 +139,8 @@ impl Worker {
                         let registry = self.registry.clone();
                         let exec = exec.clone();
                         let tx = tx.clone();
-                        tracker.spawn(run_one(registry, exec, tx, slot, delivery));
+                        let consumer = consumer.clone();
+                        tracker.spawn(run_one(registry, consumer, exec, tx, slot, delivery));
                     }
                 }
                 Err(e) => {
@@ -163,7 +165,10 @@ impl Worker {
             .is_err()
         {
             report.abandoned = concurrency.saturating_sub(exec.available_permits());
-            tracing::warn!(abandoned = report.abandoned, "shutdown timeout reached; unfinished tasks stay pending and will be redelivered");
+            tracing::warn!(
+                abandoned = report.abandoned,
+                "shutdown timeout reached; unfinished tasks stay pending and will be redelivered"
+            );
         }
         drop(tx);
         stop_completer.cancel();
@@ -175,6 +180,7 @@ impl Worker {
 
 async fn run_one(
     registry: Arc<Registry>,
+    consumer: Arc<str>,
     exec: Arc<Semaphore>,
     completions: mpsc::Sender<Completion>,
     slot: OwnedSemaphorePermit,
@@ -183,7 +189,7 @@ async fn run_one(
     let Ok(_running) = exec.acquire().await else {
         return;
     };
-    let completion = execute(&registry, delivery).await;
+    let completion = execute(&registry, &consumer, delivery).await;
     // The slot is released only once the completion is queued: flow control covers writing.
     let _ = completions.send(completion).await;
     drop(slot);

@@ -175,7 +175,11 @@ async fn stop_child(child: &mut Child, index: usize, grace: Duration) -> bool {
             false
         }
         Err(_) => {
-            tracing::warn!(worker = index, pid, "worker process did not stop in time; killing it");
+            tracing::warn!(
+                worker = index,
+                pid,
+                "worker process did not stop in time; killing it"
+            );
             let _ = child.kill().await;
             true
         }
@@ -185,7 +189,9 @@ async fn stop_child(child: &mut Child, index: usize, grace: Duration) -> bool {
 fn log_exit(index: usize, status: Option<ExitStatus>, ran: Duration) {
     match status {
         Some(s) if s.success() => tracing::info!(worker = index, "worker process exited"),
-        Some(s) => tracing::warn!(worker = index, status = %s, ran_s = ran.as_secs(), "worker process exited abnormally"),
+        Some(s) => {
+            tracing::warn!(worker = index, status = %s, ran_s = ran.as_secs(), "worker process exited abnormally")
+        }
         None => tracing::warn!(worker = index, "worker process vanished"),
     }
 }

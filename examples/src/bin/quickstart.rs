@@ -15,7 +15,10 @@ async fn main() -> anyhow::Result<()> {
     println!("add(2, 3)           = {}", sum.wait_result(wait).await?);
 
     let greeting = text::greet::kiq(&broker, "kiq".to_string()).await?;
-    println!("greet(\"kiq\")        = {}", greeting.wait_result(wait).await?);
+    println!(
+        "greet(\"kiq\")        = {}",
+        greeting.wait_result(wait).await?
+    );
 
     let s = math::stats::kiq(&broker, vec![1.0, 2.0, 3.0, 4.0]).await?;
     println!("stats([1, 2, 3, 4]) = {:?}", s.wait_result(wait).await?);

@@ -1,0 +1,152 @@
+//! Connecting: ACL users, TLS, and clear errors for bad credentials or a dead server.
+
+mod support;
+
+use std::time::Duration;
+
+use kiq::Broker;
+use kiq_examples::math;
+use kiq_testkit::{RedisOptions, RedisServer};
+use support::Workers;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_user_and_password() {
+    let redis = RedisServer::start_with(RedisOptions {
+        extra_args: [
+            "--user", "default", "off", "--user", "kiq", "on", ">s3cret", "~*", "&*", "+@all",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    })
+    .unwrap();
+    let url = format!("redis://kiq:s3cret@127.0.0.1:{}", redis.port());
+    let broker = Broker::connect(&url).await.expect("ACL login");
+    let _workers = Workers::start(&url, 1, &[]);
+    let h = math::add::kiq(&broker, 1, 2).await.unwrap();
+    assert_eq!(h.wait_result(Duration::from_secs(20)).await.unwrap(), 3);
+
+    let wrong = format!("redis://kiq:wrong@127.0.0.1:{}", redis.port());
+    let err = Broker::connect(&wrong).await.unwrap_err();
+    assert!(!err.to_string().contains("wrong"), "password leaked: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_listening_is_a_clear_error() {
+    let port = kiq_testkit::free_port().unwrap();
+    let err = Broker::connect(&format!("redis://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_verified_certificate() {
+    let dir = std::env::temp_dir().join(format!("kiq-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    make_ca_and_server_cert(&dir);
+    let tls_port = kiq_testkit::free_port().unwrap();
+    let redis = RedisServer::start_with(RedisOptions {
+        extra_args: vec![
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            cert.display().to_string(),
+            "--tls-key-file".into(),
+            key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            ca.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let url = format!("rediss://localhost:{tls_port}");
+    // rustls-native-certs reads SSL_CERT_FILE: trust exactly our test CA, in the worker too.
+    let cert_path = ca.display().to_string();
+    // SAFETY: set before this test starts any thread that reads the environment.
+    unsafe { std::env::set_var("SSL_CERT_FILE", &cert_path) };
+    let broker = Broker::connect(&url).await.expect("TLS connect");
+    let _workers = Workers::start_env(&url, 1, &[], &[("SSL_CERT_FILE", &cert_path)]);
+    let h = math::add::kiq(&broker, 20, 22).await.unwrap();
+    assert_eq!(h.wait_result(Duration::from_secs(20)).await.unwrap(), 42);
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A throwaway CA and a `localhost` server certificate signed by it, made with openssl.
+fn make_ca_and_server_cert(dir: &std::path::Path) {
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kiq test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "cert.pem",
+        ],
+    ];
+    for args in steps {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian: apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! End to end on real Redis: `.kiq()` → `taskctl worker` processes → `wait_result`.
+
+mod support;
+
+use std::time::Duration;
+
+use kiq::{FailureKind, TaskState, WaitError};
+use kiq_examples::{faults, math, text};
+use support::{redis_and_broker, Workers};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_succeed_and_stay_plain_functions() {
+    assert_eq!(math::add(2, 3).await, 5, "the function is still callable");
+    let (redis, broker) = redis_and_broker().await;
+    let workers = Workers::start(&redis.url(), 2, &[]);
+
+    let h = math::add::kiq(&broker, 2, 3).await.unwrap();
+    assert_eq!(h.id().len(), 32);
+    let sum: i64 = h.wait_result(WAIT).await.unwrap();
+    assert_eq!(sum, 5);
+
+    let g = text::greet::kiq(&broker, "kiq".into()).await.unwrap();
+    assert_eq!(g.wait_result(WAIT).await.unwrap(), "Hello, kiq!");
+
+    let s = math::stats::kiq(&broker, vec![1.0, 2.0, 6.0])
+        .await
+        .unwrap();
+    let stats = s.wait_result(WAIT).await.unwrap();
+    assert_eq!(stats.count, 3);
+    assert_eq!(stats.mean, Some(3.0));
+
+    // A task on its own queue ("text"), read because a linked task names it.
+    let wc = text::word_count::kiq(&broker, "a b A".into())
+        .await
+        .unwrap();
+    let counts = wc.wait_result(WAIT).await.unwrap();
+    assert_eq!(counts.get("a"), Some(&2));
+
+    // The record says who ran it and when.
+    let record = h.record().await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Succeeded);
+    assert_eq!(record.attempts, 1);
+    assert!(record.worker.is_some());
+
+    // Acked entries are deleted: the stream holds only live work.
+    let xlen = redis.command("XLEN {kiq:default}:stream").unwrap();
+    assert_eq!(xlen.trim(), ":0", "stream should be empty, got {xlen}");
+    assert!(workers.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_errors_reach_the_caller_with_kind_and_message() {
+    let (redis, broker) = redis_and_broker().await;
+    let _workers = Workers::start(&redis.url(), 1, &[]);
+
+    let h = math::divide::kiq(&broker, 1.0, 0.0).await.unwrap();
+    match h.wait_result(WAIT).await {
+        Err(WaitError::Failed(f)) => {
+            assert_eq!(f.kind, FailureKind::Error);
+            assert_eq!(
+                f.error_type.as_deref(),
+                Some("kiq_examples::math::MathError")
+            );
+            assert_eq!(f.message, "cannot divide 1 by zero");
+        }
+        other => panic!("expected a task failure, got {other:?}"),
+    }
+    let ok = math::divide::kiq(&broker, 9.0, 3.0).await.unwrap();
+    assert_eq!(ok.wait_result(WAIT).await.unwrap(), 3.0);
+
+    // anyhow errors keep their whole chain.
+    let f = faults::flaky::kiq(&broker, "upstream 503".into())
+        .await
+        .unwrap();
+    match f.wait_result(WAIT).await {
+        Err(WaitError::Failed(f)) => {
+            assert!(f.message.contains("flaky task gave up"), "{}", f.message);
+            assert!(f.message.contains("upstream 503"), "{}", f.message);
+        }
+        other => panic!("expected a task failure, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_task_is_a_failure_and_the_worker_goes_on() {
+    let (redis, broker) = redis_and_broker().await;
+    let workers = Workers::start(&redis.url(), 1, &[]);
+    let before = workers.children();
+
+    let p = faults::explode::kiq(&broker, "kaboom".into())
+        .await
+        .unwrap();
+    match p.wait_result(WAIT).await {
+        Err(WaitError::Failed(f)) => {
+            assert_eq!(f.kind, FailureKind::Panic);
+            assert!(f.message.contains("kaboom"), "{}", f.message);
+        }
+        other => panic!("expected a panic failure, got {other:?}"),
+    }
+    // Same process, still serving.
+    let h = math::add::kiq(&broker, 1, 1).await.unwrap();
+    assert_eq!(h.wait_result(WAIT).await.unwrap(), 2);
+    assert_eq!(
+        workers.children(),
+        before,
+        "the worker process was not replaced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_past_its_timeout_is_stopped_and_recorded() {
+    let (redis, broker) = redis_and_broker().await;
+    let _workers = Workers::start(&redis.url(), 1, &[]);
+    let slow = faults::sleepy::kiq(&broker, 10_000).await.unwrap();
+    match slow.wait_result(WAIT).await {
+        Err(WaitError::Failed(f)) => assert_eq!(f.kind, FailureKind::Timeout),
+        other => panic!("expected a timeout failure, got {other:?}"),
+    }
+    let quick = faults::sleepy::kiq(&broker, 10).await.unwrap();
+    assert_eq!(quick.wait_result(WAIT).await.unwrap(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_task_names_fail_and_are_dead_lettered() {
+    let (redis, broker) = redis_and_broker().await;
+    let _workers = Workers::start(&redis.url(), 1, &[]);
+    let msg = broker
+        .prepare_raw(kiq::broker::RawDispatch {
+            task: "no::such::task",
+            queue: "default",
+            args: kiq::broker::codec::encode(&(1,)).unwrap(),
+            task_id: None,
+            labels: Default::default(),
+        })
+        .unwrap();
+    let id = broker.enqueue(msg).await.unwrap();
+    let h = broker.handle::<()>(id.clone());
+    match h.wait_result(WAIT).await {
+        Err(WaitError::Failed(f)) => {
+            assert_eq!(f.kind, FailureKind::UnknownTask);
+            assert!(f.message.contains("no::such::task"));
+        }
+        other => panic!("expected unknown task, got {other:?}"),
+    }
+    let dead = redis.command("XRANGE {kiq:default}:dead - +").unwrap();
+    assert!(dead.contains("unknown_task"), "{dead}");
+    assert!(dead.contains(&id), "{dead}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_argument_types_fail_cleanly() {
+    let (redis, broker) = redis_and_broker().await;
+    let _workers = Workers::start(&redis.url(), 1, &[]);
+    // `add` takes two integers; send a string and nothing.
+    let msg = broker
+        .prepare_raw(kiq::broker::RawDispatch {
+            task: math::add::SPEC.name,
+            queue: "default",
+            args: kiq::broker::codec::encode(&("two",)).unwrap(),
+            task_id: None,
+            labels: Default::default(),
+        })
+        .unwrap();
+    let id = broker.enqueue(msg).await.unwrap();
+    match broker.handle::<i64>(id).wait_result(WAIT).await {
+        Err(WaitError::Failed(f)) => assert_eq!(f.kind, FailureKind::BadArguments),
+        other => panic!("expected bad arguments, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_messages_are_dead_lettered_and_the_worker_survives() {
+    let (redis, broker) = redis_and_broker().await;
+    let workers = Workers::start(&redis.url(), 1, &[]);
+    // Make sure the group exists, then write garbage straight into the stream.
+    math::add::kiq(&broker, 0, 0)
+        .await
+        .unwrap()
+        .wait_result(WAIT)
+        .await
+        .unwrap();
+    for garbage in [
+        "XADD {kiq:default}:stream * data not-msgpack",
+        "XADD {kiq:default}:stream * other-field 1",
+        "XADD {kiq:default}:stream * data \"\"",
+    ] {
+        assert!(
+            redis.command(garbage).unwrap().starts_with('$'),
+            "{garbage}"
+        );
+    }
+    let h = math::add::kiq(&broker, 20, 22).await.unwrap();
+    assert_eq!(h.wait_result(WAIT).await.unwrap(), 42);
+    assert!(support::wait_until(Duration::from_secs(10), || {
+        redis
+            .command("XLEN {kiq:default}:dead")
+            .map(|r| r.trim() == ":3")
+            .unwrap_or(false)
+    }));
+    let dead = redis.command("XRANGE {kiq:default}:dead - +").unwrap();
+    assert!(dead.contains("malformed"), "{dead}");
+    assert!(
+        dead.contains("not-msgpack"),
+        "the original payload is kept: {dead}"
+    );
+    assert!(support::wait_until(Duration::from_secs(10), || {
+        redis
+            .command("XLEN {kiq:default}:stream")
+            .map(|r| r.trim() == ":0")
+            .unwrap_or(false)
+    }));
+    assert_eq!(workers.children().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_result_tells_timeout_from_unknown_from_redis_down() {
+    let (mut redis, broker) = redis_and_broker().await;
+    // No worker reads queue "nobody": the wait times out, the task is still pending.
+    let h = math::add::kicker()
+        .queue("nobody")
+        .kiq(&broker, (1, 2))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        h.wait_result(Duration::from_millis(300)).await,
+        Err(WaitError::Timeout)
+    ));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(h.record().await.unwrap().unwrap().state, TaskState::Pending);
+
+    let unknown = broker.handle::<i64>("0123456789abcdef0123456789abcdef");
+    assert!(matches!(
+        unknown.wait_result(Duration::from_secs(5)).await,
+        Err(WaitError::NotFound(_))
+    ));
+
+    redis.kill();
+    match h.wait_result(Duration::from_millis(500)).await {
+        Err(WaitError::Broker(e)) => assert!(e.is_unavailable(), "{e}"),
+        other => panic!("expected Redis unavailable, got {other:?}"),
+    }
+    // And dispatch during an outage is an error, never a false success.
+    assert!(math::add::kiq(&broker, 1, 1).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_payloads_are_refused_and_nothing_is_enqueued() {
+    let redis = support::RedisServer::start().unwrap();
+    let broker =
+        kiq::Broker::from_config(kiq::BrokerConfig::new(redis.url()).max_payload_bytes(1024))
+            .await
+            .unwrap();
+    let err = text::greet::kiq(&broker, "x".repeat(4096))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kiq::DispatchError::PayloadTooLarge { limit: 1024, .. }),
+        "{err}"
+    );
+    let xlen = redis.command("XLEN {kiq:default}:stream").unwrap();
+    assert!(xlen.trim() == ":0", "{xlen}");
+    // Bad caller-supplied ids and queues are refused too.
+    assert!(math::add::kicker()
+        .task_id("a b")
+        .kiq(&broker, (1, 1))
+        .await
+        .is_err());
+    assert!(math::add::kicker()
+        .queue("{x}")
+        .kiq(&broker, (1, 1))
+        .await
+        .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_waiters_share_a_few_connections() {
+    let (redis, broker) = redis_and_broker().await;
+    let handles = math::add::kiq_many(&broker, (0..2000).map(|i| (i, 1)))
+        .await
+        .unwrap();
+    // Everyone waits before any worker runs.
+    let mut waits = tokio::task::JoinSet::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        waits.spawn(async move { (i as i64, h.wait_result(Duration::from_secs(60)).await) });
+    }
+    let client_list = redis.command("CLIENT LIST").unwrap();
+    let clients = client_list.lines().filter(|l| l.contains("id=")).count();
+    let workers = Workers::start(&redis.url(), 1, &[]);
+    let mut done = 0;
+    while let Some(r) = waits.join_next().await {
+        let (i, result) = r.unwrap();
+        assert_eq!(result.unwrap(), i + 1);
+        done += 1;
+    }
+    assert_eq!(done, 2000);
+    // This process: the command pool (at most 8) and one subscriber; plus the probe itself.
+    let pool = broker.config().pool_size;
+    assert!(
+        clients <= pool + 2,
+        "{clients} connections for 2000 waiters:\n{client_list}"
+    );
+    drop(workers);
+}

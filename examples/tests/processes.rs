@@ -1,0 +1,137 @@
+//! The worker supervisor: N processes, restarts, graceful stop, and 10,000 tasks through two.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use kiq_examples::math;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::{alive, redis_and_broker, wait_until, Workers};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_tasks_through_two_worker_processes() {
+    let (redis, broker) = redis_and_broker().await;
+    let workers = Workers::start(&redis.url(), 2, &["--concurrency", "64"]);
+    const N: i64 = 10_000;
+    let started = Instant::now();
+    let handles = math::add::kiq_many(&broker, (0..N).map(|i| (i, 2 * i)))
+        .await
+        .expect("enqueue");
+    let enqueued = started.elapsed();
+    let mut waits = tokio::task::JoinSet::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        waits.spawn(async move { (i as i64, h.wait_result(Duration::from_secs(120)).await) });
+    }
+    let mut seen = 0;
+    while let Some(r) = waits.join_next().await {
+        let (i, result) = r.expect("join");
+        assert_eq!(result.expect("result"), 3 * i, "task {i}");
+        seen += 1;
+    }
+    assert_eq!(seen, N);
+    println!(
+        "10,000 tasks: enqueued in {enqueued:?}, all results checked after {:?}",
+        started.elapsed()
+    );
+    // Both processes did work (records say which consumer ran each task).
+    let mut consumers = HashSet::new();
+    for i in 0..200 {
+        let h = math::add::kiq(&broker, i, 0).await.unwrap();
+        h.wait_result(Duration::from_secs(30)).await.unwrap();
+        if let Some(w) = h.record().await.unwrap().and_then(|r| r.worker) {
+            consumers.insert(w);
+        }
+    }
+    assert_eq!(
+        consumers.len(),
+        2,
+        "expected both workers to run tasks: {consumers:?}"
+    );
+    assert!(workers.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_process_is_restarted() {
+    let (redis, broker) = redis_and_broker().await;
+    let workers = Workers::start(&redis.url(), 2, &[]);
+    let before = workers.children();
+    assert_eq!(before.len(), 2);
+    kill(Pid::from_raw(before[0]), Signal::SIGKILL).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let now = workers.children();
+            now.len() == 2 && !now.contains(&before[0])
+        }),
+        "no replacement for the killed worker; log:\n{}",
+        workers.log_text()
+    );
+    assert!(workers.log_text().contains("restarting worker process"));
+    let h = math::add::kiq(&broker, 4, 5).await.unwrap();
+    assert_eq!(h.wait_result(Duration::from_secs(20)).await.unwrap(), 9);
+    assert!(workers.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_every_worker_process() {
+    let (redis, _broker) = redis_and_broker().await;
+    let workers = Workers::start(&redis.url(), 3, &["--shutdown-timeout", "5s"]);
+    let children = workers.children();
+    assert_eq!(children.len(), 3);
+    let status = workers.stop();
+    assert!(status.success(), "{status:?}");
+    for c in children {
+        assert!(
+            wait_until(Duration::from_secs(5), || !alive(c)),
+            "worker {c} outlived its supervisor"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_die_with_a_sigkilled_supervisor() {
+    let (redis, _broker) = redis_and_broker().await;
+    let workers = Workers::start(&redis.url(), 2, &[]);
+    let children = workers.children();
+    kill(Pid::from_raw(workers.pid()), Signal::SIGKILL).unwrap();
+    for c in children {
+        assert!(
+            wait_until(Duration::from_secs(10), || !alive(c)),
+            "worker {c} kept running without its supervisor"
+        );
+    }
+}
+
+#[test]
+fn the_cli_lists_its_tasks_and_refuses_bad_input() {
+    let out = std::process::Command::new(support::taskctl())
+        .arg("tasks")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("kiq_examples::math::add"), "{text}");
+    assert!(text.contains("math.stats"), "{text}");
+
+    let bad = std::process::Command::new(support::taskctl())
+        .args([
+            "kiq",
+            "x",
+            "--args",
+            "{not json",
+            "--redis-url",
+            "redis://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--args must be JSON"));
+
+    let bad_url = std::process::Command::new(support::taskctl())
+        .args(["result", "abc", "--redis-url", "http://nope"])
+        .output()
+        .unwrap();
+    assert!(!bad_url.status.success());
+    assert!(String::from_utf8_lossy(&bad_url.stderr).contains("invalid Redis URL"));
+}

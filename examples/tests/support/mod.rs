@@ -1,0 +1,186 @@
+//! Shared harness of the end-to-end tests: a private Redis, a `taskctl worker` supervisor
+//! process, and bounded waits on events.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use kiq::Broker;
+pub use kiq_testkit::{wait_until, RedisServer};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Path of the `taskctl` binary built from this package (example tasks linked in).
+pub fn taskctl() -> &'static str {
+    env!("CARGO_BIN_EXE_taskctl")
+}
+
+/// A private Redis and a broker connected to it.
+pub async fn redis_and_broker() -> (RedisServer, Broker) {
+    let redis = RedisServer::start().expect("start redis-server");
+    let broker = Broker::connect(&redis.url()).await.expect("connect");
+    (redis, broker)
+}
+
+/// A running `taskctl worker` supervisor.
+pub struct Workers {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Workers {
+    /// `taskctl worker --workers n --redis-url url <extra>`.
+    pub fn start(url: &str, n: usize, extra: &[&str]) -> Self {
+        Self::start_env(url, n, extra, &[])
+    }
+
+    /// Like [`Workers::start`], with extra environment variables.
+    pub fn start_env(url: &str, n: usize, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let log = std::env::temp_dir().join(format!(
+            "kiq-workers-{}-{}.log",
+            std::process::id(),
+            uuid_like()
+        ));
+        let file = std::fs::File::create(&log).expect("log file");
+        let err = file.try_clone().expect("log file");
+        let mut cmd = Command::new(taskctl());
+        cmd.arg("worker")
+            .arg("--workers")
+            .arg(n.to_string())
+            .arg("--redis-url")
+            .arg(url)
+            .args(extra)
+            .env("KIQ_LOG", "info")
+            .env_remove("KIQ_WORKER_CHILD")
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn taskctl worker");
+        let w = Self {
+            child: Some(child),
+            log,
+        };
+        let pid = w.pid();
+        assert!(
+            wait_until(Duration::from_secs(20), || children_of(pid).len() >= n),
+            "worker processes did not start; log:\n{}",
+            w.log_text()
+        );
+        w
+    }
+
+    /// The supervisor's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// The worker processes' pids.
+    pub fn children(&self) -> Vec<i32> {
+        children_of(self.pid())
+    }
+
+    /// Everything the supervisor and its workers logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM to the supervisor, then waits (bounded) for it to exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let status = wait_exit(&mut child, Duration::from_secs(60));
+        match status {
+            Some(s) => s,
+            None => {
+                let _ = child.kill();
+                panic!(
+                    "supervisor did not stop within 60 s; log:\n{}",
+                    self.log_text()
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id() as i32;
+            for c in children_of(pid) {
+                let _ = kill(Pid::from_raw(c), Signal::SIGKILL);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Live child processes of `parent`, from /proc.
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name: state, ppid, ...
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid = fields.next().and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(parent) && state != "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
