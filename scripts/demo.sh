@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# A demo of the whole system on this machine: installs redis-server if missing, starts a
+# private Redis on a free port, starts `taskctl worker --workers 2`, dispatches tasks and
+# prints their results, then shuts everything down cleanly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+kiq_need_cargo
+kiq_need_packages
+
+echo "==> building taskctl and the quickstart client"
+cargo build --locked -p kiq-examples --bins -q
+bin=target/debug
+
+work=$(mktemp -d -t kiq-demo.XXXXXX)
+redis_pid=""
+workers_pid=""
+cleanup() {
+  if [ -n "$workers_pid" ] && kill -0 "$workers_pid" 2>/dev/null; then
+    kill -TERM "$workers_pid" 2>/dev/null || true
+    wait "$workers_pid" 2>/dev/null || true
+  fi
+  if [ -n "$redis_pid" ] && kill -0 "$redis_pid" 2>/dev/null; then
+    kill -TERM "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A private Redis on a free loopback port (never 6379).
+for _ in $(seq 1 20); do
+  port=$(( 20000 + RANDOM % 20000 ))
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$work" --logfile "$work/redis.log" --daemonize no &
+  redis_pid=$!
+  for _ in $(seq 1 100); do
+    if redis-cli -p "$port" ping >/dev/null 2>&1; then break; fi
+    kill -0 "$redis_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  if redis-cli -p "$port" ping >/dev/null 2>&1; then break; fi
+  redis_pid=""
+done
+[ -n "$redis_pid" ] || { echo "could not start redis-server" >&2; exit 1; }
+export KIQ_REDIS_URL="redis://127.0.0.1:$port"
+echo "==> private Redis at $KIQ_REDIS_URL"
+
+echo "==> taskctl worker --workers 2"
+"$bin/taskctl" worker --workers 2 --concurrency 16 >"$work/workers.log" 2>&1 &
+workers_pid=$!
+# Wait until both worker processes have joined the consumer group.
+for _ in $(seq 1 200); do
+  n=$(redis-cli -p "$port" XINFO CONSUMERS "{kiq:default}:stream" kiq 2>/dev/null | grep -c '^name$' || true)
+  [ "${n:-0}" -ge 2 ] && break
+  sleep 0.05
+done
+sed -n '1,12p' "$work/workers.log"
+
+echo
+echo "==> quickstart: dispatching tasks and waiting for their results"
+"$bin/quickstart"
+
+echo
+echo "==> taskctl kiq (dispatch by name from a shell)"
+echo "\$ taskctl kiq kiq_examples::math::add --args '[40, 2]' --wait 5s"
+"$bin/taskctl" kiq kiq_examples::math::add --args '[40, 2]' --wait 5s
+
+echo
+echo "==> stopping the workers (SIGTERM: drain, then exit)"
+kill -TERM "$workers_pid"
+wait "$workers_pid"
+status=$?
+workers_pid=""
+grep -E "supervisor stopped|worker stopped" "$work/workers.log" | tail -3
+echo
+echo "demo finished cleanly (workers exited with status $status)"

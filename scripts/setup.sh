@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what kiq's demo and tests need on a fresh Debian/Ubuntu machine, when missing:
+# redis-server (tests start private instances of it) and openssl (the TLS test makes a CA).
+# Sourced by scripts/demo.sh and scripts/test.sh.
+set -euo pipefail
+
+kiq_need_packages() {
+  local missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  if [ ${#missing[@]} -eq 0 ]; then
+    return 0
+  fi
+  echo "kiq: installing ${missing[*]} from Debian's packages" >&2
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+      echo "kiq: need root (or sudo) to install ${missing[*]}" >&2
+      return 1
+    fi
+  fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The package may start a system instance on 6379; kiq never uses it.
+}
+
+kiq_need_cargo() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "kiq: cargo is required (https://rustup.rs)" >&2
+    return 1
+  fi
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every check kiq's CI runs: formatting, clippy, the whole test suite (unit, macro
+# compile-errors, end-to-end on private redis-server instances), doc tests, and a tiny
+# benchmark run. Installs redis-server/openssl from Debian's packages if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+kiq_need_cargo
+kiq_need_packages
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+
+step() { echo; echo "==> $*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build (every example and binary)"
+cargo build --workspace --all-targets --locked
+
+step "cargo test"
+cargo test --workspace --all-targets --locked
+
+step "doc tests"
+cargo test --workspace --doc --locked
+
+echo
+echo "all checks passed"

@@ -1,0 +1,6 @@
+#[kiq::task]
+async fn greet(name: &str) -> String {
+    name.to_string()
+}
+
+fn main() {}
