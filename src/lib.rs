@@ -13,13 +13,15 @@
 //!     a + b
 //! }
 //!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let broker = kiq::Broker::connect("redis://127.0.0.1:6379").await?;
-//! let handle = add::kiq(&broker, 2, 3).await?;
-//! let sum: i64 = handle.wait_result(Duration::from_secs(5)).await?;
-//! assert_eq!(sum, 5);
-//! assert_eq!(add(2, 3).await, 5); // still a plain function
-//! # Ok(()) }
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let broker = kiq::Broker::connect("redis://127.0.0.1:6379").await?;
+//!     let handle = add::kiq(&broker, 2, 3).await?;
+//!     let sum: i64 = handle.wait_result(Duration::from_secs(5)).await?;
+//!     assert_eq!(sum, 5);
+//!     assert_eq!(add(2, 3).await, 5); // still a plain function
+//!     Ok(())
+//! }
 //! ```
 //!
 //! A binary that links your tasks gets every `taskctl` subcommand with [`cli::main`].

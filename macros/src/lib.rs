@@ -12,6 +12,9 @@
 //! Beside the function, the macro emits a module of the same name (modules and functions
 //! live in different namespaces) holding `kiq`, `kicker`, `SPEC`, `Args`, `Output`, and a
 //! link-time registration of the handler.
+//!
+//! Declare tasks at module level (as items of a module, not inside a function body): the
+//! generated module reaches the function and the argument types through `super::`.
 
 mod options;
 mod task;
