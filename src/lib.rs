@@ -30,11 +30,11 @@
 pub mod cli;
 
 pub use kiq_broker::{
-    Broker, BrokerConfig, BrokerError, DispatchError, FailureKind, Kicker, TaskFailure, TaskHandle,
-    TaskRecord, TaskSpec, TaskState, WaitError,
+    Backoff, Broker, BrokerConfig, BrokerError, DispatchError, FailureKind, Kicker, RetryPolicy,
+    TaskFailure, TaskHandle, TaskRecord, TaskSpec, TaskState, WaitError,
 };
 pub use kiq_macros::task;
-pub use kiq_worker::{Registry, Worker, WorkerConfig};
+pub use kiq_worker::{current_task, Registry, TaskInfo, Worker, WorkerConfig};
 
 /// The broker crate, for lower-level access (codec, keys, envelope).
 pub use kiq_broker as broker;

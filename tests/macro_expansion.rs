@@ -13,7 +13,16 @@ mod tasks {
         pub y: i32,
     }
 
-    #[kiq::task(name = "geo.shift", queue = "geo", timeout = "250ms", retries = 2)]
+    #[kiq::task(
+        name = "geo.shift",
+        queue = "geo",
+        timeout = "250ms",
+        retries = 2,
+        backoff = "linear",
+        backoff_delay = "200ms",
+        backoff_max = "1s",
+        jitter = false
+    )]
     pub async fn shift(p: Point, by: i32) -> Point {
         Point {
             x: p.x + by,
@@ -59,8 +68,12 @@ fn spec_and_registration_follow_the_options() {
     let registry = kiq::Registry::linked().unwrap();
     let def = registry.get("geo.shift").unwrap();
     assert_eq!(def.timeout, Some(std::time::Duration::from_millis(250)));
-    assert_eq!(def.retries, 2);
-    assert!(def.location.ends_with(".rs:17") || def.location.contains("macro_expansion.rs"));
+    assert_eq!(def.retry.max_retries, 2);
+    assert_eq!(def.retry.backoff, kiq::Backoff::Linear);
+    assert_eq!(def.retry.delay(3), std::time::Duration::from_millis(600));
+    assert_eq!(def.retry.delay(9), std::time::Duration::from_secs(1));
+    assert_eq!(tasks::shift::SPEC.retry, def.retry);
+    assert!(def.location.contains("macro_expansion.rs"));
     assert!(registry.get("macro_expansion::tasks::no_output").is_some());
 }
 

@@ -78,6 +78,8 @@ pub struct RawDispatch<'a> {
     pub task_id: Option<&'a str>,
     /// Labels.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// A retry policy overriding the task's own.
+    pub retry: Option<crate::retry::RetryPolicy>,
 }
 
 /// One message read from a queue.
@@ -89,6 +91,8 @@ pub struct Delivery {
     pub stream_id: String,
     /// The `data` field, if the entry has one.
     pub payload: Option<Vec<u8>>,
+    /// How many times the group has delivered it, this delivery included.
+    pub deliveries: u64,
 }
 
 /// What a worker writes when it is done with a message: the task's final record, a dead
@@ -103,6 +107,8 @@ pub struct Completion {
     pub record: Option<(String, Vec<u8>)>,
     /// A dead letter, when the message cannot ever succeed as it is.
     pub dead: Option<DeadLetter>,
+    /// The next attempt (its encoded envelope) and when it is due (ms since the epoch).
+    pub retry: Option<(Vec<u8>, u64)>,
 }
 
 /// A message that could not be processed, with why.
@@ -126,7 +132,7 @@ pub struct DeadLetter {
 const INLINE_RESULT_MAX: usize = 64 * 1024;
 
 /// Dead-letter streams are capped at about this many entries.
-const DEAD_LETTER_MAX_LEN: usize = 100_000;
+pub(crate) const DEAD_LETTER_MAX_LEN: usize = 100_000;
 
 impl Broker {
     /// Connects to the Redis at `url` with default settings and checks it answers.
@@ -251,6 +257,12 @@ impl Broker {
         Ok(())
     }
 
+    fn forget_group(&self, queue: &str) {
+        if let Ok(mut ready) = self.inner.groups_ready.lock() {
+            ready.remove(queue);
+        }
+    }
+
     fn group_known(&self, queue: &str) -> bool {
         self.inner
             .groups_ready
@@ -275,6 +287,7 @@ impl Broker {
             args,
             task_id: kicker.task_id.as_deref(),
             labels: kicker.labels.clone(),
+            retry: kicker.retry,
         })
     }
 
@@ -287,6 +300,7 @@ impl Broker {
             args,
             task_id,
             labels,
+            retry,
         } = d;
         if task.is_empty() {
             return Err(DispatchError::Invalid {
@@ -324,6 +338,7 @@ impl Broker {
             labels,
             enqueued_at_ms: now,
             attempt: 0,
+            retry,
         };
         let payload = codec::encode(&envelope).map_err(encode_err)?;
         let limit = self.inner.config.max_payload_bytes;
@@ -417,6 +432,9 @@ impl Broker {
         consumer: &str,
     ) -> Result<StreamReader, BrokerError> {
         for q in queues {
+            // Not the per-process cache: a reader is (re)opened after errors, and a Redis that
+            // restarted without persistence has lost the group.
+            self.forget_group(q);
             self.ensure_group(q).await?;
         }
         let conn = connection::dedicated_connection(&self.inner.client, &self.inner.config).await?;
@@ -447,15 +465,26 @@ impl Broker {
                     .arg("EX")
                     .arg(ttl)
                     .ignore();
-                let inline: &[u8] = if record.len() <= INLINE_RESULT_MAX {
-                    record
-                } else {
-                    b""
-                };
+                // A retrying task is not finished: only final records are announced.
+                if c.retry.is_none() {
+                    let inline: &[u8] = if record.len() <= INLINE_RESULT_MAX {
+                        record
+                    } else {
+                        b""
+                    };
+                    writes
+                        .cmd("PUBLISH")
+                        .arg(keys.done_channel(task_id))
+                        .arg(inline)
+                        .ignore();
+                }
+            }
+            if let Some((envelope, due_ms)) = &c.retry {
                 writes
-                    .cmd("PUBLISH")
-                    .arg(keys.done_channel(task_id))
-                    .arg(inline)
+                    .cmd("ZADD")
+                    .arg(keys.delayed(&c.queue))
+                    .arg(*due_ms)
+                    .arg(envelope)
                     .ignore();
             }
             if let Some(letter) = &c.dead {
@@ -564,6 +593,7 @@ impl StreamReader {
                     queue: self.queues[idx].clone(),
                     stream_id: entry.id,
                     payload,
+                    deliveries: 1,
                 });
             }
         }

@@ -34,6 +34,9 @@ pub struct Envelope {
     /// How many times it has been attempted before this delivery (0 on the first).
     #[serde(default)]
     pub attempt: u32,
+    /// A per-call retry policy that overrides the task's own.
+    #[serde(default)]
+    pub retry: Option<crate::retry::RetryPolicy>,
 }
 
 /// A fresh task id: 32 lowercase hex characters.
@@ -79,6 +82,7 @@ mod tests {
             labels: BTreeMap::from([("k".into(), "v".into())]),
             enqueued_at_ms: now_ms(),
             attempt: 0,
+            retry: Some(crate::retry::RetryPolicy::retries(3)),
         };
         let back: Envelope = codec::decode(&codec::encode(&e).unwrap()).unwrap();
         assert_eq!(back, e);

@@ -34,6 +34,11 @@ impl Keys {
         format!("{{{}:{}}}:stream", self.prefix, queue)
     }
 
+    /// The sorted set of a queue's delayed messages (retries), scored by due time in ms.
+    pub fn delayed(&self, queue: &str) -> String {
+        format!("{{{}:{}}}:delayed", self.prefix, queue)
+    }
+
     /// The dead-letter stream of a queue.
     pub fn dead(&self, queue: &str) -> String {
         format!("{{{}:{}}}:dead", self.prefix, queue)

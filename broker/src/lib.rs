@@ -13,11 +13,15 @@ pub mod broker;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod dead;
+pub mod delayed;
 pub mod envelope;
 pub mod error;
 pub mod handle;
 pub mod keys;
 pub mod record;
+pub mod recovery;
+pub mod retry;
 pub mod task;
 mod waiter;
 
@@ -26,11 +30,15 @@ pub use broker::{
 };
 pub use codec::{Codec, CodecError, MsgPack};
 pub use config::BrokerConfig;
+pub use dead::DeadEntry;
+pub use delayed::Promotion;
 pub use envelope::Envelope;
 pub use error::{BrokerError, DispatchError, WaitError};
 pub use handle::TaskHandle;
 pub use keys::Keys;
 pub use record::{FailureKind, TaskFailure, TaskRecord, TaskState};
+pub use recovery::Reclaimed;
+pub use retry::{Backoff, RetryPolicy};
 pub use task::{Kicker, TaskSpec};
 
 /// Re-exported for generated code and advanced users.

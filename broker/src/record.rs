@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub enum TaskState {
     /// Accepted by `.kiq()`, waiting in its queue.
     Pending,
+    /// Failed, and waiting for its next attempt.
+    Retrying,
     /// Finished with an output.
     Succeeded,
     /// Finished with a failure that will not be retried.
@@ -44,6 +46,8 @@ pub enum FailureKind {
     BadArguments,
     /// The message itself could not be decoded.
     Malformed,
+    /// Delivered too many times without finishing (its workers kept dying).
+    TooManyDeliveries,
     /// A kind written by a newer kiq that this build does not know.
     #[serde(other)]
     Other,
@@ -58,6 +62,7 @@ impl std::fmt::Display for FailureKind {
             FailureKind::UnknownTask => "unknown task",
             FailureKind::BadArguments => "bad arguments",
             FailureKind::Malformed => "malformed message",
+            FailureKind::TooManyDeliveries => "too many deliveries",
             FailureKind::Other => "other",
         };
         f.write_str(s)
@@ -75,6 +80,16 @@ pub struct TaskFailure {
     pub error_type: Option<String>,
     /// The error's message (`{:#}`, so error chains are included).
     pub message: String,
+}
+
+impl FailureKind {
+    /// Whether a failure of this kind may succeed if tried again.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Error | FailureKind::Panic | FailureKind::Timeout
+        )
+    }
 }
 
 impl TaskFailure {

@@ -16,6 +16,8 @@ pub struct TaskSpec {
     pub name: &'static str,
     /// The queue it is dispatched to unless a call says otherwise.
     pub queue: &'static str,
+    /// Its retry policy unless a call says otherwise.
+    pub retry: crate::retry::RetryPolicy,
 }
 
 /// The options of one dispatch: built with [`Kicker::new`] (or `my_task::kicker()`), then sent
@@ -26,6 +28,7 @@ pub struct Kicker<A, T> {
     pub(crate) queue: Option<String>,
     pub(crate) task_id: Option<String>,
     pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) retry: Option<crate::retry::RetryPolicy>,
     _types: PhantomData<fn(A) -> T>,
 }
 
@@ -37,6 +40,7 @@ impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
             queue: None,
             task_id: None,
             labels: BTreeMap::new(),
+            retry: None,
             _types: PhantomData,
         }
     }
@@ -56,6 +60,20 @@ impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
     /// Adds a label: free metadata carried to the worker.
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Retries this call up to `n` times (with the task's backoff) instead of the task's own count.
+    pub fn retries(mut self, n: u32) -> Self {
+        let mut policy = self.retry.unwrap_or(self.spec.retry);
+        policy.max_retries = n;
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Uses `policy` for this call instead of the task's own.
+    pub fn retry_policy(mut self, policy: crate::retry::RetryPolicy) -> Self {
+        self.retry = Some(policy);
         self
     }
 

@@ -20,3 +20,78 @@ pub async fn sleepy(ms: u64) -> u64 {
 pub async fn flaky(reason: String) -> anyhow::Result<()> {
     Err(anyhow::anyhow!("{reason}").context("flaky task gave up"))
 }
+
+/// Fails until it is on attempt `succeed_on` (0-based), then returns the attempt number. With
+/// `retries = 3`, `fail_until(2)` fails twice and succeeds on its second retry.
+#[kiq::task(retries = 3, backoff = "fixed", backoff_delay = "100ms")]
+pub async fn fail_until(succeed_on: u32) -> Result<u32, String> {
+    let attempt = kiq::current_task().map(|t| t.attempt).unwrap_or(0);
+    if attempt < succeed_on {
+        return Err(format!("attempt {attempt} fails on purpose"));
+    }
+    Ok(attempt)
+}
+
+/// Sleeps `ms` milliseconds with no timeout: a long task.
+#[kiq::task]
+pub async fn nap(ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}
+
+/// Aborts the whole worker process: a crash loop, for poison-message handling.
+#[kiq::task]
+pub async fn abort_process() {
+    std::process::abort();
+}
+
+/// Sleeps `ms`, then counts one execution of item `n` in the Redis hash `key` (at
+/// `KIQ_REDIS_URL`), so tests can tell lost work (count 0) from duplicates (count > 1).
+#[kiq::task(retries = 10, backoff = "fixed", backoff_delay = "200ms")]
+pub async fn tally(key: String, n: u64, ms: u64) -> Result<u64, String> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    let mut conn = side_effect_redis().await?;
+    let _: i64 = kiq::broker::redis::cmd("HINCRBY")
+        .arg(&key)
+        .arg(n)
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+/// Fails unless the Redis key `key` exists: a task that succeeds once an operator fixes
+/// something (used to show dead-letter replay).
+#[kiq::task]
+pub async fn gate(key: String) -> Result<String, String> {
+    let mut conn = side_effect_redis().await?;
+    let exists: bool = kiq::broker::redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    if exists {
+        Ok(format!("{key} is open"))
+    } else {
+        Err(format!("{key} is closed"))
+    }
+}
+
+/// A connection for the example tasks' own side effects (not kiq's): `KIQ_REDIS_URL`.
+async fn side_effect_redis() -> Result<kiq::broker::redis::aio::MultiplexedConnection, String> {
+    static CLIENT: std::sync::OnceLock<kiq::broker::redis::Client> = std::sync::OnceLock::new();
+    let client = match CLIENT.get() {
+        Some(c) => c,
+        None => {
+            let url = std::env::var("KIQ_REDIS_URL")
+                .map_err(|_| "KIQ_REDIS_URL is not set".to_string())?;
+            let c = kiq::broker::redis::Client::open(url).map_err(|e| e.to_string())?;
+            CLIENT.get_or_init(|| c)
+        }
+    };
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -133,6 +133,7 @@ async fn unknown_task_names_fail_and_are_dead_lettered() {
             args: kiq::broker::codec::encode(&(1,)).unwrap(),
             task_id: None,
             labels: Default::default(),
+            retry: None,
         })
         .unwrap();
     let id = broker.enqueue(msg).await.unwrap();
@@ -161,6 +162,7 @@ async fn wrong_argument_types_fail_cleanly() {
             args: kiq::broker::codec::encode(&("two",)).unwrap(),
             task_id: None,
             labels: Default::default(),
+            retry: None,
         })
         .unwrap();
     let id = broker.enqueue(msg).await.unwrap();

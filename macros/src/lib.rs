@@ -24,7 +24,9 @@ use proc_macro::TokenStream;
 /// Declares an `async fn` as a kiq task. See the crate docs.
 ///
 /// Options: `name = "..."` (default: module path and function name), `queue = "..."` (default
-/// `default`), `timeout = "30s"`, `retries = N`, `crate = "path"` (where kiq is, default `::kiq`).
+/// `default`), `timeout = "30s"`, `retries = N` (default 0), `backoff = "exponential" | "linear" |
+/// "fixed"` (default exponential), `backoff_delay = "1s"`, `backoff_max = "5m"`, `jitter = true`,
+/// `crate = "path"` (where kiq is, default `::kiq`).
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     task::expand(attr.into(), item.into())

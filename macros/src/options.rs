@@ -9,6 +9,10 @@ pub struct TaskOptions {
     pub queue: Option<LitStr>,
     pub timeout_ms: Option<u64>,
     pub retries: Option<u32>,
+    pub backoff: Option<String>,
+    pub backoff_delay_ms: Option<u64>,
+    pub backoff_max_ms: Option<u64>,
+    pub jitter: Option<bool>,
     pub krate: Path,
 }
 
@@ -19,6 +23,10 @@ impl TaskOptions {
             queue: None,
             timeout_ms: None,
             retries: None,
+            backoff: None,
+            backoff_delay_ms: None,
+            backoff_max_ms: None,
+            jitter: None,
             krate: syn::parse_quote!(::kiq),
         };
         let parser = syn::meta::parser(|meta| o.parse_one(meta));
@@ -48,20 +56,24 @@ impl TaskOptions {
             }
             self.queue = Some(s);
         } else if meta.path.is_ident("timeout") {
+            self.timeout_ms = Some(duration_ms(&meta, "timeout")?);
+        } else if meta.path.is_ident("backoff") {
             let s: LitStr = meta.value()?.parse()?;
-            let d = humantime::parse_duration(&s.value()).map_err(|e| {
-                syn::Error::new(
-                    s.span(),
-                    format!("timeout must be a duration like \"30s\", \"500ms\", \"5m\": {e}"),
-                )
-            })?;
-            if d.is_zero() {
+            let v = s.value();
+            if !matches!(v.as_str(), "exponential" | "linear" | "fixed") {
                 return Err(syn::Error::new(
                     s.span(),
-                    "timeout must be greater than zero",
+                    "backoff must be \"exponential\", \"linear\" or \"fixed\"",
                 ));
             }
-            self.timeout_ms = Some(d.as_millis().min(u64::MAX as u128) as u64);
+            self.backoff = Some(v);
+        } else if meta.path.is_ident("backoff_delay") {
+            self.backoff_delay_ms = Some(duration_ms(&meta, "backoff_delay")?);
+        } else if meta.path.is_ident("backoff_max") {
+            self.backoff_max_ms = Some(duration_ms(&meta, "backoff_max")?);
+        } else if meta.path.is_ident("jitter") {
+            let b: syn::LitBool = meta.value()?.parse()?;
+            self.jitter = Some(b.value);
         } else if meta.path.is_ident("retries") {
             let n: LitInt = meta.value()?.parse()?;
             self.retries = Some(n.base10_parse()?);
@@ -70,11 +82,29 @@ impl TaskOptions {
             self.krate = s.parse()?;
         } else {
             return Err(meta.error(
-                "unknown #[task] option; expected one of: name, queue, timeout, retries, crate",
+                "unknown #[task] option; expected one of: name, queue, timeout, retries, backoff, backoff_delay, backoff_max, jitter, crate",
             ));
         }
         Ok(())
     }
+}
+
+/// Parses `option = "30s"` into milliseconds (greater than zero).
+fn duration_ms(meta: &ParseNestedMeta, what: &str) -> syn::Result<u64> {
+    let s: LitStr = meta.value()?.parse()?;
+    let d = humantime::parse_duration(&s.value()).map_err(|e| {
+        syn::Error::new(
+            s.span(),
+            format!("{what} must be a duration like \"30s\", \"500ms\", \"5m\": {e}"),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(syn::Error::new(
+            s.span(),
+            format!("{what} must be greater than zero"),
+        ));
+    }
+    Ok(d.as_millis().min(u64::MAX as u128) as u64)
 }
 
 /// An error at `span`.

@@ -92,6 +92,23 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         None => quote!(::core::option::Option::None),
     };
     let retries = opts.retries.unwrap_or(0);
+    let backoff = match opts.backoff.as_deref() {
+        Some("linear") => quote!(#krate::Backoff::Linear),
+        Some("fixed") => quote!(#krate::Backoff::Fixed),
+        _ => quote!(#krate::Backoff::Exponential),
+    };
+    let delay_ms = opts.backoff_delay_ms.unwrap_or(1_000);
+    let max_delay_ms = opts.backoff_max_ms.unwrap_or(300_000);
+    let jitter = opts.jitter.unwrap_or(true);
+    let retry = quote! {
+        #krate::RetryPolicy {
+            max_retries: #retries,
+            backoff: #backoff,
+            delay_ms: #delay_ms,
+            max_delay_ms: #max_delay_ms,
+            jitter: #jitter,
+        }
+    };
     let arg_checks = arg_types.iter().map(|ty| {
         quote_spanned! {ty.span()=>
             const _: () = #krate::__private::assert_task_value::<#ty>();
@@ -120,7 +137,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             #output_check
 
             /// The task's name and default queue.
-            #mod_vis const SPEC: #krate::TaskSpec = #krate::TaskSpec { name: #name, queue: #queue };
+            #mod_vis const SPEC: #krate::TaskSpec = #krate::TaskSpec { name: #name, queue: #queue, retry: #retry };
 
             /// The task's arguments, as one tuple.
             #mod_vis type Args = (#(#arg_types,)*);
@@ -163,7 +180,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     name: SPEC.name,
                     queue: SPEC.queue,
                     timeout: #timeout,
-                    retries: #retries,
+                    retry: SPEC.retry,
                     handler: __kiq_handler,
                     location: ::core::concat!(::core::file!(), ":", ::core::line!()),
                 }

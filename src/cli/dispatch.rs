@@ -53,6 +53,7 @@ pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<Ex
         args: encoded,
         task_id: args.task_id.as_deref(),
         labels: Default::default(),
+        retry: None,
     })?;
     let id = broker.enqueue(msg).await?;
     println!("{id}");

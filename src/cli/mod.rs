@@ -8,8 +8,10 @@
 //! ```
 //!
 //! Subcommands: `worker` (supervised worker processes), `tasks` (what is linked in), `kiq`
-//! (dispatch a task by name with JSON arguments), `result` (a task's state or result).
+//! (dispatch a task by name with JSON arguments), `result` (a task's state or result), `dead`
+//! (dead letters: list, show, replay, purge).
 
+mod dead;
 mod dispatch;
 mod worker;
 
@@ -74,6 +76,8 @@ enum Command {
     Kiq(dispatch::KiqArgs),
     /// Show a task's state or result, optionally waiting for it.
     Result(dispatch::ResultArgs),
+    /// Dead letters: list, show, replay, purge.
+    Dead(dead::DeadArgs),
 }
 
 /// Parses the process's arguments, runs the command, and returns its exit code.
@@ -103,6 +107,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Command::Kiq(args) => dispatch::kiq(&cli.global, args).await,
             Command::Result(args) => dispatch::result(&cli.global, args).await,
+            Command::Dead(args) => dead::run(&cli.global, args).await,
         }
     });
     match result {
@@ -136,7 +141,7 @@ fn print_tasks() -> anyhow::Result<kiq_worker::Registry> {
             .unwrap_or_else(|| "none".into());
         println!(
             "  {:<40} queue={:<12} timeout={:<8} retries={}  ({})",
-            def.name, def.queue, timeout, def.retries, def.location
+            def.name, def.queue, timeout, def.retry.max_retries, def.location
         );
     }
     Ok(registry)

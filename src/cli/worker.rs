@@ -28,6 +28,12 @@ pub(crate) struct WorkerArgs {
     /// How long in-flight tasks may finish after SIGTERM; the rest are redelivered.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "KIQ_SHUTDOWN_TIMEOUT")]
     shutdown_timeout: Duration,
+    /// A message whose worker stopped refreshing its lease this long ago is redelivered.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration, env = "KIQ_VISIBILITY_TIMEOUT")]
+    visibility_timeout: Duration,
+    /// A message delivered more times than this without finishing is dead-lettered.
+    #[arg(long, default_value_t = 5, env = "KIQ_MAX_DELIVERIES")]
+    max_deliveries: u64,
 }
 
 pub(crate) async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<ExitCode> {
@@ -78,6 +84,8 @@ fn worker_config(args: &WorkerArgs, registry: &Registry) -> WorkerConfig {
         concurrency,
         prefetch: args.prefetch.unwrap_or(concurrency),
         shutdown_timeout: args.shutdown_timeout,
+        visibility_timeout: args.visibility_timeout,
+        max_deliveries: args.max_deliveries.max(1),
         ..WorkerConfig::default()
     }
 }

@@ -8,9 +8,33 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use kiq_broker::{Broker, Completion};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
+
+use crate::inflight::InFlight;
+
+/// Where the completer reports what it wrote.
+#[derive(Debug, Clone)]
+pub struct Hooks {
+    /// Messages leave this table once their completion is written.
+    pub inflight: Arc<InFlight>,
+    /// Notified when a batch scheduled retries, so the promoter recomputes its next wake-up.
+    pub retry_scheduled: Arc<Notify>,
+}
+
+impl Hooks {
+    fn written(&self, batch: &[Completion]) {
+        for c in batch {
+            self.inflight.remove(&c.queue, &c.stream_id);
+        }
+        if batch.iter().any(|c| c.retry.is_some()) {
+            self.retry_scheduled.notify_one();
+        }
+    }
+}
 
 /// Most completions written in one batch.
 pub const MAX_BATCH: usize = 512;
@@ -21,6 +45,7 @@ pub async fn run(
     broker: Broker,
     mut completions: mpsc::Receiver<Completion>,
     stop: CancellationToken,
+    hooks: Hooks,
 ) -> usize {
     let mut batch: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
     let mut unwritten = 0;
@@ -33,7 +58,7 @@ pub async fn run(
                     None => return unwritten,
                 },
                 _ = stop.cancelled() => {
-                    return unwritten + drain_on_stop(&broker, &mut completions).await;
+                    return unwritten + drain_on_stop(&broker, &mut completions, &hooks).await;
                 }
             }
         }
@@ -44,12 +69,13 @@ pub async fn run(
             }
         }
         if write_with_retry(&broker, &batch, &stop).await {
+            hooks.written(&batch);
             batch.clear();
         } else {
             // Stopped while Redis was unreachable: these stay pending and are redelivered.
             unwritten += batch.len();
             batch.clear();
-            return unwritten + drain_on_stop(&broker, &mut completions).await;
+            return unwritten + drain_on_stop(&broker, &mut completions, &hooks).await;
         }
     }
 }
@@ -85,16 +111,23 @@ async fn write_with_retry(broker: &Broker, batch: &[Completion], stop: &Cancella
 }
 
 /// One attempt at writing everything still queued; returns how many could not be written.
-async fn drain_on_stop(broker: &Broker, completions: &mut mpsc::Receiver<Completion>) -> usize {
+async fn drain_on_stop(
+    broker: &Broker,
+    completions: &mut mpsc::Receiver<Completion>,
+    hooks: &Hooks,
+) -> usize {
     let mut rest = Vec::new();
     while let Ok(c) = completions.try_recv() {
         rest.push(c);
     }
     let mut unwritten = 0;
     for chunk in rest.chunks(MAX_BATCH) {
-        if let Err(e) = broker.complete(chunk).await {
-            tracing::warn!(error = %e, count = chunk.len(), "completions left unwritten at shutdown; they will be redelivered");
-            unwritten += chunk.len();
+        match broker.complete(chunk).await {
+            Ok(()) => hooks.written(chunk),
+            Err(e) => {
+                tracing::warn!(error = %e, count = chunk.len(), "completions left unwritten at shutdown; they will be redelivered");
+                unwritten += chunk.len();
+            }
         }
     }
     unwritten

@@ -19,6 +19,13 @@ pub struct WorkerConfig {
     pub shutdown_timeout: Duration,
     /// This process's consumer name in the group (default: `host-pid-random`).
     pub consumer: String,
+    /// A message whose worker has not refreshed its lease for this long is taken over by
+    /// another worker (default 20 s). Live workers refresh every third of it, so a long task is
+    /// never stolen; a dead worker's messages are redelivered about this long after it died.
+    pub visibility_timeout: Duration,
+    /// A message delivered more than this many times without finishing is a dead letter
+    /// (default 5): its workers keep dying on it.
+    pub max_deliveries: u64,
 }
 
 impl Default for WorkerConfig {
@@ -30,7 +37,21 @@ impl Default for WorkerConfig {
             block: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
             consumer: default_consumer_name(),
+            visibility_timeout: Duration::from_secs(20),
+            max_deliveries: 5,
         }
+    }
+}
+
+impl WorkerConfig {
+    /// How often this worker refreshes the leases of what it holds.
+    pub fn lease_refresh_interval(&self) -> Duration {
+        (self.visibility_timeout / 3).max(Duration::from_millis(100))
+    }
+
+    /// How often this worker looks for messages abandoned by dead workers.
+    pub fn reclaim_interval(&self) -> Duration {
+        (self.visibility_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
     }
 }
 

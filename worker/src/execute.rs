@@ -1,16 +1,17 @@
 //! Running one delivered message: decode, look up, run under its timeout, catch panics, and
-//! say what to write back.
+//! say what to write back (a result, a retry, a dead letter).
 
 use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
 use kiq_broker::envelope::now_ms;
 use kiq_broker::{
-    codec, Completion, DeadLetter, Delivery, Envelope, FailureKind, TaskFailure, TaskRecord,
-    TaskState,
+    codec, Completion, DeadLetter, Delivery, Envelope, FailureKind, RetryPolicy, TaskFailure,
+    TaskRecord, TaskState,
 };
 use tracing::Instrument;
 
+use crate::context::{self, TaskInfo};
 use crate::registry::{Invocation, Registry};
 
 /// Runs `delivery` to completion and returns what must be written for it.
@@ -19,53 +20,73 @@ pub async fn execute(registry: &Registry, consumer: &str, delivery: Delivery) ->
         queue,
         stream_id,
         payload,
+        ..
     } = delivery;
     let payload = payload.unwrap_or_default();
     let envelope: Envelope = match codec::decode(&payload) {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(%queue, %stream_id, error = %e, "undecodable message moved to dead letters");
-            return Completion {
-                queue,
-                stream_id,
-                record: None,
-                dead: Some(DeadLetter {
-                    reason: "malformed".into(),
-                    error: e.to_string(),
-                    payload,
-                    ..DeadLetter::default()
-                }),
-            };
+            return dead_only(queue, stream_id, "malformed", e.to_string(), payload);
         }
     };
     let span = tracing::info_span!("task", task_id = %envelope.id, task = %envelope.task, attempt = envelope.attempt);
     let started = now_ms();
     let outcome = run(registry, &envelope).instrument(span.clone()).await;
     let attempts = envelope.attempt + 1;
-    let dead_reason = match &outcome {
-        Err(f) if f.kind == FailureKind::UnknownTask => Some("unknown_task"),
-        Err(f) if f.kind == FailureKind::BadArguments => Some("bad_arguments"),
-        _ => None,
-    };
     span.in_scope(|| match &outcome {
         Ok(_) => tracing::debug!(ms = now_ms().saturating_sub(started), "task succeeded"),
         Err(f) => tracing::warn!(kind = %f.kind, error = %f.message, "task failed"),
     });
+
+    let policy = envelope.retry.unwrap_or_else(|| {
+        registry
+            .get(&envelope.task)
+            .map(|d| d.retry)
+            .unwrap_or(RetryPolicy::NONE)
+    });
+    let mut retry = None;
+    let mut dead = None;
     let (state, output, failure) = match outcome {
         Ok(out) => (TaskState::Succeeded, Some(out), None),
-        Err(f) => (TaskState::Failed, None, Some(f)),
+        Err(f) if f.kind.is_retryable() && policy.allows_another(attempts) => {
+            let delay = policy.delay(attempts);
+            let next = Envelope {
+                attempt: attempts,
+                ..envelope.clone()
+            };
+            match codec::encode(&next) {
+                Ok(bytes) => {
+                    span.in_scope(|| {
+                        tracing::info!(delay_ms = delay.as_millis() as u64, "retry scheduled")
+                    });
+                    retry = Some((bytes, now_ms() + delay.as_millis() as u64));
+                    (TaskState::Retrying, None, Some(f))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode the retry; failing the task");
+                    (TaskState::Failed, None, Some(f))
+                }
+            }
+        }
+        Err(f) => {
+            let reason = match f.kind {
+                FailureKind::UnknownTask => Some("unknown_task"),
+                FailureKind::BadArguments => Some("bad_arguments"),
+                _ if policy.max_retries > 0 => Some("retries_exhausted"),
+                _ => None,
+            };
+            dead = reason.map(|reason| DeadLetter {
+                reason: reason.into(),
+                error: f.message.clone(),
+                task_id: Some(envelope.id.clone()),
+                task: Some(envelope.task.clone()),
+                attempts,
+                payload: payload.clone(),
+            });
+            (TaskState::Failed, None, Some(f))
+        }
     };
-    let dead = dead_reason.map(|reason| DeadLetter {
-        reason: reason.into(),
-        error: failure
-            .as_ref()
-            .map(|f| f.message.clone())
-            .unwrap_or_default(),
-        task_id: Some(envelope.id.clone()),
-        task: Some(envelope.task.clone()),
-        attempts,
-        payload: payload.clone(),
-    });
     let record = TaskRecord {
         state,
         task: envelope.task.clone(),
@@ -77,18 +98,91 @@ pub async fn execute(registry: &Registry, consumer: &str, delivery: Delivery) ->
         failure,
         worker: Some(consumer.to_string()),
     };
-    let record = match codec::encode(&record) {
-        Ok(bytes) => Some((envelope.id.clone(), bytes)),
-        Err(e) => {
-            tracing::error!(task_id = %envelope.id, error = %e, "cannot encode the task record");
-            None
-        }
+    Completion {
+        queue,
+        stream_id,
+        record: encode_record(&envelope.id, &record),
+        dead,
+        retry,
+    }
+}
+
+/// The completion for a message delivered too many times without finishing: its workers kept
+/// dying on it. It fails (so a waiter learns) and goes to the dead letters.
+pub fn poisoned(consumer: &str, delivery: Delivery) -> Completion {
+    let Delivery {
+        queue,
+        stream_id,
+        payload,
+        deliveries,
+    } = delivery;
+    let payload = payload.unwrap_or_default();
+    let message = format!(
+        "delivered {} times without finishing; its workers kept stopping",
+        deliveries.saturating_sub(1)
+    );
+    let Ok(envelope) = codec::decode::<Envelope>(&payload) else {
+        return dead_only(queue, stream_id, "malformed", message, payload);
+    };
+    tracing::error!(task_id = %envelope.id, task = %envelope.task, deliveries, "poison message moved to dead letters");
+    let record = TaskRecord {
+        state: TaskState::Failed,
+        task: envelope.task.clone(),
+        queue: queue.clone(),
+        enqueued_at_ms: envelope.enqueued_at_ms,
+        finished_at_ms: Some(now_ms()),
+        attempts: envelope.attempt + 1,
+        output: None,
+        failure: Some(TaskFailure::new(
+            FailureKind::TooManyDeliveries,
+            message.clone(),
+        )),
+        worker: Some(consumer.to_string()),
     };
     Completion {
         queue,
         stream_id,
-        record,
-        dead,
+        record: encode_record(&envelope.id, &record),
+        dead: Some(DeadLetter {
+            reason: "too_many_deliveries".into(),
+            error: message,
+            task_id: Some(envelope.id.clone()),
+            task: Some(envelope.task.clone()),
+            attempts: envelope.attempt + 1,
+            payload,
+        }),
+        retry: None,
+    }
+}
+
+fn dead_only(
+    queue: String,
+    stream_id: String,
+    reason: &str,
+    error: String,
+    payload: Vec<u8>,
+) -> Completion {
+    Completion {
+        queue,
+        stream_id,
+        record: None,
+        dead: Some(DeadLetter {
+            reason: reason.into(),
+            error,
+            payload,
+            ..DeadLetter::default()
+        }),
+        retry: None,
+    }
+}
+
+fn encode_record(id: &str, record: &TaskRecord) -> Option<(String, Vec<u8>)> {
+    match codec::encode(record) {
+        Ok(bytes) => Some((id.to_string(), bytes)),
+        Err(e) => {
+            tracing::error!(task_id = %id, error = %e, "cannot encode the task record");
+            None
+        }
     }
 }
 
@@ -108,8 +202,14 @@ async fn run(registry: &Registry, envelope: &Envelope) -> Result<Vec<u8>, TaskFa
         attempt: envelope.attempt,
         labels: envelope.labels.clone(),
     };
+    let info = TaskInfo {
+        id: envelope.id.clone(),
+        name: envelope.task.clone(),
+        attempt: envelope.attempt,
+        labels: envelope.labels.clone(),
+    };
     // Panics are caught at the task's boundary so one bad task never takes the worker down.
-    let fut = AssertUnwindSafe((def.handler)(invocation)).catch_unwind();
+    let fut = AssertUnwindSafe(context::scope(info, (def.handler)(invocation))).catch_unwind();
     let caught = match def.timeout {
         Some(limit) => match tokio::time::timeout(limit, fut).await {
             Ok(r) => r,

@@ -8,13 +8,16 @@
 
 pub mod completer;
 pub mod config;
+pub mod context;
 pub mod execute;
 pub mod handler;
+pub mod inflight;
 pub mod registry;
 pub mod runtime;
 pub mod supervisor;
 
 pub use config::WorkerConfig;
+pub use context::{current_task, TaskInfo};
 pub use registry::{Handler, HandlerFuture, Invocation, Registry, RegistryError, TaskDef};
 pub use runtime::{Worker, WorkerError, WorkerReport};
 pub use supervisor::{supervise, SupervisorConfig, SupervisorError, SupervisorReport};

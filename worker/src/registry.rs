@@ -35,8 +35,8 @@ pub struct TaskDef {
     pub queue: &'static str,
     /// The longest one attempt may run, if limited.
     pub timeout: Option<Duration>,
-    /// How many times a failure is retried.
-    pub retries: u32,
+    /// How failures are retried.
+    pub retry: kiq_broker::RetryPolicy,
     /// Runs it.
     pub handler: Handler,
     /// Where it is declared, for messages (`file:line`).
@@ -144,7 +144,7 @@ mod tests {
         name: "a",
         queue: "q1",
         timeout: None,
-        retries: 0,
+        retry: kiq_broker::RetryPolicy::NONE,
         handler: nop,
         location: "x.rs:1",
     };
@@ -152,7 +152,7 @@ mod tests {
         name: "a",
         queue: "q2",
         timeout: None,
-        retries: 0,
+        retry: kiq_broker::RetryPolicy::NONE,
         handler: nop,
         location: "y.rs:2",
     };

@@ -1,21 +1,26 @@
 //! The worker loop of one process: read batches through the consumer group, run tasks with
-//! bounded concurrency, hand completions to the completer, and drain on shutdown.
+//! bounded concurrency, hand completions to the completer, and drain on shutdown. Beside it
+//! run three timers: the lease refresher (keeps what this process holds from being taken),
+//! the reclaimer (takes over what dead workers held) and the promoter (moves due retries into
+//! their stream).
 //!
-//! Flow control: a message holds a *slot* from the moment it is read until its completion is
-//! queued, so at most `concurrency + prefetch` messages are held by this process; each read
-//! asks for as many messages as there are free slots (one XREADGROUP per batch, not per task).
+//! Flow control: a message holds a *slot* from the moment it is read (or reclaimed) until its
+//! completion is queued, so at most `concurrency + prefetch` messages are held by this process;
+//! each read asks for as many messages as there are free slots (one XREADGROUP per batch).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiq_broker::{Broker, BrokerError, Completion, StreamReader};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use kiq_broker::envelope::now_ms;
+use kiq_broker::{Broker, BrokerError, Completion, Delivery, StreamReader};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::completer;
+use crate::completer::{self, Hooks};
 use crate::config::WorkerConfig;
-use crate::execute::execute;
+use crate::execute::{execute, poisoned};
+use crate::inflight::InFlight;
 use crate::registry::Registry;
 
 /// Why a worker could not run.
@@ -34,6 +39,8 @@ pub enum WorkerError {
 pub struct WorkerReport {
     /// Messages read.
     pub received: u64,
+    /// Messages taken over from dead workers.
+    pub reclaimed: u64,
     /// Tasks still running when the shutdown timeout ran out (left pending for redelivery).
     pub abandoned: usize,
     /// Completions that could not be written before stopping (left pending for redelivery).
@@ -45,6 +52,42 @@ pub struct Worker {
     broker: Broker,
     registry: Arc<Registry>,
     config: WorkerConfig,
+}
+
+/// What every message's execution shares.
+#[derive(Clone)]
+struct Pipeline {
+    registry: Arc<Registry>,
+    consumer: Arc<str>,
+    exec: Arc<Semaphore>,
+    completions: mpsc::Sender<Completion>,
+    tracker: TaskTracker,
+    inflight: Arc<InFlight>,
+}
+
+impl Pipeline {
+    /// Runs `delivery` in its own task; `slot` is released once its completion is queued.
+    fn spawn(&self, slot: OwnedSemaphorePermit, delivery: Delivery) {
+        self.inflight.insert(&delivery.queue, &delivery.stream_id);
+        let p = self.clone();
+        self.tracker.spawn(async move {
+            let Ok(_running) = p.exec.acquire().await else {
+                return;
+            };
+            let completion = execute(&p.registry, &p.consumer, delivery).await;
+            let _ = p.completions.send(completion).await;
+            drop(slot);
+        });
+    }
+
+    /// Dead-letters a message delivered too many times.
+    fn spawn_poisoned(&self, delivery: Delivery) {
+        self.inflight.insert(&delivery.queue, &delivery.stream_id);
+        let p = self.clone();
+        self.tracker.spawn(async move {
+            let _ = p.completions.send(poisoned(&p.consumer, delivery)).await;
+        });
+    }
 }
 
 impl Worker {
@@ -78,26 +121,102 @@ impl Worker {
                 return Err(WorkerError::Config(format!("invalid queue name {q:?}")));
             }
         }
+        if self.config.visibility_timeout < Duration::from_millis(300) {
+            return Err(WorkerError::Config(
+                "visibility timeout must be at least 300 ms".into(),
+            ));
+        }
         let concurrency = self.config.concurrency.max(1);
         let capacity = concurrency + self.config.prefetch;
         let slots = Arc::new(Semaphore::new(capacity));
-        let exec = Arc::new(Semaphore::new(concurrency));
         let (tx, rx) = mpsc::channel::<Completion>(capacity.max(completer::MAX_BATCH));
+        let inflight = Arc::new(InFlight::default());
+        let retry_scheduled = Arc::new(Notify::new());
         let stop_completer = CancellationToken::new();
         let completer = tokio::spawn(completer::run(
             self.broker.clone(),
             rx,
             stop_completer.clone(),
+            Hooks {
+                inflight: inflight.clone(),
+                retry_scheduled: retry_scheduled.clone(),
+            },
         ));
-        let tracker = TaskTracker::new();
-        tracing::info!(consumer = %self.config.consumer, queues = ?queues, concurrency, prefetch = self.config.prefetch, "worker started");
+        let pipeline = Pipeline {
+            registry: self.registry.clone(),
+            consumer: self.config.consumer.as_str().into(),
+            exec: Arc::new(Semaphore::new(concurrency)),
+            completions: tx,
+            tracker: TaskTracker::new(),
+            inflight: inflight.clone(),
+        };
+        tracing::info!(consumer = %self.config.consumer, queues = ?queues, concurrency, prefetch = self.config.prefetch,
+            visibility_timeout_ms = self.config.visibility_timeout.as_millis() as u64, "worker started");
 
-        let consumer: Arc<str> = self.config.consumer.as_str().into();
+        // Leases outlive the fetch loop: they must stay fresh while in-flight tasks drain.
+        let stop_leases = CancellationToken::new();
+        let leases = tokio::spawn(refresh_leases(
+            self.broker.clone(),
+            self.config.clone(),
+            inflight.clone(),
+            stop_leases.clone(),
+        ));
+        let promoter = tokio::spawn(promote(
+            self.broker.clone(),
+            queues.clone(),
+            retry_scheduled,
+            shutdown.clone(),
+        ));
+
         let mut report = WorkerReport::default();
+        (report.received, report.reclaimed) =
+            self.fetch(&queues, &slots, &pipeline, &shutdown).await;
+
+        tracing::info!("worker stopping: no more fetching, draining in-flight tasks");
+        let _ = promoter.await;
+        pipeline.tracker.close();
+        if tokio::time::timeout(self.config.shutdown_timeout, pipeline.tracker.wait())
+            .await
+            .is_err()
+        {
+            report.abandoned = concurrency.saturating_sub(pipeline.exec.available_permits());
+            tracing::warn!(
+                abandoned = report.abandoned,
+                "shutdown timeout reached; unfinished tasks stay pending and will be redelivered"
+            );
+        }
+        drop(pipeline);
+        stop_completer.cancel();
+        report.unwritten = completer.await.unwrap_or(0);
+        stop_leases.cancel();
+        let _ = leases.await;
+        tracing::info!(
+            received = report.received,
+            reclaimed = report.reclaimed,
+            "worker stopped"
+        );
+        Ok(report)
+    }
+
+    /// The fetch loop; returns how many messages it read and how many it took over from dead
+    /// workers. Reclaiming happens here too, so one loop owns the free slots: a separate
+    /// reclaimer would find them all held by the blocked read.
+    async fn fetch(
+        &self,
+        queues: &[String],
+        slots: &Arc<Semaphore>,
+        pipeline: &Pipeline,
+        shutdown: &CancellationToken,
+    ) -> (u64, u64) {
+        let mut received = 0;
+        let mut reclaimed = 0;
+        let reclaim_every = self.config.reclaim_interval();
+        let block = self.config.block.min(reclaim_every);
+        let mut next_reclaim = tokio::time::Instant::now();
         let mut reader: Option<StreamReader> = None;
         let mut backoff = Duration::from_millis(100);
         let mut redis_down = false;
-        'fetch: while !shutdown.is_cancelled() {
+        while !shutdown.is_cancelled() {
             let first = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
@@ -106,9 +225,16 @@ impl Worker {
             while let Ok(p) = slots.clone().try_acquire_owned() {
                 permits.push(p);
             }
+            if tokio::time::Instant::now() >= next_reclaim {
+                reclaimed += self.reclaim(queues, &mut permits, pipeline).await;
+                next_reclaim = tokio::time::Instant::now() + reclaim_every;
+                if permits.is_empty() {
+                    continue;
+                }
+            }
             let r = match reader.as_mut() {
                 Some(r) => r,
-                None => match self.broker.reader(&queues, &self.config.consumer).await {
+                None => match self.broker.reader(queues, &self.config.consumer).await {
                     Ok(r) => reader.insert(r),
                     Err(e) => {
                         if !redis_down {
@@ -116,8 +242,8 @@ impl Worker {
                             redis_down = true;
                         }
                         drop(permits);
-                        if sleep_or_shutdown(backoff, &shutdown).await {
-                            break 'fetch;
+                        if sleep_or_shutdown(backoff, shutdown).await {
+                            break;
                         }
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                         continue;
@@ -126,21 +252,17 @@ impl Worker {
             };
             // Not raced against shutdown: a read cut off mid-flight could leave messages
             // delivered to us but never seen. BLOCK bounds how long this takes.
-            match r.read(permits.len(), self.config.block).await {
+            match r.read(permits.len(), block).await {
                 Ok(deliveries) => {
                     if redis_down {
                         tracing::info!("worker reconnected to Redis");
                         redis_down = false;
                     }
                     backoff = Duration::from_millis(100);
-                    report.received += deliveries.len() as u64;
+                    received += deliveries.len() as u64;
                     for delivery in deliveries {
                         let Some(slot) = permits.pop() else { break };
-                        let registry = self.registry.clone();
-                        let exec = exec.clone();
-                        let tx = tx.clone();
-                        let consumer = consumer.clone();
-                        tracker.spawn(run_one(registry, consumer, exec, tx, slot, delivery));
+                        pipeline.spawn(slot, delivery);
                     }
                 }
                 Err(e) => {
@@ -150,49 +272,132 @@ impl Worker {
                     }
                     reader = None;
                     drop(permits);
-                    if sleep_or_shutdown(backoff, &shutdown).await {
-                        break 'fetch;
+                    if sleep_or_shutdown(backoff, shutdown).await {
+                        break;
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
+        (received, reclaimed)
+    }
 
-        tracing::info!("worker stopping: no more fetching, draining in-flight tasks");
-        tracker.close();
-        if tokio::time::timeout(self.config.shutdown_timeout, tracker.wait())
-            .await
-            .is_err()
-        {
-            report.abandoned = concurrency.saturating_sub(exec.available_permits());
-            tracing::warn!(
-                abandoned = report.abandoned,
-                "shutdown timeout reached; unfinished tasks stay pending and will be redelivered"
-            );
+    /// Takes over messages whose worker stopped refreshing them, using the slots in `permits`.
+    async fn reclaim(
+        &self,
+        queues: &[String],
+        permits: &mut Vec<OwnedSemaphorePermit>,
+        pipeline: &Pipeline,
+    ) -> u64 {
+        let mut taken = 0;
+        for queue in queues {
+            if permits.is_empty() {
+                break;
+            }
+            let r = match self
+                .broker
+                .reclaim(
+                    queue,
+                    &self.config.consumer,
+                    self.config.visibility_timeout,
+                    self.config.max_deliveries,
+                    permits.len(),
+                )
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, %queue, "reclaim failed; will retry");
+                    continue;
+                }
+            };
+            let n = (r.deliveries.len() + r.poisoned.len()) as u64;
+            if n > 0 {
+                tracing::info!(%queue, redelivered = r.deliveries.len(), poisoned = r.poisoned.len(), "took over messages of a stopped worker");
+            }
+            taken += n;
+            for d in r.poisoned {
+                pipeline.spawn_poisoned(d);
+            }
+            for d in r.deliveries {
+                let Some(slot) = permits.pop() else { break };
+                pipeline.spawn(slot, d);
+            }
         }
-        drop(tx);
-        stop_completer.cancel();
-        report.unwritten = completer.await.unwrap_or(0);
-        tracing::info!(received = report.received, "worker stopped");
-        Ok(report)
+        taken
     }
 }
 
-async fn run_one(
-    registry: Arc<Registry>,
-    consumer: Arc<str>,
-    exec: Arc<Semaphore>,
-    completions: mpsc::Sender<Completion>,
-    slot: OwnedSemaphorePermit,
-    delivery: kiq_broker::Delivery,
+/// Keeps the leases of everything this process holds fresh, until `stop`.
+async fn refresh_leases(
+    broker: Broker,
+    config: WorkerConfig,
+    inflight: Arc<InFlight>,
+    stop: CancellationToken,
 ) {
-    let Ok(_running) = exec.acquire().await else {
-        return;
-    };
-    let completion = execute(&registry, &consumer, delivery).await;
-    // The slot is released only once the completion is queued: flow control covers writing.
-    let _ = completions.send(completion).await;
-    drop(slot);
+    let mut tick = tokio::time::interval(config.lease_refresh_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        for (queue, ids) in inflight.snapshot() {
+            match broker.refresh_leases(&queue, &config.consumer, &ids).await {
+                Ok(lost) if !lost.is_empty() => {
+                    tracing::warn!(%queue, count = lost.len(), "messages were taken over by another worker while running here; they may run twice");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "lease refresh failed; will retry"),
+            }
+        }
+    }
+}
+
+/// Moves due retries into their streams, sleeping until the next one is due (at most 1 s, so
+/// retries scheduled by other workers are seen too), until `shutdown`.
+async fn promote(
+    broker: Broker,
+    queues: Vec<String>,
+    retry_scheduled: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    const MAX_SLEEP: Duration = Duration::from_secs(1);
+    loop {
+        let now = now_ms();
+        let mut next_due: Option<u64> = None;
+        for queue in &queues {
+            match broker.promote_due(queue, now, 1000).await {
+                Ok(p) => {
+                    if p.moved > 0 {
+                        tracing::debug!(%queue, moved = p.moved, "promoted due retries");
+                    }
+                    // A full batch means more may be due right now.
+                    let next = if p.moved >= 1000 {
+                        Some(now)
+                    } else {
+                        p.next_due_ms
+                    };
+                    next_due = match (next_due, next) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, %queue, "promoting retries failed; will retry")
+                }
+            }
+        }
+        let sleep = next_due
+            .map(|due| Duration::from_millis(due.saturating_sub(now_ms())))
+            .unwrap_or(MAX_SLEEP)
+            .min(MAX_SLEEP);
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = retry_scheduled.notified() => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Sleeps for `d`; returns true if shutdown fired first.

@@ -1,0 +1,132 @@
+//! Recovering work from dead workers, and keeping live workers' work from being taken.
+//!
+//! A message read through the group stays in its pending-entries list (PEL) until acked. A
+//! live worker refreshes the idle time of what it holds ([`Broker::refresh_leases`]); any
+//! worker periodically claims entries idle for longer than the visibility timeout
+//! ([`Broker::reclaim`]): their owner has stopped refreshing them, so it is dead or cut off.
+
+use std::time::Duration;
+
+use redis::streams::StreamClaimReply;
+use redis::Value;
+
+use crate::broker::{Broker, Delivery};
+use crate::error::BrokerError;
+use crate::keys::{CONSUMER_GROUP, DATA_FIELD};
+
+/// Resets the idle time of the given entries, but only of those this consumer still owns: a
+/// worker that was presumed dead must not take back work another worker has reclaimed.
+const REFRESH_SCRIPT: &str = r#"
+local lost = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+"#;
+
+/// What [`Broker::reclaim`] took over.
+#[derive(Debug, Default)]
+pub struct Reclaimed {
+    /// Messages to run again.
+    pub deliveries: Vec<Delivery>,
+    /// Messages delivered more than the allowed number of times: dead letters.
+    pub poisoned: Vec<Delivery>,
+}
+
+impl Broker {
+    /// Keeps this consumer's leases on `ids` of `queue` fresh. Returns the ids it no longer
+    /// owns (another worker reclaimed them).
+    pub async fn refresh_leases(
+        &self,
+        queue: &str,
+        consumer: &str,
+        ids: &[String],
+    ) -> Result<Vec<String>, BrokerError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let script = redis::Script::new(REFRESH_SCRIPT);
+        let mut inv = script.key(self.keys().stream(queue));
+        inv.arg(CONSUMER_GROUP).arg(consumer);
+        for id in ids {
+            inv.arg(id);
+        }
+        let mut conn = self.pool().get().await?;
+        Ok(inv.invoke_async(&mut *conn).await?)
+    }
+
+    /// Claims up to `count` messages of `queue` that have been idle for at least `min_idle`
+    /// (their worker stopped refreshing them). Those already delivered `max_deliveries` times
+    /// come back as `poisoned`.
+    pub async fn reclaim(
+        &self,
+        queue: &str,
+        consumer: &str,
+        min_idle: Duration,
+        max_deliveries: u64,
+        count: usize,
+    ) -> Result<Reclaimed, BrokerError> {
+        let stream = self.keys().stream(queue);
+        let min_idle_ms = min_idle.as_millis() as u64;
+        // [id, consumer, idle ms, times delivered]
+        let pending: Vec<(String, String, u64, u64)> = self
+            .pool()
+            .query(
+                redis::cmd("XPENDING")
+                    .arg(&stream)
+                    .arg(CONSUMER_GROUP)
+                    .arg("IDLE")
+                    .arg(min_idle_ms)
+                    .arg("-")
+                    .arg("+")
+                    .arg(count.max(1)),
+            )
+            .await?;
+        if pending.is_empty() {
+            return Ok(Reclaimed::default());
+        }
+        let ids: Vec<&str> = pending.iter().map(|p| p.0.as_str()).collect();
+        // XCLAIM re-checks the idle time, so two reclaimers never both take an entry.
+        let claimed: StreamClaimReply = self
+            .pool()
+            .query(
+                redis::cmd("XCLAIM")
+                    .arg(&stream)
+                    .arg(CONSUMER_GROUP)
+                    .arg(consumer)
+                    .arg(min_idle_ms)
+                    .arg(&ids),
+            )
+            .await?;
+        let mut out = Reclaimed::default();
+        for mut entry in claimed.ids {
+            let before = pending
+                .iter()
+                .find(|p| p.0 == entry.id)
+                .map(|p| p.3)
+                .unwrap_or(0);
+            let payload = match entry.map.remove(DATA_FIELD) {
+                Some(Value::BulkString(b)) => Some(b),
+                Some(Value::SimpleString(s)) => Some(s.into_bytes()),
+                _ => None,
+            };
+            let delivery = Delivery {
+                queue: queue.to_string(),
+                stream_id: entry.id,
+                payload,
+                deliveries: before + 1,
+            };
+            if before >= max_deliveries {
+                out.poisoned.push(delivery);
+            } else {
+                out.deliveries.push(delivery);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,366 @@
+//! Reliability on real Redis: retries, crash recovery, poison messages, dead-letter replay,
+//! graceful shutdown, and chaos (random SIGKILLs, Redis restarts).
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kiq::{FailureKind, TaskState, WaitError};
+use kiq_examples::faults;
+use kiq_testkit::{RedisOptions, RedisServer};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::{redis_and_broker, wait_until, Workers};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Workers whose example tasks can reach Redis for their side effects.
+fn workers(redis: &RedisServer, n: usize, extra: &[&str]) -> Workers {
+    Workers::start_env(&redis.url(), n, extra, &[("KIQ_REDIS_URL", &redis.url())])
+}
+
+/// Executions per item, from the `tally` task's hash.
+fn tallies(redis: &RedisServer, key: &str) -> HashMap<u64, u64> {
+    let raw = redis.command(&format!("HGETALL {key}")).unwrap();
+    let vals: Vec<&str> = raw
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+        .collect();
+    vals.chunks(2)
+        .filter_map(|kv| Some((kv[0].parse().ok()?, kv.get(1)?.parse().ok()?)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_retried_with_backoff_and_the_waiter_sees_the_final_outcome() {
+    let (redis, broker) = redis_and_broker().await;
+    let _w = workers(&redis, 1, &[]);
+
+    // Fails on attempts 0 and 1, succeeds on attempt 2 (the task sees its attempt number).
+    let h = faults::fail_until::kiq(&broker, 2).await.unwrap();
+    assert_eq!(h.wait_result(WAIT).await.unwrap(), 2);
+    let r = h.record().await.unwrap().unwrap();
+    assert_eq!((r.state, r.attempts), (TaskState::Succeeded, 3));
+
+    // Exhausts 3 retries: the final failure, then a dead letter.
+    let h = faults::fail_until::kiq(&broker, 99).await.unwrap();
+    match h.wait_result(WAIT).await {
+        Err(WaitError::Failed(f)) => assert!(f.message.contains("attempt 3"), "{}", f.message),
+        other => panic!("expected the final failure, got {other:?}"),
+    }
+    assert_eq!(h.record().await.unwrap().unwrap().attempts, 4);
+    let dead = broker.dead_letters("default", "-", 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, "retries_exhausted");
+    assert_eq!(dead[0].task_id.as_deref(), Some(h.id()));
+
+    // Per-call override: no retries for this call.
+    let h = faults::fail_until::kicker()
+        .retries(0)
+        .kiq(&broker, (1,))
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.wait_result(WAIT).await,
+        Err(WaitError::Failed(_))
+    ));
+    assert_eq!(h.record().await.unwrap().unwrap().attempts, 1);
+    // Retries are promoted from the delayed set: nothing is left behind.
+    assert!(wait_until(Duration::from_secs(5), || redis
+        .command("ZCARD {kiq:default}:delayed")
+        .map(|r| r.trim() == ":0")
+        .unwrap_or(false)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_workers_messages_are_redelivered_within_the_visibility_timeout() {
+    let (redis, broker) = redis_and_broker().await;
+    let w = workers(
+        &redis,
+        1,
+        &["--visibility-timeout", "2s", "--concurrency", "8"],
+    );
+    let handles = faults::nap::kiq_many(&broker, (0..6).map(|_| (1500,)))
+        .await
+        .unwrap();
+    // Wait until the worker holds all six, then SIGKILL it mid-task.
+    assert!(wait_until(Duration::from_secs(10), || redis
+        .command("XPENDING {kiq:default}:stream kiq")
+        .map(|r| r.starts_with("*4\r\n:6"))
+        .unwrap_or(false)));
+    let victim = w.children()[0];
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    let killed_at = Instant::now();
+    for h in handles {
+        assert_eq!(h.wait_result(WAIT).await.unwrap(), 1500);
+    }
+    let recovered = killed_at.elapsed();
+    println!("redelivered and finished {recovered:?} after SIGKILL (visibility 2s, task 1.5s)");
+    // visibility (2 s) + one reclaim period (0.5 s) + the task (1.5 s) + restart and slack.
+    assert!(recovered < Duration::from_secs(15), "{recovered:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_task_is_never_stolen_from_a_live_worker() {
+    let (redis, broker) = redis_and_broker().await;
+    // Visibility 1 s, a task of 4 s, two processes: only lease refreshes keep it from moving.
+    let _w = workers(&redis, 2, &["--visibility-timeout", "1s"]);
+    let h = faults::tally::kiq(&broker, "long".into(), 1, 4000)
+        .await
+        .unwrap();
+    assert_eq!(h.wait_result(WAIT).await.unwrap(), 1);
+    assert_eq!(
+        tallies(&redis, "long").get(&1),
+        Some(&1),
+        "ran exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_killing_workers_becomes_a_dead_letter() {
+    let (redis, broker) = redis_and_broker().await;
+    let w = workers(
+        &redis,
+        1,
+        &["--visibility-timeout", "500ms", "--max-deliveries", "2"],
+    );
+    let h = faults::abort_process::kiq(&broker).await.unwrap();
+    match h.wait_result(WAIT).await {
+        Err(WaitError::Failed(f)) => assert_eq!(f.kind, FailureKind::TooManyDeliveries),
+        other => panic!(
+            "expected too many deliveries, got {other:?}\n{}",
+            w.log_text()
+        ),
+    }
+    let dead = broker.dead_letters("default", "-", 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, "too_many_deliveries");
+    // And the (restarted) worker still serves.
+    let ok = faults::nap::kiq(&broker, 1).await.unwrap();
+    assert_eq!(ok.wait_result(WAIT).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_tasks_finish_and_acks_them() {
+    let (redis, broker) = redis_and_broker().await;
+    let w = workers(&redis, 1, &["--shutdown-timeout", "10s"]);
+    let h = faults::nap::kiq(&broker, 1500).await.unwrap();
+    assert!(wait_until(Duration::from_secs(10), || redis
+        .command("XPENDING {kiq:default}:stream kiq")
+        .map(|r| r.starts_with("*4\r\n:1"))
+        .unwrap_or(false)));
+    assert!(w.stop().success());
+    // Finished during the drain, result stored, entry acked.
+    let r = h.record().await.unwrap().unwrap();
+    assert_eq!(r.state, TaskState::Succeeded);
+    assert_eq!(
+        redis.command("XLEN {kiq:default}:stream").unwrap().trim(),
+        ":0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_unfinished_at_the_shutdown_timeout_is_redelivered_not_acked() {
+    let (redis, broker) = redis_and_broker().await;
+    let w = workers(
+        &redis,
+        1,
+        &["--shutdown-timeout", "200ms", "--visibility-timeout", "1s"],
+    );
+    let h = faults::nap::kiq(&broker, 3000).await.unwrap();
+    assert!(wait_until(Duration::from_secs(10), || redis
+        .command("XPENDING {kiq:default}:stream kiq")
+        .map(|r| r.starts_with("*4\r\n:1"))
+        .unwrap_or(false)));
+    assert!(w.stop().success());
+    assert_eq!(h.record().await.unwrap().unwrap().state, TaskState::Pending);
+    // A new worker takes it over once its lease runs out.
+    let _w2 = workers(&redis, 1, &["--visibility-timeout", "1s"]);
+    assert_eq!(h.wait_result(WAIT).await.unwrap(), 3000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_can_be_listed_replayed_and_purged_from_the_cli() {
+    let (redis, broker) = redis_and_broker().await;
+    let _w = workers(&redis, 1, &[]);
+    let h = faults::gate::kicker()
+        .retry_policy(kiq::RetryPolicy {
+            delay_ms: 50,
+            jitter: false,
+            ..kiq::RetryPolicy::retries(1)
+        })
+        .kiq(&broker, ("door".to_string(),))
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.wait_result(WAIT).await,
+        Err(WaitError::Failed(_))
+    ));
+    let taskctl = |args: &[&str]| {
+        let out = std::process::Command::new(support::taskctl())
+            .args(args)
+            .args(["--redis-url", &redis.url()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = taskctl(&["dead", "list", "--json"]);
+    assert!(listed.contains("retries_exhausted"), "{listed}");
+    let id = broker.dead_letters("default", "-", 1).await.unwrap()[0]
+        .id
+        .clone();
+    assert!(taskctl(&["dead", "show", &id]).contains("payload_hex"));
+
+    // Fix the cause, replay: the task now succeeds, with a fresh attempt count.
+    redis.command("SET door 1").unwrap();
+    assert!(
+        taskctl(&["dead", "replay", "--all", "--reason", "retries_exhausted"])
+            .contains("replayed 1")
+    );
+    let again = broker.handle::<String>(h.id());
+    assert!(wait_until(Duration::from_secs(20), || {
+        redis
+            .command(&format!("EXISTS kiq:task:{}", h.id()))
+            .is_ok()
+            && futures_done(&broker, h.id())
+    }));
+    assert_eq!(again.wait_result(WAIT).await.unwrap(), "door is open");
+    assert_eq!(broker.dead_letter_count("default").await.unwrap(), 0);
+
+    // Purge.
+    redis.command("DEL door").unwrap();
+    let h2 = faults::gate::kicker()
+        .retries(1)
+        .retry_policy(kiq::RetryPolicy {
+            delay_ms: 50,
+            ..kiq::RetryPolicy::retries(1)
+        })
+        .kiq(&broker, ("door".to_string(),))
+        .await
+        .unwrap();
+    assert!(h2.wait_result(WAIT).await.is_err());
+    assert!(taskctl(&["dead", "purge", "--all"]).contains("purged 1"));
+    assert_eq!(broker.dead_letter_count("default").await.unwrap(), 0);
+}
+
+/// Whether task `id` has a final record (blocking helper for `wait_until`).
+fn futures_done(broker: &kiq::Broker, id: &str) -> bool {
+    let b = broker.clone();
+    let id = id.to_string();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()
+            .and_then(|rt| rt.block_on(b.record(&id)).ok().flatten())
+            .map(|r| r.state == TaskState::Succeeded)
+            .unwrap_or(false)
+    })
+    .join()
+    .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_random_sigkills_lose_nothing() {
+    let (redis, broker) = redis_and_broker().await;
+    let w = workers(
+        &redis,
+        2,
+        &["--visibility-timeout", "1s", "--concurrency", "16"],
+    );
+    const N: u64 = 3000;
+    let handles = faults::tally::kiq_many(&broker, (0..N).map(|n| ("chaos".to_string(), n, 5)))
+        .await
+        .unwrap();
+    // SIGKILL a random worker process every ~400 ms while the backlog drains.
+    let killer_pid = w.pid();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let killer = std::thread::spawn(move || {
+        let mut kills = 0;
+        let mut seed = std::process::id() as u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) && kills < 8 {
+            std::thread::sleep(Duration::from_millis(400));
+            let kids = support::children_of(killer_pid);
+            if kids.is_empty() {
+                continue;
+            }
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let victim = kids[(seed >> 33) as usize % kids.len()];
+            if kill(Pid::from_raw(victim), Signal::SIGKILL).is_ok() {
+                kills += 1;
+            }
+        }
+        kills
+    });
+    let mut waits = tokio::task::JoinSet::new();
+    for h in handles {
+        waits.spawn(async move { h.wait_result(Duration::from_secs(120)).await });
+    }
+    let mut ok = 0;
+    while let Some(r) = waits.join_next().await {
+        r.unwrap().expect("every task completes");
+        ok += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let kills = killer.join().unwrap();
+    let counts = tallies(&redis, "chaos");
+    let lost = (0..N).filter(|n| !counts.contains_key(n)).count();
+    let executions: u64 = counts.values().sum();
+    println!(
+        "chaos: {N} tasks, {kills} worker SIGKILLs, {ok} results, {lost} lost, {} duplicate executions",
+        executions - (N - lost as u64)
+    );
+    assert_eq!(ok, N as usize);
+    assert_eq!(lost, 0);
+    assert!(kills >= 2, "the killer only managed {kills} kills");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_redis_killed_and_restarted_with_aof_loses_nothing() {
+    let mut redis = RedisServer::start_with(RedisOptions {
+        aof: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let broker = kiq::Broker::connect(&redis.url()).await.unwrap();
+    let _w = workers(&redis, 2, &["--visibility-timeout", "2s"]);
+    const N: u64 = 1000;
+    let handles = faults::tally::kiq_many(&broker, (0..N).map(|n| ("aof".to_string(), n, 10)))
+        .await
+        .unwrap();
+    let mut waits = tokio::task::JoinSet::new();
+    for h in handles {
+        waits.spawn(async move { h.wait_result(Duration::from_secs(120)).await });
+    }
+    // Kill Redis while the backlog drains, keep it down a moment, bring it back.
+    assert!(wait_until(Duration::from_secs(30), || tallies(
+        &redis, "aof"
+    )
+    .len()
+        > 100));
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(700));
+    redis.restart().unwrap();
+    let mut ok = 0;
+    while let Some(r) = waits.join_next().await {
+        r.unwrap().expect("every task completes after the restart");
+        ok += 1;
+    }
+    let counts = tallies(&redis, "aof");
+    let lost = (0..N).filter(|n| !counts.contains_key(n)).count();
+    let executions: u64 = counts.values().sum();
+    println!(
+        "redis restart: {N} tasks, {ok} results, {lost} lost, {} duplicate executions",
+        executions - (N - lost as u64)
+    );
+    assert_eq!(lost, 0);
+}

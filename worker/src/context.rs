@@ -1,0 +1,42 @@
+//! What a running task can learn about itself: its id, attempt number and labels.
+//!
+//! ```no_run
+//! #[kiq::task(retries = 3)]
+//! async fn fetch(url: String) -> Result<String, String> {
+//!     let info = kiq::current_task().expect("running under a worker");
+//!     if info.attempt > 0 {
+//!         eprintln!("retry {} of {}", info.attempt, info.id);
+//!     }
+//!     Ok(url)
+//! }
+//! ```
+
+use std::collections::BTreeMap;
+
+/// The running task's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// The task id.
+    pub id: String,
+    /// The task name.
+    pub name: String,
+    /// Attempts made before this one: 0 on the first run, 1 on the first retry.
+    pub attempt: u32,
+    /// The labels the producer attached.
+    pub labels: BTreeMap<String, String>,
+}
+
+tokio::task_local! {
+    static CURRENT: TaskInfo;
+}
+
+/// The task being run by the current worker future, or `None` outside a worker (for example
+/// when the function is called directly in a unit test).
+pub fn current_task() -> Option<TaskInfo> {
+    CURRENT.try_with(|t| t.clone()).ok()
+}
+
+/// Runs `fut` with `info` as its [`current_task`].
+pub async fn scope<F: std::future::Future>(info: TaskInfo, fut: F) -> F::Output {
+    CURRENT.scope(info, fut).await
+}
