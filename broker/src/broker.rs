@@ -436,6 +436,17 @@ impl Broker {
             // restarted without persistence has lost the group.
             self.forget_group(q);
             self.ensure_group(q).await?;
+            // Make the consumer visible at once (XINFO CONSUMERS), not at its first message.
+            self.inner
+                .pool
+                .query::<(), _>(
+                    redis::cmd("XGROUP")
+                        .arg("CREATECONSUMER")
+                        .arg(self.inner.keys.stream(q))
+                        .arg(CONSUMER_GROUP)
+                        .arg(consumer),
+                )
+                .await?;
         }
         let conn = connection::dedicated_connection(&self.inner.client, &self.inner.config).await?;
         Ok(StreamReader {

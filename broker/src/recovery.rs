@@ -5,6 +5,7 @@
 //! worker periodically claims entries idle for longer than the visibility timeout
 //! ([`Broker::reclaim`]): their owner has stopped refreshing them, so it is dead or cut off.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::streams::StreamClaimReply;
@@ -38,7 +39,62 @@ pub struct Reclaimed {
     pub poisoned: Vec<Delivery>,
 }
 
+/// Deletes a consumer from the group only if it holds no pending message (atomic: a message
+/// delivered to it between a check and the delete would otherwise be dropped from the PEL).
+const DELETE_IDLE_CONSUMER_SCRIPT: &str = r#"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #p > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"#;
+
 impl Broker {
+    /// Removes `consumer` from `queue`'s group if it holds nothing (a worker leaving cleanly).
+    /// Returns whether it was removed.
+    pub async fn remove_consumer(&self, queue: &str, consumer: &str) -> Result<bool, BrokerError> {
+        let script = redis::Script::new(DELETE_IDLE_CONSUMER_SCRIPT);
+        let mut inv = script.key(self.keys().stream(queue));
+        inv.arg(CONSUMER_GROUP).arg(consumer);
+        let mut conn = self.pool().get().await?;
+        let n: i64 = inv.invoke_async(&mut *conn).await?;
+        Ok(n == 1)
+    }
+
+    /// Removes consumers of `queue`'s group that hold nothing and have been idle for longer
+    /// than `idle`: workers that died long ago. Returns how many were removed.
+    pub async fn prune_consumers(&self, queue: &str, idle: Duration) -> Result<u64, BrokerError> {
+        let info: Vec<HashMap<String, Value>> = self
+            .pool()
+            .query(
+                redis::cmd("XINFO")
+                    .arg("CONSUMERS")
+                    .arg(self.keys().stream(queue))
+                    .arg(CONSUMER_GROUP),
+            )
+            .await?;
+        let mut removed = 0;
+        for c in info {
+            let name = match c.get("name") {
+                Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                Some(Value::SimpleString(s)) => s.clone(),
+                _ => continue,
+            };
+            let num = |k: &str| match c.get(k) {
+                Some(Value::Int(i)) => *i,
+                _ => 0,
+            };
+            if num("pending") == 0 && num("idle") as u128 > idle.as_millis() {
+                let script = redis::Script::new(DELETE_IDLE_CONSUMER_SCRIPT);
+                let mut inv = script.key(self.keys().stream(queue));
+                inv.arg(CONSUMER_GROUP).arg(&name);
+                let mut conn = self.pool().get().await?;
+                let n: i64 = inv.invoke_async(&mut *conn).await?;
+                removed += n as u64;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Keeps this consumer's leases on `ids` of `queue` fresh. Returns the ids it no longer
     /// owns (another worker reclaimed them).
     pub async fn refresh_leases(

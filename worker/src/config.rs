@@ -26,6 +26,8 @@ pub struct WorkerConfig {
     /// A message delivered more than this many times without finishing is a dead letter
     /// (default 5): its workers keep dying on it.
     pub max_deliveries: u64,
+    /// A consumer idle this long that holds nothing is removed from the group (default 1 h).
+    pub consumer_retention: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -39,6 +41,7 @@ impl Default for WorkerConfig {
             consumer: default_consumer_name(),
             visibility_timeout: Duration::from_secs(20),
             max_deliveries: 5,
+            consumer_retention: Duration::from_secs(3600),
         }
     }
 }

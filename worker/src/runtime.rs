@@ -190,6 +190,12 @@ impl Worker {
         report.unwritten = completer.await.unwrap_or(0);
         stop_leases.cancel();
         let _ = leases.await;
+        // Leave the group tidy: a consumer that holds nothing is deleted on a clean exit.
+        if report.abandoned == 0 && report.unwritten == 0 {
+            for q in &queues {
+                let _ = self.broker.remove_consumer(q, &self.config.consumer).await;
+            }
+        }
         tracing::info!(
             received = report.received,
             reclaimed = report.reclaimed,
@@ -213,6 +219,7 @@ impl Worker {
         let reclaim_every = self.config.reclaim_interval();
         let block = self.config.block.min(reclaim_every);
         let mut next_reclaim = tokio::time::Instant::now();
+        let mut next_prune = tokio::time::Instant::now();
         let mut reader: Option<StreamReader> = None;
         let mut backoff = Duration::from_millis(100);
         let mut redis_down = false;
@@ -228,6 +235,10 @@ impl Worker {
             if tokio::time::Instant::now() >= next_reclaim {
                 reclaimed += self.reclaim(queues, &mut permits, pipeline).await;
                 next_reclaim = tokio::time::Instant::now() + reclaim_every;
+                if tokio::time::Instant::now() >= next_prune {
+                    self.prune_consumers(queues).await;
+                    next_prune = tokio::time::Instant::now() + Duration::from_secs(60);
+                }
                 if permits.is_empty() {
                     continue;
                 }
@@ -280,6 +291,19 @@ impl Worker {
             }
         }
         (received, reclaimed)
+    }
+
+    /// Deletes consumers that died long ago and hold nothing, so the group does not grow with
+    /// every restart.
+    async fn prune_consumers(&self, queues: &[String]) {
+        let idle = self.config.consumer_retention;
+        for q in queues {
+            match self.broker.prune_consumers(q, idle).await {
+                Ok(n) if n > 0 => tracing::info!(queue = %q, removed = n, "removed long-gone consumers"),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "pruning consumers failed"),
+            }
+        }
     }
 
     /// Takes over messages whose worker stopped refreshing them, using the slots in `permits`.

@@ -1,0 +1,75 @@
+//! Bounded Redis memory: run many tasks with a short result TTL, then check Redis memory
+//! returns to near where it started (streams trimmed, results expired, nothing left behind).
+//! `KIQ_SOAK_TASKS` sets the count (CI: 30,000; `docs/guarantees.md` records a 1,000,000 run).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kiq_examples::math;
+use support::{redis_and_broker, wait_until, Workers};
+
+fn info_field(redis: &kiq_testkit::RedisServer, section: &str, field: &str) -> u64 {
+    let info = redis.command(&format!("INFO {section}")).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_memory_returns_to_baseline_after_a_soak() {
+    let n: i64 = std::env::var("KIQ_SOAK_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30_000);
+    let (redis, broker) = redis_and_broker().await;
+    broker.ensure_group("default").await.unwrap();
+    let workers = Workers::start(
+        &redis.url(),
+        2,
+        &["--concurrency", "64", "--result-ttl", "2s"],
+    );
+    redis.command("MEMORY PURGE").unwrap();
+    let before = info_field(&redis, "memory", "used_memory");
+    let started = Instant::now();
+    let mut i = 0;
+    while i < n {
+        let batch = (i..(i + 5000).min(n)).map(|k| (k, 1));
+        math::add::kiq_many(&broker, batch).await.unwrap();
+        i += 5000;
+    }
+    let peak_len = info_field(&redis, "memory", "used_memory");
+    // Drained: the stream is empty and nothing is pending.
+    assert!(wait_until(Duration::from_secs(600), || {
+        redis.command("XLEN {kiq:default}:stream").map(|r| r.trim() == ":0").unwrap_or(false)
+            && redis
+                .command("XPENDING {kiq:default}:stream kiq")
+                .map(|r| r.starts_with("*4\r\n:0"))
+                .unwrap_or(false)
+    }));
+    let drained = started.elapsed();
+    // Results expire (2 s TTL): only the queues' own keys remain: the `default` and `text`
+    // streams (the example tasks use both queues) and the `kiq:queues` set.
+    assert!(
+        wait_until(Duration::from_secs(120), || redis
+            .command("DBSIZE")
+            .map(|r| r.trim() == ":3")
+            .unwrap_or(false)),
+        "keys left: {}",
+        redis.command("DBSIZE").unwrap()
+    );
+    assert!(workers.stop().success());
+    let consumers = redis.command("XINFO CONSUMERS {kiq:default}:stream kiq").unwrap();
+    assert!(!consumers.contains("name"), "clean exits leave no consumers: {consumers}");
+    redis.command("MEMORY PURGE").unwrap();
+    let after = info_field(&redis, "memory", "used_memory");
+    println!(
+        "soak: {n} tasks drained in {drained:?}; used_memory before {before} B, after enqueue {peak_len} B, after {after} B"
+    );
+    assert!(
+        after < before + 512 * 1024,
+        "Redis memory grew by {} bytes",
+        after.saturating_sub(before)
+    );
+}
