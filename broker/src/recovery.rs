@@ -8,10 +8,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::streams::StreamClaimReply;
+use redis::streams::{StreamClaimReply, StreamRangeReply};
 use redis::Value;
 
 use crate::broker::{Broker, Delivery};
+use crate::codec;
+use crate::envelope::Envelope;
 use crate::error::BrokerError;
 use crate::keys::{CONSUMER_GROUP, DATA_FIELD};
 
@@ -119,6 +121,10 @@ impl Broker {
     /// Claims up to `count` messages of `queue` that have been idle for at least `min_idle`
     /// (their worker stopped refreshing them). Those already delivered `max_deliveries` times
     /// come back as `poisoned`.
+    ///
+    /// `visibility_of`, when given, names a longer visibility timeout for some tasks: candidates
+    /// are then peeked (one pipelined round trip) and only those idle past their own task's
+    /// timeout are claimed.
     pub async fn reclaim(
         &self,
         queue: &str,
@@ -126,6 +132,7 @@ impl Broker {
         min_idle: Duration,
         max_deliveries: u64,
         count: usize,
+        visibility_of: Option<&(dyn Fn(&Envelope) -> Duration + Sync)>,
     ) -> Result<Reclaimed, BrokerError> {
         let stream = self.keys().stream(queue);
         let min_idle_ms = min_idle.as_millis() as u64;
@@ -143,6 +150,13 @@ impl Broker {
                     .arg(count.max(1)),
             )
             .await?;
+        let pending = match visibility_of {
+            Some(visibility_of) if !pending.is_empty() => {
+                self.due_for_reclaim(&stream, pending, visibility_of)
+                    .await?
+            }
+            _ => pending,
+        };
         if pending.is_empty() {
             return Ok(Reclaimed::default());
         }
@@ -184,5 +198,35 @@ impl Broker {
             }
         }
         Ok(out)
+    }
+
+    /// Keeps the candidates idle past their own task's visibility timeout.
+    async fn due_for_reclaim(
+        &self,
+        stream: &str,
+        pending: Vec<(String, String, u64, u64)>,
+        visibility_of: &(dyn Fn(&Envelope) -> Duration + Sync),
+    ) -> Result<Vec<(String, String, u64, u64)>, BrokerError> {
+        let mut pipe = redis::pipe();
+        for p in &pending {
+            pipe.cmd("XRANGE").arg(stream).arg(&p.0).arg(&p.0);
+        }
+        let entries: Vec<StreamRangeReply> = self.pool().query(&pipe).await?;
+        Ok(pending
+            .into_iter()
+            .zip(entries)
+            .filter(|(p, entry)| {
+                let envelope = entry.ids.first().and_then(|e| match e.map.get(DATA_FIELD) {
+                    Some(Value::BulkString(b)) => codec::decode::<Envelope>(b).ok(),
+                    _ => None,
+                });
+                match envelope {
+                    Some(env) => u128::from(p.2) >= visibility_of(&env).as_millis(),
+                    // Undecodable or already deleted: nothing to wait for.
+                    None => true,
+                }
+            })
+            .map(|(p, _)| p)
+            .collect())
     }
 }

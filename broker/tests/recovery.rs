@@ -22,19 +22,35 @@ async fn consumers_are_removed_only_when_they_hold_nothing() {
         .await
         .unwrap();
     let mut busy = broker.reader(&["q".to_string()], "busy").await.unwrap();
-    assert_eq!(busy.read(10, Duration::from_millis(10)).await.unwrap().len(), 1);
+    assert_eq!(
+        busy.read(10, Duration::from_millis(10))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let mut gone = broker.reader(&["q".to_string()], "gone").await.unwrap();
-    assert!(gone.read(10, Duration::from_millis(10)).await.unwrap().is_empty());
+    assert!(gone
+        .read(10, Duration::from_millis(10))
+        .await
+        .unwrap()
+        .is_empty());
 
     assert!(!broker.remove_consumer("q", "busy").await.unwrap());
     // Idle time is the event here: let both consumers age past the threshold.
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(
-        broker.prune_consumers("q", Duration::from_millis(100)).await.unwrap(),
+        broker
+            .prune_consumers("q", Duration::from_millis(100))
+            .await
+            .unwrap(),
         1
     );
     let consumers = redis.command("XINFO CONSUMERS {kiq:q}:stream kiq").unwrap();
-    assert!(consumers.contains("busy") && !consumers.contains("gone"), "{consumers}");
+    assert!(
+        consumers.contains("busy") && !consumers.contains("gone"),
+        "{consumers}"
+    );
 }
 
 #[tokio::test]
@@ -42,7 +58,9 @@ async fn delayed_messages_are_promoted_when_due_and_not_before() {
     let redis = RedisServer::start().unwrap();
     let broker = Broker::connect(&redis.url()).await.unwrap();
     broker.ensure_group("q").await.unwrap();
-    redis.command("ZADD {kiq:q}:delayed 1000 early 5000 late").unwrap();
+    redis
+        .command("ZADD {kiq:q}:delayed 1000 early 5000 late")
+        .unwrap();
     let p = broker.promote_due("q", 999, 10).await.unwrap();
     assert_eq!((p.moved, p.next_due_ms), (0, Some(1000)));
     let p = broker.promote_due("q", 1000, 10).await.unwrap();

@@ -95,3 +95,11 @@ async fn side_effect_redis() -> Result<kiq::broker::redis::aio::MultiplexedConne
         .await
         .map_err(|e| e.to_string())
 }
+
+/// Like [`nap`], but a dead worker's message of this task waits 6 s (not the worker's
+/// visibility timeout) before another worker takes it over.
+#[kiq::task(visibility_timeout = "6s")]
+pub async fn patient_nap(ms: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    ms
+}

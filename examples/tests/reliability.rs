@@ -102,6 +102,27 @@ async fn a_sigkilled_workers_messages_are_redelivered_within_the_visibility_time
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_can_declare_a_longer_visibility_timeout_than_the_worker() {
+    let (redis, broker) = redis_and_broker().await;
+    let w = workers(&redis, 1, &["--visibility-timeout", "1s"]);
+    let quick = faults::nap::kiq(&broker, 500).await.unwrap();
+    let patient = faults::patient_nap::kiq(&broker, 500).await.unwrap();
+    assert!(wait_until(Duration::from_secs(10), || redis
+        .command("XPENDING {kiq:default}:stream kiq")
+        .map(|r| r.starts_with("*4\r\n:2"))
+        .unwrap_or(false)));
+    kill(Pid::from_raw(w.children()[0]), Signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+    quick.wait_result(WAIT).await.unwrap();
+    let quick_back = killed.elapsed();
+    patient.wait_result(WAIT).await.unwrap();
+    let patient_back = killed.elapsed();
+    println!("after SIGKILL: worker-default task back in {quick_back:?}, 6s-visibility task in {patient_back:?}");
+    assert!(patient_back >= Duration::from_secs(6), "{patient_back:?}");
+    assert!(quick_back < Duration::from_secs(6), "{quick_back:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_task_is_never_stolen_from_a_live_worker() {
     let (redis, broker) = redis_and_broker().await;
     // Visibility 1 s, a task of 4 s, two processes: only lease refreshes keep it from moving.

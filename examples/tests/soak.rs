@@ -42,7 +42,10 @@ async fn redis_memory_returns_to_baseline_after_a_soak() {
     let peak_len = info_field(&redis, "memory", "used_memory");
     // Drained: the stream is empty and nothing is pending.
     assert!(wait_until(Duration::from_secs(600), || {
-        redis.command("XLEN {kiq:default}:stream").map(|r| r.trim() == ":0").unwrap_or(false)
+        redis
+            .command("XLEN {kiq:default}:stream")
+            .map(|r| r.trim() == ":0")
+            .unwrap_or(false)
             && redis
                 .command("XPENDING {kiq:default}:stream kiq")
                 .map(|r| r.starts_with("*4\r\n:0"))
@@ -60,8 +63,13 @@ async fn redis_memory_returns_to_baseline_after_a_soak() {
         redis.command("DBSIZE").unwrap()
     );
     assert!(workers.stop().success());
-    let consumers = redis.command("XINFO CONSUMERS {kiq:default}:stream kiq").unwrap();
-    assert!(!consumers.contains("name"), "clean exits leave no consumers: {consumers}");
+    let consumers = redis
+        .command("XINFO CONSUMERS {kiq:default}:stream kiq")
+        .unwrap();
+    assert!(
+        !consumers.contains("name"),
+        "clean exits leave no consumers: {consumers}"
+    );
     redis.command("MEMORY PURGE").unwrap();
     let after = info_field(&redis, "memory", "used_memory");
     println!(

@@ -26,6 +26,8 @@ use proc_macro::TokenStream;
 /// Options: `name = "..."` (default: module path and function name), `queue = "..."` (default
 /// `default`), `timeout = "30s"`, `retries = N` (default 0), `backoff = "exponential" | "linear" |
 /// "fixed"` (default exponential), `backoff_delay = "1s"`, `backoff_max = "5m"`, `jitter = true`,
+/// `visibility_timeout = "10m"` (how long a dead worker's message of this task waits before it is
+/// taken over; only ever longer than the worker's),
 /// `crate = "path"` (where kiq is, default `::kiq`).
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {

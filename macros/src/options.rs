@@ -13,6 +13,7 @@ pub struct TaskOptions {
     pub backoff_delay_ms: Option<u64>,
     pub backoff_max_ms: Option<u64>,
     pub jitter: Option<bool>,
+    pub visibility_timeout_ms: Option<u64>,
     pub krate: Path,
 }
 
@@ -27,6 +28,7 @@ impl TaskOptions {
             backoff_delay_ms: None,
             backoff_max_ms: None,
             jitter: None,
+            visibility_timeout_ms: None,
             krate: syn::parse_quote!(::kiq),
         };
         let parser = syn::meta::parser(|meta| o.parse_one(meta));
@@ -67,6 +69,8 @@ impl TaskOptions {
                 ));
             }
             self.backoff = Some(v);
+        } else if meta.path.is_ident("visibility_timeout") {
+            self.visibility_timeout_ms = Some(duration_ms(&meta, "visibility_timeout")?);
         } else if meta.path.is_ident("backoff_delay") {
             self.backoff_delay_ms = Some(duration_ms(&meta, "backoff_delay")?);
         } else if meta.path.is_ident("backoff_max") {
@@ -82,7 +86,7 @@ impl TaskOptions {
             self.krate = s.parse()?;
         } else {
             return Err(meta.error(
-                "unknown #[task] option; expected one of: name, queue, timeout, retries, backoff, backoff_delay, backoff_max, jitter, crate",
+                "unknown #[task] option; expected one of: name, queue, timeout, retries, backoff, backoff_delay, backoff_max, jitter, visibility_timeout, crate",
             ));
         }
         Ok(())

@@ -91,6 +91,10 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         Some(ms) => quote!(::core::option::Option::Some(::core::time::Duration::from_millis(#ms))),
         None => quote!(::core::option::Option::None),
     };
+    let visibility = match opts.visibility_timeout_ms {
+        Some(ms) => quote!(::core::option::Option::Some(::core::time::Duration::from_millis(#ms))),
+        None => quote!(::core::option::Option::None),
+    };
     let retries = opts.retries.unwrap_or(0);
     let backoff = match opts.backoff.as_deref() {
         Some("linear") => quote!(#krate::Backoff::Linear),
@@ -181,6 +185,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     queue: SPEC.queue,
                     timeout: #timeout,
                     retry: SPEC.retry,
+                    visibility_timeout: #visibility,
                     handler: __kiq_handler,
                     location: ::core::concat!(::core::file!(), ":", ::core::line!()),
                 }

@@ -37,6 +37,9 @@ pub struct TaskDef {
     pub timeout: Option<Duration>,
     /// How failures are retried.
     pub retry: kiq_broker::RetryPolicy,
+    /// A visibility timeout longer than the worker's, for this task's messages (how long a
+    /// dead worker's message waits before another worker takes it).
+    pub visibility_timeout: Option<Duration>,
     /// Runs it.
     pub handler: Handler,
     /// Where it is declared, for messages (`file:line`).
@@ -123,6 +126,11 @@ impl Registry {
         self.tasks.is_empty()
     }
 
+    /// Whether any task declares its own visibility timeout.
+    pub fn has_custom_visibility(&self) -> bool {
+        self.tasks.values().any(|d| d.visibility_timeout.is_some())
+    }
+
     /// The distinct default queues of the registered tasks, sorted.
     pub fn queues(&self) -> Vec<String> {
         let mut q: Vec<String> = self.tasks.values().map(|d| d.queue.to_string()).collect();
@@ -145,6 +153,7 @@ mod tests {
         queue: "q1",
         timeout: None,
         retry: kiq_broker::RetryPolicy::NONE,
+        visibility_timeout: None,
         handler: nop,
         location: "x.rs:1",
     };
@@ -153,6 +162,7 @@ mod tests {
         queue: "q2",
         timeout: None,
         retry: kiq_broker::RetryPolicy::NONE,
+        visibility_timeout: None,
         handler: nop,
         location: "y.rs:2",
     };

@@ -299,7 +299,9 @@ impl Worker {
         let idle = self.config.consumer_retention;
         for q in queues {
             match self.broker.prune_consumers(q, idle).await {
-                Ok(n) if n > 0 => tracing::info!(queue = %q, removed = n, "removed long-gone consumers"),
+                Ok(n) if n > 0 => {
+                    tracing::info!(queue = %q, removed = n, "removed long-gone consumers")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "pruning consumers failed"),
             }
@@ -314,6 +316,21 @@ impl Worker {
         pipeline: &Pipeline,
     ) -> u64 {
         let mut taken = 0;
+        let default_visibility = self.config.visibility_timeout;
+        let registry = self.registry.clone();
+        let visibility_of = move |env: &kiq_broker::Envelope| {
+            registry
+                .get(&env.task)
+                .and_then(|d| d.visibility_timeout)
+                .map(|v| v.max(default_visibility))
+                .unwrap_or(default_visibility)
+        };
+        let per_task: Option<&(dyn Fn(&kiq_broker::Envelope) -> Duration + Sync)> =
+            if self.registry.has_custom_visibility() {
+                Some(&visibility_of)
+            } else {
+                None
+            };
         for queue in queues {
             if permits.is_empty() {
                 break;
@@ -323,9 +340,10 @@ impl Worker {
                 .reclaim(
                     queue,
                     &self.config.consumer,
-                    self.config.visibility_timeout,
+                    default_visibility,
                     self.config.max_deliveries,
                     permits.len(),
+                    per_task,
                 )
                 .await
             {
