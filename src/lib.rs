@@ -25,6 +25,26 @@
 //! ```
 //!
 //! A binary that links your tasks gets every `taskctl` subcommand with [`cli::main`].
+//!
+//! ## Retries, and what a task knows about itself
+//!
+//! ```no_run
+//! #[kiq::task(retries = 5, backoff = "exponential", backoff_delay = "1s", backoff_max = "1m")]
+//! async fn charge(order_id: u64) -> Result<String, String> {
+//!     // The same id on every attempt: use it as an idempotency key.
+//!     let me = kiq::current_task().expect("running under a worker");
+//!     if me.attempt > 0 {
+//!         eprintln!("retry {} of task {}", me.attempt, me.id);
+//!     }
+//!     Ok(format!("charged order {order_id} (key {})", me.id))
+//! }
+//!
+//! # async fn demo(broker: kiq::Broker) -> Result<(), kiq::DispatchError> {
+//! // Per call: no retries for this one.
+//! let h = charge::kicker().retries(0).kiq(&broker, (42,)).await?;
+//! # Ok(()) }
+//! # fn main() {}
+//! ```
 #![warn(missing_docs)]
 
 pub mod cli;

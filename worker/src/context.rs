@@ -1,15 +1,6 @@
 //! What a running task can learn about itself: its id, attempt number and labels.
 //!
-//! ```no_run
-//! #[kiq::task(retries = 3)]
-//! async fn fetch(url: String) -> Result<String, String> {
-//!     let info = kiq::current_task().expect("running under a worker");
-//!     if info.attempt > 0 {
-//!         eprintln!("retry {} of {}", info.attempt, info.id);
-//!     }
-//!     Ok(url)
-//! }
-//! ```
+//! Tasks read it with `kiq::current_task()`; the `kiq` facade's docs have a runnable example.
 
 use std::collections::BTreeMap;
 
