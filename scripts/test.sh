@@ -28,5 +28,9 @@ cargo test --workspace --all-targets --locked
 step "doc tests"
 cargo test --workspace --doc --locked
 
+step "benchmark smoke run (tiny numbers: proves it works, measures nothing)"
+cargo build --locked -p kiq-examples --bins
+target/debug/kiq-bench --tasks 2000 --samples 50 --load-rate 200
+
 echo
 echo "all checks passed"

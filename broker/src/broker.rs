@@ -61,8 +61,8 @@ pub struct OutgoingMessage {
     pub task: String,
     /// The encoded envelope.
     pub payload: Vec<u8>,
-    /// The encoded pending record.
-    pub pending_record: Vec<u8>,
+    /// The encoded pending record (shared by every message of a batch: it is the same for all).
+    pub pending_record: Arc<Vec<u8>>,
 }
 
 /// A dispatch by task name with pre-encoded arguments (see [`Broker::prepare_raw`]).
@@ -291,9 +291,57 @@ impl Broker {
         })
     }
 
+    /// Prepares one message per item of `args` with the same options: the pending record (the
+    /// same for all) is encoded once.
+    pub fn prepare_batch<A: Serialize, T>(
+        &self,
+        kicker: &Kicker<A, T>,
+        args: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<OutgoingMessage>, DispatchError> {
+        let task = kicker.spec.name;
+        let queue = kicker.queue.as_deref().unwrap_or(kicker.spec.queue);
+        let now = envelope::now_ms();
+        let pending =
+            Arc::new(
+                pending_record(task, queue, now).map_err(|error| DispatchError::Encode {
+                    task: task.to_string(),
+                    error,
+                })?,
+            );
+        args.into_iter()
+            .map(|a| {
+                let args = codec::encode(&a).map_err(|error| DispatchError::Encode {
+                    task: task.to_string(),
+                    error,
+                })?;
+                self.build(
+                    RawDispatch {
+                        task,
+                        queue,
+                        args,
+                        task_id: kicker.task_id.as_deref(),
+                        labels: kicker.labels.clone(),
+                        retry: kicker.retry,
+                    },
+                    now,
+                    Some(pending.clone()),
+                )
+            })
+            .collect()
+    }
+
     /// Like [`Broker::prepare`], for a task known only by name, with arguments already encoded
     /// by the wire codec (as one tuple).
     pub fn prepare_raw(&self, d: RawDispatch<'_>) -> Result<OutgoingMessage, DispatchError> {
+        self.build(d, envelope::now_ms(), None)
+    }
+
+    fn build(
+        &self,
+        d: RawDispatch<'_>,
+        now: u64,
+        pending: Option<Arc<Vec<u8>>>,
+    ) -> Result<OutgoingMessage, DispatchError> {
         let RawDispatch {
             task,
             queue,
@@ -328,7 +376,6 @@ impl Broker {
             task: task.to_string(),
             error,
         };
-        let now = envelope::now_ms();
         let envelope = Envelope {
             v: ENVELOPE_VERSION,
             id: id.clone(),
@@ -349,23 +396,16 @@ impl Broker {
                 limit,
             });
         }
-        let pending = TaskRecord {
-            state: TaskState::Pending,
-            task: task.to_string(),
-            queue: queue.to_string(),
-            enqueued_at_ms: now,
-            finished_at_ms: None,
-            attempts: 0,
-            output: None,
-            failure: None,
-            worker: None,
+        let pending_record = match pending {
+            Some(p) => p,
+            None => Arc::new(pending_record(task, queue, now).map_err(encode_err)?),
         };
         Ok(OutgoingMessage {
             id,
             queue: queue.to_string(),
             task: task.to_string(),
             payload,
-            pending_record: codec::encode(&pending).map_err(encode_err)?,
+            pending_record,
         })
     }
 
@@ -396,20 +436,27 @@ impl Broker {
                 .map_err(|e| broker_err(&first.task, e))?;
         }
         let ttl = self.inner.config.pending_ttl.as_secs().max(1);
+        let track = self.inner.config.track_pending;
         let mut ids = Vec::with_capacity(msgs.len());
+        let mut stream_keys: HashMap<&str, String> = HashMap::new();
         for chunk in msgs.chunks(ENQUEUE_CHUNK) {
-            let mut pipe = redis::pipe();
+            let mut pipe = redis::Pipeline::with_capacity(chunk.len() * 2);
             for m in chunk {
+                let stream = stream_keys
+                    .entry(m.queue.as_str())
+                    .or_insert_with(|| self.inner.keys.stream(&m.queue));
                 // The record first: a worker that finishes quickly must not have its result
                 // overwritten by a late "pending".
-                pipe.cmd("SET")
-                    .arg(self.inner.keys.task(&m.id))
-                    .arg(&m.pending_record)
-                    .arg("EX")
-                    .arg(ttl)
-                    .ignore();
+                if track {
+                    pipe.cmd("SET")
+                        .arg(self.inner.keys.task(&m.id))
+                        .arg(m.pending_record.as_slice())
+                        .arg("EX")
+                        .arg(ttl)
+                        .ignore();
+                }
                 pipe.cmd("XADD")
-                    .arg(self.inner.keys.stream(&m.queue))
+                    .arg(stream.as_str())
                     .arg("*")
                     .arg(DATA_FIELD)
                     .arg(&m.payload)
@@ -545,6 +592,21 @@ impl Broker {
         }
         self.inner.pool.query::<(), _>(&acks).await
     }
+}
+
+/// The encoded record of a task accepted at `now`, waiting in `queue`.
+fn pending_record(task: &str, queue: &str, now: u64) -> Result<Vec<u8>, crate::codec::CodecError> {
+    codec::encode(&TaskRecord {
+        state: TaskState::Pending,
+        task: task.to_string(),
+        queue: queue.to_string(),
+        enqueued_at_ms: now,
+        finished_at_ms: None,
+        attempts: 0,
+        output: None,
+        failure: None,
+        worker: None,
+    })
 }
 
 /// Queue names become part of key names: keep them to a safe alphabet.

@@ -83,12 +83,17 @@ pub(crate) async fn wait_record(
     // With a fresh subscription, the listener's Recheck (sent once SUBSCRIBE is confirmed)
     // triggers the first read; otherwise read now.
     let mut read_now = reg.already_subscribed;
+    // Without pending records, "no record yet" is what a queued task looks like.
+    let absent_means_unknown = broker.config().track_pending;
     loop {
         if read_now {
             match broker.record(id).await {
                 Ok(Some(r)) if r.state.is_final() => return Ok(r),
                 Ok(Some(_)) => last_error = None,
-                Ok(None) => return Err(WaitError::NotFound(id.to_string())),
+                Ok(None) if absent_means_unknown => {
+                    return Err(WaitError::NotFound(id.to_string()))
+                }
+                Ok(None) => last_error = None,
                 Err(e) => last_error = Some(e),
             }
         }
@@ -115,7 +120,8 @@ pub(crate) async fn wait_record(
     match broker.record(id).await {
         Ok(Some(r)) if r.state.is_final() => Ok(r),
         Ok(Some(_)) => Err(WaitError::Timeout),
-        Ok(None) => Err(WaitError::NotFound(id.to_string())),
+        Ok(None) if absent_means_unknown => Err(WaitError::NotFound(id.to_string())),
+        Ok(None) => Err(WaitError::Timeout),
         Err(e) => Err(WaitError::Broker(last_error.unwrap_or(e))),
     }
 }

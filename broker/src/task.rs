@@ -97,10 +97,7 @@ impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
                 value: id.clone(),
             });
         }
-        let msgs = args
-            .into_iter()
-            .map(|a| broker.prepare(&self, &a))
-            .collect::<Result<Vec<_>, _>>()?;
+        let msgs = broker.prepare_batch(&self, args)?;
         let ids = broker.enqueue_many(msgs).await?;
         Ok(ids.into_iter().map(|id| broker.handle(id)).collect())
     }

@@ -1,6 +1,7 @@
 //! Example kiq tasks. The `taskctl` binary of this crate links them in, so the demo and the
 //! CLI work out of the box: `taskctl tasks` lists them.
 
+pub mod bench;
 pub mod faults;
 pub mod math;
 pub mod text;

@@ -306,3 +306,20 @@ async fn thousands_of_waiters_share_a_few_connections() {
     );
     drop(workers);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_pending_records_dispatch_is_one_xadd_and_waits_still_work() {
+    let redis = support::RedisServer::start().unwrap();
+    let broker = kiq::Broker::from_config(kiq::BrokerConfig::new(redis.url()).track_pending(false))
+        .await
+        .unwrap();
+    let h = math::add::kiq(&broker, 20, 1).await.unwrap();
+    // No record until a worker finishes it; a wait meanwhile is a timeout, not "unknown".
+    assert!(h.record().await.unwrap().is_none());
+    assert!(matches!(
+        h.wait_result(Duration::from_millis(200)).await,
+        Err(WaitError::Timeout)
+    ));
+    let _workers = Workers::start(&redis.url(), 1, &[]);
+    assert_eq!(h.wait_result(WAIT).await.unwrap(), 21);
+}

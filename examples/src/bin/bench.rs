@@ -1,0 +1,883 @@
+//! `kiq-bench`: kiq's benchmark suite. Starts a private Redis (or targets `--redis-url`), measures
+//! kiq and, on the same instance in the same run, what raw Redis does for the same command mix, and
+//! prints a table (and JSON with `--json FILE`). Build with `--release` for real figures:
+//!
+//! ```text
+//! cargo run --release -p kiq-examples --bin kiq-bench -- --tasks 100000
+//! ```
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use kiq::broker::redis::{self, aio::MultiplexedConnection};
+use kiq::{Broker, BrokerConfig};
+use kiq_examples::bench;
+use kiq_testkit::RedisServer;
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark kiq against raw Redis on the same instance")]
+struct Args {
+    /// Tasks per throughput measurement.
+    #[arg(long, default_value_t = 100_000)]
+    tasks: usize,
+    /// Round trips per latency measurement.
+    #[arg(long, default_value_t = 2_000)]
+    samples: usize,
+    /// Background load (tasks/s) for the loaded latency measurement.
+    #[arg(long, default_value_t = 2_000)]
+    load_rate: u64,
+    /// Also measure how cost grows with queue depth, payload size and worker count.
+    #[arg(long)]
+    scaling: bool,
+    /// Use this Redis instead of starting a private one (it is written to under prefix `kiqbench*`).
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One row of the results.
+struct Row {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    ceiling: Option<f64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _private;
+    let url = match &args.redis_url {
+        Some(u) => u.clone(),
+        None => {
+            let r = RedisServer::start().context("starting a private redis-server")?;
+            let u = r.url();
+            _private = r;
+            u
+        }
+    };
+    let taskctl = std::env::current_exe()?
+        .parent()
+        .context("no binary directory")?
+        .join("taskctl");
+    if !taskctl.exists() {
+        bail!(
+            "{} not found: build the examples' binaries first",
+            taskctl.display()
+        );
+    }
+    let mut conn = redis::Client::open(url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let n = args.tasks.max(100);
+    let mut rows: Vec<Row> = Vec::new();
+    let mut extra = serde_json::Map::new();
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    println!("kiq-bench: {n} tasks per run, {profile} build, Redis at {url}");
+
+    // The payload a no-op task puts on the wire, for raw commands of the same size.
+    let probe = broker(&url, "kiqbench-probe").await?;
+    let envelope = probe.prepare(&bench::noop::kicker(), &())?.payload;
+    let record_len = 60usize; // a succeeded record of a unit output, encoded
+
+    // --- Ceilings: raw Redis, same instance, same command mix ---------------------------------
+    let cpu = CpuMeter::start(&mut conn).await?;
+    let raw_xadd = raw_xadd_rate(&mut conn, "kiqbench-raw", &envelope, n).await?;
+    let raw_xadd_cpu = cpu.per_task(&mut conn, n).await?;
+    let cpu = CpuMeter::start(&mut conn).await?;
+    let raw_enqueue_batched =
+        raw_enqueue_batched_rate(&mut conn, "kiqbench-raw2", &envelope, n).await?;
+    let raw_enqueue_cpu = cpu.per_task(&mut conn, n).await?;
+    let single_n = (n / 5).clamp(100, 20_000);
+    let raw_enqueue_single =
+        raw_enqueue_single_rate(&mut conn, "kiqbench-raw2", &envelope, single_n).await?;
+    let raw_enqueue = (raw_enqueue_batched, raw_enqueue_single);
+    let raw_drain = raw_consume_rate(&mut conn, "kiqbench-raw", n, record_len).await?;
+
+    // --- Enqueue ---------------------------------------------------------------------------------
+    let b = broker(&url, "kiqbench-enq").await?;
+    let t = Instant::now();
+    for _ in 0..single_n {
+        bench::noop::kiq(&b).await?;
+    }
+    let single = single_n as f64 / t.elapsed().as_secs_f64();
+    rows.push(row(
+        "enqueue, one at a time (.kiq awaited)",
+        single,
+        "tasks/s",
+        Some(raw_enqueue.1),
+    ));
+    let before = used_memory(&mut conn).await?;
+    let cpu = CpuMeter::start(&mut conn).await?;
+    let t = Instant::now();
+    bench::noop::kiq_many(&b, (0..n).map(|_| ())).await?;
+    let batched = n as f64 / t.elapsed().as_secs_f64();
+    let kiq_enqueue_cpu = cpu.per_task(&mut conn, n).await?;
+    let per_task_mem = (used_memory(&mut conn).await?.saturating_sub(before)) as f64 / n as f64;
+    rows.push(row(
+        "enqueue, batched (kiq_many)",
+        batched,
+        "tasks/s",
+        Some(raw_xadd),
+    ));
+    rows.push(row(
+        "  same, vs raw pipelined SET+XADD",
+        batched,
+        "tasks/s",
+        Some(raw_enqueue.0),
+    ));
+    rows.push(row(
+        "Redis memory per queued task",
+        per_task_mem,
+        "bytes",
+        None,
+    ));
+    flush(&mut conn).await?;
+    let untracked = Broker::from_config(
+        BrokerConfig::new(url.as_str())
+            .prefix("kiqbench-enq2")
+            .track_pending(false),
+    )
+    .await?;
+    let cpu = CpuMeter::start(&mut conn).await?;
+    let t = Instant::now();
+    bench::noop::kiq_many(&untracked, (0..n).map(|_| ())).await?;
+    let batched_untracked = n as f64 / t.elapsed().as_secs_f64();
+    let untracked_cpu = cpu.per_task(&mut conn, n).await?;
+    rows.push(row(
+        "enqueue, batched, track_pending(false)",
+        batched_untracked,
+        "tasks/s",
+        Some(raw_xadd),
+    ));
+    for (label, (redis_us, client_us)) in [
+        ("raw pipelined XADD", raw_xadd_cpu),
+        ("raw pipelined SET+XADD", raw_enqueue_cpu),
+        ("kiq_many", kiq_enqueue_cpu),
+        ("kiq_many, track_pending(false)", untracked_cpu),
+    ] {
+        rows.push(row(
+            &format!("  enqueue CPU per task, Redis: {label}"),
+            redis_us,
+            "µs",
+            None,
+        ));
+        rows.push(row(
+            &format!("  enqueue CPU per task, client: {label}"),
+            client_us,
+            "µs",
+            None,
+        ));
+    }
+    flush(&mut conn).await?;
+
+    // --- Worker RSS idle -------------------------------------------------------------------------
+    let idle = Workers::start(&taskctl, &url, "kiqbench-idle", 1)?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let idle_rss = idle.rss_kb().first().copied().unwrap_or(0);
+    idle.stop();
+    rows.push(row(
+        "worker RSS, idle",
+        idle_rss as f64 / 1024.0,
+        "MiB",
+        None,
+    ));
+
+    // --- Drain: N queued, then workers start -----------------------------------------------------
+    let mut peak_rss = 0;
+    for procs in [1usize, 2] {
+        let prefix = format!("kiqbench-drain{procs}");
+        let (rate, cmds, rss) = drain(&taskctl, &url, &prefix, procs, n, &mut conn, None).await?;
+        peak_rss = peak_rss.max(rss);
+        rows.push(row(
+            &format!("drain no-op tasks, {procs} worker process(es)"),
+            rate,
+            "tasks/s",
+            Some(raw_drain),
+        ));
+        if procs == 1 {
+            rows.push(row(
+                "Redis commands per task (drain, worker side)",
+                cmds.0,
+                "cmds",
+                None,
+            ));
+            rows.push(row(
+                "Redis commands per task (enqueue, batched)",
+                cmds.1,
+                "cmds",
+                None,
+            ));
+            extra.insert("commandstats_per_task".into(), json!(cmds.2));
+        }
+        flush(&mut conn).await?;
+    }
+    rows.push(row(
+        "worker RSS, peak (VmHWM)",
+        peak_rss as f64 / 1024.0,
+        "MiB",
+        None,
+    ));
+
+    // --- Round-trip latency ----------------------------------------------------------------------
+    let prefix = "kiqbench-lat";
+    let workers = Workers::start(&taskctl, &url, prefix, 1)?;
+    let b = broker(&url, prefix).await?;
+    // Warm up (connections, subscriber).
+    for _ in 0..50 {
+        bench::noop::kiq(&b)
+            .await?
+            .wait_result(Duration::from_secs(10))
+            .await?;
+    }
+    let idle_lat = latencies(&b, args.samples).await?;
+    let load_stop = tokio_util_stop();
+    let loader = tokio::spawn(background_load(
+        b.clone(),
+        args.load_rate,
+        load_stop.clone(),
+    ));
+    let loaded_lat = latencies(&b, args.samples).await?;
+    load_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let load_sent = loader.await??;
+    workers.stop();
+    for (label, l) in [("idle", &idle_lat), ("under load", &loaded_lat)] {
+        rows.push(row(
+            &format!("round trip kiq→result p50, {label}"),
+            pct(l, 50.0),
+            "ms",
+            None,
+        ));
+        rows.push(row(
+            &format!("round trip kiq→result p99, {label}"),
+            pct(l, 99.0),
+            "ms",
+            None,
+        ));
+        rows.push(row(
+            &format!("round trip kiq→result p99.9, {label}"),
+            pct(l, 99.9),
+            "ms",
+            None,
+        ));
+    }
+    extra.insert("background_load_sent".into(), json!(load_sent));
+    rows.push(row(
+        "delayed-task firing error",
+        f64::NAN,
+        "n/a (delays: issue #5)",
+        None,
+    ));
+    flush(&mut conn).await?;
+
+    // --- Scaling ---------------------------------------------------------------------------------
+    if args.scaling {
+        let mut scaling = serde_json::Map::new();
+        let mut depth = Vec::new();
+        for d in [n / 10, n, n * 3] {
+            let (rate, ..) = drain(
+                &taskctl,
+                &url,
+                "kiqbench-depth",
+                1,
+                d.max(100),
+                &mut conn,
+                None,
+            )
+            .await?;
+            depth.push(json!({"queued": d, "drain_per_s": rate}));
+            println!("  scaling: depth {d:>8}: drain {rate:>9.0} tasks/s");
+            flush(&mut conn).await?;
+        }
+        scaling.insert("queue_depth".into(), json!(depth));
+        let mut payload = Vec::new();
+        for size in [16usize, 1024, 16 * 1024, 128 * 1024] {
+            let count = (n / (1 + size / 1024)).clamp(500, n);
+            let (rate, ..) = drain(
+                &taskctl,
+                &url,
+                "kiqbench-payload",
+                1,
+                count,
+                &mut conn,
+                Some(size),
+            )
+            .await?;
+            payload.push(json!({"payload_bytes": size, "tasks": count, "drain_per_s": rate}));
+            println!("  scaling: payload {size:>7} B: drain {rate:>9.0} tasks/s ({count} tasks)");
+            flush(&mut conn).await?;
+        }
+        scaling.insert("payload_size".into(), json!(payload));
+        let mut procs = Vec::new();
+        for p in [1usize, 2, 4] {
+            let (rate, ..) = drain(&taskctl, &url, "kiqbench-procs", p, n, &mut conn, None).await?;
+            procs.push(json!({"worker_processes": p, "drain_per_s": rate}));
+            println!("  scaling: {p} worker process(es): drain {rate:>9.0} tasks/s");
+            flush(&mut conn).await?;
+        }
+        scaling.insert("worker_processes".into(), json!(procs));
+        extra.insert("scaling".into(), json!(scaling));
+    }
+
+    print_table(&rows);
+    if let Some(path) = &args.json {
+        let json = json!({
+            "tasks": n, "profile": profile,
+            "rows": rows.iter().map(|r| json!({
+                "name": r.name, "value": finite(r.value), "unit": r.unit,
+                "ceiling": r.ceiling, "fraction_of_ceiling": r.ceiling.map(|c| r.value / c),
+            })).collect::<Vec<_>>(),
+            "extra": extra,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+        println!("results written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn row(name: &str, value: f64, unit: &'static str, ceiling: Option<f64>) -> Row {
+    Row {
+        name: name.to_string(),
+        value,
+        unit,
+        ceiling,
+    }
+}
+
+fn finite(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        json!(v)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
+    println!(
+        "{:<52} {:>12} {:<10} {:>12} {:>9}",
+        "measure", "value", "unit", "raw ceiling", "fraction"
+    );
+    println!("{}", "-".repeat(100));
+    for r in rows {
+        let value = if r.value.is_finite() {
+            format!("{:.2}", r.value)
+        } else {
+            "-".into()
+        };
+        let (ceiling, fraction) = match r.ceiling {
+            Some(c) => (format!("{c:.0}"), format!("{:.0}%", 100.0 * r.value / c)),
+            None => (String::new(), String::new()),
+        };
+        println!(
+            "{:<52} {:>12} {:<10} {:>12} {:>9}",
+            r.name, value, r.unit, ceiling, fraction
+        );
+    }
+}
+
+async fn broker(url: &str, prefix: &str) -> anyhow::Result<Broker> {
+    Ok(Broker::from_config(BrokerConfig::new(url).prefix(prefix)).await?)
+}
+
+async fn flush(conn: &mut MultiplexedConnection) -> anyhow::Result<()> {
+    redis::cmd("FLUSHALL").query_async::<()>(conn).await?;
+    Ok(())
+}
+
+async fn used_memory(conn: &mut MultiplexedConnection) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+/// CPU time spent by Redis (INFO cpu) and by this process (/proc/self/stat) over a span.
+struct CpuMeter {
+    redis: f64,
+    client: f64,
+}
+
+impl CpuMeter {
+    async fn start(conn: &mut MultiplexedConnection) -> anyhow::Result<Self> {
+        Ok(Self {
+            redis: redis_cpu(conn).await?,
+            client: own_cpu(),
+        })
+    }
+
+    /// Microseconds of (Redis, client) CPU per task since `start`.
+    async fn per_task(
+        &self,
+        conn: &mut MultiplexedConnection,
+        tasks: usize,
+    ) -> anyhow::Result<(f64, f64)> {
+        let redis = redis_cpu(conn).await? - self.redis;
+        let client = own_cpu() - self.client;
+        let n = tasks.max(1) as f64;
+        Ok((redis * 1e6 / n, client * 1e6 / n))
+    }
+}
+
+async fn redis_cpu(conn: &mut MultiplexedConnection) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(conn).await?;
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(field("used_cpu_user:") + field("used_cpu_sys:"))
+}
+
+/// This process's user + system CPU seconds (clock ticks of 1/100 s).
+fn own_cpu() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = f.get(11)?.parse().ok()?;
+            let stime: f64 = f.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// `INFO commandstats` as command → calls.
+async fn command_calls(conn: &mut MultiplexedConnection) -> anyhow::Result<HashMap<String, u64>> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await?;
+    Ok(info
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect())
+}
+
+fn delta(after: &HashMap<String, u64>, before: &HashMap<String, u64>) -> HashMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(k, v)| *v > 0 && k != "info")
+        .collect()
+}
+
+/// Raw pipelined XADD of `payload`, 1000 per pipeline.
+async fn raw_xadd_rate(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    payload: &[u8],
+    n: usize,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(1000);
+        let mut pipe = redis::pipe();
+        for _ in 0..k {
+            pipe.cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg("data")
+                .arg(payload)
+                .ignore();
+        }
+        pipe.query_async::<()>(conn).await?;
+        left -= k;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Raw SET + XADD per task (kiq's enqueue mix), 1000 tasks per pipeline.
+async fn raw_enqueue_batched_rate(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    payload: &[u8],
+    n: usize,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut left = n;
+    let mut i = 0u64;
+    while left > 0 {
+        let k = left.min(1000);
+        let mut pipe = redis::pipe();
+        for _ in 0..k {
+            i += 1;
+            pipe.cmd("SET")
+                .arg(format!("kiqbench-raw:{i}"))
+                .arg(payload)
+                .arg("EX")
+                .arg(600)
+                .ignore();
+            pipe.cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg("data")
+                .arg(payload)
+                .ignore();
+        }
+        pipe.query_async::<()>(conn).await?;
+        left -= k;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Raw SET + XADD per task, one round trip each (the ceiling of an awaited `.kiq()`).
+async fn raw_enqueue_single_rate(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    payload: &[u8],
+    n: usize,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    for j in 0..n {
+        redis::pipe()
+            .cmd("SET")
+            .arg(format!("kiqbench-raw1:{j}"))
+            .arg(payload)
+            .arg("EX")
+            .arg(600)
+            .ignore()
+            .cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("data")
+            .arg(payload)
+            .ignore()
+            .query_async::<()>(conn)
+            .await?;
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    redis::cmd("DEL")
+        .arg(stream)
+        .query_async::<()>(conn)
+        .await?;
+    Ok(rate)
+}
+
+/// Raw consume of `n` entries already in `stream`: XREADGROUP COUNT 512, then per entry a result
+/// SET and PUBLISH, then XACK + XDEL (kiq's worker mix, without kiq).
+async fn raw_consume_rate(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    n: usize,
+    record_len: usize,
+) -> anyhow::Result<f64> {
+    let _: Result<(), _> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    let record = vec![7u8; record_len];
+    let t = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("g")
+            .arg("c")
+            .arg("COUNT")
+            .arg(512)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">")
+            .query_async(conn)
+            .await?;
+        let ids: Vec<String> = reply
+            .keys
+            .into_iter()
+            .flat_map(|k| k.ids)
+            .map(|e| e.id)
+            .collect();
+        if ids.is_empty() {
+            break;
+        }
+        let mut writes = redis::pipe();
+        for id in &ids {
+            writes
+                .cmd("SET")
+                .arg(format!("kiqbench-res:{id}"))
+                .arg(&record)
+                .arg("EX")
+                .arg(600)
+                .ignore();
+            writes
+                .cmd("PUBLISH")
+                .arg(format!("kiqbench-done:{id}"))
+                .arg(&record)
+                .ignore();
+        }
+        writes.query_async::<()>(conn).await?;
+        redis::pipe()
+            .cmd("XACK")
+            .arg(stream)
+            .arg("g")
+            .arg(&ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(stream)
+            .arg(&ids)
+            .ignore()
+            .query_async::<()>(conn)
+            .await?;
+        done += ids.len();
+    }
+    Ok(done as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Enqueues `n` tasks under `prefix`, starts `procs` worker processes, and times the drain.
+/// Returns (tasks/s, (worker-side commands per task, enqueue commands per task, all deltas per
+/// task), peak worker RSS in KiB).
+async fn drain(
+    taskctl: &std::path::Path,
+    url: &str,
+    prefix: &str,
+    procs: usize,
+    n: usize,
+    conn: &mut MultiplexedConnection,
+    payload: Option<usize>,
+) -> anyhow::Result<(f64, (f64, f64, HashMap<String, f64>), u64)> {
+    let b = broker(url, prefix).await?;
+    b.ensure_group("bench").await?;
+    let before_enqueue = command_calls(conn).await?;
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(10_000);
+        match payload {
+            None => {
+                bench::noop::kiq_many(&b, (0..k).map(|_| ())).await?;
+            }
+            Some(size) => {
+                let s = "x".repeat(size);
+                bench::echo_len::kiq_many(&b, (0..k).map(|_| (s.clone(),))).await?;
+            }
+        }
+        left -= k;
+    }
+    let after_enqueue = command_calls(conn).await?;
+    let stream = format!("{{{prefix}:bench}}:stream");
+    let t = Instant::now();
+    let workers = Workers::start(taskctl, url, prefix, procs)?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (len, pending): (u64, u64) = redis::pipe()
+            .cmd("XLEN")
+            .arg(&stream)
+            .cmd("XPENDING")
+            .arg(&stream)
+            .arg("kiq")
+            .arg("-")
+            .arg("+")
+            .arg(1)
+            .query_async::<(u64, Vec<redis::Value>)>(conn)
+            .await
+            .map(|(l, p)| (l, p.len() as u64))?;
+        if len == 0 && pending == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("drain of {n} tasks did not finish in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    let after_drain = command_calls(conn).await?;
+    let rss = workers.peak_rss_kb().into_iter().max().unwrap_or(0);
+    workers.stop();
+    let drain_delta = delta(&after_drain, &after_enqueue);
+    let enqueue_delta = delta(&after_enqueue, &before_enqueue);
+    // Our own polling (XLEN, XPENDING) is not the worker's.
+    let worker_cmds: u64 = drain_delta
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "xlen" | "xpending"))
+        .map(|(_, v)| v)
+        .sum();
+    let enqueue_cmds: u64 = enqueue_delta.values().sum();
+    let mut per_task: HashMap<String, f64> = HashMap::new();
+    for (k, v) in drain_delta
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "xlen" | "xpending"))
+    {
+        per_task.insert(format!("drain:{k}"), *v as f64 / n as f64);
+    }
+    for (k, v) in &enqueue_delta {
+        per_task.insert(format!("enqueue:{k}"), *v as f64 / n as f64);
+    }
+    Ok((
+        rate,
+        (
+            worker_cmds as f64 / n as f64,
+            enqueue_cmds as f64 / n as f64,
+            per_task,
+        ),
+        rss,
+    ))
+}
+
+/// `samples` sequential round trips; milliseconds, sorted.
+async fn latencies(b: &Broker, samples: usize) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = Instant::now();
+        bench::noop::kiq(b)
+            .await?
+            .wait_result(Duration::from_secs(30))
+            .await?;
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    out.sort_by(|a, b| a.total_cmp(b));
+    Ok(out)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn tokio_util_stop() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
+}
+
+/// Sends `rate` tasks per second in batches every 10 ms until `stop`; returns how many it sent.
+async fn background_load(
+    b: Broker,
+    rate: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<u64> {
+    let per_tick = (rate / 100).max(1) as usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut sent = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        tick.tick().await;
+        bench::noop::kiq_many(&b, (0..per_tick).map(|_| ())).await?;
+        sent += per_tick as u64;
+    }
+    Ok(sent)
+}
+
+/// `taskctl worker` processes for one measurement.
+struct Workers {
+    child: Child,
+}
+
+impl Workers {
+    fn start(
+        taskctl: &std::path::Path,
+        url: &str,
+        prefix: &str,
+        procs: usize,
+    ) -> anyhow::Result<Self> {
+        let child = Command::new(taskctl)
+            .args([
+                "worker",
+                "--queues",
+                "bench",
+                "--concurrency",
+                "256",
+                "--prefetch",
+                "512",
+            ])
+            .args([
+                "--workers",
+                &procs.to_string(),
+                "--redis-url",
+                url,
+                "--prefix",
+                prefix,
+            ])
+            .env("KIQ_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting taskctl worker")?;
+        let w = Self { child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while w.children().len() < procs {
+            if Instant::now() > deadline {
+                bail!("worker processes did not start");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(w)
+    }
+
+    fn children(&self) -> Vec<i32> {
+        let parent = self.child.id() as i32;
+        std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                    .filter(|pid| {
+                        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                            .ok()
+                            .and_then(|s| {
+                                let rest = s.rsplit_once(')')?.1.to_string();
+                                rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                            })
+                            == Some(parent)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn status_kb(&self, field: &str) -> Vec<u64> {
+        self.children()
+            .into_iter()
+            .filter_map(|pid| {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(field))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .collect()
+    }
+
+    fn rss_kb(&self) -> Vec<u64> {
+        self.status_kb("VmRSS:")
+    }
+
+    fn peak_rss_kb(&self) -> Vec<u64> {
+        self.status_kb("VmHWM:")
+    }
+
+    fn stop(mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
