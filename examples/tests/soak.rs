@@ -52,15 +52,17 @@ async fn redis_memory_returns_to_baseline_after_a_soak() {
                 .unwrap_or(false)
     }));
     let drained = started.elapsed();
-    // Results expire (2 s TTL): only the queues' own keys remain: the `default` and `text`
-    // streams (the example tasks use both queues) and the `kiq:queues` set.
+    // Results expire (2 s TTL): no task record is left, only the queues' own keys.
+    let task_keys = || {
+        redis
+            .command("EVAL \"return #redis.call('KEYS', 'kiq:task:*')\" 0")
+            .map(|r| r.trim().to_string())
+            .unwrap_or_default()
+    };
     assert!(
-        wait_until(Duration::from_secs(120), || redis
-            .command("DBSIZE")
-            .map(|r| r.trim() == ":3")
-            .unwrap_or(false)),
-        "keys left: {}",
-        redis.command("DBSIZE").unwrap()
+        wait_until(Duration::from_secs(120), || task_keys() == ":0"),
+        "task records left: {}",
+        task_keys()
     );
     assert!(workers.stop().success());
     let consumers = redis

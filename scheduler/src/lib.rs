@@ -1,0 +1,6 @@
+//! kiq's scheduler.
+#![warn(missing_docs)]
+
+pub mod expr;
+
+pub use expr::{ScheduleError, ScheduleExpr};
