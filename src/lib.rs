@@ -58,6 +58,9 @@ pub use kiq_worker::{current_task, Registry, TaskInfo, Worker, WorkerConfig};
 
 /// The broker crate, for lower-level access (codec, keys, envelope).
 pub use kiq_broker as broker;
+/// The scheduler crate: schedule expressions, stored schedules, the scheduler loop.
+pub use kiq_scheduler as scheduler;
+pub use kiq_scheduler::{ScheduleDef, Schedules};
 /// The worker crate, for embedding a worker or supervisor in your own program.
 pub use kiq_worker as worker;
 
@@ -65,8 +68,9 @@ pub use kiq_worker as worker;
 #[doc(hidden)]
 pub mod __private {
     pub use kiq_worker::handler::{
-        assert_task_value, decode_args, encode_output, IntoOutcome, Plain, TaskValue,
+        assert_task_value, decode_args, encode_output, expect_no_args, IntoOutcome, Plain,
+        TaskValue,
     };
     pub use kiq_worker::inventory;
-    pub use kiq_worker::{HandlerFuture, Invocation, TaskDef};
+    pub use kiq_worker::{DeclaredSchedule, HandlerFuture, Invocation, TaskDef};
 }

@@ -80,6 +80,8 @@ pub struct RawDispatch<'a> {
     pub labels: std::collections::BTreeMap<String, String>,
     /// A retry policy overriding the task's own.
     pub retry: Option<crate::retry::RetryPolicy>,
+    /// A per-attempt timeout overriding the task's own.
+    pub timeout: Option<Duration>,
 }
 
 /// One message read from a queue.
@@ -288,6 +290,7 @@ impl Broker {
             task_id: kicker.task_id.as_deref(),
             labels: kicker.labels.clone(),
             retry: kicker.retry,
+            timeout: kicker.timeout,
         })
     }
 
@@ -322,6 +325,7 @@ impl Broker {
                         task_id: kicker.task_id.as_deref(),
                         labels: kicker.labels.clone(),
                         retry: kicker.retry,
+                        timeout: kicker.timeout,
                     },
                     now,
                     Some(pending.clone()),
@@ -349,6 +353,7 @@ impl Broker {
             task_id,
             labels,
             retry,
+            timeout,
         } = d;
         if task.is_empty() {
             return Err(DispatchError::Invalid {
@@ -386,6 +391,7 @@ impl Broker {
             enqueued_at_ms: now,
             attempt: 0,
             retry,
+            timeout_ms: timeout.map(|t| t.as_millis() as u64),
         };
         let payload = codec::encode(&envelope).map_err(encode_err)?;
         let limit = self.inner.config.max_payload_bytes;

@@ -37,6 +37,9 @@ pub struct Envelope {
     /// A per-call retry policy that overrides the task's own.
     #[serde(default)]
     pub retry: Option<crate::retry::RetryPolicy>,
+    /// A per-call timeout (ms) for each attempt, overriding the task's own.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// A fresh task id: 32 lowercase hex characters.
@@ -83,6 +86,7 @@ mod tests {
             enqueued_at_ms: now_ms(),
             attempt: 0,
             retry: Some(crate::retry::RetryPolicy::retries(3)),
+            timeout_ms: Some(5_000),
         };
         let back: Envelope = codec::decode(&codec::encode(&e).unwrap()).unwrap();
         assert_eq!(back, e);

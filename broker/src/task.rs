@@ -29,6 +29,7 @@ pub struct Kicker<A, T> {
     pub(crate) task_id: Option<String>,
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) retry: Option<crate::retry::RetryPolicy>,
+    pub(crate) timeout: Option<std::time::Duration>,
     _types: PhantomData<fn(A) -> T>,
 }
 
@@ -41,6 +42,7 @@ impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
             task_id: None,
             labels: BTreeMap::new(),
             retry: None,
+            timeout: None,
             _types: PhantomData,
         }
     }
@@ -68,6 +70,12 @@ impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
         let mut policy = self.retry.unwrap_or(self.spec.retry);
         policy.max_retries = n;
         self.retry = Some(policy);
+        self
+    }
+
+    /// Limits each attempt of this call to `timeout` instead of the task's own timeout.
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 

@@ -79,7 +79,8 @@ pub async fn gate(key: String) -> Result<String, String> {
 }
 
 /// A connection for the example tasks' own side effects (not kiq's): `KIQ_REDIS_URL`.
-async fn side_effect_redis() -> Result<kiq::broker::redis::aio::MultiplexedConnection, String> {
+pub(crate) async fn side_effect_redis(
+) -> Result<kiq::broker::redis::aio::MultiplexedConnection, String> {
     static CLIENT: std::sync::OnceLock<kiq::broker::redis::Client> = std::sync::OnceLock::new();
     let client = match CLIENT.get() {
         Some(c) => c,

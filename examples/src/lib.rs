@@ -1,8 +1,10 @@
 //! Example kiq tasks. The `taskctl` binary of this crate links them in, so the demo and the
 //! CLI work out of the box: `taskctl tasks` lists them.
 
+pub mod attendance;
 pub mod bench;
 pub mod faults;
+pub mod maintenance;
 pub mod math;
 pub mod text;
 

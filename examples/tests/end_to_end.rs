@@ -134,6 +134,7 @@ async fn unknown_task_names_fail_and_are_dead_lettered() {
             task_id: None,
             labels: Default::default(),
             retry: None,
+            timeout: None,
         })
         .unwrap();
     let id = broker.enqueue(msg).await.unwrap();
@@ -163,6 +164,7 @@ async fn wrong_argument_types_fail_cleanly() {
             task_id: None,
             labels: Default::default(),
             retry: None,
+            timeout: None,
         })
         .unwrap();
     let id = broker.enqueue(msg).await.unwrap();

@@ -28,7 +28,9 @@ use proc_macro::TokenStream;
 /// "fixed"` (default exponential), `backoff_delay = "1s"`, `backoff_max = "5m"`, `jitter = true`,
 /// `visibility_timeout = "10m"` (how long a dead worker's message of this task waits before it is
 /// taken over; only ever longer than the worker's),
-/// `crate = "path"` (where kiq is, default `::kiq`).
+/// `schedule = "30 0 * * *"` with `schedule_tz = "Asia/Kolkata"` and `schedule_args = "[1, 2]"`
+/// (a schedule run by `taskctl scheduler`, with fixed arguments), `crate = "path"` (where kiq is,
+/// default `::kiq`).
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     task::expand(attr.into(), item.into())

@@ -14,6 +14,9 @@ pub struct TaskOptions {
     pub backoff_max_ms: Option<u64>,
     pub jitter: Option<bool>,
     pub visibility_timeout_ms: Option<u64>,
+    pub schedule: Option<LitStr>,
+    pub schedule_tz: Option<LitStr>,
+    pub schedule_args: Option<LitStr>,
     pub krate: Path,
 }
 
@@ -29,6 +32,9 @@ impl TaskOptions {
             backoff_max_ms: None,
             jitter: None,
             visibility_timeout_ms: None,
+            schedule: None,
+            schedule_tz: None,
+            schedule_args: None,
             krate: syn::parse_quote!(::kiq),
         };
         let parser = syn::meta::parser(|meta| o.parse_one(meta));
@@ -69,6 +75,25 @@ impl TaskOptions {
                 ));
             }
             self.backoff = Some(v);
+        } else if meta.path.is_ident("schedule") {
+            let s: LitStr = meta.value()?.parse()?;
+            if s.value().trim().is_empty() {
+                return Err(syn::Error::new(s.span(), "schedule must not be empty"));
+            }
+            self.schedule = Some(s);
+        } else if meta.path.is_ident("schedule_tz") {
+            self.schedule_tz = Some(meta.value()?.parse()?);
+        } else if meta.path.is_ident("schedule_args") {
+            let s: LitStr = meta.value()?.parse()?;
+            let v = s.value();
+            let t = v.trim();
+            if !(t.starts_with('[') && t.ends_with(']')) {
+                return Err(syn::Error::new(
+                    s.span(),
+                    "schedule_args must be a JSON array of the task's arguments, e.g. \"[1, \\\"x\\\"]\"",
+                ));
+            }
+            self.schedule_args = Some(s);
         } else if meta.path.is_ident("visibility_timeout") {
             self.visibility_timeout_ms = Some(duration_ms(&meta, "visibility_timeout")?);
         } else if meta.path.is_ident("backoff_delay") {
@@ -86,7 +111,7 @@ impl TaskOptions {
             self.krate = s.parse()?;
         } else {
             return Err(meta.error(
-                "unknown #[task] option; expected one of: name, queue, timeout, retries, backoff, backoff_delay, backoff_max, jitter, visibility_timeout, crate",
+                "unknown #[task] option; expected one of: name, queue, timeout, retries, backoff, backoff_delay, backoff_max, jitter, visibility_timeout, schedule, schedule_tz, schedule_args, crate",
             ));
         }
         Ok(())

@@ -95,6 +95,25 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         Some(ms) => quote!(::core::option::Option::Some(::core::time::Duration::from_millis(#ms))),
         None => quote!(::core::option::Option::None),
     };
+    let schedule = match &opts.schedule {
+        Some(expr) => {
+            let tz = match &opts.schedule_tz {
+                Some(tz) => quote!(::core::option::Option::Some(#tz)),
+                None => quote!(::core::option::Option::None),
+            };
+            let args = opts
+                .schedule_args
+                .as_ref()
+                .map(|a| quote!(#a))
+                .unwrap_or_else(|| quote!("[]"));
+            quote!(::core::option::Option::Some(#krate::__private::DeclaredSchedule {
+                expr: #expr,
+                tz: #tz,
+                args_json: #args,
+            }))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let retries = opts.retries.unwrap_or(0);
     let backoff = match opts.backoff.as_deref() {
         Some("linear") => quote!(#krate::Backoff::Linear),
@@ -111,6 +130,14 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             delay_ms: #delay_ms,
             max_delay_ms: #max_delay_ms,
             jitter: #jitter,
+        }
+    };
+    let decode_args = if arg_names.is_empty() {
+        quote!(#krate::__private::expect_no_args(SPEC.name, &__kiq_inv.args)?;)
+    } else {
+        quote! {
+            let (#(#arg_names,)*): Args =
+                #krate::__private::decode_args(SPEC.name, &__kiq_inv.args)?;
         }
     };
     let arg_checks = arg_types.iter().map(|ty| {
@@ -172,8 +199,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
 
             fn __kiq_handler(__kiq_inv: #krate::__private::Invocation) -> #krate::__private::HandlerFuture {
                 ::std::boxed::Box::pin(async move {
-                    let (#(#arg_names,)*): Args =
-                        #krate::__private::decode_args(SPEC.name, &__kiq_inv.args)?;
+                    #decode_args
                     let __kiq_out = #krate::__private::IntoOutcome::into_outcome(#wrap_call)?;
                     #krate::__private::encode_output(&__kiq_out)
                 })
@@ -186,6 +212,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     timeout: #timeout,
                     retry: SPEC.retry,
                     visibility_timeout: #visibility,
+                    schedule: #schedule,
                     handler: __kiq_handler,
                     location: ::core::concat!(::core::file!(), ":", ::core::line!()),
                 }

@@ -54,6 +54,7 @@ pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<Ex
         task_id: args.task_id.as_deref(),
         labels: Default::default(),
         retry: None,
+        timeout: None,
     })?;
     let id = broker.enqueue(msg).await?;
     println!("{id}");

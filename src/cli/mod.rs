@@ -13,6 +13,7 @@
 
 mod dead;
 mod dispatch;
+mod schedule;
 mod worker;
 
 use std::process::ExitCode;
@@ -78,6 +79,10 @@ enum Command {
     Result(dispatch::ResultArgs),
     /// Dead letters: list, show, replay, purge.
     Dead(dead::DeadArgs),
+    /// Run a cron scheduler replica (any number may run; one is active).
+    Scheduler(schedule::SchedulerArgs),
+    /// Manage schedules: add, list, show, rm, pause, resume, trigger, leader.
+    Schedule(schedule::ScheduleArgs),
 }
 
 /// Parses the process's arguments, runs the command, and returns its exit code.
@@ -108,6 +113,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Kiq(args) => dispatch::kiq(&cli.global, args).await,
             Command::Result(args) => dispatch::result(&cli.global, args).await,
             Command::Dead(args) => dead::run(&cli.global, args).await,
+            Command::Scheduler(args) => schedule::run_scheduler(&cli.global, args).await,
+            Command::Schedule(args) => schedule::run_schedule(&cli.global, args).await,
         }
     });
     match result {

@@ -210,7 +210,11 @@ async fn run(registry: &Registry, envelope: &Envelope) -> Result<Vec<u8>, TaskFa
     };
     // Panics are caught at the task's boundary so one bad task never takes the worker down.
     let fut = AssertUnwindSafe(context::scope(info, (def.handler)(invocation))).catch_unwind();
-    let caught = match def.timeout {
+    let limit = envelope
+        .timeout_ms
+        .map(std::time::Duration::from_millis)
+        .or(def.timeout);
+    let caught = match limit {
         Some(limit) => match tokio::time::timeout(limit, fut).await {
             Ok(r) => r,
             Err(_) => {

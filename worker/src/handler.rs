@@ -17,6 +17,18 @@ pub fn decode_args<A: DeserializeOwned>(task: &str, bytes: &[u8]) -> Result<A, T
     })
 }
 
+/// Checks the arguments of a task that takes none: nil (what `()` encodes to) or an empty
+/// array (what JSON `[]` from a shell, a schedule or another language becomes).
+pub fn expect_no_args(task: &str, bytes: &[u8]) -> Result<(), TaskFailure> {
+    match bytes {
+        [] | [0xc0] | [0x90] => Ok(()),
+        _ => Err(TaskFailure::new(
+            FailureKind::BadArguments,
+            format!("{task} takes no arguments, but some were given"),
+        )),
+    }
+}
+
 /// Encodes a task's output.
 pub fn encode_output<T: Serialize>(value: &T) -> Result<Vec<u8>, TaskFailure> {
     codec::encode(value)
@@ -89,6 +101,14 @@ mod tests {
         let f = task_error(std::io::Error::other("disk full"));
         assert_eq!(f.error_type.as_deref(), Some("std::io::error::Error"));
         assert_eq!(f.message, "disk full");
+    }
+
+    #[test]
+    fn no_arguments_may_be_nil_or_an_empty_array() {
+        assert!(expect_no_args("t", &codec::encode(&()).unwrap()).is_ok());
+        assert!(expect_no_args("t", &codec::encode(&Vec::<u8>::new()).unwrap()).is_ok());
+        let err = expect_no_args("t", &codec::encode(&(1,)).unwrap()).unwrap_err();
+        assert_eq!(err.kind, FailureKind::BadArguments);
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub mod supervisor;
 
 pub use config::WorkerConfig;
 pub use context::{current_task, TaskInfo};
-pub use registry::{Handler, HandlerFuture, Invocation, Registry, RegistryError, TaskDef};
+pub use registry::{
+    DeclaredSchedule, Handler, HandlerFuture, Invocation, Registry, RegistryError, TaskDef,
+};
 pub use runtime::{Worker, WorkerError, WorkerReport};
 pub use supervisor::{supervise, SupervisorConfig, SupervisorError, SupervisorReport};
 

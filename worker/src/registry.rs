@@ -40,10 +40,23 @@ pub struct TaskDef {
     /// A visibility timeout longer than the worker's, for this task's messages (how long a
     /// dead worker's message waits before another worker takes it).
     pub visibility_timeout: Option<Duration>,
+    /// A schedule declared on the task (`#[task(schedule = "...")]`), run by `taskctl scheduler`.
+    pub schedule: Option<DeclaredSchedule>,
     /// Runs it.
     pub handler: Handler,
     /// Where it is declared, for messages (`file:line`).
     pub location: &'static str,
+}
+
+/// A schedule declared in code on a task.
+#[derive(Debug, Clone, Copy)]
+pub struct DeclaredSchedule {
+    /// The schedule expression.
+    pub expr: &'static str,
+    /// Its IANA time zone, if not UTC.
+    pub tz: Option<&'static str>,
+    /// The fixed arguments, a JSON array.
+    pub args_json: &'static str,
 }
 
 inventory::collect!(TaskDef);
@@ -154,6 +167,7 @@ mod tests {
         timeout: None,
         retry: kiq_broker::RetryPolicy::NONE,
         visibility_timeout: None,
+        schedule: None,
         handler: nop,
         location: "x.rs:1",
     };
@@ -163,6 +177,7 @@ mod tests {
         timeout: None,
         retry: kiq_broker::RetryPolicy::NONE,
         visibility_timeout: None,
+        schedule: None,
         handler: nop,
         location: "y.rs:2",
     };
