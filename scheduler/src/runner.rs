@@ -291,18 +291,8 @@ impl Scheduler {
             .arg(DATA_FIELD)
             .arg(now_ms())
             .arg(next.unwrap_or(0));
-        let mut conn = self
-            .broker
-            .pool()
-            .get()
-            .await
-            .map_err(|e| FireError::Other(e.to_string()))?;
-        let r: i64 = inv
-            .invoke_async(&mut *conn)
-            .await
-            .map_err(|e| FireError::Other(e.to_string()))?;
+        let r = self.invoke(&inv).await?;
         match r {
-            -1 => Err(FireError::Deposed),
             1 => {
                 tracing::info!(schedule = %s.def.id, task = %s.def.task, task_id = %id, "fired");
                 Ok(1)
@@ -325,6 +315,17 @@ impl Scheduler {
             .arg(lease_value)
             .arg(tick_ms)
             .arg(next.unwrap_or(0));
+        let r = self.invoke(&inv).await?;
+        debug_assert_eq!(r, 1);
+        tracing::info!(schedule = %s.def.id, tick_ms, "missed tick skipped (misfire = skip)");
+        Ok(0)
+    }
+
+    /// Runs a lease-checked script: -1 (the lease is not ours) means deposed.
+    async fn invoke(
+        &self,
+        inv: &kiq_broker::redis::ScriptInvocation<'_>,
+    ) -> Result<i64, FireError> {
         let mut conn = self
             .broker
             .pool()
@@ -338,8 +339,7 @@ impl Scheduler {
         if r == -1 {
             return Err(FireError::Deposed);
         }
-        tracing::info!(schedule = %s.def.id, tick_ms, "missed tick skipped (misfire = skip)");
-        Ok(0)
+        Ok(r)
     }
 }
 
