@@ -63,6 +63,8 @@ pub struct OutgoingMessage {
     pub payload: Vec<u8>,
     /// The encoded pending record (shared by every message of a batch: it is the same for all).
     pub pending_record: Arc<Vec<u8>>,
+    /// When it is due (ms since the epoch), for a delayed dispatch.
+    pub due_ms: Option<u64>,
 }
 
 /// A dispatch by task name with pre-encoded arguments (see [`Broker::prepare_raw`]).
@@ -82,6 +84,8 @@ pub struct RawDispatch<'a> {
     pub retry: Option<crate::retry::RetryPolicy>,
     /// A per-attempt timeout overriding the task's own.
     pub timeout: Option<Duration>,
+    /// Start no earlier than this (ms since the epoch).
+    pub due_ms: Option<u64>,
 }
 
 /// One message read from a queue.
@@ -291,6 +295,7 @@ impl Broker {
             labels: kicker.labels.clone(),
             retry: kicker.retry,
             timeout: kicker.timeout,
+            due_ms: kicker.due.map(system_ms),
         })
     }
 
@@ -304,13 +309,13 @@ impl Broker {
         let task = kicker.spec.name;
         let queue = kicker.queue.as_deref().unwrap_or(kicker.spec.queue);
         let now = envelope::now_ms();
-        let pending =
-            Arc::new(
-                pending_record(task, queue, now).map_err(|error| DispatchError::Encode {
-                    task: task.to_string(),
-                    error,
-                })?,
-            );
+        let delayed = kicker.due.map(system_ms).is_some_and(|d| d > now);
+        let pending = Arc::new(pending_record(task, queue, now, delayed).map_err(|error| {
+            DispatchError::Encode {
+                task: task.to_string(),
+                error,
+            }
+        })?);
         args.into_iter()
             .map(|a| {
                 let args = codec::encode(&a).map_err(|error| DispatchError::Encode {
@@ -326,6 +331,7 @@ impl Broker {
                         labels: kicker.labels.clone(),
                         retry: kicker.retry,
                         timeout: kicker.timeout,
+                        due_ms: kicker.due.map(system_ms),
                     },
                     now,
                     Some(pending.clone()),
@@ -354,6 +360,7 @@ impl Broker {
             labels,
             retry,
             timeout,
+            due_ms,
         } = d;
         if task.is_empty() {
             return Err(DispatchError::Invalid {
@@ -402,9 +409,12 @@ impl Broker {
                 limit,
             });
         }
+        let due_ms = due_ms.filter(|d| *d > now);
         let pending_record = match pending {
             Some(p) => p,
-            None => Arc::new(pending_record(task, queue, now).map_err(encode_err)?),
+            None => {
+                Arc::new(pending_record(task, queue, now, due_ms.is_some()).map_err(encode_err)?)
+            }
         };
         Ok(OutgoingMessage {
             id,
@@ -412,6 +422,7 @@ impl Broker {
             task: task.to_string(),
             payload,
             pending_record,
+            due_ms,
         })
     }
 
@@ -445,6 +456,7 @@ impl Broker {
         let track = self.inner.config.track_pending;
         let mut ids = Vec::with_capacity(msgs.len());
         let mut stream_keys: HashMap<&str, String> = HashMap::new();
+        let mut wake: HashMap<&str, u64> = HashMap::new();
         for chunk in msgs.chunks(ENQUEUE_CHUNK) {
             let mut pipe = redis::Pipeline::with_capacity(chunk.len() * 2);
             for m in chunk {
@@ -461,11 +473,32 @@ impl Broker {
                         .arg(ttl)
                         .ignore();
                 }
-                pipe.cmd("XADD")
-                    .arg(stream.as_str())
-                    .arg("*")
-                    .arg(DATA_FIELD)
-                    .arg(&m.payload)
+                match m.due_ms {
+                    // Delayed: it waits in the queue's sorted set until a worker promotes it.
+                    Some(due) => {
+                        pipe.cmd("ZADD")
+                            .arg(self.inner.keys.delayed(&m.queue))
+                            .arg(due)
+                            .arg(&m.payload)
+                            .ignore();
+                        let earliest = wake.entry(m.queue.as_str()).or_insert(due);
+                        *earliest = (*earliest).min(due);
+                    }
+                    None => {
+                        pipe.cmd("XADD")
+                            .arg(stream.as_str())
+                            .arg("*")
+                            .arg(DATA_FIELD)
+                            .arg(&m.payload)
+                            .ignore();
+                    }
+                }
+            }
+            // Tell workers' promoters about new delayed work, once per queue per chunk.
+            for (queue, due) in wake.drain() {
+                pipe.cmd("PUBLISH")
+                    .arg(self.inner.keys.wake_channel(queue))
+                    .arg(due)
                     .ignore();
             }
             self.inner
@@ -601,9 +634,18 @@ impl Broker {
 }
 
 /// The encoded record of a task accepted at `now`, waiting in `queue`.
-fn pending_record(task: &str, queue: &str, now: u64) -> Result<Vec<u8>, crate::codec::CodecError> {
+fn pending_record(
+    task: &str,
+    queue: &str,
+    now: u64,
+    delayed: bool,
+) -> Result<Vec<u8>, crate::codec::CodecError> {
     codec::encode(&TaskRecord {
-        state: TaskState::Pending,
+        state: if delayed {
+            TaskState::Scheduled
+        } else {
+            TaskState::Pending
+        },
         task: task.to_string(),
         queue: queue.to_string(),
         enqueued_at_ms: now,
@@ -613,6 +655,12 @@ fn pending_record(task: &str, queue: &str, now: u64) -> Result<Vec<u8>, crate::c
         failure: None,
         worker: None,
     })
+}
+
+fn system_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Queue names become part of key names: keep them to a safe alphabet.

@@ -39,6 +39,12 @@ impl Keys {
         format!("{{{}:{}}}:delayed", self.prefix, queue)
     }
 
+    /// The pub/sub channel on which producers announce a new delayed message on a queue, so
+    /// workers' promoters re-plan their wake-up at once.
+    pub fn wake_channel(&self, queue: &str) -> String {
+        format!("{}:wake:{}", self.prefix, queue)
+    }
+
     /// The dead-letter stream of a queue.
     pub fn dead(&self, queue: &str) -> String {
         format!("{{{}:{}}}:dead", self.prefix, queue)

@@ -14,6 +14,8 @@ pub enum TaskState {
     Pending,
     /// Failed, and waiting for its next attempt.
     Retrying,
+    /// Accepted with a delay: waiting for its due time.
+    Scheduled,
     /// Finished with an output.
     Succeeded,
     /// Finished with a failure that will not be retried.

@@ -30,6 +30,7 @@ pub struct Kicker<A, T> {
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) retry: Option<crate::retry::RetryPolicy>,
     pub(crate) timeout: Option<std::time::Duration>,
+    pub(crate) due: Option<std::time::SystemTime>,
     _types: PhantomData<fn(A) -> T>,
 }
 
@@ -43,6 +44,7 @@ impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
             labels: BTreeMap::new(),
             retry: None,
             timeout: None,
+            due: None,
             _types: PhantomData,
         }
     }
@@ -70,6 +72,19 @@ impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
         let mut policy = self.retry.unwrap_or(self.spec.retry);
         policy.max_retries = n;
         self.retry = Some(policy);
+        self
+    }
+
+    /// Starts the task no earlier than `delay` from now. It waits in Redis (the queue's delayed
+    /// set), not in a worker.
+    pub fn delay(mut self, delay: std::time::Duration) -> Self {
+        self.due = Some(std::time::SystemTime::now() + delay);
+        self
+    }
+
+    /// Starts the task no earlier than `at`.
+    pub fn at(mut self, at: std::time::SystemTime) -> Self {
+        self.due = Some(at);
         self
     }
 

@@ -9,3 +9,9 @@ pub async fn noop() {}
 pub async fn echo_len(payload: String) -> usize {
     payload.len()
 }
+
+/// Returns when it ran (ms since the epoch): for measuring how late delayed tasks start.
+#[kiq::task(queue = "bench")]
+pub async fn stamp() -> u64 {
+    kiq::broker::envelope::now_ms()
+}

@@ -135,6 +135,7 @@ async fn unknown_task_names_fail_and_are_dead_lettered() {
             labels: Default::default(),
             retry: None,
             timeout: None,
+            due_ms: None,
         })
         .unwrap();
     let id = broker.enqueue(msg).await.unwrap();
@@ -165,6 +166,7 @@ async fn wrong_argument_types_fail_cleanly() {
             labels: Default::default(),
             retry: None,
             timeout: None,
+            due_ms: None,
         })
         .unwrap();
     let id = broker.enqueue(msg).await.unwrap();

@@ -219,6 +219,7 @@ pub(crate) fn prepare(
             labels: def.labels.clone(),
             retry,
             timeout: def.timeout_secs.map(std::time::Duration::from_secs),
+            due_ms: None,
         })
         .map_err(SchedulerError::Dispatch)
 }

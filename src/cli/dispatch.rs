@@ -55,6 +55,7 @@ pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<Ex
         labels: Default::default(),
         retry: None,
         timeout: None,
+        due_ms: None,
     })?;
     let id = broker.enqueue(msg).await?;
     println!("{id}");

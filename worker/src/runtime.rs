@@ -161,6 +161,12 @@ impl Worker {
             inflight.clone(),
             stop_leases.clone(),
         ));
+        let wakes = tokio::spawn(listen_for_wakes(
+            self.broker.clone(),
+            queues.clone(),
+            retry_scheduled.clone(),
+            shutdown.clone(),
+        ));
         let promoter = tokio::spawn(promote(
             self.broker.clone(),
             queues.clone(),
@@ -174,6 +180,7 @@ impl Worker {
 
         tracing::info!("worker stopping: no more fetching, draining in-flight tasks");
         let _ = promoter.await;
+        let _ = wakes.await;
         pipeline.tracker.close();
         if tokio::time::timeout(self.config.shutdown_timeout, pipeline.tracker.wait())
             .await
@@ -396,8 +403,9 @@ async fn refresh_leases(
     }
 }
 
-/// Moves due retries into their streams, sleeping until the next one is due (at most 1 s, so
-/// retries scheduled by other workers are seen too), until `shutdown`.
+/// Moves due delayed messages (delays and retries) into their streams, sleeping until the next
+/// one is due (at most 1 s) or until woken by a producer's announcement or this worker's own
+/// retry, until `shutdown`.
 async fn promote(
     broker: Broker,
     queues: Vec<String>,
@@ -438,6 +446,50 @@ async fn promote(
             _ = tokio::time::sleep(sleep) => {}
             _ = retry_scheduled.notified() => {}
             _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Wakes the promoter whenever a producer announces a delayed message on one of `queues`, so a
+/// delayed task starts on time even when it was added after the promoter went to sleep.
+async fn listen_for_wakes(
+    broker: Broker,
+    queues: Vec<String>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    use futures_util::StreamExt;
+    let channels: Vec<String> = queues
+        .iter()
+        .map(|q| broker.keys().wake_channel(q))
+        .collect();
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        let mut pubsub = match broker.client().get_async_pubsub().await {
+            Ok(p) => p,
+            Err(_) => {
+                if sleep_or_shutdown(backoff, &shutdown).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if pubsub.subscribe(&channels).await.is_err() {
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        // Anything announced while we were not subscribed is found by this re-plan.
+        wake.notify_one();
+        let mut messages = pubsub.into_on_message();
+        loop {
+            tokio::select! {
+                m = messages.next() => match m {
+                    Some(_) => wake.notify_one(),
+                    None => break,
+                },
+                _ = shutdown.cancelled() => return,
+            }
         }
     }
 }

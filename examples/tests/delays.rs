@@ -1,0 +1,77 @@
+//! Delayed tasks: `delay(d)` and `at(t)` wait in Redis and start on time, never early.
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kiq::TaskState;
+use kiq_examples::bench;
+use support::{redis_and_broker, Workers};
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_tasks_wait_in_redis_and_start_on_time() {
+    let (redis, broker) = redis_and_broker().await;
+    // No worker yet: the tasks wait in the delayed set, scheduled.
+    let due = SystemTime::now() + Duration::from_millis(1500);
+    let h = bench::stamp::kicker()
+        .at(due)
+        .kiq(&broker, ())
+        .await
+        .unwrap();
+    assert_eq!(
+        h.record().await.unwrap().unwrap().state,
+        TaskState::Scheduled
+    );
+    assert!(redis
+        .command("ZCARD {kiq:bench}:delayed")
+        .unwrap()
+        .contains(":1"));
+    assert!(redis
+        .command("XLEN {kiq:bench}:stream")
+        .unwrap()
+        .contains(":0"));
+
+    let _w = Workers::start(&redis.url(), 1, &[]);
+    let ran = h.wait_result(Duration::from_secs(30)).await.unwrap();
+    assert!(ran >= ms(due), "started {} ms early", ms(due) - ran);
+    println!("at(): started {} ms after due", ran - ms(due));
+
+    // Many, each with its own delay, added while the worker sleeps: none early.
+    let mut waits = Vec::new();
+    for i in 0..60u64 {
+        let delay = Duration::from_millis(100 + (i * 37) % 700);
+        let due = SystemTime::now() + delay;
+        let h = bench::stamp::kicker()
+            .delay(delay)
+            .kiq(&broker, ())
+            .await
+            .unwrap();
+        waits.push((ms(due), h));
+    }
+    let mut late = Vec::new();
+    for (due, h) in waits {
+        let ran = h.wait_result(Duration::from_secs(30)).await.unwrap();
+        // Lower bound by design (never early); a 2 ms allowance for the `due` we computed a
+        // moment before the producer did.
+        assert!(ran + 2 >= due, "started {} ms early", due - ran);
+        late.push(ran.saturating_sub(due));
+    }
+    late.sort();
+    println!(
+        "delay(): 60 tasks, lateness p50 {} ms, max {} ms",
+        late[late.len() / 2],
+        late[late.len() - 1]
+    );
+
+    // A due time in the past runs at once.
+    let h = bench::stamp::kicker()
+        .at(SystemTime::now() - Duration::from_secs(5))
+        .kiq(&broker, ())
+        .await
+        .unwrap();
+    h.wait_result(Duration::from_secs(30)).await.unwrap();
+}
