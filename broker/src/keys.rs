@@ -60,6 +60,11 @@ impl Keys {
         format!("{}:done:{}", self.prefix, task_id)
     }
 
+    /// The hash of live workers' heartbeats (consumer → encoded `WorkerInfo`).
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+
     /// The set of queue names that have ever been dispatched to (for operators' tools).
     pub fn queues(&self) -> String {
         format!("{}:queues", self.prefix)

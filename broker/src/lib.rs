@@ -22,6 +22,7 @@ pub mod keys;
 pub mod record;
 pub mod recovery;
 pub mod retry;
+pub mod status;
 pub mod task;
 mod waiter;
 
@@ -39,6 +40,7 @@ pub use keys::Keys;
 pub use record::{FailureKind, TaskFailure, TaskRecord, TaskState};
 pub use recovery::Reclaimed;
 pub use retry::{Backoff, RetryPolicy};
+pub use status::{QueueStats, WorkerInfo};
 pub use task::{Kicker, TaskSpec};
 
 /// Re-exported for generated code and advanced users.

@@ -135,3 +135,35 @@ fn the_cli_lists_its_tasks_and_refuses_bad_input() {
     assert!(!bad_url.status.success());
     assert!(String::from_utf8_lossy(&bad_url.stderr).contains("invalid Redis URL"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_queues_and_workers_and_forgets_workers_that_left() {
+    let (redis, broker) = redis_and_broker().await;
+    let workers = Workers::start(&redis.url(), 2, &[]);
+    let status = || {
+        let out = std::process::Command::new(support::taskctl())
+            .args(["status", "--json", "--redis-url", &redis.url()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert!(wait_until(Duration::from_secs(10), || status()["workers"]
+        .as_array()
+        .is_some_and(|w| w.len() == 2)));
+    let h = kiq_examples::faults::nap::kiq(&broker, 1500).await.unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        status()["queues"].as_array().is_some_and(|qs| {
+            qs.iter()
+                .any(|q| q["queue"] == "default" && q["in_flight"] == 1)
+        })
+    }));
+    h.wait_result(Duration::from_secs(20)).await.unwrap();
+    assert!(workers.stop().success());
+    assert_eq!(status()["workers"].as_array().map(Vec::len), Some(0));
+    assert!(status()["scheduler"].is_null());
+}

@@ -14,6 +14,7 @@
 mod dead;
 mod dispatch;
 mod schedule;
+mod status;
 mod worker;
 
 use std::process::ExitCode;
@@ -71,6 +72,8 @@ impl GlobalArgs {
 enum Command {
     /// Run N supervised worker processes.
     Worker(worker::WorkerArgs),
+    /// Queues, workers and the active scheduler at a glance.
+    Status(status::StatusArgs),
     /// List the tasks linked into this binary.
     Tasks,
     /// Dispatch a task by name with JSON arguments.
@@ -106,6 +109,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Worker(args) => worker::run(&cli.global, args).await,
+            Command::Status(args) => status::run(&cli.global, args).await,
             Command::Tasks => {
                 print_tasks()?;
                 Ok(ExitCode::SUCCESS)

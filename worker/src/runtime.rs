@@ -155,10 +155,23 @@ impl Worker {
 
         // Leases outlive the fetch loop: they must stay fresh while in-flight tasks drain.
         let stop_leases = CancellationToken::new();
+        let info = kiq_broker::WorkerInfo {
+            consumer: self.config.consumer.clone(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+            concurrency,
+            queues: queues.clone(),
+            started_ms: now_ms(),
+            heartbeat_ms: now_ms(),
+            in_flight: 0,
+        };
         let leases = tokio::spawn(refresh_leases(
             self.broker.clone(),
             self.config.clone(),
             inflight.clone(),
+            info,
             stop_leases.clone(),
         ));
         let wakes = tokio::spawn(listen_for_wakes(
@@ -197,6 +210,7 @@ impl Worker {
         report.unwritten = completer.await.unwrap_or(0);
         stop_leases.cancel();
         let _ = leases.await;
+        let _ = self.broker.remove_heartbeat(&self.config.consumer).await;
         // Leave the group tidy: a consumer that holds nothing is deleted on a clean exit.
         if report.abandoned == 0 && report.unwritten == 0 {
             for q in &queues {
@@ -377,11 +391,13 @@ impl Worker {
     }
 }
 
-/// Keeps the leases of everything this process holds fresh, until `stop`.
+/// Keeps the leases of everything this process holds fresh, and this worker's heartbeat, until
+/// `stop`.
 async fn refresh_leases(
     broker: Broker,
     config: WorkerConfig,
     inflight: Arc<InFlight>,
+    mut info: kiq_broker::WorkerInfo,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(config.lease_refresh_interval());
@@ -390,6 +406,11 @@ async fn refresh_leases(
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
+        }
+        info.heartbeat_ms = now_ms();
+        info.in_flight = inflight.len() as u64;
+        if let Err(e) = broker.heartbeat(&info).await {
+            tracing::debug!(error = %e, "heartbeat failed; will retry");
         }
         for (queue, ids) in inflight.snapshot() {
             match broker.refresh_leases(&queue, &config.consumer, &ids).await {
