@@ -15,7 +15,12 @@ bin=target/debug
 work=$(mktemp -d -t kiq-demo.XXXXXX)
 redis_pid=""
 workers_pid=""
+scheduler_pid=""
 cleanup() {
+  if [ -n "$scheduler_pid" ] && kill -0 "$scheduler_pid" 2>/dev/null; then
+    kill -TERM "$scheduler_pid" 2>/dev/null || true
+    wait "$scheduler_pid" 2>/dev/null || true
+  fi
   if [ -n "$workers_pid" ] && kill -0 "$workers_pid" 2>/dev/null; then
     kill -TERM "$workers_pid" 2>/dev/null || true
     wait "$workers_pid" 2>/dev/null || true
@@ -55,7 +60,14 @@ for _ in $(seq 1 200); do
   [ "${n:-0}" -ge 2 ] && break
   sleep 0.05
 done
-sed -n '1,12p' "$work/workers.log"
+grep -E "task\(s\) registered|queues:|worker process started" "$work/workers.log" || true
+
+echo
+echo "==> taskctl scheduler (one replica; run as many as you like, one is active)"
+"$bin/taskctl" scheduler --lease-ttl 3s >"$work/scheduler.log" 2>&1 &
+scheduler_pid=$!
+"$bin/taskctl" schedule add demo-health --task kiq_examples::maintenance::health_check --cron "@every 1s" \
+  --description "demo: a health check every second"
 
 echo
 echo "==> quickstart: dispatching tasks and waiting for their results"
@@ -67,7 +79,19 @@ echo "\$ taskctl kiq kiq_examples::math::add --args '[40, 2]' --wait 5s"
 "$bin/taskctl" kiq kiq_examples::math::add --args '[40, 2]' --wait 5s
 
 echo
-echo "==> stopping the workers (SIGTERM: drain, then exit)"
+echo "==> the schedule after a few ticks (each tick fired exactly once)"
+sleep 3
+"$bin/taskctl" schedule show demo-health | grep -A6 '"recent_fires"' || true
+
+echo
+echo "==> taskctl status"
+"$bin/taskctl" status
+
+echo
+echo "==> stopping the scheduler and the workers (SIGTERM: drain, then exit)"
+kill -TERM "$scheduler_pid"
+wait "$scheduler_pid" || true
+scheduler_pid=""
 kill -TERM "$workers_pid"
 wait "$workers_pid"
 status=$?

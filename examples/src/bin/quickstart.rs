@@ -35,6 +35,15 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => println!("explode             -> {e}"),
     }
 
+    // Delayed: waits in Redis, not in a worker.
+    let started = std::time::Instant::now();
+    let later = text::greet::kicker()
+        .delay(Duration::from_millis(500))
+        .kiq(&broker, ("later".to_string(),))
+        .await?;
+    let greeting = later.wait_result(wait).await?;
+    println!("greet, delayed 500 ms = {greeting} (after {} ms)", started.elapsed().as_millis());
+
     // Many at once: each handle is awaited concurrently over one shared subscriber.
     let mut handles = Vec::new();
     for i in 0..100 {
