@@ -86,6 +86,8 @@ pub struct RawDispatch<'a> {
     pub timeout: Option<Duration>,
     /// Start no earlier than this (ms since the epoch).
     pub due_ms: Option<u64>,
+    /// The uniqueness key the task will hold (set by [`Kicker::unique`]).
+    pub unique_key: Option<String>,
 }
 
 /// One message read from a queue.
@@ -115,6 +117,8 @@ pub struct Completion {
     pub dead: Option<DeadLetter>,
     /// The next attempt (its encoded envelope) and when it is due (ms since the epoch).
     pub retry: Option<(Vec<u8>, u64)>,
+    /// A uniqueness key to release (key, holder task id): the task finished for good.
+    pub release_unique: Option<(String, String)>,
 }
 
 /// A message that could not be processed, with why.
@@ -133,6 +137,25 @@ pub struct DeadLetter {
     /// The original payload, byte for byte.
     pub payload: Vec<u8>,
 }
+
+/// Takes a uniqueness key for a task and enqueues it, or returns the id that holds the key.
+const UNIQUE_ENQUEUE: &str = r#"
+local owner = redis.call('GET', KEYS[1])
+if owner then return owner end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[4] == '' then
+  redis.call('XADD', KEYS[2], '*', ARGV[5], ARGV[3])
+else
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+end
+return ARGV[1]
+"#;
+
+/// Releases a uniqueness key if the finishing task still holds it.
+const UNIQUE_RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
 
 /// Results up to this size are published with the completion, sparing waiters a GET.
 const INLINE_RESULT_MAX: usize = 64 * 1024;
@@ -296,6 +319,7 @@ impl Broker {
             retry: kicker.retry,
             timeout: kicker.timeout,
             due_ms: kicker.due.map(system_ms),
+            unique_key: kicker.unique.as_ref().map(|(k, _)| k.clone()),
         })
     }
 
@@ -332,6 +356,7 @@ impl Broker {
                         retry: kicker.retry,
                         timeout: kicker.timeout,
                         due_ms: kicker.due.map(system_ms),
+                        unique_key: None,
                     },
                     now,
                     Some(pending.clone()),
@@ -361,6 +386,7 @@ impl Broker {
             retry,
             timeout,
             due_ms,
+            unique_key,
         } = d;
         if task.is_empty() {
             return Err(DispatchError::Invalid {
@@ -399,6 +425,7 @@ impl Broker {
             attempt: 0,
             retry,
             timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            unique_key,
         };
         let payload = codec::encode(&envelope).map_err(encode_err)?;
         let limit = self.inner.config.max_payload_bytes;
@@ -511,6 +538,79 @@ impl Broker {
         Ok(ids)
     }
 
+    /// Enqueues `msg` unless a task holding uniqueness `key` on its queue is pending or running;
+    /// returns the id of the task that holds the key (this one, or the earlier one). The check
+    /// and the enqueue are one atomic step.
+    pub async fn enqueue_unique(
+        &self,
+        msg: OutgoingMessage,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<String, DispatchError> {
+        let broker_err = |error| DispatchError::Broker {
+            task: msg.task.clone(),
+            error,
+        };
+        if key.is_empty() || key.len() > 200 {
+            return Err(DispatchError::Invalid {
+                what: "unique key",
+                value: key.to_string(),
+            });
+        }
+        self.ensure_group(&msg.queue).await.map_err(broker_err)?;
+        let keys = &self.inner.keys;
+        let script = redis::Script::new(UNIQUE_ENQUEUE);
+        let mut inv = script.key(keys.unique(&msg.queue, key));
+        inv.key(keys.stream(&msg.queue))
+            .key(keys.delayed(&msg.queue))
+            .arg(&msg.id)
+            .arg(ttl.as_secs().max(1))
+            .arg(&msg.payload)
+            .arg(msg.due_ms.map(|d| d.to_string()).unwrap_or_default())
+            .arg(DATA_FIELD);
+        // The pending record first, as for any dispatch (a fast worker's result must not be
+        // overwritten); if another task holds the key, it is deleted again below.
+        if self.inner.config.track_pending {
+            self.inner
+                .pool
+                .query::<(), _>(
+                    redis::cmd("SET")
+                        .arg(keys.task(&msg.id))
+                        .arg(msg.pending_record.as_slice())
+                        .arg("EX")
+                        .arg(self.inner.config.pending_ttl.as_secs().max(1)),
+                )
+                .await
+                .map_err(broker_err)?;
+        }
+        let mut conn = self.inner.pool.get().await.map_err(broker_err)?;
+        let owner: String = inv
+            .invoke_async(&mut *conn)
+            .await
+            .map_err(|e| broker_err(BrokerError::from(e)))?;
+        drop(conn);
+        if owner != msg.id {
+            if self.inner.config.track_pending {
+                let _ = self
+                    .inner
+                    .pool
+                    .query::<(), _>(redis::cmd("DEL").arg(keys.task(&msg.id)))
+                    .await;
+            }
+        } else if let Some(due) = msg.due_ms {
+            let _ = self
+                .inner
+                .pool
+                .query::<(), _>(
+                    redis::cmd("PUBLISH")
+                        .arg(keys.wake_channel(&msg.queue))
+                        .arg(due),
+                )
+                .await;
+        }
+        Ok(owner)
+    }
+
     /// Opens a reader for `queues` as consumer `consumer`, on a connection of its own.
     pub async fn reader(
         &self,
@@ -575,6 +675,15 @@ impl Broker {
                         .arg(inline)
                         .ignore();
                 }
+            }
+            if let Some((key, holder)) = &c.release_unique {
+                writes
+                    .cmd("EVAL")
+                    .arg(UNIQUE_RELEASE)
+                    .arg(1)
+                    .arg(keys.unique(&c.queue, key))
+                    .arg(holder)
+                    .ignore();
             }
             if let Some((envelope, due_ms)) = &c.retry {
                 writes

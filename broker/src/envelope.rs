@@ -40,6 +40,9 @@ pub struct Envelope {
     /// A per-call timeout (ms) for each attempt, overriding the task's own.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// The uniqueness key this task holds until it finishes (see `Kicker::unique`).
+    #[serde(default)]
+    pub unique_key: Option<String>,
 }
 
 /// A fresh task id: 32 lowercase hex characters.
@@ -87,6 +90,7 @@ mod tests {
             attempt: 0,
             retry: Some(crate::retry::RetryPolicy::retries(3)),
             timeout_ms: Some(5_000),
+            unique_key: None,
         };
         let back: Envelope = codec::decode(&codec::encode(&e).unwrap()).unwrap();
         assert_eq!(back, e);

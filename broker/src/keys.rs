@@ -45,6 +45,11 @@ impl Keys {
         format!("{}:wake:{}", self.prefix, queue)
     }
 
+    /// A uniqueness key of a queue: holds the id of the task that owns it.
+    pub fn unique(&self, queue: &str, key: &str) -> String {
+        format!("{{{}:{}}}:unique:{}", self.prefix, queue, key)
+    }
+
     /// The dead-letter stream of a queue.
     pub fn dead(&self, queue: &str) -> String {
         format!("{{{}:{}}}:dead", self.prefix, queue)

@@ -31,6 +31,7 @@ pub struct Kicker<A, T> {
     pub(crate) retry: Option<crate::retry::RetryPolicy>,
     pub(crate) timeout: Option<std::time::Duration>,
     pub(crate) due: Option<std::time::SystemTime>,
+    pub(crate) unique: Option<(String, std::time::Duration)>,
     _types: PhantomData<fn(A) -> T>,
 }
 
@@ -45,6 +46,7 @@ impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
             retry: None,
             timeout: None,
             due: None,
+            unique: None,
             _types: PhantomData,
         }
     }
@@ -72,6 +74,15 @@ impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
         let mut policy = self.retry.unwrap_or(self.spec.retry);
         policy.max_retries = n;
         self.retry = Some(policy);
+        self
+    }
+
+    /// Makes this dispatch unique by `key` for up to `ttl`: while a task dispatched with the same
+    /// key (on the same queue) is pending or running, `kiq` returns that task's handle instead of
+    /// enqueueing another. The key is released when the task finishes (succeeds, or fails for
+    /// good), or after `ttl` at the latest.
+    pub fn unique(mut self, key: impl Into<String>, ttl: std::time::Duration) -> Self {
+        self.unique = Some((key.into(), ttl));
         self
     }
 
@@ -120,6 +131,12 @@ impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
                 value: id.clone(),
             });
         }
+        if let Some((key, _)) = &self.unique {
+            return Err(DispatchError::Invalid {
+                what: "unique key (one key cannot name many tasks)",
+                value: key.clone(),
+            });
+        }
         let msgs = broker.prepare_batch(&self, args)?;
         let ids = broker.enqueue_many(msgs).await?;
         Ok(ids.into_iter().map(|id| broker.handle(id)).collect())
@@ -129,7 +146,10 @@ impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
     /// accepted the message; an error means nothing was enqueued.
     pub async fn kiq(self, broker: &Broker, args: A) -> Result<TaskHandle<T>, DispatchError> {
         let msg = broker.prepare(&self, &args)?;
-        let id = broker.enqueue(msg).await?;
+        let id = match &self.unique {
+            Some((key, ttl)) => broker.enqueue_unique(msg, key, *ttl).await?,
+            None => broker.enqueue(msg).await?,
+        };
         Ok(broker.handle(id))
     }
 }

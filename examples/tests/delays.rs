@@ -75,3 +75,68 @@ async fn delayed_tasks_wait_in_redis_and_start_on_time() {
         .unwrap();
     h.wait_result(Duration::from_secs(30)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_dispatches_share_one_task_until_it_finishes() {
+    let (redis, broker) = redis_and_broker().await;
+    let ttl = Duration::from_secs(60);
+    let first = kiq_examples::faults::nap::kicker()
+        .unique("report:42", ttl)
+        .kiq(&broker, (1500,))
+        .await
+        .unwrap();
+    // Pending: a second dispatch with the same key returns the first task.
+    let second = kiq_examples::faults::nap::kicker()
+        .unique("report:42", ttl)
+        .kiq(&broker, (1500,))
+        .await
+        .unwrap();
+    assert_eq!(first.id(), second.id());
+    assert!(redis
+        .command("XLEN {kiq:default}:stream")
+        .unwrap()
+        .contains(":1"));
+    // Another key is another task.
+    let other = kiq_examples::faults::nap::kicker()
+        .unique("report:43", ttl)
+        .kiq(&broker, (1,))
+        .await
+        .unwrap();
+    assert_ne!(other.id(), first.id());
+
+    let _w = Workers::start(&redis.url(), 1, &[]);
+    // Running: still the same task.
+    assert!(support::wait_until(Duration::from_secs(10), || redis
+        .command("XPENDING {kiq:default}:stream kiq")
+        .map(|r| !r.starts_with("*4\r\n:0"))
+        .unwrap_or(false)));
+    let third = kiq_examples::faults::nap::kicker()
+        .unique("report:42", ttl)
+        .kiq(&broker, (1500,))
+        .await
+        .unwrap();
+    assert_eq!(third.id(), first.id());
+    assert_eq!(
+        first.wait_result(Duration::from_secs(30)).await.unwrap(),
+        1500
+    );
+    other.wait_result(Duration::from_secs(30)).await.unwrap();
+
+    // Finished: the key is free again.
+    let fourth = kiq_examples::faults::nap::kicker()
+        .unique("report:42", ttl)
+        .kiq(&broker, (1,))
+        .await
+        .unwrap();
+    assert_ne!(fourth.id(), first.id());
+    assert_eq!(
+        fourth.wait_result(Duration::from_secs(30)).await.unwrap(),
+        1
+    );
+    // kiq_many refuses a unique key.
+    assert!(kiq_examples::faults::nap::kicker()
+        .unique("x", ttl)
+        .kiq_many(&broker, [(1,), (2,)])
+        .await
+        .is_err());
+}

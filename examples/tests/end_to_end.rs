@@ -136,6 +136,7 @@ async fn unknown_task_names_fail_and_are_dead_lettered() {
             retry: None,
             timeout: None,
             due_ms: None,
+            unique_key: None,
         })
         .unwrap();
     let id = broker.enqueue(msg).await.unwrap();
@@ -167,6 +168,7 @@ async fn wrong_argument_types_fail_cleanly() {
             retry: None,
             timeout: None,
             due_ms: None,
+            unique_key: None,
         })
         .unwrap();
     let id = broker.enqueue(msg).await.unwrap();

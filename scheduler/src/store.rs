@@ -220,6 +220,7 @@ pub(crate) fn prepare(
             retry,
             timeout: def.timeout_secs.map(std::time::Duration::from_secs),
             due_ms: None,
+            unique_key: None,
         })
         .map_err(SchedulerError::Dispatch)
 }

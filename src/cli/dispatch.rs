@@ -56,6 +56,7 @@ pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<Ex
         retry: None,
         timeout: None,
         due_ms: None,
+        unique_key: None,
     })?;
     let id = broker.enqueue(msg).await?;
     println!("{id}");

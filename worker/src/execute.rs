@@ -98,12 +98,18 @@ pub async fn execute(registry: &Registry, consumer: &str, delivery: Delivery) ->
         failure,
         worker: Some(consumer.to_string()),
     };
+    // A task that finished for good gives up its uniqueness key; a retrying one keeps it.
+    let release_unique = match (&retry, &envelope.unique_key) {
+        (None, Some(key)) => Some((key.clone(), envelope.id.clone())),
+        _ => None,
+    };
     Completion {
         queue,
         stream_id,
         record: encode_record(&envelope.id, &record),
         dead,
         retry,
+        release_unique,
     }
 }
 
@@ -152,6 +158,10 @@ pub fn poisoned(consumer: &str, delivery: Delivery) -> Completion {
             payload,
         }),
         retry: None,
+        release_unique: envelope
+            .unique_key
+            .clone()
+            .map(|k| (k, envelope.id.clone())),
     }
 }
 
@@ -173,6 +183,7 @@ fn dead_only(
             ..DeadLetter::default()
         }),
         retry: None,
+        release_unique: None,
     }
 }
 

@@ -42,7 +42,10 @@ async fn main() -> anyhow::Result<()> {
         .kiq(&broker, ("later".to_string(),))
         .await?;
     let greeting = later.wait_result(wait).await?;
-    println!("greet, delayed 500 ms = {greeting} (after {} ms)", started.elapsed().as_millis());
+    println!(
+        "greet, delayed 500 ms = {greeting} (after {} ms)",
+        started.elapsed().as_millis()
+    );
 
     // Many at once: each handle is awaited concurrently over one shared subscriber.
     let mut handles = Vec::new();
