@@ -50,8 +50,8 @@
 pub mod cli;
 
 pub use kiq_broker::{
-    Backoff, Broker, BrokerConfig, BrokerError, DispatchError, FailureKind, Kicker, RetryPolicy,
-    TaskFailure, TaskHandle, TaskRecord, TaskSpec, TaskState, WaitError,
+    Backoff, Broker, BrokerConfig, BrokerError, CancelOutcome, DispatchError, FailureKind, Kicker,
+    RetryPolicy, TaskFailure, TaskHandle, TaskRecord, TaskSpec, TaskState, WaitError,
 };
 pub use kiq_macros::task;
 pub use kiq_worker::{current_task, Registry, TaskInfo, Worker, WorkerConfig};

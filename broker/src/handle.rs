@@ -49,6 +49,11 @@ impl<T: DeserializeOwned> TaskHandle<T> {
         &self.id
     }
 
+    /// Cancels the task (see [`Broker::cancel`]).
+    pub async fn cancel(&self) -> Result<crate::cancel::CancelOutcome, BrokerError> {
+        self.broker.cancel(&self.id).await
+    }
+
     /// The task's record as stored now: `None` if unknown or expired.
     pub async fn record(&self) -> Result<Option<TaskRecord>, BrokerError> {
         self.broker.record(&self.id).await

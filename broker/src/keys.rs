@@ -70,6 +70,16 @@ impl Keys {
         format!("{}:workers", self.prefix)
     }
 
+    /// The mark that task `task_id` was cancelled.
+    pub fn cancel(&self, task_id: &str) -> String {
+        format!("{}:cancel:{}", self.prefix, task_id)
+    }
+
+    /// The pub/sub channel on which cancellations are announced to workers (payload: task id).
+    pub fn cancel_channel(&self) -> String {
+        format!("{}:cancelled", self.prefix)
+    }
+
     /// The set of queue names that have ever been dispatched to (for operators' tools).
     pub fn queues(&self) -> String {
         format!("{}:queues", self.prefix)

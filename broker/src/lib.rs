@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod cancel;
 pub mod codec;
 pub mod config;
 pub mod connection;
@@ -29,6 +30,7 @@ mod waiter;
 pub use broker::{
     Broker, Completion, DeadLetter, Delivery, OutgoingMessage, RawDispatch, StreamReader,
 };
+pub use cancel::CancelOutcome;
 pub use codec::{Codec, CodecError, MsgPack};
 pub use config::BrokerConfig;
 pub use dead::DeadEntry;

@@ -20,6 +20,8 @@ pub enum TaskState {
     Succeeded,
     /// Finished with a failure that will not be retried.
     Failed,
+    /// Cancelled before it finished.
+    Cancelled,
     /// A state written by a newer kiq that this build does not know.
     #[serde(other)]
     Unknown,
@@ -28,7 +30,10 @@ pub enum TaskState {
 impl TaskState {
     /// Whether this state is an outcome (nothing more will happen to the task).
     pub fn is_final(self) -> bool {
-        matches!(self, TaskState::Succeeded | TaskState::Failed)
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
+        )
     }
 }
 
@@ -50,6 +55,8 @@ pub enum FailureKind {
     Malformed,
     /// Delivered too many times without finishing (its workers kept dying).
     TooManyDeliveries,
+    /// It was cancelled.
+    Cancelled,
     /// A kind written by a newer kiq that this build does not know.
     #[serde(other)]
     Other,
@@ -65,6 +72,7 @@ impl std::fmt::Display for FailureKind {
             FailureKind::BadArguments => "bad arguments",
             FailureKind::Malformed => "malformed message",
             FailureKind::TooManyDeliveries => "too many deliveries",
+            FailureKind::Cancelled => "cancelled",
             FailureKind::Other => "other",
         };
         f.write_str(s)

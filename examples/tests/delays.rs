@@ -140,3 +140,79 @@ async fn unique_dispatches_share_one_task_until_it_finishes() {
         .await
         .is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_tasks_never_run_or_are_stopped() {
+    use kiq::{FailureKind, WaitError};
+    let (redis, broker) = redis_and_broker().await;
+    let env = [("KIQ_REDIS_URL", redis.url())];
+    // Pending and delayed, no worker yet: cancelled at once, waiters learn at once.
+    let pending = kiq_examples::faults::tally::kiq(&broker, "cancel".into(), 1, 0)
+        .await
+        .unwrap();
+    let delayed = kiq_examples::faults::tally::kicker()
+        .delay(Duration::from_millis(300))
+        .kiq(&broker, ("cancel".to_string(), 2, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.cancel().await.unwrap(),
+        kiq::CancelOutcome::Cancelled
+    );
+    let out = std::process::Command::new(support::taskctl())
+        .args(["cancel", delayed.id(), "--redis-url", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled"));
+    for h in [&pending, &delayed] {
+        match h.wait_result(Duration::from_secs(5)).await {
+            Err(WaitError::Failed(f)) => assert_eq!(f.kind, FailureKind::Cancelled),
+            other => panic!("expected cancelled, got {other:?}"),
+        }
+    }
+    // A worker then receives them and does not run them.
+    let _w = Workers::start_env(
+        &redis.url(),
+        1,
+        &["--cancel-grace", "200ms"],
+        &[(env[0].0, env[0].1.as_str())],
+    );
+    let marker = kiq_examples::faults::tally::kicker()
+        .delay(Duration::from_millis(600))
+        .kiq(&broker, ("cancel".to_string(), 3, 0))
+        .await
+        .unwrap();
+    marker.wait_result(Duration::from_secs(20)).await.unwrap();
+    assert!(
+        redis.command("HEXISTS cancel 1").unwrap().contains(":0"),
+        "the cancelled pending task ran"
+    );
+    assert!(
+        redis.command("HEXISTS cancel 2").unwrap().contains(":0"),
+        "the cancelled delayed task ran"
+    );
+
+    // Running: its token fires and it is stopped after the grace period.
+    let long = kiq_examples::faults::nap::kiq(&broker, 30_000)
+        .await
+        .unwrap();
+    assert!(support::wait_until(Duration::from_secs(10), || redis
+        .command("XPENDING {kiq:default}:stream kiq")
+        .map(|r| r.starts_with("*4\r\n:1"))
+        .unwrap_or(false)));
+    long.cancel().await.unwrap();
+    match long.wait_result(Duration::from_secs(10)).await {
+        Err(WaitError::Failed(f)) => assert_eq!(f.kind, FailureKind::Cancelled),
+        other => panic!("expected cancelled, got {other:?}"),
+    }
+    // The worker stopped it (nothing left in flight) and goes on.
+    assert!(support::wait_until(Duration::from_secs(10), || redis
+        .command("XPENDING {kiq:default}:stream kiq")
+        .map(|r| r.starts_with("*4\r\n:0"))
+        .unwrap_or(false)));
+    // A finished task cannot be cancelled.
+    assert_eq!(
+        marker.cancel().await.unwrap(),
+        kiq::CancelOutcome::AlreadyFinished
+    );
+}

@@ -27,6 +27,12 @@ pub(crate) struct KiqArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct CancelArgs {
+    /// The task id.
+    id: String,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct ResultArgs {
     /// The task id.
     id: String,
@@ -64,6 +70,17 @@ pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<Ex
         None => Ok(ExitCode::SUCCESS),
         Some(timeout) => print_outcome(broker.wait_record(&id, timeout).await),
     }
+}
+
+pub(crate) async fn cancel(global: &GlobalArgs, args: CancelArgs) -> anyhow::Result<ExitCode> {
+    let broker = global.connect().await?;
+    match broker.cancel(&args.id).await? {
+        kiq_broker::CancelOutcome::Cancelled => println!("cancelled {}", args.id),
+        kiq_broker::CancelOutcome::AlreadyFinished => {
+            println!("{} had already finished; nothing changed", args.id)
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) async fn result(global: &GlobalArgs, args: ResultArgs) -> anyhow::Result<ExitCode> {

@@ -80,6 +80,8 @@ enum Command {
     Kiq(dispatch::KiqArgs),
     /// Show a task's state or result, optionally waiting for it.
     Result(dispatch::ResultArgs),
+    /// Cancel a task: pending or delayed, it never runs; running, it is stopped.
+    Cancel(dispatch::CancelArgs),
     /// Dead letters: list, show, replay, purge.
     Dead(dead::DeadArgs),
     /// Run a cron scheduler replica (any number may run; one is active).
@@ -116,6 +118,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Command::Kiq(args) => dispatch::kiq(&cli.global, args).await,
             Command::Result(args) => dispatch::result(&cli.global, args).await,
+            Command::Cancel(args) => dispatch::cancel(&cli.global, args).await,
             Command::Dead(args) => dead::run(&cli.global, args).await,
             Command::Scheduler(args) => schedule::run_scheduler(&cli.global, args).await,
             Command::Schedule(args) => schedule::run_schedule(&cli.global, args).await,

@@ -31,6 +31,9 @@ pub(crate) struct WorkerArgs {
     /// A message whose worker stopped refreshing its lease this long ago is redelivered.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration, env = "KIQ_VISIBILITY_TIMEOUT")]
     visibility_timeout: Duration,
+    /// How long a cancelled running task may go on before it is stopped.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "KIQ_CANCEL_GRACE")]
+    cancel_grace: Duration,
     /// A message delivered more times than this without finishing is dead-lettered.
     #[arg(long, default_value_t = 5, env = "KIQ_MAX_DELIVERIES")]
     max_deliveries: u64,
@@ -86,6 +89,7 @@ fn worker_config(args: &WorkerArgs, registry: &Registry) -> WorkerConfig {
         shutdown_timeout: args.shutdown_timeout,
         visibility_timeout: args.visibility_timeout,
         max_deliveries: args.max_deliveries.max(1),
+        cancel_grace: args.cancel_grace,
         ..WorkerConfig::default()
     }
 }

@@ -28,6 +28,9 @@ pub struct WorkerConfig {
     pub max_deliveries: u64,
     /// A consumer idle this long that holds nothing is removed from the group (default 1 h).
     pub consumer_retention: Duration,
+    /// How long a cancelled running task may go on (its token has fired) before its future is
+    /// dropped (default 5 s).
+    pub cancel_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -42,6 +45,7 @@ impl Default for WorkerConfig {
             visibility_timeout: Duration::from_secs(20),
             max_deliveries: 5,
             consumer_retention: Duration::from_secs(3600),
+            cancel_grace: Duration::from_secs(5),
         }
     }
 }

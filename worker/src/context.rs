@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 /// The running task's identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TaskInfo {
     /// The task id.
     pub id: String,
@@ -15,6 +15,9 @@ pub struct TaskInfo {
     pub attempt: u32,
     /// The labels the producer attached.
     pub labels: BTreeMap<String, String>,
+    /// Fires when the task is cancelled; the task is dropped after the worker's grace period,
+    /// so a long task can check it and stop cleanly.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 tokio::task_local! {

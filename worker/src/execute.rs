@@ -14,8 +14,59 @@ use tracing::Instrument;
 use crate::context::{self, TaskInfo};
 use crate::registry::{Invocation, Registry};
 
-/// Runs `delivery` to completion and returns what must be written for it.
-pub async fn execute(registry: &Registry, consumer: &str, delivery: Delivery) -> Completion {
+/// Per-process execution state shared by all messages.
+#[derive(Debug, Default)]
+pub struct Running {
+    tokens:
+        std::sync::Mutex<std::collections::HashMap<String, tokio_util::sync::CancellationToken>>,
+    /// How long a cancelled running task may go on before its future is dropped.
+    pub cancel_grace: std::time::Duration,
+}
+
+impl Running {
+    /// Running state with `cancel_grace`.
+    pub fn new(cancel_grace: std::time::Duration) -> Self {
+        Self {
+            tokens: Default::default(),
+            cancel_grace,
+        }
+    }
+
+    /// Fires the cancellation token of task `id` if it runs here; returns whether it did.
+    pub fn cancel(&self, id: &str) -> bool {
+        match self.tokens.lock().ok().and_then(|t| t.get(id).cloned()) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn start(&self, id: &str) -> tokio_util::sync::CancellationToken {
+        let token = tokio_util::sync::CancellationToken::new();
+        if let Ok(mut t) = self.tokens.lock() {
+            t.insert(id.to_string(), token.clone());
+        }
+        token
+    }
+
+    fn finish(&self, id: &str) {
+        if let Ok(mut t) = self.tokens.lock() {
+            t.remove(id);
+        }
+    }
+}
+
+/// Runs `delivery` to completion and returns what must be written for it. A `precancelled`
+/// message (its cancel mark was found before it ran) is not run.
+pub async fn execute(
+    registry: &Registry,
+    consumer: &str,
+    delivery: Delivery,
+    running: &Running,
+    precancelled: bool,
+) -> Completion {
     let Delivery {
         queue,
         stream_id,
@@ -32,7 +83,20 @@ pub async fn execute(registry: &Registry, consumer: &str, delivery: Delivery) ->
     };
     let span = tracing::info_span!("task", task_id = %envelope.id, task = %envelope.task, attempt = envelope.attempt);
     let started = now_ms();
-    let outcome = run(registry, &envelope).instrument(span.clone()).await;
+    let outcome = if precancelled {
+        span.in_scope(|| tracing::info!("cancelled before it ran"));
+        Err(TaskFailure::new(
+            FailureKind::Cancelled,
+            "cancelled before it ran",
+        ))
+    } else {
+        let token = running.start(&envelope.id);
+        let r = run(registry, &envelope, token, running.cancel_grace)
+            .instrument(span.clone())
+            .await;
+        running.finish(&envelope.id);
+        r
+    };
     let attempts = envelope.attempt + 1;
     span.in_scope(|| match &outcome {
         Ok(_) => tracing::debug!(ms = now_ms().saturating_sub(started), "task succeeded"),
@@ -69,6 +133,7 @@ pub async fn execute(registry: &Registry, consumer: &str, delivery: Delivery) ->
                 }
             }
         }
+        Err(f) if f.kind == FailureKind::Cancelled => (TaskState::Cancelled, None, Some(f)),
         Err(f) => {
             let reason = match f.kind {
                 FailureKind::UnknownTask => Some("unknown_task"),
@@ -197,7 +262,12 @@ fn encode_record(id: &str, record: &TaskRecord) -> Option<(String, Vec<u8>)> {
     }
 }
 
-async fn run(registry: &Registry, envelope: &Envelope) -> Result<Vec<u8>, TaskFailure> {
+async fn run(
+    registry: &Registry,
+    envelope: &Envelope,
+    cancel: tokio_util::sync::CancellationToken,
+    grace: std::time::Duration,
+) -> Result<Vec<u8>, TaskFailure> {
     let Some(def) = registry.get(&envelope.task) else {
         return Err(TaskFailure::new(
             FailureKind::UnknownTask,
@@ -218,16 +288,27 @@ async fn run(registry: &Registry, envelope: &Envelope) -> Result<Vec<u8>, TaskFa
         name: envelope.task.clone(),
         attempt: envelope.attempt,
         labels: envelope.labels.clone(),
+        cancel: cancel.clone(),
     };
     // Panics are caught at the task's boundary so one bad task never takes the worker down.
     let fut = AssertUnwindSafe(context::scope(info, (def.handler)(invocation))).catch_unwind();
+    // Cancellation: the token fires at once; the future is dropped after the grace period
+    // unless it finishes first (then its own outcome stands).
+    let fut = async move {
+        tokio::pin!(fut);
+        tokio::select! {
+            r = &mut fut => Ok(r),
+            _ = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => Err(()),
+        }
+    };
     let limit = envelope
         .timeout_ms
         .map(std::time::Duration::from_millis)
         .or(def.timeout);
     let caught = match limit {
         Some(limit) => match tokio::time::timeout(limit, fut).await {
-            Ok(r) => r,
+            Ok(Ok(r)) => r,
+            Ok(Err(())) => return Err(cancelled_running()),
             Err(_) => {
                 return Err(TaskFailure::new(
                     FailureKind::Timeout,
@@ -235,7 +316,10 @@ async fn run(registry: &Registry, envelope: &Envelope) -> Result<Vec<u8>, TaskFa
                 ))
             }
         },
-        None => fut.await,
+        None => match fut.await {
+            Ok(r) => r,
+            Err(()) => return Err(cancelled_running()),
+        },
     };
     match caught {
         Ok(result) => result,
@@ -244,6 +328,13 @@ async fn run(registry: &Registry, envelope: &Envelope) -> Result<Vec<u8>, TaskFa
             format!("task panicked: {}", panic_message(&*panic)),
         )),
     }
+}
+
+fn cancelled_running() -> TaskFailure {
+    TaskFailure::new(
+        FailureKind::Cancelled,
+        "cancelled while running; stopped after the grace period",
+    )
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

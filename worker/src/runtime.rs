@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::completer::{self, Hooks};
 use crate::config::WorkerConfig;
-use crate::execute::{execute, poisoned};
+use crate::execute::{execute, poisoned, Running};
 use crate::inflight::InFlight;
 use crate::registry::Registry;
 
@@ -57,6 +57,7 @@ pub struct Worker {
 /// What every message's execution shares.
 #[derive(Clone)]
 struct Pipeline {
+    running: Arc<Running>,
     registry: Arc<Registry>,
     consumer: Arc<str>,
     exec: Arc<Semaphore>,
@@ -67,14 +68,15 @@ struct Pipeline {
 
 impl Pipeline {
     /// Runs `delivery` in its own task; `slot` is released once its completion is queued.
-    fn spawn(&self, slot: OwnedSemaphorePermit, delivery: Delivery) {
+    fn spawn(&self, slot: OwnedSemaphorePermit, delivery: Delivery, precancelled: bool) {
         self.inflight.insert(&delivery.queue, &delivery.stream_id);
         let p = self.clone();
         self.tracker.spawn(async move {
             let Ok(_running) = p.exec.acquire().await else {
                 return;
             };
-            let completion = execute(&p.registry, &p.consumer, delivery).await;
+            let completion =
+                execute(&p.registry, &p.consumer, delivery, &p.running, precancelled).await;
             let _ = p.completions.send(completion).await;
             drop(slot);
         });
@@ -142,7 +144,9 @@ impl Worker {
                 retry_scheduled: retry_scheduled.clone(),
             },
         ));
+        let running = Arc::new(Running::new(self.config.cancel_grace));
         let pipeline = Pipeline {
+            running: running.clone(),
             registry: self.registry.clone(),
             consumer: self.config.consumer.as_str().into(),
             exec: Arc::new(Semaphore::new(concurrency)),
@@ -178,6 +182,7 @@ impl Worker {
             self.broker.clone(),
             queues.clone(),
             retry_scheduled.clone(),
+            running,
             shutdown.clone(),
         ));
         let promoter = tokio::spawn(promote(
@@ -292,9 +297,10 @@ impl Worker {
                     }
                     backoff = Duration::from_millis(100);
                     received += deliveries.len() as u64;
-                    for delivery in deliveries {
+                    let cancelled = self.precheck(&deliveries).await;
+                    for (delivery, cancelled) in deliveries.into_iter().zip(cancelled) {
                         let Some(slot) = permits.pop() else { break };
-                        pipeline.spawn(slot, delivery);
+                        pipeline.spawn(slot, delivery, cancelled);
                     }
                 }
                 Err(e) => {
@@ -312,6 +318,36 @@ impl Worker {
             }
         }
         (received, reclaimed)
+    }
+
+    /// Which of `deliveries` were cancelled before they ran: one MGET per batch. If Redis cannot
+    /// say, they run (cancellation is best effort against a Redis outage).
+    async fn precheck(&self, deliveries: &[Delivery]) -> Vec<bool> {
+        #[derive(serde::Deserialize)]
+        struct Id {
+            id: String,
+        }
+        let ids: Vec<Option<String>> = deliveries
+            .iter()
+            .map(|d| {
+                d.payload
+                    .as_deref()
+                    .and_then(|p| kiq_broker::codec::decode::<Id>(p).ok())
+                    .map(|i| i.id)
+            })
+            .collect();
+        let known: Vec<&str> = ids.iter().flatten().map(String::as_str).collect();
+        let marks = match self.broker.cancelled(&known).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(error = %e, "cancellation check failed; running the batch");
+                return vec![false; deliveries.len()];
+            }
+        };
+        let mut marks = marks.into_iter();
+        ids.iter()
+            .map(|id| id.is_some() && marks.next().unwrap_or(false))
+            .collect()
     }
 
     /// Deletes consumers that died long ago and hold nothing, so the group does not grow with
@@ -382,9 +418,10 @@ impl Worker {
             for d in r.poisoned {
                 pipeline.spawn_poisoned(d);
             }
-            for d in r.deliveries {
+            let cancelled = self.precheck(&r.deliveries).await;
+            for (d, cancelled) in r.deliveries.into_iter().zip(cancelled) {
                 let Some(slot) = permits.pop() else { break };
-                pipeline.spawn(slot, d);
+                pipeline.spawn(slot, d, cancelled);
             }
         }
         taken
@@ -472,18 +509,22 @@ async fn promote(
 }
 
 /// Wakes the promoter whenever a producer announces a delayed message on one of `queues`, so a
-/// delayed task starts on time even when it was added after the promoter went to sleep.
+/// delayed task starts on time even when it was added after the promoter went to sleep; and
+/// fires the cancellation token of a running task when it is cancelled.
 async fn listen_for_wakes(
     broker: Broker,
     queues: Vec<String>,
     wake: Arc<Notify>,
+    running: Arc<Running>,
     shutdown: CancellationToken,
 ) {
     use futures_util::StreamExt;
-    let channels: Vec<String> = queues
+    let cancel_channel = broker.keys().cancel_channel();
+    let mut channels: Vec<String> = queues
         .iter()
         .map(|q| broker.keys().wake_channel(q))
         .collect();
+    channels.push(cancel_channel.clone());
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
         let mut pubsub = match broker.client().get_async_pubsub().await {
@@ -506,6 +547,12 @@ async fn listen_for_wakes(
         loop {
             tokio::select! {
                 m = messages.next() => match m {
+                    Some(m) if m.get_channel_name() == cancel_channel => {
+                        let id = String::from_utf8_lossy(m.get_payload_bytes()).into_owned();
+                        if running.cancel(&id) {
+                            tracing::info!(task_id = %id, "cancelling a running task");
+                        }
+                    }
                     Some(_) => wake.notify_one(),
                     None => break,
                 },
