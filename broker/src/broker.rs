@@ -637,6 +637,7 @@ impl Broker {
         let conn = connection::dedicated_connection(&self.inner.client, &self.inner.config).await?;
         Ok(StreamReader {
             conn,
+            cancel_active: self.inner.keys.cancel_active(),
             streams: queues.iter().map(|q| self.inner.keys.stream(q)).collect(),
             queues: queues.to_vec(),
             consumer: consumer.to_string(),
@@ -783,6 +784,7 @@ pub fn valid_queue_name(q: &str) -> bool {
 /// Reads a set of queues through the consumer group, on a dedicated connection.
 pub struct StreamReader {
     conn: redis::aio::MultiplexedConnection,
+    cancel_active: String,
     streams: Vec<String>,
     queues: Vec<String>,
     consumer: String,
@@ -800,6 +802,16 @@ impl StreamReader {
         count: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, BrokerError> {
+        Ok(self.read_batch(count, block).await?.deliveries)
+    }
+
+    /// Like [`StreamReader::read`], and also says whether any task may have been cancelled
+    /// lately: the flag is read in the same round trip, right behind the blocking read.
+    pub async fn read_batch(
+        &mut self,
+        count: usize,
+        block: Duration,
+    ) -> Result<ReadBatch, BrokerError> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(CONSUMER_GROUP)
@@ -813,7 +825,10 @@ impl StreamReader {
         for _ in &self.streams {
             cmd.arg(">");
         }
-        let reply: Option<StreamReadReply> = cmd.query_async(&mut self.conn).await?;
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd).cmd("GET").arg(&self.cancel_active);
+        let (reply, active): (Option<StreamReadReply>, Option<String>) =
+            pipe.query_async(&mut self.conn).await?;
         let mut out = Vec::new();
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             let Some(idx) = self.streams.iter().position(|s| *s == key.key) else {
@@ -833,8 +848,20 @@ impl StreamReader {
                 });
             }
         }
-        Ok(out)
+        Ok(ReadBatch {
+            deliveries: out,
+            cancels_active: active.is_some(),
+        })
     }
+}
+
+/// What one read returned.
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    /// The messages.
+    pub deliveries: Vec<Delivery>,
+    /// Whether any task may have been cancelled lately (see `Broker::cancel`).
+    pub cancels_active: bool,
 }
 
 #[cfg(test)]

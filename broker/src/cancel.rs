@@ -21,6 +21,7 @@ if rec then
   end
 end
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[1])
 redis.call('PUBLISH', ARGV[5], ARGV[6])
@@ -66,6 +67,7 @@ impl Broker {
         let script = redis::Script::new(CANCEL);
         let mut inv = script.key(k.task(id));
         inv.key(k.cancel(id))
+            .key(k.cancel_active())
             .arg(codec::encode(&record)?)
             .arg(self.config().pending_ttl.as_secs().max(1))
             .arg(self.config().result_ttl.as_secs().max(1))
@@ -81,7 +83,7 @@ impl Broker {
         })
     }
 
-    /// Which of `ids` are marked cancelled, in one round trip.
+    /// Which of `ids` are marked cancelled, in one round trip (an MGET of their marks).
     pub async fn cancelled(&self, ids: &[&str]) -> Result<Vec<bool>, BrokerError> {
         if ids.is_empty() {
             return Ok(Vec::new());

@@ -75,6 +75,12 @@ impl Keys {
         format!("{}:cancel:{}", self.prefix, task_id)
     }
 
+    /// Exists while any cancel mark may exist (set with the marks' TTL by every cancel), so
+    /// workers skip the per-batch mark check when nothing was cancelled.
+    pub fn cancel_active(&self) -> String {
+        format!("{}:cancel:active", self.prefix)
+    }
+
     /// The pub/sub channel on which cancellations are announced to workers (payload: task id).
     pub fn cancel_channel(&self) -> String {
         format!("{}:cancelled", self.prefix)

@@ -28,7 +28,7 @@ pub mod task;
 mod waiter;
 
 pub use broker::{
-    Broker, Completion, DeadLetter, Delivery, OutgoingMessage, RawDispatch, StreamReader,
+    Broker, Completion, DeadLetter, Delivery, OutgoingMessage, RawDispatch, ReadBatch, StreamReader,
 };
 pub use cancel::CancelOutcome;
 pub use codec::{Codec, CodecError, MsgPack};

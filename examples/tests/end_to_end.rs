@@ -329,3 +329,42 @@ async fn without_pending_records_dispatch_is_one_xadd_and_waits_still_work() {
     let _workers = Workers::start(&redis.url(), 1, &[]);
     assert_eq!(h.wait_result(WAIT).await.unwrap(), 21);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_over_several_busy_queues_never_strands_messages() {
+    // COUNT applies per stream: with 2 slots and 2 busy queues a read can return 4 messages.
+    // None may be left waiting for a reclaim (the visibility timeout here is 60 s).
+    let (redis, broker) = redis_and_broker().await;
+    let adds = math::add::kiq_many(&broker, (0..50).map(|i| (i, 1)))
+        .await
+        .unwrap();
+    let words = text::word_count::kiq_many(&broker, (0..50).map(|_| ("a b".to_string(),)))
+        .await
+        .unwrap();
+    let _w = Workers::start(
+        &redis.url(),
+        1,
+        &[
+            "--concurrency",
+            "2",
+            "--prefetch",
+            "0",
+            "--visibility-timeout",
+            "60s",
+            "--queues",
+            "default,text",
+        ],
+    );
+    for (i, h) in adds.into_iter().enumerate() {
+        assert_eq!(
+            h.wait_result(Duration::from_secs(20)).await.unwrap(),
+            i as i64 + 1
+        );
+    }
+    for h in words {
+        assert_eq!(
+            h.wait_result(Duration::from_secs(20)).await.unwrap().len(),
+            2
+        );
+    }
+}

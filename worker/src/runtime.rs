@@ -82,6 +82,42 @@ impl Pipeline {
         });
     }
 
+    /// Checks a batch's cancel marks (one MGET), then runs each message with one of `slots`.
+    /// XREADGROUP's COUNT applies per stream, so a read over several queues can return more
+    /// messages than slots were taken for: those wait here for a slot (they are already held
+    /// and leased by this process), never dropped.
+    fn spawn_batch(
+        &self,
+        broker: Broker,
+        slots_sem: Arc<Semaphore>,
+        slots: Vec<OwnedSemaphorePermit>,
+        deliveries: Vec<Delivery>,
+        cancels_active: bool,
+    ) {
+        for d in &deliveries {
+            self.inflight.insert(&d.queue, &d.stream_id);
+        }
+        let p = self.clone();
+        self.tracker.spawn(async move {
+            let cancelled = if cancels_active {
+                precheck(&broker, &deliveries).await
+            } else {
+                vec![false; deliveries.len()]
+            };
+            let mut slots = slots.into_iter();
+            for (delivery, cancelled) in deliveries.into_iter().zip(cancelled) {
+                let slot = match slots.next() {
+                    Some(s) => s,
+                    None => match slots_sem.clone().acquire_owned().await {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    },
+                };
+                p.spawn(slot, delivery, cancelled);
+            }
+        });
+    }
+
     /// Dead-letters a message delivered too many times.
     fn spawn_poisoned(&self, delivery: Delivery) {
         self.inflight.insert(&delivery.queue, &delivery.stream_id);
@@ -259,7 +295,7 @@ impl Worker {
                 permits.push(p);
             }
             if tokio::time::Instant::now() >= next_reclaim {
-                reclaimed += self.reclaim(queues, &mut permits, pipeline).await;
+                reclaimed += self.reclaim(queues, slots, &mut permits, pipeline).await;
                 next_reclaim = tokio::time::Instant::now() + reclaim_every;
                 if tokio::time::Instant::now() >= next_prune {
                     self.prune_consumers(queues).await;
@@ -289,19 +325,29 @@ impl Worker {
             };
             // Not raced against shutdown: a read cut off mid-flight could leave messages
             // delivered to us but never seen. BLOCK bounds how long this takes.
-            match r.read(permits.len(), block).await {
-                Ok(deliveries) => {
+            match r.read_batch(permits.len(), block).await {
+                Ok(kiq_broker::ReadBatch {
+                    deliveries,
+                    cancels_active,
+                }) => {
                     if redis_down {
                         tracing::info!("worker reconnected to Redis");
                         redis_down = false;
                     }
                     backoff = Duration::from_millis(100);
                     received += deliveries.len() as u64;
-                    let cancelled = self.precheck(&deliveries).await;
-                    for (delivery, cancelled) in deliveries.into_iter().zip(cancelled) {
-                        let Some(slot) = permits.pop() else { break };
-                        pipeline.spawn(slot, delivery, cancelled);
-                    }
+                    // The cancellation check runs beside the fetch loop, which goes straight
+                    // back to reading: the batch already holds its slots.
+                    let taken: Vec<_> = permits
+                        .drain(..deliveries.len().min(permits.len()))
+                        .collect();
+                    pipeline.spawn_batch(
+                        self.broker.clone(),
+                        slots.clone(),
+                        taken,
+                        deliveries,
+                        cancels_active,
+                    );
                 }
                 Err(e) => {
                     if !redis_down {
@@ -318,36 +364,6 @@ impl Worker {
             }
         }
         (received, reclaimed)
-    }
-
-    /// Which of `deliveries` were cancelled before they ran: one MGET per batch. If Redis cannot
-    /// say, they run (cancellation is best effort against a Redis outage).
-    async fn precheck(&self, deliveries: &[Delivery]) -> Vec<bool> {
-        #[derive(serde::Deserialize)]
-        struct Id {
-            id: String,
-        }
-        let ids: Vec<Option<String>> = deliveries
-            .iter()
-            .map(|d| {
-                d.payload
-                    .as_deref()
-                    .and_then(|p| kiq_broker::codec::decode::<Id>(p).ok())
-                    .map(|i| i.id)
-            })
-            .collect();
-        let known: Vec<&str> = ids.iter().flatten().map(String::as_str).collect();
-        let marks = match self.broker.cancelled(&known).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!(error = %e, "cancellation check failed; running the batch");
-                return vec![false; deliveries.len()];
-            }
-        };
-        let mut marks = marks.into_iter();
-        ids.iter()
-            .map(|id| id.is_some() && marks.next().unwrap_or(false))
-            .collect()
     }
 
     /// Deletes consumers that died long ago and hold nothing, so the group does not grow with
@@ -369,6 +385,7 @@ impl Worker {
     async fn reclaim(
         &self,
         queues: &[String],
+        slots: &Arc<Semaphore>,
         permits: &mut Vec<OwnedSemaphorePermit>,
         pipeline: &Pipeline,
     ) -> u64 {
@@ -418,11 +435,10 @@ impl Worker {
             for d in r.poisoned {
                 pipeline.spawn_poisoned(d);
             }
-            let cancelled = self.precheck(&r.deliveries).await;
-            for (d, cancelled) in r.deliveries.into_iter().zip(cancelled) {
-                let Some(slot) = permits.pop() else { break };
-                pipeline.spawn(slot, d, cancelled);
-            }
+            let n = r.deliveries.len().min(permits.len());
+            let held: Vec<_> = permits.drain(..n).collect();
+            // Reclaim is rare: always check the marks.
+            pipeline.spawn_batch(self.broker.clone(), slots.clone(), held, r.deliveries, true);
         }
         taken
     }
@@ -506,6 +522,36 @@ async fn promote(
             _ = shutdown.cancelled() => return,
         }
     }
+}
+
+/// Which of `deliveries` were cancelled before they ran: one MGET per batch. If Redis cannot
+/// say, they run (cancellation is best effort against a Redis outage).
+async fn precheck(broker: &Broker, deliveries: &[Delivery]) -> Vec<bool> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let ids: Vec<Option<String>> = deliveries
+        .iter()
+        .map(|d| {
+            d.payload
+                .as_deref()
+                .and_then(|p| kiq_broker::codec::decode::<Id>(p).ok())
+                .map(|i| i.id)
+        })
+        .collect();
+    let known: Vec<&str> = ids.iter().flatten().map(String::as_str).collect();
+    let marks = match broker.cancelled(&known).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!(error = %e, "cancellation check failed; running the batch");
+            return vec![false; deliveries.len()];
+        }
+    };
+    let mut marks = marks.into_iter();
+    ids.iter()
+        .map(|id| id.is_some() && marks.next().unwrap_or(false))
+        .collect()
 }
 
 /// Wakes the promoter whenever a producer announces a delayed message on one of `queues`, so a
