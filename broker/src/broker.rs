@@ -310,17 +310,7 @@ impl Broker {
             task: kicker.spec.name.to_string(),
             error,
         })?;
-        self.prepare_raw(RawDispatch {
-            task: kicker.spec.name,
-            queue: kicker.queue.as_deref().unwrap_or(kicker.spec.queue),
-            args,
-            task_id: kicker.task_id.as_deref(),
-            labels: kicker.labels.clone(),
-            retry: kicker.retry,
-            timeout: kicker.timeout,
-            due_ms: kicker.due.map(system_ms),
-            unique_key: kicker.unique.as_ref().map(|(k, _)| k.clone()),
-        })
+        self.prepare_raw(kicker.raw_dispatch(args))
     }
 
     /// Prepares one message per item of `args` with the same options: the pending record (the
@@ -346,21 +336,7 @@ impl Broker {
                     task: task.to_string(),
                     error,
                 })?;
-                self.build(
-                    RawDispatch {
-                        task,
-                        queue,
-                        args,
-                        task_id: kicker.task_id.as_deref(),
-                        labels: kicker.labels.clone(),
-                        retry: kicker.retry,
-                        timeout: kicker.timeout,
-                        due_ms: kicker.due.map(system_ms),
-                        unique_key: None,
-                    },
-                    now,
-                    Some(pending.clone()),
-                )
+                self.build(kicker.raw_dispatch(args), now, Some(pending.clone()))
             })
             .collect()
     }
@@ -767,7 +743,7 @@ fn pending_record(
     })
 }
 
-fn system_ms(t: std::time::SystemTime) -> u64 {
+pub(crate) fn system_ms(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)

@@ -35,6 +35,23 @@ pub struct Kicker<A, T> {
     _types: PhantomData<fn(A) -> T>,
 }
 
+impl<A, T> Kicker<A, T> {
+    /// This call's options as a dispatch by name, with `args` already encoded.
+    pub(crate) fn raw_dispatch(&self, args: Vec<u8>) -> crate::broker::RawDispatch<'_> {
+        crate::broker::RawDispatch {
+            task: self.spec.name,
+            queue: self.queue.as_deref().unwrap_or(self.spec.queue),
+            args,
+            task_id: self.task_id.as_deref(),
+            labels: self.labels.clone(),
+            retry: self.retry,
+            timeout: self.timeout,
+            due_ms: self.due.map(crate::broker::system_ms),
+            unique_key: self.unique.as_ref().map(|(k, _)| k.clone()),
+        }
+    }
+}
+
 impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
     /// Options for a dispatch of `spec`, with the task's defaults.
     pub fn new(spec: TaskSpec) -> Self {
