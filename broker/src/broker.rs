@@ -257,6 +257,35 @@ impl Broker {
         crate::handle::wait_record(self, id, timeout).await
     }
 
+    /// Stores task `id`'s progress report (kept as long as results are).
+    pub async fn set_progress<P: Serialize + ?Sized>(
+        &self,
+        id: &str,
+        progress: &P,
+    ) -> Result<(), BrokerError> {
+        let bytes = codec::encode(progress)?;
+        self.inner
+            .pool
+            .query::<(), _>(
+                redis::cmd("SET")
+                    .arg(self.inner.keys.progress(id))
+                    .arg(bytes)
+                    .arg("EX")
+                    .arg(self.inner.config.result_ttl.as_secs().max(1)),
+            )
+            .await
+    }
+
+    /// Task `id`'s latest progress report, if it made one.
+    pub async fn progress<P: DeserializeOwned>(&self, id: &str) -> Result<Option<P>, BrokerError> {
+        let bytes: Option<Vec<u8>> = self
+            .inner
+            .pool
+            .query(redis::cmd("GET").arg(self.inner.keys.progress(id)))
+            .await?;
+        Ok(bytes.map(|b| codec::decode(&b)).transpose()?)
+    }
+
     /// Makes sure `queue`'s stream and consumer group exist. Idempotent; done once per
     /// process and queue. The group starts at `0` so that nothing enqueued before it existed
     /// is missed.

@@ -49,6 +49,11 @@ impl<T: DeserializeOwned> TaskHandle<T> {
         &self.id
     }
 
+    /// The task's latest progress report (see `TaskInfo::set_progress`), if any.
+    pub async fn progress<P: DeserializeOwned>(&self) -> Result<Option<P>, BrokerError> {
+        self.broker.progress(&self.id).await
+    }
+
     /// Cancels the task (see [`Broker::cancel`]).
     pub async fn cancel(&self) -> Result<crate::cancel::CancelOutcome, BrokerError> {
         self.broker.cancel(&self.id).await

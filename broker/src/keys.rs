@@ -60,6 +60,11 @@ impl Keys {
         format!("{}:task:{}", self.prefix, task_id)
     }
 
+    /// A task's latest progress report (set by the running task).
+    pub fn progress(&self, task_id: &str) -> String {
+        format!("{}:task:{}:progress", self.prefix, task_id)
+    }
+
     /// The pub/sub channel on which a task's completion is announced.
     pub fn done_channel(&self, task_id: &str) -> String {
         format!("{}:done:{}", self.prefix, task_id)

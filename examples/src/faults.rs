@@ -104,3 +104,18 @@ pub async fn patient_nap(ms: u64) -> u64 {
     tokio::time::sleep(Duration::from_millis(ms)).await;
     ms
 }
+
+/// Works through `steps` steps of 100 ms, reporting `(done, steps)` as progress after each.
+#[kiq::task]
+pub async fn crunch(steps: u32) -> Result<u32, String> {
+    let me = kiq::current_task();
+    for done in 1..=steps {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(me) = &me {
+            me.set_progress(&(done, steps))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(steps)
+}

@@ -216,3 +216,29 @@ async fn cancelled_tasks_never_run_or_are_stopped() {
         kiq::CancelOutcome::AlreadyFinished
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_task_reports_progress_to_its_caller() {
+    let (redis, broker) = redis_and_broker().await;
+    let _w = Workers::start(&redis.url(), 1, &[]);
+    let h = kiq_examples::faults::crunch::kiq(&broker, 10)
+        .await
+        .unwrap();
+    // Observed mid-run: some steps done, not all.
+    let mut seen_partial = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        match h.progress::<(u32, u32)>().await.unwrap() {
+            Some((done, 10)) if done < 10 => {
+                seen_partial = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(seen_partial, "no progress report seen while running");
+    assert_eq!(h.wait_result(Duration::from_secs(20)).await.unwrap(), 10);
+    assert_eq!(h.progress::<(u32, u32)>().await.unwrap(), Some((10, 10)));
+    // Called directly (no worker), the task still runs; reporting is a no-op.
+    assert_eq!(kiq_examples::faults::crunch(1).await, Ok(1));
+}

@@ -18,6 +18,22 @@ pub struct TaskInfo {
     /// Fires when the task is cancelled; the task is dropped after the worker's grace period,
     /// so a long task can check it and stop cleanly.
     pub cancel: tokio_util::sync::CancellationToken,
+    /// Where progress reports go.
+    pub(crate) broker: Option<kiq_broker::Broker>,
+}
+
+impl TaskInfo {
+    /// Reports progress (any serde value); the caller reads it with `handle.progress()`. Kept as
+    /// long as results are. Outside a worker it does nothing.
+    pub async fn set_progress<P: serde::Serialize + ?Sized>(
+        &self,
+        progress: &P,
+    ) -> Result<(), kiq_broker::BrokerError> {
+        match &self.broker {
+            Some(b) => b.set_progress(&self.id, progress).await,
+            None => Ok(()),
+        }
+    }
 }
 
 tokio::task_local! {

@@ -21,14 +21,17 @@ pub struct Running {
         std::sync::Mutex<std::collections::HashMap<String, tokio_util::sync::CancellationToken>>,
     /// How long a cancelled running task may go on before its future is dropped.
     pub cancel_grace: std::time::Duration,
+    /// For tasks' progress reports.
+    pub broker: Option<kiq_broker::Broker>,
 }
 
 impl Running {
     /// Running state with `cancel_grace`.
-    pub fn new(cancel_grace: std::time::Duration) -> Self {
+    pub fn new(cancel_grace: std::time::Duration, broker: Option<kiq_broker::Broker>) -> Self {
         Self {
             tokens: Default::default(),
             cancel_grace,
+            broker,
         }
     }
 
@@ -91,7 +94,7 @@ pub async fn execute(
         ))
     } else {
         let token = running.start(&envelope.id);
-        let r = run(registry, &envelope, token, running.cancel_grace)
+        let r = run(registry, &envelope, token, running)
             .instrument(span.clone())
             .await;
         running.finish(&envelope.id);
@@ -266,8 +269,9 @@ async fn run(
     registry: &Registry,
     envelope: &Envelope,
     cancel: tokio_util::sync::CancellationToken,
-    grace: std::time::Duration,
+    running: &Running,
 ) -> Result<Vec<u8>, TaskFailure> {
+    let grace = running.cancel_grace;
     let Some(def) = registry.get(&envelope.task) else {
         return Err(TaskFailure::new(
             FailureKind::UnknownTask,
@@ -289,6 +293,7 @@ async fn run(
         attempt: envelope.attempt,
         labels: envelope.labels.clone(),
         cancel: cancel.clone(),
+        broker: running.broker.clone(),
     };
     // Panics are caught at the task's boundary so one bad task never takes the worker down.
     let fut = AssertUnwindSafe(context::scope(info, (def.handler)(invocation))).catch_unwind();

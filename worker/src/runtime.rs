@@ -180,7 +180,10 @@ impl Worker {
                 retry_scheduled: retry_scheduled.clone(),
             },
         ));
-        let running = Arc::new(Running::new(self.config.cancel_grace));
+        let running = Arc::new(Running::new(
+            self.config.cancel_grace,
+            Some(self.broker.clone()),
+        ));
         let pipeline = Pipeline {
             running: running.clone(),
             registry: self.registry.clone(),
