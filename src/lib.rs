@@ -54,7 +54,7 @@ pub use kiq_broker::{
     RetryPolicy, TaskFailure, TaskHandle, TaskRecord, TaskSpec, TaskState, WaitError,
 };
 pub use kiq_macros::task;
-pub use kiq_worker::{current_task, Registry, TaskInfo, Worker, WorkerConfig};
+pub use kiq_worker::{current_task, provide, Registry, State, TaskInfo, Worker, WorkerConfig};
 
 /// The broker crate, for lower-level access (codec, keys, envelope).
 pub use kiq_broker as broker;
@@ -72,5 +72,6 @@ pub mod __private {
         TaskValue,
     };
     pub use kiq_worker::inventory;
+    pub use kiq_worker::state::injected;
     pub use kiq_worker::{DeclaredSchedule, HandlerFuture, Invocation, TaskDef};
 }

@@ -8,6 +8,14 @@ pub mod maintenance;
 pub mod math;
 pub mod text;
 
+/// Registers the state the example tasks take (`State<GreetingConfig>`): called once by the
+/// `taskctl` binary at start-up, in every worker process.
+pub fn provide_state() {
+    kiq::provide(text::GreetingConfig {
+        greeting: std::env::var("KIQ_EXAMPLE_GREETING").unwrap_or_else(|_| "Welcome".into()),
+    });
+}
+
 /// Call from a binary to make sure this crate (and so its tasks) is linked in.
 ///
 /// Tasks register at link time; a library crate none of whose items is used may be left out

@@ -17,3 +17,16 @@ pub async fn word_count(text: String) -> BTreeMap<String, usize> {
     }
     counts
 }
+
+/// Configuration shared by every task of a worker process (see [`crate::provide_state`]).
+#[derive(Debug, Clone)]
+pub struct GreetingConfig {
+    /// The greeting word.
+    pub greeting: String,
+}
+
+/// Greets with the worker's configured greeting: `State` is injected, only `name` is sent.
+#[kiq::task]
+pub async fn greet_with(kiq::State(config): kiq::State<GreetingConfig>, name: String) -> String {
+    format!("{}, {name}!", config.greeting)
+}

@@ -368,3 +368,20 @@ async fn a_read_over_several_busy_queues_never_strands_messages() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_state_is_injected_and_not_sent() {
+    let (redis, broker) = redis_and_broker().await;
+    let _w = Workers::start_env(&redis.url(), 1, &[], &[("KIQ_EXAMPLE_GREETING", "Namaste")]);
+    // Only `name` is dispatched; the worker injects its GreetingConfig.
+    let h = text::greet_with::kiq(&broker, "Asha".into()).await.unwrap();
+    assert_eq!(h.wait_result(WAIT).await.unwrap(), "Namaste, Asha!");
+    // Called directly, the caller passes the state itself.
+    let cfg = text::GreetingConfig {
+        greeting: "Hi".into(),
+    };
+    assert_eq!(
+        text::greet_with(kiq::State(cfg), "Ben".into()).await,
+        "Hi, Ben!"
+    );
+}

@@ -13,6 +13,9 @@
 //! live in different namespaces) holding `kiq`, `kicker`, `SPEC`, `Args`, `Output`, and a
 //! link-time registration of the handler.
 //!
+//! An argument typed `State<T>` is injected by the worker (see `kiq::provide`) and is not part of
+//! the dispatched arguments.
+//!
 //! Declare tasks at module level (as items of a module, not inside a function body): the
 //! generated module reaches the function and the argument types through `super::`.
 

@@ -31,6 +31,8 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let fn_name = &sig.ident;
     let mut arg_names = Vec::new();
     let mut arg_types = Vec::new();
+    // What the handler passes to the function, in order: sent arguments and injected state.
+    let mut call_args = Vec::new();
     for (i, input) in sig.inputs.iter().enumerate() {
         match input {
             FnArg::Receiver(r) => {
@@ -50,6 +52,12 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     Pat::Ident(pi) => pi.ident.clone(),
                     _ => format_ident!("__kiq_arg{}", i),
                 };
+                if let Some(inner) = state_type(&pt.ty) {
+                    // Injected from the worker's provided values; not sent.
+                    call_args.push(quote!(#krate::__private::injected::<#inner>(SPEC.name)?));
+                    continue;
+                }
+                call_args.push(quote!(#name));
                 arg_names.push(name);
                 arg_types.push((*pt.ty).clone());
             }
@@ -67,9 +75,9 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         syn::parse_quote!(#krate::__private::Plain<#ret_ty>)
     };
     let wrap_call = if returns_result {
-        quote!(super::#fn_name(#(#arg_names),*).await)
+        quote!(super::#fn_name(#(#call_args),*).await)
     } else {
-        quote!(#krate::__private::Plain(super::#fn_name(#(#arg_names),*).await))
+        quote!(#krate::__private::Plain(super::#fn_name(#(#call_args),*).await))
     };
 
     let mod_vis = match &func.vis {
@@ -219,6 +227,22 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             }
         }
     })
+}
+
+/// `T` of an argument typed `State<T>` (any path ending in `State` with one type argument).
+fn state_type(ty: &Type) -> Option<Type> {
+    let Type::Path(tp) = ty else { return None };
+    let last = tp.path.segments.last()?;
+    if last.ident != "State" {
+        return None;
+    }
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(a) if a.args.len() == 1 => match a.args.first()? {
+            syn::GenericArgument::Type(t) => Some(t.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 fn is_result(ty: &Type) -> bool {

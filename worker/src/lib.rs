@@ -14,6 +14,7 @@ pub mod handler;
 pub mod inflight;
 pub mod registry;
 pub mod runtime;
+pub mod state;
 pub mod supervisor;
 
 pub use config::WorkerConfig;
@@ -22,6 +23,7 @@ pub use registry::{
     DeclaredSchedule, Handler, HandlerFuture, Invocation, Registry, RegistryError, TaskDef,
 };
 pub use runtime::{Worker, WorkerError, WorkerReport};
+pub use state::{provide, State};
 pub use supervisor::{supervise, SupervisorConfig, SupervisorError, SupervisorReport};
 
 #[doc(hidden)]

@@ -2,5 +2,6 @@
 
 fn main() -> std::process::ExitCode {
     kiq_examples::link();
+    kiq_examples::provide_state();
     kiq::cli::main()
 }
