@@ -390,3 +390,39 @@ async fn chaos_redis_killed_and_restarted_with_aof_loses_nothing() {
     );
     assert_eq!(lost, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_redis_refuses_does_not_block_the_others() {
+    let (redis, broker) = redis_and_broker().await;
+    // The dead-letter stream's key holds a string: dead-lettering fails with WRONGTYPE.
+    redis.command("SET {kiq:default}:dead oops").unwrap();
+    let unknown = broker
+        .prepare_raw(kiq::broker::RawDispatch {
+            task: "no::such::task",
+            queue: "default",
+            args: kiq::broker::codec::encode(&(1,)).unwrap(),
+            task_id: None,
+            labels: Default::default(),
+            retry: None,
+            timeout: None,
+            due_ms: None,
+            unique_key: None,
+        })
+        .unwrap();
+    let unknown_id = broker.enqueue(unknown).await.unwrap();
+    let adds = kiq_examples::math::add::kiq_many(&broker, (0..20).map(|i| (i, i)))
+        .await
+        .unwrap();
+    let _w = workers(&redis, 1, &["--visibility-timeout", "1s"]);
+    for (i, h) in adds.into_iter().enumerate() {
+        assert_eq!(h.wait_result(WAIT).await.unwrap(), 2 * i as i64);
+    }
+    // The refused one was not acked: once the key is repaired it is redelivered and lands.
+    redis.command("DEL {kiq:default}:dead").unwrap();
+    assert!(wait_until(Duration::from_secs(20), || redis
+        .command("XLEN {kiq:default}:dead")
+        .map(|r| r.contains(":1"))
+        .unwrap_or(false)));
+    let dead = broker.dead_letters("default", "-", 10).await.unwrap();
+    assert_eq!(dead[0].task_id.as_deref(), Some(unknown_id.as_str()));
+}

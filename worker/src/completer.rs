@@ -68,7 +68,7 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        if write_with_retry(&broker, &batch, &stop).await {
+        if write_with_retry(&broker, &mut batch, &stop, &hooks).await {
             hooks.written(&batch);
             batch.clear();
         } else {
@@ -80,8 +80,17 @@ pub async fn run(
     }
 }
 
-/// Writes `batch`, retrying with backoff until it succeeds (true) or `stop` fires (false).
-async fn write_with_retry(broker: &Broker, batch: &[Completion], stop: &CancellationToken) -> bool {
+/// Writes `batch`, retrying with backoff while Redis is unreachable, until it succeeds (true)
+/// or `stop` fires (false). If Redis refuses a command (a server error, which retrying will not
+/// heal), the batch is written one completion at a time: those that cannot be written are left
+/// un-acked (redelivered, and dead-lettered if it keeps happening), so one bad completion never
+/// blocks the others. On return `batch` holds what was written.
+async fn write_with_retry(
+    broker: &Broker,
+    batch: &mut Vec<Completion>,
+    stop: &CancellationToken,
+    hooks: &Hooks,
+) -> bool {
     let mut backoff = Duration::from_millis(50);
     let mut failing = false;
     loop {
@@ -92,6 +101,20 @@ async fn write_with_retry(broker: &Broker, batch: &[Completion], stop: &Cancella
                         count = batch.len(),
                         "completions written after Redis came back"
                     );
+                }
+                return true;
+            }
+            Err(e) if !e.is_unavailable() => {
+                let all = std::mem::take(batch);
+                for c in all {
+                    match broker.complete(std::slice::from_ref(&c)).await {
+                        Ok(()) => batch.push(c),
+                        Err(e) => {
+                            tracing::error!(error = %e, queue = %c.queue, stream_id = %c.stream_id,
+                                "completion refused by Redis; the message stays pending and will be redelivered");
+                            hooks.inflight.remove(&c.queue, &c.stream_id);
+                        }
+                    }
                 }
                 return true;
             }
