@@ -126,20 +126,7 @@ async fn a_task_past_its_timeout_is_stopped_and_recorded() {
 async fn unknown_task_names_fail_and_are_dead_lettered() {
     let (redis, broker) = redis_and_broker().await;
     let _workers = Workers::start(&redis.url(), 1, &[]);
-    let msg = broker
-        .prepare_raw(kiq::broker::RawDispatch {
-            task: "no::such::task",
-            queue: "default",
-            args: kiq::broker::codec::encode(&(1,)).unwrap(),
-            task_id: None,
-            labels: Default::default(),
-            retry: None,
-            timeout: None,
-            due_ms: None,
-            unique_key: None,
-        })
-        .unwrap();
-    let id = broker.enqueue(msg).await.unwrap();
+    let id = support::enqueue_by_name(&broker, "no::such::task", &(1,)).await;
     let h = broker.handle::<()>(id.clone());
     match h.wait_result(WAIT).await {
         Err(WaitError::Failed(f)) => {
@@ -158,20 +145,7 @@ async fn wrong_argument_types_fail_cleanly() {
     let (redis, broker) = redis_and_broker().await;
     let _workers = Workers::start(&redis.url(), 1, &[]);
     // `add` takes two integers; send a string and nothing.
-    let msg = broker
-        .prepare_raw(kiq::broker::RawDispatch {
-            task: math::add::SPEC.name,
-            queue: "default",
-            args: kiq::broker::codec::encode(&("two",)).unwrap(),
-            task_id: None,
-            labels: Default::default(),
-            retry: None,
-            timeout: None,
-            due_ms: None,
-            unique_key: None,
-        })
-        .unwrap();
-    let id = broker.enqueue(msg).await.unwrap();
+    let id = support::enqueue_by_name(&broker, math::add::SPEC.name, &("two",)).await;
     match broker.handle::<i64>(id).wait_result(WAIT).await {
         Err(WaitError::Failed(f)) => assert_eq!(f.kind, FailureKind::BadArguments),
         other => panic!("expected bad arguments, got {other:?}"),

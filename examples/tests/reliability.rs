@@ -396,20 +396,7 @@ async fn a_completion_redis_refuses_does_not_block_the_others() {
     let (redis, broker) = redis_and_broker().await;
     // The dead-letter stream's key holds a string: dead-lettering fails with WRONGTYPE.
     redis.command("SET {kiq:default}:dead oops").unwrap();
-    let unknown = broker
-        .prepare_raw(kiq::broker::RawDispatch {
-            task: "no::such::task",
-            queue: "default",
-            args: kiq::broker::codec::encode(&(1,)).unwrap(),
-            task_id: None,
-            labels: Default::default(),
-            retry: None,
-            timeout: None,
-            due_ms: None,
-            unique_key: None,
-        })
-        .unwrap();
-    let unknown_id = broker.enqueue(unknown).await.unwrap();
+    let unknown_id = support::enqueue_by_name(&broker, "no::such::task", &(1,)).await;
     let adds = kiq_examples::math::add::kiq_many(&broker, (0..20).map(|i| (i, i)))
         .await
         .unwrap();

@@ -23,6 +23,25 @@ pub async fn redis_and_broker() -> (RedisServer, Broker) {
     (redis, broker)
 }
 
+/// Enqueues task `task` on `default` by name with `args` (any serde value, encoded as-is): for
+/// messages no typed `.kiq()` can produce (unknown names, wrong argument types). Returns the id.
+pub async fn enqueue_by_name<A: serde::Serialize>(broker: &Broker, task: &str, args: &A) -> String {
+    let msg = broker
+        .prepare_raw(kiq::broker::RawDispatch {
+            task,
+            queue: "default",
+            args: kiq::broker::codec::encode(args).unwrap(),
+            task_id: None,
+            labels: Default::default(),
+            retry: None,
+            timeout: None,
+            due_ms: None,
+            unique_key: None,
+        })
+        .unwrap();
+    broker.enqueue(msg).await.unwrap()
+}
+
 /// A running `taskctl worker` supervisor.
 pub struct Workers {
     child: Option<Child>,
