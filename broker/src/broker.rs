@@ -588,12 +588,7 @@ impl Broker {
                 .await
                 .map_err(broker_err)?;
         }
-        let mut conn = self.inner.pool.get().await.map_err(broker_err)?;
-        let owner: String = inv
-            .invoke_async(&mut *conn)
-            .await
-            .map_err(|e| broker_err(BrokerError::from(e)))?;
-        drop(conn);
+        let owner: String = self.inner.pool.invoke(&inv).await.map_err(broker_err)?;
         if owner != msg.id {
             if self.inner.config.track_pending {
                 let _ = self

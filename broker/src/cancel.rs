@@ -74,8 +74,7 @@ impl Broker {
             .arg(k.done_channel(id))
             .arg(k.cancel_channel())
             .arg(id);
-        let mut conn = self.pool().get().await?;
-        let n: i64 = inv.invoke_async(&mut *conn).await?;
+        let n: i64 = self.pool().invoke(&inv).await?;
         Ok(if n == 1 {
             CancelOutcome::Cancelled
         } else {

@@ -116,6 +116,26 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Runs a Lua script invocation on a pooled connection, with the same rule as
+    /// [`Pool::query`]: a connection that failed with an I/O error is dropped.
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, BrokerError> {
+        let mut conn = self.get().await?;
+        match inv.invoke_async(&mut *conn).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    let _ = managed::Object::take(conn);
+                }
+                Err(BrokerError::Redis(e))
+            }
+        }
+    }
+}
+
 /// A command or a pipeline that [`Pool::query`] can run.
 pub trait Queryable: Sync {
     /// Sends it on `conn`.

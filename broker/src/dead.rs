@@ -102,8 +102,7 @@ impl Broker {
             .arg(id)
             .arg(DATA_FIELD)
             .arg(payload);
-        let mut conn = self.pool().get().await?;
-        let n: u64 = inv.invoke_async(&mut *conn).await?;
+        let n: u64 = self.pool().invoke(&inv).await?;
         Ok(n == 1)
     }
 

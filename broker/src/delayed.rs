@@ -40,8 +40,7 @@ impl Broker {
             .arg(now_ms)
             .arg(limit.max(1))
             .arg(DATA_FIELD);
-        let mut conn = self.pool().get().await?;
-        let (moved, next): (u64, i64) = inv.invoke_async(&mut *conn).await?;
+        let (moved, next): (u64, i64) = self.pool().invoke(&inv).await?;
         Ok(Promotion {
             moved,
             next_due_ms: (next >= 0).then_some(next as u64),

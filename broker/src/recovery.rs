@@ -57,8 +57,7 @@ impl Broker {
         let script = redis::Script::new(DELETE_IDLE_CONSUMER_SCRIPT);
         let mut inv = script.key(self.keys().stream(queue));
         inv.arg(CONSUMER_GROUP).arg(consumer);
-        let mut conn = self.pool().get().await?;
-        let n: i64 = inv.invoke_async(&mut *conn).await?;
+        let n: i64 = self.pool().invoke(&inv).await?;
         Ok(n == 1)
     }
 
@@ -89,8 +88,7 @@ impl Broker {
                 let script = redis::Script::new(DELETE_IDLE_CONSUMER_SCRIPT);
                 let mut inv = script.key(self.keys().stream(queue));
                 inv.arg(CONSUMER_GROUP).arg(&name);
-                let mut conn = self.pool().get().await?;
-                let n: i64 = inv.invoke_async(&mut *conn).await?;
+                let n: i64 = self.pool().invoke(&inv).await?;
                 removed += n as u64;
             }
         }
@@ -114,8 +112,7 @@ impl Broker {
         for id in ids {
             inv.arg(id);
         }
-        let mut conn = self.pool().get().await?;
-        Ok(inv.invoke_async(&mut *conn).await?)
+        self.pool().invoke(&inv).await
     }
 
     /// Claims up to `count` messages of `queue` that have been idle for at least `min_idle`

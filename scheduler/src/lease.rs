@@ -53,11 +53,7 @@ pub async fn acquire(
     let script = kiq_broker::redis::Script::new(ACQUIRE);
     let mut inv = script.key(k.lease());
     inv.key(k.fence()).arg(holder).arg(ttl.as_millis() as u64);
-    let mut conn = broker.pool().get().await?;
-    let token: i64 = inv
-        .invoke_async(&mut *conn)
-        .await
-        .map_err(kiq_broker::BrokerError::from)?;
+    let token: i64 = broker.pool().invoke(&inv).await?;
     Ok((token >= 0).then_some(token as u64))
 }
 
@@ -67,11 +63,7 @@ pub async fn release(broker: &Broker, holder: &str, token: u64) -> Result<(), Sc
     let script = kiq_broker::redis::Script::new(RELEASE);
     let mut inv = script.key(k.lease());
     inv.arg(format!("{holder} {token}"));
-    let mut conn = broker.pool().get().await?;
-    let _: i64 = inv
-        .invoke_async(&mut *conn)
-        .await
-        .map_err(kiq_broker::BrokerError::from)?;
+    let _: i64 = broker.pool().invoke(&inv).await?;
     Ok(())
 }
 

@@ -326,14 +326,10 @@ impl Scheduler {
         &self,
         inv: &kiq_broker::redis::ScriptInvocation<'_>,
     ) -> Result<i64, FireError> {
-        let mut conn = self
+        let r: i64 = self
             .broker
             .pool()
-            .get()
-            .await
-            .map_err(|e| FireError::Other(e.to_string()))?;
-        let r: i64 = inv
-            .invoke_async(&mut *conn)
+            .invoke(inv)
             .await
             .map_err(|e| FireError::Other(e.to_string()))?;
         if r == -1 {
