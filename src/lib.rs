@@ -51,7 +51,7 @@ pub mod cli;
 
 pub use kiq_broker::{
     Backoff, Broker, BrokerConfig, BrokerError, CancelOutcome, DispatchError, FailureKind, Kicker,
-    RetryPolicy, TaskFailure, TaskHandle, TaskRecord, TaskSpec, TaskState, WaitError,
+    Priority, RetryPolicy, TaskFailure, TaskHandle, TaskRecord, TaskSpec, TaskState, WaitError,
 };
 pub use kiq_macros::task;
 pub use kiq_worker::{current_task, provide, Registry, State, TaskInfo, Worker, WorkerConfig};

@@ -57,6 +57,8 @@ pub struct OutgoingMessage {
     pub id: String,
     /// The target queue.
     pub queue: String,
+    /// The lane of the queue that carries its priority (see [`crate::priority`]).
+    pub lane: String,
     /// The task name.
     pub task: String,
     /// The encoded envelope.
@@ -88,6 +90,8 @@ pub struct RawDispatch<'a> {
     pub due_ms: Option<u64>,
     /// The uniqueness key the task will hold (set by [`Kicker::unique`]).
     pub unique_key: Option<String>,
+    /// Its priority.
+    pub priority: crate::priority::Priority,
 }
 
 /// One message read from a queue.
@@ -117,8 +121,8 @@ pub struct Completion {
     pub dead: Option<DeadLetter>,
     /// The next attempt (its encoded envelope) and when it is due (ms since the epoch).
     pub retry: Option<(Vec<u8>, u64)>,
-    /// A uniqueness key to release (key, holder task id): the task finished for good.
-    pub release_unique: Option<(String, String)>,
+    /// A uniqueness key to release (queue, key, holder task id): the task finished for good.
+    pub release_unique: Option<(String, String, String)>,
 }
 
 /// A message that could not be processed, with why.
@@ -392,6 +396,7 @@ impl Broker {
             timeout,
             due_ms,
             unique_key,
+            priority,
         } = d;
         if task.is_empty() {
             return Err(DispatchError::Invalid {
@@ -419,7 +424,7 @@ impl Broker {
             task: task.to_string(),
             error,
         };
-        let envelope = Envelope {
+        let mut envelope = Envelope {
             v: ENVELOPE_VERSION,
             id: id.clone(),
             task: task.to_string(),
@@ -431,7 +436,25 @@ impl Broker {
             retry,
             timeout_ms: timeout.map(|t| t.as_millis() as u64),
             unique_key,
+            priority,
         };
+        for layer in &self.inner.config.dispatch_layers {
+            layer
+                .on_dispatch(&mut envelope)
+                .map_err(|reason| DispatchError::Refused {
+                    task: envelope.task.clone(),
+                    reason,
+                })?;
+        }
+        if envelope.queue != queue || envelope.priority != priority {
+            // A layer re-routed it: check the new queue like any other.
+            if !valid_queue_name(&envelope.queue) {
+                return Err(DispatchError::Invalid {
+                    what: "queue name",
+                    value: envelope.queue.clone(),
+                });
+            }
+        }
         let payload = codec::encode(&envelope).map_err(encode_err)?;
         let limit = self.inner.config.max_payload_bytes;
         if payload.len() > limit {
@@ -450,7 +473,8 @@ impl Broker {
         };
         Ok(OutgoingMessage {
             id,
-            queue: queue.to_string(),
+            lane: envelope.priority.lane(&envelope.queue),
+            queue: envelope.queue,
             task: task.to_string(),
             payload,
             pending_record,
@@ -478,7 +502,7 @@ impl Broker {
             task: task.to_string(),
             error,
         };
-        let queues: HashSet<&str> = msgs.iter().map(|m| m.queue.as_str()).collect();
+        let queues: HashSet<&str> = msgs.iter().map(|m| m.lane.as_str()).collect();
         for q in queues {
             self.ensure_group(q)
                 .await
@@ -493,8 +517,8 @@ impl Broker {
             let mut pipe = redis::Pipeline::with_capacity(chunk.len() * 2);
             for m in chunk {
                 let stream = stream_keys
-                    .entry(m.queue.as_str())
-                    .or_insert_with(|| self.inner.keys.stream(&m.queue));
+                    .entry(m.lane.as_str())
+                    .or_insert_with(|| self.inner.keys.stream(&m.lane));
                 // The record first: a worker that finishes quickly must not have its result
                 // overwritten by a late "pending".
                 if track {
@@ -509,11 +533,11 @@ impl Broker {
                     // Delayed: it waits in the queue's sorted set until a worker promotes it.
                     Some(due) => {
                         pipe.cmd("ZADD")
-                            .arg(self.inner.keys.delayed(&m.queue))
+                            .arg(self.inner.keys.delayed(&m.lane))
                             .arg(due)
                             .arg(&m.payload)
                             .ignore();
-                        let earliest = wake.entry(m.queue.as_str()).or_insert(due);
+                        let earliest = wake.entry(m.lane.as_str()).or_insert(due);
                         *earliest = (*earliest).min(due);
                     }
                     None => {
@@ -562,12 +586,12 @@ impl Broker {
                 value: key.to_string(),
             });
         }
-        self.ensure_group(&msg.queue).await.map_err(broker_err)?;
+        self.ensure_group(&msg.lane).await.map_err(broker_err)?;
         let keys = &self.inner.keys;
         let script = redis::Script::new(UNIQUE_ENQUEUE);
         let mut inv = script.key(keys.unique(&msg.queue, key));
-        inv.key(keys.stream(&msg.queue))
-            .key(keys.delayed(&msg.queue))
+        inv.key(keys.stream(&msg.lane))
+            .key(keys.delayed(&msg.lane))
             .arg(&msg.id)
             .arg(ttl.as_secs().max(1))
             .arg(&msg.payload)
@@ -603,7 +627,7 @@ impl Broker {
                 .pool
                 .query::<(), _>(
                     redis::cmd("PUBLISH")
-                        .arg(keys.wake_channel(&msg.queue))
+                        .arg(keys.wake_channel(&msg.lane))
                         .arg(due),
                 )
                 .await;
@@ -641,6 +665,10 @@ impl Broker {
             streams: queues.iter().map(|q| self.inner.keys.stream(q)).collect(),
             queues: queues.to_vec(),
             consumer: consumer.to_string(),
+            // The first read drains by priority too: a worker starting on a backlog must not
+            // take a blocking read's mix of every lane.
+            backlog: true,
+            fetch_script: redis::Script::new(FETCH_BY_PRIORITY),
         })
     }
 
@@ -677,12 +705,12 @@ impl Broker {
                         .ignore();
                 }
             }
-            if let Some((key, holder)) = &c.release_unique {
+            if let Some((queue, key, holder)) = &c.release_unique {
                 writes
                     .cmd("EVAL")
                     .arg(UNIQUE_RELEASE)
                     .arg(1)
-                    .arg(keys.unique(&c.queue, key))
+                    .arg(keys.unique(queue, key))
                     .arg(holder)
                     .ignore();
             }
@@ -788,7 +816,28 @@ pub struct StreamReader {
     streams: Vec<String>,
     queues: Vec<String>,
     consumer: String,
+    /// Whether the last read found work: then the next one drains lanes in priority order
+    /// without blocking (see [`FETCH_BY_PRIORITY`]).
+    backlog: bool,
+    fetch_script: redis::Script,
 }
+
+/// Reads up to `ARGV[3]` new entries from the streams in `KEYS[1..n-1]`, in that order: a
+/// lane is read only when the ones before it did not fill the count, so higher priorities
+/// drain first. `KEYS[n]` is the cancel flag, returned alongside (as in a blocking read).
+const FETCH_BY_PRIORITY: &str = r#"
+local want = tonumber(ARGV[3])
+local out = {}
+for i = 1, #KEYS - 1 do
+  if want <= 0 then break end
+  local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want, 'STREAMS', KEYS[i], '>')
+  if r then
+    want = want - #r[1][2]
+    out[#out + 1] = r[1]
+  end
+end
+return {out, redis.call('EXISTS', KEYS[#KEYS])}
+"#;
 
 impl StreamReader {
     /// The consumer name this reader reads as.
@@ -806,29 +855,30 @@ impl StreamReader {
     }
 
     /// Like [`StreamReader::read`], and also says whether any task may have been cancelled
-    /// lately: the flag is read in the same round trip, right behind the blocking read.
+    /// lately: the flag is read in the same round trip as the messages.
+    ///
+    /// While messages keep coming (a backlog), reads take lanes strictly in the order the reader
+    /// was opened with (workers open it by priority) and do not block; once a read comes back
+    /// empty, the next one blocks on every lane at once.
     pub async fn read_batch(
         &mut self,
         count: usize,
         block: Duration,
     ) -> Result<ReadBatch, BrokerError> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(CONSUMER_GROUP)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(count.max(1))
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.streams);
-        for _ in &self.streams {
-            cmd.arg(">");
-        }
-        let mut pipe = redis::pipe();
-        pipe.add_command(cmd).cmd("GET").arg(&self.cancel_active);
-        let (reply, active): (Option<StreamReadReply>, Option<String>) =
-            pipe.query_async(&mut self.conn).await?;
+        let (reply, active) = if self.backlog && self.streams.len() > 1 {
+            let mut inv = self.fetch_script.prepare_invoke();
+            for s in &self.streams {
+                inv.key(s);
+            }
+            inv.key(&self.cancel_active)
+                .arg(CONSUMER_GROUP)
+                .arg(&self.consumer)
+                .arg(count.max(1));
+            let (reply, active): (StreamReadReply, i64) = inv.invoke_async(&mut self.conn).await?;
+            (Some(reply), active > 0)
+        } else {
+            self.read_blocking(count, block).await?
+        };
         let mut out = Vec::new();
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             let Some(idx) = self.streams.iter().position(|s| *s == key.key) else {
@@ -848,10 +898,40 @@ impl StreamReader {
                 });
             }
         }
+        self.backlog = !out.is_empty();
         Ok(ReadBatch {
             deliveries: out,
-            cancels_active: active.is_some(),
+            cancels_active: active,
         })
+    }
+}
+
+impl StreamReader {
+    /// One XREADGROUP over every lane, blocking up to `block` for the first message, with the
+    /// cancel flag read in the same round trip.
+    async fn read_blocking(
+        &mut self,
+        count: usize,
+        block: Duration,
+    ) -> Result<(Option<StreamReadReply>, bool), BrokerError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(CONSUMER_GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count.max(1))
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.streams);
+        for _ in &self.streams {
+            cmd.arg(">");
+        }
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd).cmd("GET").arg(&self.cancel_active);
+        let (reply, active): (Option<StreamReadReply>, Option<String>) =
+            pipe.query_async(&mut self.conn).await?;
+        Ok((reply, active.is_some()))
     }
 }
 

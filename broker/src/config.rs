@@ -30,6 +30,8 @@ pub struct BrokerConfig {
     /// per task, see docs/performance.md), and a wait on a task with no record yet runs to its
     /// timeout (`WaitError::Timeout`) instead of returning `NotFound`.
     pub track_pending: bool,
+    /// Layers every dispatch passes through, in order (see [`crate::DispatchLayer`]).
+    pub dispatch_layers: Vec<std::sync::Arc<dyn crate::DispatchLayer>>,
 }
 
 impl Default for BrokerConfig {
@@ -44,6 +46,7 @@ impl Default for BrokerConfig {
             command_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             track_pending: true,
+            dispatch_layers: Vec::new(),
         }
     }
 }
@@ -94,6 +97,12 @@ impl BrokerConfig {
     /// Turns pending records at dispatch on or off (see [`BrokerConfig::track_pending`]).
     pub fn track_pending(mut self, on: bool) -> Self {
         self.track_pending = on;
+        self
+    }
+
+    /// Adds a layer every dispatch passes through (after those added before it).
+    pub fn dispatch_layer(mut self, layer: impl crate::DispatchLayer) -> Self {
+        self.dispatch_layers.push(std::sync::Arc::new(layer));
         self
     }
 

@@ -43,6 +43,9 @@ pub struct Envelope {
     /// The uniqueness key this task holds until it finishes (see `Kicker::unique`).
     #[serde(default)]
     pub unique_key: Option<String>,
+    /// Its priority (which lane of the queue carries it).
+    #[serde(default, skip_serializing_if = "crate::priority::Priority::is_normal")]
+    pub priority: crate::priority::Priority,
 }
 
 /// A fresh task id: 32 lowercase hex characters.
@@ -91,6 +94,7 @@ mod tests {
             retry: Some(crate::retry::RetryPolicy::retries(3)),
             timeout_ms: Some(5_000),
             unique_key: None,
+            priority: crate::priority::Priority::High,
         };
         let back: Envelope = codec::decode(&codec::encode(&e).unwrap()).unwrap();
         assert_eq!(back, e);

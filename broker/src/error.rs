@@ -81,6 +81,14 @@ pub enum DispatchError {
         /// The value given.
         value: String,
     },
+    /// A dispatch layer refused the message.
+    #[error("dispatch of {task} refused: {reason}")]
+    Refused {
+        /// The task name.
+        task: String,
+        /// The layer's reason.
+        reason: String,
+    },
     /// Redis did not accept the message.
     #[error("could not enqueue {task}: {error}")]
     Broker {

@@ -91,6 +91,11 @@ impl Keys {
         format!("{}:cancelled", self.prefix)
     }
 
+    /// The token bucket of rate limit `name` (usually a task name).
+    pub fn rate_limit(&self, name: &str) -> String {
+        format!("{}:ratelimit:{}", self.prefix, name)
+    }
+
     /// The set of queue names that have ever been dispatched to (for operators' tools).
     pub fn queues(&self) -> String {
         format!("{}:queues", self.prefix)

@@ -32,6 +32,7 @@ pub struct Kicker<A, T> {
     pub(crate) timeout: Option<std::time::Duration>,
     pub(crate) due: Option<std::time::SystemTime>,
     pub(crate) unique: Option<(String, std::time::Duration)>,
+    pub(crate) priority: crate::priority::Priority,
     _types: PhantomData<fn(A) -> T>,
 }
 
@@ -48,6 +49,7 @@ impl<A, T> Kicker<A, T> {
             timeout: self.timeout,
             due_ms: self.due.map(crate::broker::system_ms),
             unique_key: self.unique.as_ref().map(|(k, _)| k.clone()),
+            priority: self.priority,
         }
     }
 }
@@ -64,6 +66,7 @@ impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
             timeout: None,
             due: None,
             unique: None,
+            priority: crate::priority::Priority::Normal,
             _types: PhantomData,
         }
     }
@@ -100,6 +103,13 @@ impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
     /// good), or after `ttl` at the latest.
     pub fn unique(mut self, key: impl Into<String>, ttl: std::time::Duration) -> Self {
         self.unique = Some((key.into(), ttl));
+        self
+    }
+
+    /// Runs this call at `priority`: under a backlog, workers start critical tasks first, then
+    /// high, normal and low ones. Each level has its own lane (stream) of the queue.
+    pub fn priority(mut self, priority: crate::priority::Priority) -> Self {
+        self.priority = priority;
         self
     }
 

@@ -15,3 +15,11 @@ pub async fn echo_len(payload: String) -> usize {
 pub async fn stamp() -> u64 {
     kiq::broker::envelope::now_ms()
 }
+
+/// Returns how many `sequence` tasks this process started before it: with one worker at
+/// concurrency 1, the order tasks started in.
+#[kiq::task(queue = "bench")]
+pub async fn sequence() -> u64 {
+    static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+}

@@ -30,3 +30,17 @@ pub struct GreetingConfig {
 pub async fn greet_with(kiq::State(config): kiq::State<GreetingConfig>, name: String) -> String {
     format!("{}, {name}!", config.greeting)
 }
+
+/// Describes the running task from its context: its labels, plus `id`, `name` and `attempt`
+/// (shows what `kiq::current_task()` gives a task).
+#[kiq::task]
+pub async fn describe_self() -> BTreeMap<String, String> {
+    let Some(task) = kiq::current_task() else {
+        return BTreeMap::new();
+    };
+    let mut out = task.labels.clone();
+    out.insert("id".into(), task.id.clone());
+    out.insert("name".into(), task.name.clone());
+    out.insert("attempt".into(), task.attempt.to_string());
+    out
+}

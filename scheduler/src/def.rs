@@ -44,6 +44,9 @@ pub struct ScheduleDef {
     /// Retries for each fired task (default: the task's own policy).
     #[serde(default)]
     pub retries: Option<u32>,
+    /// The priority of each fired task (default normal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<kiq_broker::Priority>,
     /// Per-attempt timeout for each fired task, in seconds (default: the task's own).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
@@ -83,6 +86,7 @@ impl ScheduleDef {
             enabled: true,
             misfire: Misfire::CatchUp,
             retries: None,
+            priority: None,
             timeout_secs: None,
             labels: BTreeMap::new(),
             description: None,

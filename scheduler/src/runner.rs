@@ -268,7 +268,7 @@ impl Scheduler {
         let msg = prepare(&self.broker, &s.def, &id, default_queue)
             .map_err(|e| FireError::Other(e.to_string()))?;
         self.broker
-            .ensure_group(&msg.queue)
+            .ensure_group(&msg.lane)
             .await
             .map_err(|e| FireError::Other(e.to_string()))?;
         let cfg = self.broker.config();
@@ -277,7 +277,7 @@ impl Scheduler {
         let mut inv = script.key(keys.lease());
         inv.key(keys.fired(&id))
             .key(self.broker.keys().task(&id))
-            .key(self.broker.keys().stream(&msg.queue))
+            .key(self.broker.keys().stream(&msg.lane))
             .key(keys.state(&s.def.id))
             .key(keys.fires(&s.def.id))
             .arg(lease_value)

@@ -221,6 +221,7 @@ pub(crate) fn prepare(
             timeout: def.timeout_secs.map(std::time::Duration::from_secs),
             due_ms: None,
             unique_key: None,
+            priority: def.priority.unwrap_or_default(),
         })
         .map_err(SchedulerError::Dispatch)
 }

@@ -21,6 +21,12 @@ pub(crate) struct KiqArgs {
     /// Use this task id instead of a fresh one.
     #[arg(long)]
     task_id: Option<String>,
+    /// Priority: critical, high, normal or low.
+    #[arg(long, short = 'p', default_value = "normal")]
+    priority: kiq_broker::Priority,
+    /// Start no earlier than this from now, e.g. `30s`, `5m`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    delay: Option<Duration>,
     /// Wait this long for the result and print it.
     #[arg(long, value_parser = humantime::parse_duration)]
     wait: Option<Duration>,
@@ -61,8 +67,11 @@ pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<Ex
         labels: Default::default(),
         retry: None,
         timeout: None,
-        due_ms: None,
+        due_ms: args
+            .delay
+            .map(|d| kiq_broker::envelope::now_ms() + d.as_millis() as u64),
         unique_key: None,
+        priority: args.priority,
     })?;
     let id = broker.enqueue(msg).await?;
     println!("{id}");

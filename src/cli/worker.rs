@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use kiq_broker::Broker;
+use kiq_worker::middleware::{CircuitBreaker, RateLimit, RateLimitRule, Trace};
 use kiq_worker::supervisor::{self, SupervisorConfig, CHILD_ENV};
 use kiq_worker::{Registry, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,36 @@ pub(crate) struct WorkerArgs {
     /// A message delivered more times than this without finishing is dead-lettered.
     #[arg(long, default_value_t = 5, env = "KIQ_MAX_DELIVERIES")]
     max_deliveries: u64,
+    /// Limit how often a task starts, across all workers: `<task>=<count>/<period>[:<burst>]`,
+    /// e.g. `mail.send=10/s`. Repeatable. Tasks over the limit are deferred, not failed.
+    #[arg(long = "rate-limit", value_parser = parse_rate_limit)]
+    rate_limits: Vec<(String, RateLimitRule)>,
+    /// Open a task's circuit after N consecutive failures for a cool-down: `<N>/<cool-down>`,
+    /// e.g. `5/30s`. Applies to every task, each with its own circuit, per process.
+    #[arg(long, value_parser = parse_breaker, env = "KIQ_CIRCUIT_BREAKER")]
+    circuit_breaker: Option<(u32, Duration)>,
+    /// Log every task's start and outcome with its duration (the `Trace` middleware).
+    #[arg(long, env = "KIQ_TRACE_TASKS")]
+    trace_tasks: bool,
+}
+
+fn parse_rate_limit(s: &str) -> Result<(String, RateLimitRule), String> {
+    let (task, rule) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected <task>=<count>/<period>, e.g. mail.send=10/s"))?;
+    let rule = rule.parse::<RateLimitRule>().map_err(|e| e.to_string())?;
+    Ok((task.trim().to_string(), rule))
+}
+
+fn parse_breaker(s: &str) -> Result<(u32, Duration), String> {
+    let bad = || format!("{s:?}: expected <failures>/<cool-down>, e.g. 5/30s");
+    let (n, d) = s.split_once('/').ok_or_else(bad)?;
+    let n: u32 = n.trim().parse().map_err(|_| bad())?;
+    let d = humantime::parse_duration(d.trim()).map_err(|_| bad())?;
+    if n == 0 {
+        return Err(bad());
+    }
+    Ok((n, d))
 }
 
 pub(crate) async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<ExitCode> {
@@ -108,7 +139,21 @@ async fn run_child(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<Exit
         supervisor::termination_signal().await;
         on_signal.cancel();
     });
-    let report = Worker::new(broker, registry, config).run(shutdown).await?;
+    let mut worker = Worker::new(broker, registry, config);
+    if args.trace_tasks {
+        worker = worker.layer(Trace);
+    }
+    if !args.rate_limits.is_empty() {
+        let limits = args
+            .rate_limits
+            .iter()
+            .fold(RateLimit::new(), |l, (task, rule)| l.limit(task, *rule));
+        worker = worker.layer(limits);
+    }
+    if let Some((failures, cool_down)) = args.circuit_breaker {
+        worker = worker.layer(CircuitBreaker::new(failures, cool_down));
+    }
+    let report = worker.run(shutdown).await?;
     if report.abandoned > 0 || report.unwritten > 0 {
         tracing::warn!(
             abandoned = report.abandoned,

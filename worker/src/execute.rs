@@ -12,6 +12,7 @@ use kiq_broker::{
 use tracing::Instrument;
 
 use crate::context::{self, TaskInfo};
+use crate::middleware::{run_layers, Outcome, TaskCall};
 use crate::registry::{Invocation, Registry};
 
 /// Per-process execution state shared by all messages.
@@ -23,6 +24,14 @@ pub struct Running {
     pub cancel_grace: std::time::Duration,
     /// For tasks' progress reports.
     pub broker: Option<kiq_broker::Broker>,
+    /// Middleware around every task, outermost first.
+    pub layers: Vec<std::sync::Arc<dyn crate::middleware::Middleware>>,
+}
+
+impl std::fmt::Debug for dyn crate::middleware::Middleware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Middleware")
+    }
 }
 
 impl Running {
@@ -32,6 +41,7 @@ impl Running {
             tokens: Default::default(),
             cancel_grace,
             broker,
+            layers: Vec::new(),
         }
     }
 
@@ -94,11 +104,23 @@ pub async fn execute(
         ))
     } else {
         let token = running.start(&envelope.id);
-        let r = run(registry, &envelope, token, running)
+        let call = TaskCall {
+            envelope: &envelope,
+            broker: running.broker.as_ref(),
+        };
+        let task =
+            Box::pin(async { Outcome::Finished(run(registry, &envelope, token, running).await) });
+        let r = run_layers(&running.layers, &call, task)
             .instrument(span.clone())
             .await;
         running.finish(&envelope.id);
-        r
+        match r {
+            Outcome::Finished(r) => r,
+            Outcome::Deferred { after, reason } => {
+                span.in_scope(|| tracing::info!(after_ms = after.as_millis() as u64, %reason, "task deferred"));
+                return deferred(consumer, queue, stream_id, &envelope, payload, after);
+            }
+        }
     };
     let attempts = envelope.attempt + 1;
     span.in_scope(|| match &outcome {
@@ -158,7 +180,7 @@ pub async fn execute(
     let record = TaskRecord {
         state,
         task: envelope.task.clone(),
-        queue: queue.clone(),
+        queue: user_queue(&envelope, &queue),
         enqueued_at_ms: envelope.enqueued_at_ms,
         finished_at_ms: Some(now_ms()),
         attempts,
@@ -168,7 +190,11 @@ pub async fn execute(
     };
     // A task that finished for good gives up its uniqueness key; a retrying one keeps it.
     let release_unique = match (&retry, &envelope.unique_key) {
-        (None, Some(key)) => Some((key.clone(), envelope.id.clone())),
+        (None, Some(key)) => Some((
+            user_queue(&envelope, &queue),
+            key.clone(),
+            envelope.id.clone(),
+        )),
         _ => None,
     };
     Completion {
@@ -202,7 +228,7 @@ pub fn poisoned(consumer: &str, delivery: Delivery) -> Completion {
     let record = TaskRecord {
         state: TaskState::Failed,
         task: envelope.task.clone(),
-        queue: queue.clone(),
+        queue: user_queue(&envelope, &queue),
         enqueued_at_ms: envelope.enqueued_at_ms,
         finished_at_ms: Some(now_ms()),
         attempts: envelope.attempt + 1,
@@ -213,6 +239,10 @@ pub fn poisoned(consumer: &str, delivery: Delivery) -> Completion {
         )),
         worker: Some(consumer.to_string()),
     };
+    let release_unique = envelope
+        .unique_key
+        .clone()
+        .map(|k| (user_queue(&envelope, &queue), k, envelope.id.clone()));
     Completion {
         queue,
         stream_id,
@@ -226,10 +256,48 @@ pub fn poisoned(consumer: &str, delivery: Delivery) -> Completion {
             payload,
         }),
         retry: None,
-        release_unique: envelope
-            .unique_key
-            .clone()
-            .map(|k| (k, envelope.id.clone())),
+        release_unique,
+    }
+}
+
+/// The completion of a task a middleware put off: it goes back to its lane's delayed set, due
+/// in `after`, unchanged. Not announced: the task has not finished.
+fn deferred(
+    consumer: &str,
+    queue: String,
+    stream_id: String,
+    envelope: &Envelope,
+    payload: Vec<u8>,
+    after: std::time::Duration,
+) -> Completion {
+    let record = TaskRecord {
+        state: TaskState::Scheduled,
+        task: envelope.task.clone(),
+        queue: user_queue(envelope, &queue),
+        enqueued_at_ms: envelope.enqueued_at_ms,
+        finished_at_ms: None,
+        attempts: envelope.attempt,
+        output: None,
+        failure: None,
+        worker: Some(consumer.to_string()),
+    };
+    Completion {
+        queue,
+        stream_id,
+        record: encode_record(&envelope.id, &record),
+        dead: None,
+        // The message as it came, byte for byte: it has not been attempted.
+        retry: Some((payload, now_ms() + after.as_millis() as u64)),
+        release_unique: None,
+    }
+}
+
+/// The queue a task was dispatched to (the lane it was read from belongs to it).
+fn user_queue(envelope: &Envelope, lane: &str) -> String {
+    if envelope.queue.is_empty() {
+        kiq_broker::priority::split_lane(lane).0.to_string()
+    } else {
+        envelope.queue.clone()
     }
 }
 

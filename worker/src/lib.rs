@@ -12,6 +12,7 @@ pub mod context;
 pub mod execute;
 pub mod handler;
 pub mod inflight;
+pub mod middleware;
 pub mod registry;
 pub mod runtime;
 pub mod state;
@@ -19,6 +20,7 @@ pub mod supervisor;
 
 pub use config::WorkerConfig;
 pub use context::{current_task, TaskInfo};
+pub use middleware::{CircuitBreaker, Middleware, RateLimit, RateLimitRule};
 pub use registry::{
     DeclaredSchedule, Handler, HandlerFuture, Invocation, Registry, RegistryError, TaskDef,
 };

@@ -52,6 +52,7 @@ pub struct Worker {
     broker: Broker,
     registry: Arc<Registry>,
     config: WorkerConfig,
+    layers: Vec<Arc<dyn crate::middleware::Middleware>>,
 }
 
 /// What every message's execution shares.
@@ -67,19 +68,25 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    /// Runs `delivery` in its own task; `slot` is released once its completion is queued.
-    fn spawn(&self, slot: OwnedSemaphorePermit, delivery: Delivery, precancelled: bool) {
-        self.inflight.insert(&delivery.queue, &delivery.stream_id);
-        let p = self.clone();
-        self.tracker.spawn(async move {
-            let Ok(_running) = p.exec.acquire().await else {
-                return;
-            };
-            let completion =
-                execute(&p.registry, &p.consumer, delivery, &p.running, precancelled).await;
-            let _ = p.completions.send(completion).await;
-            drop(slot);
-        });
+    /// Runs `delivery`; `slot` is released once its completion is queued.
+    async fn run(
+        &self,
+        slot: OwnedSemaphorePermit,
+        running: OwnedSemaphorePermit,
+        delivery: Delivery,
+        precancelled: bool,
+    ) {
+        let completion = execute(
+            &self.registry,
+            &self.consumer,
+            delivery,
+            &self.running,
+            precancelled,
+        )
+        .await;
+        drop(running);
+        let _ = self.completions.send(completion).await;
+        drop(slot);
     }
 
     /// Checks a batch's cancel marks (one MGET), then runs each message with one of `slots`.
@@ -113,7 +120,14 @@ impl Pipeline {
                         Err(_) => return,
                     },
                 };
-                p.spawn(slot, delivery, cancelled);
+                // Execution permits are taken here, in delivery order (the read returns the
+                // most urgent lanes first): spawned tasks are polled in no set order.
+                let Ok(running) = p.exec.clone().acquire_owned().await else {
+                    return;
+                };
+                let q = p.clone();
+                p.tracker
+                    .spawn(async move { q.run(slot, running, delivery, cancelled).await });
             }
         });
     }
@@ -135,7 +149,15 @@ impl Worker {
             broker,
             registry: Arc::new(registry),
             config,
+            layers: Vec::new(),
         }
+    }
+
+    /// Wraps every task this worker runs in `layer` (see [`crate::middleware`]). Layers
+    /// installed process-wide come first (outermost), then these, in the order added.
+    pub fn layer(mut self, layer: impl crate::middleware::Middleware) -> Self {
+        self.layers.push(Arc::new(layer));
+        self
     }
 
     /// The queues this worker reads.
@@ -180,10 +202,10 @@ impl Worker {
                 retry_scheduled: retry_scheduled.clone(),
             },
         ));
-        let running = Arc::new(Running::new(
-            self.config.cancel_grace,
-            Some(self.broker.clone()),
-        ));
+        let mut running = Running::new(self.config.cancel_grace, Some(self.broker.clone()));
+        running.layers = crate::middleware::installed();
+        running.layers.extend(self.layers.iter().cloned());
+        let running = Arc::new(running);
         let pipeline = Pipeline {
             running: running.clone(),
             registry: self.registry.clone(),
@@ -193,6 +215,8 @@ impl Worker {
             tracker: TaskTracker::new(),
             inflight: inflight.clone(),
         };
+        // Every queue is read as its priority lanes, most urgent first.
+        let lanes = kiq_broker::priority::lanes(&queues);
         tracing::info!(consumer = %self.config.consumer, queues = ?queues, concurrency, prefetch = self.config.prefetch,
             visibility_timeout_ms = self.config.visibility_timeout.as_millis() as u64, "worker started");
 
@@ -219,21 +243,21 @@ impl Worker {
         ));
         let wakes = tokio::spawn(listen_for_wakes(
             self.broker.clone(),
-            queues.clone(),
+            lanes.clone(),
             retry_scheduled.clone(),
             running,
             shutdown.clone(),
         ));
         let promoter = tokio::spawn(promote(
             self.broker.clone(),
-            queues.clone(),
+            lanes.clone(),
             retry_scheduled,
             shutdown.clone(),
         ));
 
         let mut report = WorkerReport::default();
         (report.received, report.reclaimed) =
-            self.fetch(&queues, &slots, &pipeline, &shutdown).await;
+            self.fetch(&lanes, &slots, &pipeline, &shutdown).await;
 
         tracing::info!("worker stopping: no more fetching, draining in-flight tasks");
         let _ = promoter.await;
@@ -257,7 +281,7 @@ impl Worker {
         let _ = self.broker.remove_heartbeat(&self.config.consumer).await;
         // Leave the group tidy: a consumer that holds nothing is deleted on a clean exit.
         if report.abandoned == 0 && report.unwritten == 0 {
-            for q in &queues {
+            for q in &lanes {
                 let _ = self.broker.remove_consumer(q, &self.config.consumer).await;
             }
         }

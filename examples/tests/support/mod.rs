@@ -37,6 +37,7 @@ pub async fn enqueue_by_name<A: serde::Serialize>(broker: &Broker, task: &str, a
             timeout: None,
             due_ms: None,
             unique_key: None,
+            priority: Default::default(),
         })
         .unwrap();
     broker.enqueue(msg).await.unwrap()
