@@ -48,7 +48,9 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod testing;
 
+pub use kiq_broker::workflow::{group, Call, Chain, Chord, Group, GroupHandle, Link};
 pub use kiq_broker::{
     Backoff, Broker, BrokerConfig, BrokerError, CancelOutcome, DispatchError, FailureKind, Kicker,
     Priority, RetryPolicy, TaskFailure, TaskHandle, TaskRecord, TaskSpec, TaskState, WaitError,

@@ -36,6 +36,8 @@ struct Inner {
     waiters: Waiters,
     /// Queues whose consumer group this process has already made sure of.
     groups_ready: Mutex<HashSet<String>>,
+    /// Set for an in-memory broker: everything goes there instead of Redis.
+    memory: Option<crate::memory::Memory>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -109,7 +111,7 @@ pub struct Delivery {
 
 /// What a worker writes when it is done with a message: the task's final record, a dead
 /// letter, or both. Both are written before the message is acknowledged.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Completion {
     /// The queue the message came from.
     pub queue: String,
@@ -123,6 +125,13 @@ pub struct Completion {
     pub retry: Option<(Vec<u8>, u64)>,
     /// A uniqueness key to release (queue, key, holder task id): the task finished for good.
     pub release_unique: Option<(String, String, String)>,
+    /// The next step of a chain to send: its lane and encoded envelope.
+    pub next: Option<(String, Vec<u8>)>,
+    /// More final records to store and announce (id, encoded record): a failed chain's
+    /// remaining steps.
+    pub also: Vec<(String, Vec<u8>)>,
+    /// The group this task ended in (group id, index): counted towards the group's end.
+    pub group_done: Option<(String, u32)>,
 }
 
 /// A message that could not be processed, with why.
@@ -200,8 +209,39 @@ impl Broker {
                 pool,
                 waiters,
                 groups_ready: Mutex::new(HashSet::new()),
+                memory: None,
             }),
         })
+    }
+
+    pub(crate) fn with_memory(memory: crate::memory::Memory) -> Self {
+        let config = BrokerConfig::new("redis://in-memory.invalid:1");
+        let keys = Keys::new(config.prefix.clone());
+        // Never connected: every Redis path checks for the memory backend first.
+        let client = match connection::open_client(&config.redis_url) {
+            Ok(c) => c,
+            Err(_) => unreachable_client(),
+        };
+        let pool = match Pool::new(client.clone(), &config) {
+            Ok(p) => p,
+            Err(_) => unreachable_client(),
+        };
+        let waiters = Waiters::new(client.clone(), keys.clone());
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                keys,
+                client,
+                pool,
+                waiters,
+                groups_ready: Mutex::new(HashSet::new()),
+                memory: Some(memory),
+            }),
+        }
+    }
+
+    pub(crate) fn memory(&self) -> Option<&crate::memory::Memory> {
+        self.inner.memory.as_ref()
     }
 
     /// The configuration in use.
@@ -230,6 +270,9 @@ impl Broker {
 
     /// Checks Redis answers.
     pub async fn ping(&self) -> Result<(), BrokerError> {
+        if self.memory().is_some() {
+            return Ok(());
+        }
         self.inner.pool.query::<(), _>(&redis::cmd("PING")).await
     }
 
@@ -240,6 +283,9 @@ impl Broker {
 
     /// Reads task `id`'s record: `None` if it is unknown or expired.
     pub async fn record(&self, id: &str) -> Result<Option<TaskRecord>, BrokerError> {
+        if let Some(m) = self.memory() {
+            return Ok(m.record(id));
+        }
         let bytes: Option<Vec<u8>> = self
             .inner
             .pool
@@ -249,6 +295,24 @@ impl Broker {
             None => Ok(None),
             Some(b) => Ok(Some(codec::decode(&b)?)),
         }
+    }
+
+    /// Reads the records of tasks `ids` (one MGET), in order; `None` for unknown or expired.
+    pub async fn records(&self, ids: &[String]) -> Result<Vec<Option<TaskRecord>>, BrokerError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(m) = self.memory() {
+            return Ok(ids.iter().map(|id| m.record(id)).collect());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for id in ids {
+            cmd.arg(self.inner.keys.task(id));
+        }
+        let raw: Vec<Option<Vec<u8>>> = self.inner.pool.query(&cmd).await?;
+        raw.into_iter()
+            .map(|b| b.map(|b| codec::decode(&b)).transpose().map_err(Into::into))
+            .collect()
     }
 
     /// Waits up to `timeout` for task `id` to finish and returns its final record (see
@@ -268,6 +332,10 @@ impl Broker {
         progress: &P,
     ) -> Result<(), BrokerError> {
         let bytes = codec::encode(progress)?;
+        if let Some(m) = self.memory() {
+            m.set_progress(id, bytes);
+            return Ok(());
+        }
         self.inner
             .pool
             .query::<(), _>(
@@ -282,6 +350,9 @@ impl Broker {
 
     /// Task `id`'s latest progress report, if it made one.
     pub async fn progress<P: DeserializeOwned>(&self, id: &str) -> Result<Option<P>, BrokerError> {
+        if let Some(m) = self.memory() {
+            return Ok(m.progress(id).map(|b| codec::decode(&b)).transpose()?);
+        }
         let bytes: Option<Vec<u8>> = self
             .inner
             .pool
@@ -294,7 +365,7 @@ impl Broker {
     /// process and queue. The group starts at `0` so that nothing enqueued before it existed
     /// is missed.
     pub async fn ensure_group(&self, queue: &str) -> Result<(), BrokerError> {
-        if self.group_known(queue) {
+        if self.memory().is_some() || self.group_known(queue) {
             return Ok(());
         }
         let create = redis::cmd("XGROUP")
@@ -386,6 +457,17 @@ impl Broker {
         now: u64,
         pending: Option<Arc<Vec<u8>>>,
     ) -> Result<OutgoingMessage, DispatchError> {
+        let due_ms = d.due_ms;
+        let envelope = self.envelope_for(d, now)?;
+        self.outgoing(envelope, due_ms, pending)
+    }
+
+    /// Checks one dispatch and makes its envelope, passed through the dispatch layers.
+    pub(crate) fn envelope_for(
+        &self,
+        d: RawDispatch<'_>,
+        now: u64,
+    ) -> Result<Envelope, DispatchError> {
         let RawDispatch {
             task,
             queue,
@@ -394,7 +476,7 @@ impl Broker {
             labels,
             retry,
             timeout,
-            due_ms,
+            due_ms: _,
             unique_key,
             priority,
         } = d;
@@ -420,13 +502,9 @@ impl Broker {
             }
             None => envelope::new_task_id(),
         };
-        let encode_err = |error| DispatchError::Encode {
-            task: task.to_string(),
-            error,
-        };
         let mut envelope = Envelope {
             v: ENVELOPE_VERSION,
-            id: id.clone(),
+            id,
             task: task.to_string(),
             queue: queue.to_string(),
             args,
@@ -437,6 +515,7 @@ impl Broker {
             timeout_ms: timeout.map(|t| t.as_millis() as u64),
             unique_key,
             priority,
+            ..Envelope::default()
         };
         for layer in &self.inner.config.dispatch_layers {
             layer
@@ -446,36 +525,51 @@ impl Broker {
                     reason,
                 })?;
         }
-        if envelope.queue != queue || envelope.priority != priority {
-            // A layer re-routed it: check the new queue like any other.
-            if !valid_queue_name(&envelope.queue) {
-                return Err(DispatchError::Invalid {
-                    what: "queue name",
-                    value: envelope.queue.clone(),
-                });
-            }
+        // A layer may have re-routed it: check the queue it ends up on.
+        if !valid_queue_name(&envelope.queue) {
+            return Err(DispatchError::Invalid {
+                what: "queue name",
+                value: envelope.queue.clone(),
+            });
         }
+        Ok(envelope)
+    }
+
+    /// Encodes `envelope` into a message, with its pending record (`pending` if given, else
+    /// made here).
+    pub(crate) fn outgoing(
+        &self,
+        envelope: Envelope,
+        due_ms: Option<u64>,
+        pending: Option<Arc<Vec<u8>>>,
+    ) -> Result<OutgoingMessage, DispatchError> {
+        let encode_err = |error| DispatchError::Encode {
+            task: envelope.task.clone(),
+            error,
+        };
         let payload = codec::encode(&envelope).map_err(encode_err)?;
         let limit = self.inner.config.max_payload_bytes;
         if payload.len() > limit {
             return Err(DispatchError::PayloadTooLarge {
-                task: task.to_string(),
+                task: envelope.task.clone(),
                 size: payload.len(),
                 limit,
             });
         }
+        let now = envelope.enqueued_at_ms;
         let due_ms = due_ms.filter(|d| *d > now);
         let pending_record = match pending {
             Some(p) => p,
-            None => {
-                Arc::new(pending_record(task, queue, now, due_ms.is_some()).map_err(encode_err)?)
-            }
+            None => Arc::new(
+                pending_record(&envelope.task, &envelope.queue, now, due_ms.is_some())
+                    .map_err(encode_err)?,
+            ),
         };
         Ok(OutgoingMessage {
-            id,
+            id: envelope.id.clone(),
             lane: envelope.priority.lane(&envelope.queue),
             queue: envelope.queue,
-            task: task.to_string(),
+            task: envelope.task,
             payload,
             pending_record,
             due_ms,
@@ -498,6 +592,9 @@ impl Broker {
         let Some(first) = msgs.first() else {
             return Ok(Vec::new());
         };
+        if let Some(m) = self.memory() {
+            return Ok(m.enqueue(self, msgs));
+        }
         let broker_err = |task: &str, error| DispatchError::Broker {
             task: task.to_string(),
             error,
@@ -585,6 +682,9 @@ impl Broker {
                 what: "unique key",
                 value: key.to_string(),
             });
+        }
+        if let Some(m) = self.memory() {
+            return Ok(m.enqueue_unique(self, msg, key));
         }
         self.ensure_group(&msg.lane).await.map_err(broker_err)?;
         let keys = &self.inner.keys;
@@ -679,6 +779,10 @@ impl Broker {
         if batch.is_empty() {
             return Ok(());
         }
+        if let Some(m) = self.memory() {
+            m.complete(self, batch);
+            return Ok(());
+        }
         let keys = &self.inner.keys;
         let ttl = self.inner.config.result_ttl.as_secs().max(1);
         let mut writes = redis::pipe();
@@ -712,6 +816,39 @@ impl Broker {
                     .arg(1)
                     .arg(keys.unique(queue, key))
                     .arg(holder)
+                    .ignore();
+            }
+            for (task_id, record) in &c.also {
+                writes
+                    .cmd("SET")
+                    .arg(keys.task(task_id))
+                    .arg(record)
+                    .arg("EX")
+                    .arg(ttl)
+                    .ignore();
+                writes
+                    .cmd("PUBLISH")
+                    .arg(keys.done_channel(task_id))
+                    .arg(record)
+                    .ignore();
+            }
+            if let Some((lane, envelope)) = &c.next {
+                writes
+                    .cmd("XADD")
+                    .arg(keys.stream(lane))
+                    .arg("*")
+                    .arg(DATA_FIELD)
+                    .arg(envelope)
+                    .ignore();
+            }
+            if let Some((group, index)) = &c.group_done {
+                writes
+                    .cmd("EVAL")
+                    .arg(crate::workflow::GROUP_MEMBER_DONE)
+                    .arg(1)
+                    .arg(keys.group(group))
+                    .arg(*index)
+                    .arg(DATA_FIELD)
                     .ignore();
             }
             if let Some((envelope, due_ms)) = &c.retry {
@@ -771,14 +908,29 @@ impl Broker {
     }
 }
 
+fn unreachable_client() -> ! {
+    // A fixed, well-formed URL: opening a client for it cannot fail.
+    panic!("the in-memory broker's placeholder Redis URL was refused")
+}
+
 /// The encoded record of a task accepted at `now`, waiting in `queue`.
-fn pending_record(
+pub(crate) fn pending_record(
     task: &str,
     queue: &str,
     now: u64,
     delayed: bool,
 ) -> Result<Vec<u8>, crate::codec::CodecError> {
-    codec::encode(&TaskRecord {
+    codec::encode(&pending_record_struct(task, queue, now, delayed))
+}
+
+/// The record of a task accepted at `now`, waiting in `queue`.
+pub(crate) fn pending_record_struct(
+    task: &str,
+    queue: &str,
+    now: u64,
+    delayed: bool,
+) -> TaskRecord {
+    TaskRecord {
         state: if delayed {
             TaskState::Scheduled
         } else {
@@ -792,7 +944,7 @@ fn pending_record(
         output: None,
         failure: None,
         worker: None,
-    })
+    }
 }
 
 pub(crate) fn system_ms(t: std::time::SystemTime) -> u64 {

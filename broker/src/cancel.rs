@@ -63,6 +63,13 @@ impl Broker {
             )),
             worker: None,
         };
+        if let Some(m) = self.memory() {
+            return Ok(if m.cancel(id, record) {
+                CancelOutcome::Cancelled
+            } else {
+                CancelOutcome::AlreadyFinished
+            });
+        }
         let k = self.keys();
         let script = redis::Script::new(CANCEL);
         let mut inv = script.key(k.task(id));

@@ -59,9 +59,43 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     MsgPack.decode(bytes)
 }
 
+/// Joins already-encoded values into one encoded array, without decoding them: how a
+/// workflow turns a task's output into the next task's argument tuple (`[output]`), or a
+/// group's outputs into a callback's (`[[out1, out2, ...]]`).
+pub fn array_of<I: IntoIterator<Item = B>, B: AsRef<[u8]>>(items: I) -> Vec<u8> {
+    let items: Vec<B> = items.into_iter().collect();
+    let n = items.len();
+    let mut out = Vec::with_capacity(5 + items.iter().map(|i| i.as_ref().len()).sum::<usize>());
+    // MessagePack array headers: fixarray, array 16, array 32.
+    if n < 16 {
+        out.push(0x90 | n as u8);
+    } else if n <= u16::MAX as usize {
+        out.push(0xdc);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdd);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    for i in &items {
+        out.extend_from_slice(i.as_ref());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arrays_of_encoded_values_decode_as_arrays() {
+        for n in [0usize, 1, 15, 16, 70_000] {
+            let items: Vec<Vec<u8>> = (0..n as u64).map(|i| encode(&i).unwrap()).collect();
+            let back: Vec<u64> = decode(&array_of(&items)).unwrap();
+            assert_eq!(back, (0..n as u64).collect::<Vec<_>>());
+        }
+        let one: (String,) = decode(&array_of([encode("x").unwrap()])).unwrap();
+        assert_eq!(one.0, "x");
+    }
     use serde::Deserialize;
 
     #[derive(Serialize, Deserialize, Debug, PartialEq)]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const ENVELOPE_VERSION: u16 = 1;
 
 /// One task invocation as it travels through a queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Envelope version (see [`ENVELOPE_VERSION`]).
     #[serde(default)]
@@ -46,6 +46,26 @@ pub struct Envelope {
     /// Its priority (which lane of the queue carries it).
     #[serde(default, skip_serializing_if = "crate::priority::Priority::is_normal")]
     pub priority: crate::priority::Priority,
+    /// A chain's remaining steps: on success, `then[0]` is sent with this task's output as its
+    /// argument, carrying `then[1..]`. Their arguments are filled in then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub then: Vec<Envelope>,
+    /// The group this task belongs to: its end (success or failure) counts towards the
+    /// group's, which sends the group's callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupRef>,
+    /// For a group's callback: the members whose outputs, in order, become its argument.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gather: Vec<String>,
+}
+
+/// A task's place in a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRef {
+    /// The group id.
+    pub id: String,
+    /// The task's position in the group.
+    pub index: u32,
 }
 
 /// A fresh task id: 32 lowercase hex characters.
@@ -95,6 +115,12 @@ mod tests {
             timeout_ms: Some(5_000),
             unique_key: None,
             priority: crate::priority::Priority::High,
+            then: Vec::new(),
+            group: Some(GroupRef {
+                id: "g".into(),
+                index: 3,
+            }),
+            gather: Vec::new(),
         };
         let back: Envelope = codec::decode(&codec::encode(&e).unwrap()).unwrap();
         assert_eq!(back, e);

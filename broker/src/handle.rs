@@ -86,6 +86,9 @@ pub(crate) async fn wait_record(
     id: &str,
     timeout: Duration,
 ) -> Result<TaskRecord, WaitError> {
+    if let Some(m) = broker.memory() {
+        return m.wait_record(id, timeout).await;
+    }
     let deadline = Instant::now() + timeout;
     let waiters = broker.waiters();
     let mut reg = waiters.register(id);

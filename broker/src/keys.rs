@@ -96,6 +96,11 @@ impl Keys {
         format!("{}:ratelimit:{}", self.prefix, name)
     }
 
+    /// A group's state: its size, members done, and the callback to send when all are.
+    pub fn group(&self, group_id: &str) -> String {
+        format!("{}:group:{}", self.prefix, group_id)
+    }
+
     /// The set of queue names that have ever been dispatched to (for operators' tools).
     pub fn queues(&self) -> String {
         format!("{}:queues", self.prefix)

@@ -21,6 +21,7 @@ pub mod envelope;
 pub mod error;
 pub mod handle;
 pub mod keys;
+pub mod memory;
 pub mod priority;
 pub mod rate_limit;
 pub mod record;
@@ -29,6 +30,7 @@ pub mod retry;
 pub mod status;
 pub mod task;
 mod waiter;
+pub mod workflow;
 
 pub use broker::{
     Broker, Completion, DeadLetter, Delivery, OutgoingMessage, RawDispatch, ReadBatch, StreamReader,
@@ -43,12 +45,14 @@ pub use envelope::Envelope;
 pub use error::{BrokerError, DispatchError, WaitError};
 pub use handle::TaskHandle;
 pub use keys::Keys;
+pub use memory::LocalRunner;
 pub use priority::Priority;
 pub use record::{FailureKind, TaskFailure, TaskRecord, TaskState};
 pub use recovery::Reclaimed;
 pub use retry::{Backoff, RetryPolicy};
 pub use status::{QueueStats, WorkerInfo};
 pub use task::{Kicker, TaskSpec};
+pub use workflow::{group, Call, Chain, Chord, Group, GroupHandle, Link};
 
 /// Re-exported for generated code and advanced users.
 pub use redis;

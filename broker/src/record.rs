@@ -57,6 +57,8 @@ pub enum FailureKind {
     TooManyDeliveries,
     /// It was cancelled.
     Cancelled,
+    /// It never ran: the workflow step it depended on failed.
+    Aborted,
     /// A kind written by a newer kiq that this build does not know.
     #[serde(other)]
     Other,
@@ -73,6 +75,7 @@ impl std::fmt::Display for FailureKind {
             FailureKind::Malformed => "malformed message",
             FailureKind::TooManyDeliveries => "too many deliveries",
             FailureKind::Cancelled => "cancelled",
+            FailureKind::Aborted => "aborted",
             FailureKind::Other => "other",
         };
         f.write_str(s)

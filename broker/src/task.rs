@@ -37,6 +37,23 @@ pub struct Kicker<A, T> {
 }
 
 impl<A, T> Kicker<A, T> {
+    /// The same options for other argument and output types (for workflows, which check types
+    /// at the step boundaries).
+    pub(crate) fn retype<A2, T2>(self) -> Kicker<A2, T2> {
+        Kicker {
+            spec: self.spec,
+            queue: self.queue,
+            task_id: self.task_id,
+            labels: self.labels,
+            retry: self.retry,
+            timeout: self.timeout,
+            due: self.due,
+            unique: self.unique,
+            priority: self.priority,
+            _types: PhantomData,
+        }
+    }
+
     /// This call's options as a dispatch by name, with `args` already encoded.
     pub(crate) fn raw_dispatch(&self, args: Vec<u8>) -> crate::broker::RawDispatch<'_> {
         crate::broker::RawDispatch {

@@ -46,3 +46,25 @@ pub async fn stats(values: Vec<f64>) -> Stats {
         mean: (!values.is_empty()).then(|| sum / values.len() as f64),
     }
 }
+
+/// Doubles a number: a chain step (`add::call(1, 2).then(double::link())`).
+#[kiq::task]
+pub async fn double(x: i64) -> i64 {
+    x * 2
+}
+
+/// Halves an even number; fails on an odd one (to show a chain stopping at a failed step).
+#[kiq::task]
+pub async fn halve_even(x: i64) -> Result<i64, String> {
+    if x % 2 != 0 {
+        return Err(format!("{x} is odd"));
+    }
+    Ok(x / 2)
+}
+
+/// Sums a group's outputs: a group callback
+/// (`kiq::group(...).then(total::link())`).
+#[kiq::task]
+pub async fn total(values: Vec<i64>) -> i64 {
+    values.iter().sum()
+}

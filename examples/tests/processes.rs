@@ -167,3 +167,54 @@ async fn status_shows_queues_and_workers_and_forgets_workers_that_left() {
     assert_eq!(status()["workers"].as_array().map(Vec::len), Some(0));
     assert!(status()["scheduler"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_dispatches_with_a_priority_and_shows_a_task() {
+    let (redis, broker) = redis_and_broker().await;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(support::taskctl())
+            .args(args)
+            .args(["--redis-url", &redis.url()])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    // No worker yet: the message waits in the queue's high lane.
+    let (code, id) = run(&[
+        "kiq",
+        "kiq_examples::math::add",
+        "--args",
+        "[40, 2]",
+        "--priority",
+        "high",
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(redis
+        .command("XLEN {kiq:default:high}:stream")
+        .unwrap()
+        .contains(":1"));
+    let _w = Workers::start(&redis.url(), 1, &[]);
+    broker
+        .wait_record(&id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let (code, json) = run(&["task", &id, "--json"]);
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["state"], "succeeded");
+    assert_eq!(v["output"], 42);
+    assert_eq!(v["queue"], "default");
+    assert_eq!(v["attempts"], 1);
+    let (_, table) = run(&["task", &id]);
+    assert!(
+        table.contains("succeeded") && table.contains("42"),
+        "{table}"
+    );
+    let (code, _) = run(&["task", "no-such-task"]);
+    assert_eq!(code, Some(2));
+    let (code, _) = run(&["kiq", "x", "--priority", "urgent"]);
+    assert_eq!(code, Some(2));
+}

@@ -39,6 +39,15 @@ pub(crate) struct CancelArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct TaskArgs {
+    /// The task id.
+    id: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct ResultArgs {
     /// The task id.
     id: String,
@@ -105,6 +114,77 @@ pub(crate) async fn result(global: &GlobalArgs, args: ResultArgs) -> anyhow::Res
             }
         },
     }
+}
+
+pub(crate) async fn task(global: &GlobalArgs, args: TaskArgs) -> anyhow::Result<ExitCode> {
+    let broker = global.connect().await?;
+    let Some(r) = broker.record(&args.id).await? else {
+        eprintln!("task {} is unknown or its record has expired", args.id);
+        return Ok(ExitCode::from(2));
+    };
+    let progress: Option<serde_json::Value> = match broker
+        .pool()
+        .query::<Option<Vec<u8>>, _>(
+            kiq_broker::redis::cmd("GET").arg(broker.keys().progress(&args.id)),
+        )
+        .await?
+    {
+        Some(bytes) => Some(wire_to_json(&bytes)?),
+        None => None,
+    };
+    let output = match &r.output {
+        Some(bytes) => Some(wire_to_json(bytes)?),
+        None => None,
+    };
+    let view = serde_json::json!({
+        "id": args.id,
+        "task": r.task,
+        "queue": r.queue,
+        "state": r.state,
+        "attempts": r.attempts,
+        "enqueued_at_ms": r.enqueued_at_ms,
+        "finished_at_ms": r.finished_at_ms,
+        "worker": r.worker,
+        "failure": r.failure.as_ref().map(|f| serde_json::json!({
+            "kind": f.kind, "type": f.error_type, "message": f.message
+        })),
+        "output": output,
+        "progress": progress,
+    });
+    if args.json {
+        println!("{view}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let time = |ms: u64| {
+        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+            .to_string()
+    };
+    println!("id          {}", args.id);
+    println!("task        {}", r.task);
+    println!("queue       {}", r.queue);
+    println!("state       {}", view["state"].as_str().unwrap_or("?"));
+    println!("attempts    {}", r.attempts);
+    println!("enqueued    {}", time(r.enqueued_at_ms));
+    if let Some(f) = r.finished_at_ms {
+        println!(
+            "finished    {}  ({} ms after it was enqueued)",
+            time(f),
+            f.saturating_sub(r.enqueued_at_ms)
+        );
+    }
+    if let Some(w) = &r.worker {
+        println!("worker      {w}");
+    }
+    if let Some(f) = &r.failure {
+        println!("error       {}: {}", f.kind, f.message);
+    }
+    if !view["output"].is_null() {
+        println!("result      {}", view["output"]);
+    }
+    if !view["progress"].is_null() {
+        println!("progress    {}", view["progress"]);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_outcome(outcome: Result<TaskRecord, WaitError>) -> anyhow::Result<ExitCode> {

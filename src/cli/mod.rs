@@ -80,6 +80,8 @@ enum Command {
     Kiq(dispatch::KiqArgs),
     /// Show a task's state or result, optionally waiting for it.
     Result(dispatch::ResultArgs),
+    /// Show everything known about a task: state, attempts, times, worker, error, result, progress.
+    Task(dispatch::TaskArgs),
     /// Cancel a task: pending or delayed, it never runs; running, it is stopped.
     Cancel(dispatch::CancelArgs),
     /// Dead letters: list, show, replay, purge.
@@ -118,6 +120,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Command::Kiq(args) => dispatch::kiq(&cli.global, args).await,
             Command::Result(args) => dispatch::result(&cli.global, args).await,
+            Command::Task(args) => dispatch::task(&cli.global, args).await,
             Command::Cancel(args) => dispatch::cancel(&cli.global, args).await,
             Command::Dead(args) => dead::run(&cli.global, args).await,
             Command::Scheduler(args) => schedule::run_scheduler(&cli.global, args).await,

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::context::{self, TaskInfo};
 use crate::middleware::{run_layers, Outcome, TaskCall};
 use crate::registry::{Invocation, Registry};
+use crate::workflow;
 
 /// Per-process execution state shared by all messages.
 #[derive(Debug, Default)]
@@ -87,7 +88,7 @@ pub async fn execute(
         ..
     } = delivery;
     let payload = payload.unwrap_or_default();
-    let envelope: Envelope = match codec::decode(&payload) {
+    let mut envelope: Envelope = match codec::decode(&payload) {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(%queue, %stream_id, error = %e, "undecodable message moved to dead letters");
@@ -102,6 +103,9 @@ pub async fn execute(
             FailureKind::Cancelled,
             "cancelled before it ran",
         ))
+    } else if let Err(f) = fill_gathered_args(&mut envelope, running).await {
+        // A group callback whose group did not all succeed never runs.
+        Err(f)
     } else {
         let token = running.start(&envelope.id);
         let call = TaskCall {
@@ -197,6 +201,10 @@ pub async fn execute(
         )),
         _ => None,
     };
+    let fx = match retry {
+        None => workflow::effects(&envelope, &record),
+        Some(_) => workflow::Effects::default(),
+    };
     Completion {
         queue,
         stream_id,
@@ -204,7 +212,19 @@ pub async fn execute(
         dead,
         retry,
         release_unique,
+        next: fx.next,
+        also: fx.also,
+        group_done: fx.group_done,
     }
+}
+
+/// For a group callback: its argument, from the members' outputs.
+async fn fill_gathered_args(envelope: &mut Envelope, running: &Running) -> Result<(), TaskFailure> {
+    if envelope.gather.is_empty() {
+        return Ok(());
+    }
+    envelope.args = workflow::gather_args(running.broker.as_ref(), &envelope.gather).await?;
+    Ok(())
 }
 
 /// The completion for a message delivered too many times without finishing: its workers kept
@@ -243,6 +263,7 @@ pub fn poisoned(consumer: &str, delivery: Delivery) -> Completion {
         .unique_key
         .clone()
         .map(|k| (user_queue(&envelope, &queue), k, envelope.id.clone()));
+    let fx = workflow::effects(&envelope, &record);
     Completion {
         queue,
         stream_id,
@@ -257,6 +278,9 @@ pub fn poisoned(consumer: &str, delivery: Delivery) -> Completion {
         }),
         retry: None,
         release_unique,
+        next: fx.next,
+        also: fx.also,
+        group_done: fx.group_done,
     }
 }
 
@@ -288,7 +312,7 @@ fn deferred(
         dead: None,
         // The message as it came, byte for byte: it has not been attempted.
         retry: Some((payload, now_ms() + after.as_millis() as u64)),
-        release_unique: None,
+        ..Completion::default()
     }
 }
 
@@ -318,8 +342,7 @@ fn dead_only(
             payload,
             ..DeadLetter::default()
         }),
-        retry: None,
-        release_unique: None,
+        ..Completion::default()
     }
 }
 

@@ -12,11 +12,13 @@ pub mod context;
 pub mod execute;
 pub mod handler;
 pub mod inflight;
+pub mod local;
 pub mod middleware;
 pub mod registry;
 pub mod runtime;
 pub mod state;
 pub mod supervisor;
+pub mod workflow;
 
 pub use config::WorkerConfig;
 pub use context::{current_task, TaskInfo};

@@ -174,18 +174,10 @@ mod tests {
     #[tokio::test]
     async fn layers_wrap_in_order_and_may_stop_the_task() {
         let env = Envelope {
-            v: 1,
             id: "t".into(),
             task: "x".into(),
             queue: "q".into(),
-            args: vec![],
-            labels: Default::default(),
-            enqueued_at_ms: 0,
-            attempt: 0,
-            retry: None,
-            timeout_ms: None,
-            unique_key: None,
-            priority: Default::default(),
+            ..Default::default()
         };
         let call = TaskCall {
             envelope: &env,
