@@ -51,6 +51,9 @@ enum ScheduleCommand {
         /// Retries per fired task.
         #[arg(long)]
         retries: Option<u32>,
+        /// Priority of each fired task: critical, high, normal or low.
+        #[arg(long)]
+        priority: Option<kiq_broker::Priority>,
         /// Per-attempt timeout per fired task.
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
@@ -169,6 +172,7 @@ pub(crate) async fn run_schedule(
             args,
             queue,
             retries,
+            priority,
             timeout,
             skip_missed,
             disabled,
@@ -180,6 +184,7 @@ pub(crate) async fn run_schedule(
                 .map_err(|e| anyhow::anyhow!("--args must be JSON: {e}"))?;
             d.queue = queue;
             d.retries = retries;
+            d.priority = priority;
             d.timeout_secs = timeout.map(|t| t.as_secs().max(1));
             d.misfire = if skip_missed {
                 Misfire::Skip
