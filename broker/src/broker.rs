@@ -132,6 +132,26 @@ pub struct Completion {
     pub also: Vec<(String, Vec<u8>)>,
     /// The group this task ended in (group id, index): counted towards the group's end.
     pub group_done: Option<(String, u32)>,
+    /// A state mark, not an end: only `record` is written (a task started running); nothing
+    /// is announced or acknowledged.
+    pub mark: bool,
+    /// A task that finished for good: listed in its queue's index and counted in the stats.
+    pub finished: Option<Finished>,
+}
+
+/// What the indexes and counters need of a task that finished for good.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The queue it was dispatched to.
+    pub queue: String,
+    /// Its final state.
+    pub state: TaskState,
+    /// When it was accepted (ms since the epoch).
+    pub enqueued_ms: u64,
+    /// When its last attempt started, if it ran.
+    pub started_ms: Option<u64>,
+    /// When it finished.
+    pub finished_ms: u64,
 }
 
 /// A message that could not be processed, with why.
@@ -476,7 +496,7 @@ impl Broker {
             labels,
             retry,
             timeout,
-            due_ms: _,
+            due_ms,
             unique_key,
             priority,
         } = d;
@@ -515,6 +535,8 @@ impl Broker {
             timeout_ms: timeout.map(|t| t.as_millis() as u64),
             unique_key,
             priority,
+            due_ms: due_ms.filter(|d| *d > now),
+            trace: Some(crate::trace_context::for_dispatch()),
             ..Envelope::default()
         };
         for layer in &self.inner.config.dispatch_layers {
@@ -786,7 +808,28 @@ impl Broker {
         let keys = &self.inner.keys;
         let ttl = self.inner.config.result_ttl.as_secs().max(1);
         let mut writes = redis::pipe();
+        let pending_ttl = self.inner.config.pending_ttl.as_secs().max(1);
         for c in batch {
+            if c.mark {
+                if let Some((task_id, record)) = &c.record {
+                    writes
+                        .cmd("SET")
+                        .arg(keys.task(task_id))
+                        .arg(record)
+                        .arg("EX")
+                        .arg(pending_ttl)
+                        .ignore();
+                }
+                continue;
+            }
+            if let (Some(f), Some((task_id, _))) = (&c.finished, &c.record) {
+                writes
+                    .cmd("ZADD")
+                    .arg(keys.index(&f.queue, f.state))
+                    .arg(f.finished_ms)
+                    .arg(task_id)
+                    .ignore();
+            }
             if let Some((task_id, record)) = &c.record {
                 writes
                     .cmd("SET")
@@ -887,11 +930,15 @@ impl Broker {
                 writes.add_command(cmd).ignore();
             }
         }
+        add_stats(&mut writes, &keys.stats(), batch);
         self.inner.pool.query::<(), _>(&writes).await?;
 
         let mut by_queue: HashMap<&str, Vec<&str>> = HashMap::new();
-        for c in batch {
+        for c in batch.iter().filter(|c| !c.mark) {
             by_queue.entry(&c.queue).or_default().push(&c.stream_id);
+        }
+        if by_queue.is_empty() {
+            return Ok(());
         }
         let mut acks = redis::pipe();
         for (queue, ids) in by_queue {
@@ -905,6 +952,28 @@ impl Broker {
             acks.cmd("XDEL").arg(&stream).arg(&ids).ignore();
         }
         self.inner.pool.query::<(), _>(&acks).await
+    }
+}
+
+/// Adds the batch's totals to the cumulative counters (one HINCRBY per counter per batch):
+/// tasks finished per state, retries, and the summed queue wait and run time of those that ran.
+fn add_stats(pipe: &mut redis::Pipeline, key: &str, batch: &[Completion]) {
+    let mut counts: HashMap<&'static str, u64> = HashMap::new();
+    for c in batch.iter().filter(|c| !c.mark) {
+        if c.retry.is_some() && c.record.is_some() {
+            *counts.entry("retried").or_default() += 1;
+        }
+        if let Some(f) = &c.finished {
+            *counts.entry(f.state.as_str()).or_default() += 1;
+            if let Some(started) = f.started_ms {
+                *counts.entry("ran").or_default() += 1;
+                *counts.entry("wait_ms").or_default() += started.saturating_sub(f.enqueued_ms);
+                *counts.entry("run_ms").or_default() += f.finished_ms.saturating_sub(started);
+            }
+        }
+    }
+    for (field, n) in counts {
+        pipe.cmd("HINCRBY").arg(key).arg(field).arg(n).ignore();
     }
 }
 
@@ -944,6 +1013,7 @@ pub(crate) fn pending_record_struct(
         output: None,
         failure: None,
         worker: None,
+        ..Default::default()
     }
 }
 

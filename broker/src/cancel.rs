@@ -16,7 +16,7 @@ use crate::record::{FailureKind, TaskFailure, TaskRecord, TaskState};
 const CANCEL: &str = r#"
 local rec = redis.call('GET', KEYS[1])
 if rec then
-  for _, s in ipairs({'\165state\169succeeded', '\165state\166failed', '\165state\169cancelled'}) do
+  for _, s in ipairs({'\165state\169succeeded', '\165state\166failed', '\165state\169cancelled', '\165state\164dead'}) do
     if string.find(rec, s, 1, true) then return 0 end
   end
 end
@@ -62,6 +62,7 @@ impl Broker {
                 "cancelled on request",
             )),
             worker: None,
+            ..Default::default()
         };
         if let Some(m) = self.memory() {
             return Ok(if m.cancel(id, record) {
@@ -110,6 +111,7 @@ mod tests {
             (TaskState::Succeeded, &b"\xa5state\xa9succeeded"[..]),
             (TaskState::Failed, &b"\xa5state\xa6failed"[..]),
             (TaskState::Cancelled, &b"\xa5state\xa9cancelled"[..]),
+            (TaskState::Dead, &b"\xa5state\xa4dead"[..]),
         ] {
             let bytes = codec::encode(&TaskRecord {
                 state,
@@ -121,6 +123,7 @@ mod tests {
                 output: Some(vec![1, 2, 3]),
                 failure: None,
                 worker: None,
+                ..Default::default()
             })
             .unwrap();
             assert!(
@@ -139,12 +142,14 @@ mod tests {
             output: None,
             failure: None,
             worker: None,
+            ..Default::default()
         })
         .unwrap();
         for marker in [
             &b"\xa5state\xa9succeeded"[..],
             b"\xa5state\xa6failed",
             b"\xa5state\xa9cancelled",
+            b"\xa5state\xa4dead",
         ] {
             assert!(!pending.windows(marker.len()).any(|w| w == marker));
         }

@@ -59,6 +59,27 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     MsgPack.decode(bytes)
 }
 
+/// Encodes a JSON value with the wire codec without knowing the target type (how
+/// `taskctl kiq` and the HTTP API send arguments given as JSON).
+pub fn from_json(json: &serde_json::Value) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::new();
+    let mut ser = rmp_serde::Serializer::new(&mut out).with_struct_map();
+    serde_transcode::transcode(json, &mut ser).map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decodes wire-codec bytes into JSON without knowing their type (for showing results).
+pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, CodecError> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    let mut out = Vec::new();
+    {
+        let mut ser = serde_json::Serializer::new(&mut out);
+        serde_transcode::transcode(&mut de, &mut ser)
+            .map_err(|e| CodecError::Decode(e.to_string()))?;
+    }
+    serde_json::from_slice(&out).map_err(|e| CodecError::Decode(e.to_string()))
+}
+
 /// Joins already-encoded values into one encoded array, without decoding them: how a
 /// workflow turns a task's output into the next task's argument tuple (`[output]`), or a
 /// group's outputs into a callback's (`[[out1, out2, ...]]`).

@@ -57,6 +57,15 @@ pub struct Envelope {
     /// For a group's callback: the members whose outputs, in order, become its argument.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gather: Vec<String>,
+    /// When a delayed dispatch is due (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_ms: Option<u64>,
+    /// The states of earlier attempts (carried across retries into the final record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<crate::record::StateChange>,
+    /// The W3C `traceparent` of the dispatch: the worker's execution joins this trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// A task's place in a group.
@@ -121,6 +130,7 @@ mod tests {
                 index: 3,
             }),
             gather: Vec::new(),
+            ..Envelope::default()
         };
         let back: Envelope = codec::decode(&codec::encode(&e).unwrap()).unwrap();
         assert_eq!(back, e);

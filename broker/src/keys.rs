@@ -101,6 +101,18 @@ impl Keys {
         format!("{}:group:{}", self.prefix, group_id)
     }
 
+    /// The index of `queue`'s finished tasks in `state`: a sorted set of task ids scored by
+    /// when they finished (ms), trimmed to the result TTL and a size cap by the workers.
+    pub fn index(&self, queue: &str, state: crate::record::TaskState) -> String {
+        format!("{{{}:{}}}:finished:{}", self.prefix, queue, state.as_str())
+    }
+
+    /// Cumulative counters of every worker (a hash: tasks finished per state, `retried`,
+    /// `ran`, `wait_ms`, `run_ms`), for throughput and latency charts.
+    pub fn stats(&self) -> String {
+        format!("{}:stats", self.prefix)
+    }
+
     /// The set of queue names that have ever been dispatched to (for operators' tools).
     pub fn queues(&self) -> String {
         format!("{}:queues", self.prefix)

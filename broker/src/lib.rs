@@ -29,11 +29,14 @@ pub mod recovery;
 pub mod retry;
 pub mod status;
 pub mod task;
+pub mod tasks;
+pub mod trace_context;
 mod waiter;
 pub mod workflow;
 
 pub use broker::{
-    Broker, Completion, DeadLetter, Delivery, OutgoingMessage, RawDispatch, ReadBatch, StreamReader,
+    Broker, Completion, DeadLetter, Delivery, Finished, OutgoingMessage, RawDispatch, ReadBatch,
+    StreamReader,
 };
 pub use cancel::CancelOutcome;
 pub use codec::{Codec, CodecError, MsgPack};
@@ -47,7 +50,7 @@ pub use handle::TaskHandle;
 pub use keys::Keys;
 pub use memory::LocalRunner;
 pub use priority::Priority;
-pub use record::{FailureKind, TaskFailure, TaskRecord, TaskState};
+pub use record::{FailureKind, StateChange, TaskFailure, TaskRecord, TaskState};
 pub use recovery::Reclaimed;
 pub use retry::{Backoff, RetryPolicy};
 pub use status::{QueueStats, WorkerInfo};

@@ -7,11 +7,14 @@
 use serde::{Deserialize, Serialize};
 
 /// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Accepted by `.kiq()`, waiting in its queue.
+    #[default]
     Pending,
+    /// A worker is running it.
+    Running,
     /// Failed, and waiting for its next attempt.
     Retrying,
     /// Accepted with a delay: waiting for its due time.
@@ -22,6 +25,8 @@ pub enum TaskState {
     Failed,
     /// Cancelled before it finished.
     Cancelled,
+    /// Failed and moved to the dead letters (it can be replayed from there).
+    Dead,
     /// A state written by a newer kiq that this build does not know.
     #[serde(other)]
     Unknown,
@@ -32,9 +37,75 @@ impl TaskState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled | TaskState::Dead
         )
     }
+
+    /// The state's name, as stored: `pending`, `running`, `succeeded`...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Running => "running",
+            TaskState::Retrying => "retrying",
+            TaskState::Scheduled => "scheduled",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+            TaskState::Dead => "dead",
+            TaskState::Unknown => "unknown",
+        }
+    }
+
+    /// The states a finished task can be in (each has an index per queue).
+    pub const FINAL: [TaskState; 4] = [
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Cancelled,
+        TaskState::Dead,
+    ];
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TaskState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let all = [
+            TaskState::Pending,
+            TaskState::Running,
+            TaskState::Retrying,
+            TaskState::Scheduled,
+            TaskState::Succeeded,
+            TaskState::Failed,
+            TaskState::Cancelled,
+            TaskState::Dead,
+        ];
+        all.into_iter()
+            .find(|st| st.as_str() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| {
+                format!("unknown state {s:?}: expected pending, running, retrying, scheduled, succeeded, failed, cancelled or dead")
+            })
+    }
+}
+
+/// One step of a task's life: the state it entered, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChange {
+    /// The state entered.
+    pub state: TaskState,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// The attempt it concerns (0 for the first run).
+    #[serde(default)]
+    pub attempt: u32,
+    /// The worker, the error, or why: for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// Why a task failed.
@@ -117,7 +188,7 @@ impl TaskFailure {
 }
 
 /// What is stored under a task's record key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
     /// The task's state.
     pub state: TaskState,
@@ -145,6 +216,16 @@ pub struct TaskRecord {
     /// The consumer (worker process) that ran the last attempt.
     #[serde(default)]
     pub worker: Option<String>,
+    /// When the last attempt started, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
+    /// Every state the task went through, oldest first (kept by the workers; a pending
+    /// record has none yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<StateChange>,
+    /// The W3C `traceparent` of the task's execution, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 #[cfg(test)]

@@ -48,6 +48,22 @@ pub(crate) struct TaskArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// The state: pending, scheduled, running, retrying, succeeded, failed, cancelled, dead.
+    #[arg(long, short = 's')]
+    state: kiq_broker::TaskState,
+    /// Only this queue (default: every queue).
+    #[arg(long, short = 'q')]
+    queue: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct ResultArgs {
     /// The task id.
     id: String,
@@ -116,6 +132,45 @@ pub(crate) async fn result(global: &GlobalArgs, args: ResultArgs) -> anyhow::Res
     }
 }
 
+pub(crate) async fn list(global: &GlobalArgs, args: ListArgs) -> anyhow::Result<ExitCode> {
+    let broker = global.connect().await?;
+    let tasks = broker
+        .list_tasks(args.state, args.queue.as_deref(), args.limit)
+        .await?;
+    if !args.json {
+        println!(
+            "{:<34} {:<40} {:<12} {:<10} {:>8}  ERROR",
+            "ID", "TASK", "QUEUE", "STATE", "ATTEMPTS"
+        );
+    }
+    for t in tasks {
+        let Some(r) = t.record else { continue };
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": t.id, "task": r.task, "queue": r.queue, "state": r.state,
+                    "attempts": r.attempts, "enqueued_at_ms": r.enqueued_at_ms,
+                    "finished_at_ms": r.finished_at_ms,
+                    "error": r.failure.as_ref().map(|f| f.message.clone()),
+                })
+            );
+        } else {
+            let error = r.failure.map(|f| f.message).unwrap_or_default();
+            println!(
+                "{:<34} {:<40} {:<12} {:<10} {:>8}  {}",
+                t.id,
+                r.task,
+                r.queue,
+                r.state.as_str(),
+                r.attempts,
+                error.chars().take(60).collect::<String>()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) async fn task(global: &GlobalArgs, args: TaskArgs) -> anyhow::Result<ExitCode> {
     let broker = global.connect().await?;
     let Some(r) = broker.record(&args.id).await? else {
@@ -145,6 +200,11 @@ pub(crate) async fn task(global: &GlobalArgs, args: TaskArgs) -> anyhow::Result<
         "enqueued_at_ms": r.enqueued_at_ms,
         "finished_at_ms": r.finished_at_ms,
         "worker": r.worker,
+        "started_at_ms": r.started_at_ms,
+        "trace": r.trace,
+        "history": r.history.iter().map(|h| serde_json::json!({
+            "state": h.state, "at_ms": h.at_ms, "attempt": h.attempt, "note": h.note
+        })).collect::<Vec<_>>(),
         "failure": r.failure.as_ref().map(|f| serde_json::json!({
             "kind": f.kind, "type": f.error_type, "message": f.message
         })),
@@ -178,8 +238,23 @@ pub(crate) async fn task(global: &GlobalArgs, args: TaskArgs) -> anyhow::Result<
     if let Some(f) = &r.failure {
         println!("error       {}: {}", f.kind, f.message);
     }
+    if let Some(t) = &r.trace {
+        println!("trace       {t}");
+    }
     if !view["output"].is_null() {
         println!("result      {}", view["output"]);
+    }
+    if !r.history.is_empty() {
+        println!("history");
+        for h in &r.history {
+            println!(
+                "  {}  {:<10} attempt {}  {}",
+                time(h.at_ms),
+                h.state.as_str(),
+                h.attempt,
+                h.note.as_deref().unwrap_or("")
+            );
+        }
     }
     if !view["progress"].is_null() {
         println!("progress    {}", view["progress"]);
@@ -216,19 +291,10 @@ fn print_outcome(outcome: Result<TaskRecord, WaitError>) -> anyhow::Result<ExitC
 
 /// JSON to the wire codec (MessagePack), without knowing the target types.
 fn json_to_wire(json: &serde_json::Value) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut ser = rmp_serde::Serializer::new(&mut out).with_struct_map();
-    serde_transcode::transcode(json, &mut ser)?;
-    Ok(out)
+    Ok(kiq_broker::codec::from_json(json)?)
 }
 
 /// The wire codec back to JSON, for printing.
-fn wire_to_json(bytes: &[u8]) -> anyhow::Result<serde_json::Value> {
-    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
-    let mut out = Vec::new();
-    {
-        let mut ser = serde_json::Serializer::new(&mut out);
-        serde_transcode::transcode(&mut de, &mut ser)?;
-    }
-    Ok(serde_json::from_slice(&out)?)
+pub(crate) fn wire_to_json(bytes: &[u8]) -> anyhow::Result<serde_json::Value> {
+    Ok(kiq_broker::codec::to_json(bytes)?)
 }

@@ -82,6 +82,9 @@ enum Command {
     Result(dispatch::ResultArgs),
     /// Show everything known about a task: state, attempts, times, worker, error, result, progress.
     Task(dispatch::TaskArgs),
+    /// List tasks by state (and queue): pending, scheduled, running, retrying, succeeded,
+    /// failed, cancelled, dead.
+    List(dispatch::ListArgs),
     /// Cancel a task: pending or delayed, it never runs; running, it is stopped.
     Cancel(dispatch::CancelArgs),
     /// Dead letters: list, show, replay, purge.
@@ -121,6 +124,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Kiq(args) => dispatch::kiq(&cli.global, args).await,
             Command::Result(args) => dispatch::result(&cli.global, args).await,
             Command::Task(args) => dispatch::task(&cli.global, args).await,
+            Command::List(args) => dispatch::list(&cli.global, args).await,
             Command::Cancel(args) => dispatch::cancel(&cli.global, args).await,
             Command::Dead(args) => dead::run(&cli.global, args).await,
             Command::Scheduler(args) => schedule::run_scheduler(&cli.global, args).await,

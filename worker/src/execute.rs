@@ -5,13 +5,15 @@ use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
 use kiq_broker::envelope::now_ms;
+use kiq_broker::trace_context::{self, TraceParent};
 use kiq_broker::{
-    codec, Completion, DeadLetter, Delivery, Envelope, FailureKind, RetryPolicy, TaskFailure,
-    TaskRecord, TaskState,
+    codec, Completion, DeadLetter, Delivery, Envelope, FailureKind, RetryPolicy, StateChange,
+    TaskFailure, TaskRecord, TaskState,
 };
 use tracing::Instrument;
 
 use crate::context::{self, TaskInfo};
+use crate::metrics;
 use crate::middleware::{run_layers, Outcome, TaskCall};
 use crate::registry::{Invocation, Registry};
 use crate::workflow;
@@ -25,6 +27,11 @@ pub struct Running {
     pub cancel_grace: std::time::Duration,
     /// For tasks' progress reports.
     pub broker: Option<kiq_broker::Broker>,
+    /// The running record of each task running here, with its lane: written back as pending
+    /// if the worker stops before the task finishes.
+    started: std::sync::Mutex<std::collections::HashMap<String, (String, TaskRecord)>>,
+    /// Where running marks go (the completer's queue), for a Redis worker.
+    pub marks: Option<tokio::sync::mpsc::Sender<Completion>>,
     /// Middleware around every task, outermost first.
     pub layers: Vec<std::sync::Arc<dyn crate::middleware::Middleware>>,
 }
@@ -42,6 +49,8 @@ impl Running {
             tokens: Default::default(),
             cancel_grace,
             broker,
+            started: Default::default(),
+            marks: None,
             layers: Vec::new(),
         }
     }
@@ -69,6 +78,38 @@ impl Running {
         if let Ok(mut t) = self.tokens.lock() {
             t.remove(id);
         }
+        if let Ok(mut s) = self.started.lock() {
+            s.remove(id);
+        }
+    }
+
+    /// Records saying "pending again" for every task still running here: what a stopping
+    /// worker writes for the tasks it abandons (their messages will be redelivered).
+    pub fn abandoned_marks(&self) -> Vec<Completion> {
+        let Ok(started) = self.started.lock() else {
+            return Vec::new();
+        };
+        started
+            .iter()
+            .map(|(id, (lane, record))| {
+                let mut r = record.clone();
+                r.state = TaskState::Pending;
+                r.history.push(StateChange {
+                    state: TaskState::Pending,
+                    at_ms: now_ms(),
+                    attempt: r.attempts,
+                    note: Some(
+                        "its worker stopped before it finished; it will be redelivered".into(),
+                    ),
+                });
+                Completion {
+                    queue: lane.clone(),
+                    record: encode_record(id, &r),
+                    mark: true,
+                    ..Completion::default()
+                }
+            })
+            .collect()
     }
 }
 
@@ -95,8 +136,22 @@ pub async fn execute(
             return dead_only(queue, stream_id, "malformed", e.to_string(), payload);
         }
     };
-    let span = tracing::info_span!("task", task_id = %envelope.id, task = %envelope.task, attempt = envelope.attempt);
+    // This execution is a span of the dispatcher's trace (a new root if it sent none).
+    let parent = envelope.trace.as_deref().and_then(TraceParent::parse);
+    let exec_trace = parent
+        .as_ref()
+        .map(TraceParent::child)
+        .unwrap_or_else(TraceParent::new_root);
+    let span = tracing::info_span!("task", task_id = %envelope.id, task = %envelope.task, attempt = envelope.attempt,
+        trace_id = %exec_trace.trace_id, span_id = %exec_trace.span_id,
+        parent_span_id = parent.as_ref().map(|p| p.span_id.as_str()).unwrap_or(""));
     let started = now_ms();
+    let queued_since = envelope.due_ms.unwrap_or(envelope.enqueued_at_ms);
+    metrics::received(
+        &envelope.task,
+        started.saturating_sub(queued_since) as f64 / 1000.0,
+    );
+    let mut history = start_history(&envelope);
     let outcome = if precancelled {
         span.in_scope(|| tracing::info!("cancelled before it ran"));
         Err(TaskFailure::new(
@@ -112,8 +167,30 @@ pub async fn execute(
             envelope: &envelope,
             broker: running.broker.as_ref(),
         };
-        let task =
-            Box::pin(async { Outcome::Finished(run(registry, &envelope, token, running).await) });
+        let history = &mut history;
+        let task = Box::pin(async {
+            // Marked running once the layers let it through (a deferred task never runs).
+            let at = now_ms();
+            history.push(StateChange {
+                state: TaskState::Running,
+                at_ms: at,
+                attempt: envelope.attempt,
+                note: Some(consumer.to_string()),
+            });
+            mark_running(
+                running,
+                consumer,
+                &envelope,
+                &queue,
+                at,
+                history,
+                &exec_trace,
+            )
+            .await;
+            let fut = run(registry, &envelope, token, running);
+            let _busy = metrics::executing();
+            Outcome::Finished(trace_context::scope(exec_trace.clone(), fut).await)
+        });
         let r = run_layers(&running.layers, &call, task)
             .instrument(span.clone())
             .await;
@@ -122,6 +199,7 @@ pub async fn execute(
             Outcome::Finished(r) => r,
             Outcome::Deferred { after, reason } => {
                 span.in_scope(|| tracing::info!(after_ms = after.as_millis() as u64, %reason, "task deferred"));
+                metrics::ended(&envelope.task, metrics::Ended::Deferred, None);
                 return deferred(consumer, queue, stream_id, &envelope, payload, after);
             }
         }
@@ -144,8 +222,16 @@ pub async fn execute(
         Ok(out) => (TaskState::Succeeded, Some(out), None),
         Err(f) if f.kind.is_retryable() && policy.allows_another(attempts) => {
             let delay = policy.delay(attempts);
+            let mut next_history = history.clone();
+            next_history.push(StateChange {
+                state: TaskState::Retrying,
+                at_ms: now_ms(),
+                attempt: envelope.attempt,
+                note: Some(short(&f.message)),
+            });
             let next = Envelope {
                 attempt: attempts,
+                history: next_history,
                 ..envelope.clone()
             };
             match codec::encode(&next) {
@@ -178,19 +264,53 @@ pub async fn execute(
                 attempts,
                 payload: payload.clone(),
             });
-            (TaskState::Failed, None, Some(f))
+            let state = if dead.is_some() {
+                TaskState::Dead
+            } else {
+                TaskState::Failed
+            };
+            (state, None, Some(f))
         }
     };
+    let finished = now_ms();
+    let ran_since = history
+        .iter()
+        .rev()
+        .find(|h| h.state == TaskState::Running)
+        .map(|h| h.at_ms);
+    metrics::ended(
+        &envelope.task,
+        match state {
+            TaskState::Succeeded => metrics::Ended::Succeeded,
+            TaskState::Retrying => metrics::Ended::Retried,
+            _ => metrics::Ended::Failed,
+        },
+        ran_since.map(|s| finished.saturating_sub(s) as f64 / 1000.0),
+    );
+    history.push(StateChange {
+        state,
+        at_ms: finished,
+        attempt: envelope.attempt,
+        note: failure.as_ref().map(|f| short(&f.message)),
+    });
+    let started_at_ms = history
+        .iter()
+        .rev()
+        .find(|h| h.state == TaskState::Running)
+        .map(|h| h.at_ms);
     let record = TaskRecord {
         state,
         task: envelope.task.clone(),
         queue: user_queue(&envelope, &queue),
         enqueued_at_ms: envelope.enqueued_at_ms,
-        finished_at_ms: Some(now_ms()),
+        finished_at_ms: Some(finished),
         attempts,
         output,
         failure,
         worker: Some(consumer.to_string()),
+        started_at_ms,
+        history,
+        trace: Some(exec_trace.header()),
     };
     // A task that finished for good gives up its uniqueness key; a retrying one keeps it.
     let release_unique = match (&retry, &envelope.unique_key) {
@@ -205,6 +325,13 @@ pub async fn execute(
         None => workflow::effects(&envelope, &record),
         Some(_) => workflow::Effects::default(),
     };
+    let finished = state.is_final().then(|| kiq_broker::Finished {
+        queue: record.queue.clone(),
+        state,
+        enqueued_ms: record.enqueued_at_ms,
+        started_ms: record.started_at_ms,
+        finished_ms: finished,
+    });
     Completion {
         queue,
         stream_id,
@@ -215,6 +342,77 @@ pub async fn execute(
         next: fx.next,
         also: fx.also,
         group_done: fx.group_done,
+        mark: false,
+        finished,
+    }
+}
+
+/// The history a task starts an attempt with: what earlier attempts recorded, or, on the
+/// first, how it was queued.
+fn start_history(envelope: &Envelope) -> Vec<StateChange> {
+    if !envelope.history.is_empty() {
+        return envelope.history.clone();
+    }
+    let mut h = Vec::with_capacity(4);
+    let queued = |state, at_ms| StateChange {
+        state,
+        at_ms,
+        attempt: 0,
+        note: None,
+    };
+    if let Some(due) = envelope.due_ms {
+        h.push(queued(TaskState::Scheduled, envelope.enqueued_at_ms));
+        h.push(queued(TaskState::Pending, due));
+    } else {
+        h.push(queued(TaskState::Pending, envelope.enqueued_at_ms));
+    }
+    h
+}
+
+/// Records that the task is running: through the completer (so it is written before the
+/// task's own completion), or straight to an in-memory broker.
+async fn mark_running(
+    running: &Running,
+    consumer: &str,
+    envelope: &Envelope,
+    lane: &str,
+    at: u64,
+    history: &[StateChange],
+    trace: &TraceParent,
+) {
+    let record = TaskRecord {
+        state: TaskState::Running,
+        task: envelope.task.clone(),
+        queue: user_queue(envelope, lane),
+        enqueued_at_ms: envelope.enqueued_at_ms,
+        attempts: envelope.attempt,
+        worker: Some(consumer.to_string()),
+        started_at_ms: Some(at),
+        history: history.to_vec(),
+        trace: Some(trace.header()),
+        ..Default::default()
+    };
+    let mark = Completion {
+        queue: lane.to_string(),
+        record: encode_record(&envelope.id, &record),
+        mark: true,
+        ..Completion::default()
+    };
+    if let Ok(mut s) = running.started.lock() {
+        s.insert(envelope.id.clone(), (lane.to_string(), record));
+    }
+    if let Some(tx) = &running.marks {
+        let _ = tx.send(mark).await;
+    } else if let Some(b) = &running.broker {
+        let _ = b.complete(std::slice::from_ref(&mark)).await;
+    }
+}
+
+/// A message shortened for a history note.
+fn short(message: &str) -> String {
+    match message.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &message[..i]),
+        None => message.to_string(),
     }
 }
 
@@ -245,12 +443,21 @@ pub fn poisoned(consumer: &str, delivery: Delivery) -> Completion {
         return dead_only(queue, stream_id, "malformed", message, payload);
     };
     tracing::error!(task_id = %envelope.id, task = %envelope.task, deliveries, "poison message moved to dead letters");
+    let finished = now_ms();
+    let mut history = start_history(&envelope);
+    history.push(StateChange {
+        state: TaskState::Dead,
+        at_ms: finished,
+        attempt: envelope.attempt,
+        note: Some(message.clone()),
+    });
     let record = TaskRecord {
-        state: TaskState::Failed,
+        state: TaskState::Dead,
+        history,
         task: envelope.task.clone(),
         queue: user_queue(&envelope, &queue),
         enqueued_at_ms: envelope.enqueued_at_ms,
-        finished_at_ms: Some(now_ms()),
+        finished_at_ms: Some(finished),
         attempts: envelope.attempt + 1,
         output: None,
         failure: Some(TaskFailure::new(
@@ -258,6 +465,7 @@ pub fn poisoned(consumer: &str, delivery: Delivery) -> Completion {
             message.clone(),
         )),
         worker: Some(consumer.to_string()),
+        ..Default::default()
     };
     let release_unique = envelope
         .unique_key
@@ -281,6 +489,14 @@ pub fn poisoned(consumer: &str, delivery: Delivery) -> Completion {
         next: fx.next,
         also: fx.also,
         group_done: fx.group_done,
+        mark: false,
+        finished: Some(kiq_broker::Finished {
+            queue: record.queue.clone(),
+            state: TaskState::Dead,
+            enqueued_ms: record.enqueued_at_ms,
+            started_ms: None,
+            finished_ms: finished,
+        }),
     }
 }
 
@@ -304,6 +520,7 @@ fn deferred(
         output: None,
         failure: None,
         worker: Some(consumer.to_string()),
+        ..Default::default()
     };
     Completion {
         queue,

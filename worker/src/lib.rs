@@ -13,6 +13,7 @@ pub mod execute;
 pub mod handler;
 pub mod inflight;
 pub mod local;
+pub mod metrics;
 pub mod middleware;
 pub mod registry;
 pub mod runtime;

@@ -187,6 +187,7 @@ impl Worker {
             ));
         }
         let concurrency = self.config.concurrency.max(1);
+        crate::metrics::set_concurrency(concurrency);
         let capacity = concurrency + self.config.prefetch;
         let slots = Arc::new(Semaphore::new(capacity));
         let (tx, rx) = mpsc::channel::<Completion>(capacity.max(completer::MAX_BATCH));
@@ -203,6 +204,7 @@ impl Worker {
             },
         ));
         let mut running = Running::new(self.config.cancel_grace, Some(self.broker.clone()));
+        running.marks = Some(tx.clone());
         running.layers = crate::middleware::installed();
         running.layers.extend(self.layers.iter().cloned());
         let running = Arc::new(running);
@@ -273,9 +275,15 @@ impl Worker {
                 "shutdown timeout reached; unfinished tasks stay pending and will be redelivered"
             );
         }
+        let running = pipeline.running.clone();
         drop(pipeline);
         stop_completer.cancel();
         report.unwritten = completer.await.unwrap_or(0);
+        // The tasks left running are pending again (their messages will be redelivered).
+        let abandoned = running.abandoned_marks();
+        if !abandoned.is_empty() {
+            let _ = self.broker.complete(&abandoned).await;
+        }
         stop_leases.cancel();
         let _ = leases.await;
         let _ = self.broker.remove_heartbeat(&self.config.consumer).await;
@@ -456,6 +464,7 @@ impl Worker {
             };
             let n = (r.deliveries.len() + r.poisoned.len()) as u64;
             if n > 0 {
+                crate::metrics::redelivered(n);
                 tracing::info!(%queue, redelivered = r.deliveries.len(), poisoned = r.poisoned.len(), "took over messages of a stopped worker");
             }
             taken += n;
@@ -482,13 +491,29 @@ async fn refresh_leases(
 ) {
     let mut tick = tokio::time::interval(config.lease_refresh_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Finished-task indexes are trimmed about once a minute (any worker may do it).
+    let mut last_trim = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
+        // As often as results expire (at most once a minute), so indexes stay in step.
+        let trim_every = broker
+            .config()
+            .result_ttl
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
+        if last_trim.elapsed() >= trim_every {
+            last_trim = tokio::time::Instant::now();
+            for queue in &info.queues {
+                if let Err(e) = broker.trim_indexes(queue).await {
+                    tracing::debug!(error = %e, %queue, "trimming task indexes failed; will retry");
+                }
+            }
+        }
         info.heartbeat_ms = now_ms();
         info.in_flight = inflight.len() as u64;
+        crate::metrics::set_in_flight(inflight.len());
         if let Err(e) = broker.heartbeat(&info).await {
             tracing::debug!(error = %e, "heartbeat failed; will retry");
         }

@@ -105,6 +105,7 @@ pub fn effects(envelope: &Envelope, record: &TaskRecord) -> Effects {
                     output: None,
                     failure: Some(TaskFailure::new(FailureKind::Aborted, message.clone())),
                     worker: record.worker.clone(),
+                    ..Default::default()
                 };
                 if let Ok(bytes) = codec::encode(&aborted) {
                     fx.also.push((step.id.clone(), bytes));

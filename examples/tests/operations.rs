@@ -1,0 +1,170 @@
+//! Operations: task states with their history, listed by state and queue, with bounded
+//! retention, on real workers; and the `taskctl` commands that show them.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kiq::TaskState;
+use kiq_examples::{faults, math};
+use support::{redis_and_broker, Workers};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn wait_for_state(broker: &kiq::Broker, id: &str, state: TaskState) -> bool {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if let Ok(Some(r)) = broker.record(id).await {
+            if r.state == state {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+async fn listed(broker: &kiq::Broker, state: TaskState, queue: Option<&str>) -> Vec<String> {
+    broker
+        .list_tasks(state, queue, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
+}
+
+fn states(r: &kiq::TaskRecord) -> Vec<TaskState> {
+    r.history.iter().map(|h| h.state).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_are_recorded_with_their_history_and_listed_by_state_and_queue() {
+    let (redis, broker) = redis_and_broker().await;
+    let _w = Workers::start(&redis.url(), 1, &["--queues", "default"]);
+
+    let ok = math::add::kiq(&broker, 1, 2).await.unwrap();
+    ok.wait_result(WAIT).await.unwrap();
+    let r = ok.record().await.unwrap().unwrap();
+    use TaskState::*;
+    assert_eq!(states(&r), [Pending, Running, Succeeded]);
+    assert!(r.started_at_ms.is_some() && r.trace.is_some());
+
+    // Retries, then the dead letters: every attempt is in the history.
+    let dead = faults::fail_until::kiq(&broker, 9).await.unwrap();
+    assert!(dead.wait_result(WAIT).await.is_err());
+    let r = dead.record().await.unwrap().unwrap();
+    assert_eq!(r.state, Dead);
+    assert_eq!(
+        states(&r),
+        [Pending, Running, Retrying, Running, Retrying, Running, Retrying, Running, Dead]
+    );
+    assert_eq!(r.history.last().unwrap().attempt, 3);
+
+    // A failure with no retries is failed, not dead.
+    let failed = faults::flaky::kiq(&broker, "no".into()).await.unwrap();
+    assert!(failed.wait_result(WAIT).await.is_err());
+
+    // Running, pending on a queue no worker reads, scheduled for later.
+    let running = faults::nap::kiq(&broker, 5_000).await.unwrap();
+    assert!(wait_for_state(&broker, running.id(), Running).await);
+    let pending = math::add::kicker()
+        .queue("idle")
+        .kiq(&broker, (1, 1))
+        .await
+        .unwrap();
+    let scheduled = math::add::kicker()
+        .queue("idle")
+        .delay(Duration::from_secs(600))
+        .kiq(&broker, (1, 1))
+        .await
+        .unwrap();
+
+    assert!(listed(&broker, Succeeded, Some("default"))
+        .await
+        .contains(&ok.id().to_string()));
+    assert!(listed(&broker, Dead, None)
+        .await
+        .contains(&dead.id().to_string()));
+    assert!(listed(&broker, Failed, None)
+        .await
+        .contains(&failed.id().to_string()));
+    assert!(!listed(&broker, Failed, None)
+        .await
+        .contains(&dead.id().to_string()));
+    assert_eq!(
+        listed(&broker, Running, None).await,
+        [running.id().to_string()]
+    );
+    assert_eq!(
+        listed(&broker, Pending, Some("idle")).await,
+        [pending.id().to_string()]
+    );
+    assert!(listed(&broker, Pending, Some("default")).await.is_empty());
+    assert_eq!(
+        listed(&broker, Scheduled, None).await,
+        [scheduled.id().to_string()]
+    );
+    assert!(listed(&broker, Succeeded, Some("idle")).await.is_empty());
+
+    // The CLI shows the same.
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(support::taskctl())
+            .args(args)
+            .args(["--redis-url", &redis.url()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let shown = run(&["task", dead.id()]);
+    assert!(
+        shown.contains("retrying") && shown.contains("dead"),
+        "{shown}"
+    );
+    let lines = run(&["list", "--state", "dead", "--json"]);
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(first["id"], dead.id());
+    let table = run(&["list", "--state", "running"]);
+    assert!(table.contains(running.id()), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_task_indexes_are_trimmed_to_the_result_ttl() {
+    let (redis, _) = redis_and_broker().await;
+    let broker = kiq::Broker::from_config(
+        kiq::BrokerConfig::new(redis.url()).result_ttl(Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
+    let _w = Workers::start(
+        &redis.url(),
+        1,
+        &["--queues", "default", "--result-ttl", "1s"],
+    );
+    let hs = math::add::kiq_many(&broker, (0..20).map(|i| (i, i)))
+        .await
+        .unwrap();
+    for h in &hs {
+        h.wait_result(WAIT).await.unwrap();
+    }
+    let count = || {
+        redis
+            .command("ZCARD {kiq:default}:finished:succeeded")
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(count(), ":20");
+    // Once older than the result TTL, a trim drops them (their records have expired too).
+    let deadline = Instant::now() + WAIT;
+    while count() != ":0" && Instant::now() < deadline {
+        broker.trim_indexes("default").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(), ":0");
+}
