@@ -14,6 +14,7 @@
 mod dead;
 mod dispatch;
 mod schedule;
+mod serve;
 mod status;
 mod worker;
 
@@ -93,6 +94,8 @@ enum Command {
     Scheduler(schedule::SchedulerArgs),
     /// Manage schedules: add, list, show, rm, pause, resume, trigger, leader.
     Schedule(schedule::ScheduleArgs),
+    /// Serve the HTTP API, the web dashboard and Prometheus metrics.
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the process's arguments, runs the command, and returns its exit code.
@@ -129,6 +132,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Dead(args) => dead::run(&cli.global, args).await,
             Command::Scheduler(args) => schedule::run_scheduler(&cli.global, args).await,
             Command::Schedule(args) => schedule::run_schedule(&cli.global, args).await,
+            Command::Serve(args) => serve::run(&cli.global, args).await,
         }
     });
     match result {

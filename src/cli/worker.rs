@@ -46,6 +46,13 @@ pub(crate) struct WorkerArgs {
     /// e.g. `5/30s`. Applies to every task, each with its own circuit, per process.
     #[arg(long, value_parser = parse_breaker, env = "KIQ_CIRCUIT_BREAKER")]
     circuit_breaker: Option<(u32, Duration)>,
+    /// Serve each worker process's Prometheus metrics on `/metrics` at this port plus the
+    /// process's index (0, 1, ...), on `--metrics-host`.
+    #[arg(long, env = "KIQ_METRICS_PORT")]
+    metrics_port: Option<u16>,
+    /// Address the worker metrics listen on.
+    #[arg(long, default_value = "127.0.0.1", env = "KIQ_METRICS_HOST")]
+    metrics_host: String,
     /// Log every task's start and outcome with its duration (the `Trace` middleware).
     #[arg(long, env = "KIQ_TRACE_TASKS")]
     trace_tasks: bool,
@@ -139,6 +146,29 @@ async fn run_child(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<Exit
         supervisor::termination_signal().await;
         on_signal.cancel();
     });
+    if let Some(base) = args.metrics_port {
+        let index: u16 = std::env::var(CHILD_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let addr = format!("{}:{}", args.metrics_host, base.saturating_add(index));
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+        tracing::info!(%addr, "serving worker metrics on /metrics");
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = kiq_server::metrics::serve_worker_metrics(
+                listener,
+                kiq_worker::metrics::render,
+                stop,
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "metrics server stopped");
+            }
+        });
+    }
     let mut worker = Worker::new(broker, registry, config);
     if args.trace_tasks {
         worker = worker.layer(Trace);

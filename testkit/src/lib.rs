@@ -10,6 +10,8 @@
 //! shut down when dropped. [`RedisServer::kill`] and [`RedisServer::restart`] exist for
 //! chaos tests.
 
+pub mod http;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

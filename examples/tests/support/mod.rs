@@ -204,3 +204,68 @@ fn uuid_like() -> u128 {
         .map(|d| d.as_nanos())
         .unwrap_or(0)
 }
+
+/// A running `taskctl serve`.
+pub struct ApiServer {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+/// The token the test servers use.
+pub const API_TOKEN: &str = "test-token-0123";
+
+impl ApiServer {
+    /// `taskctl serve` against `redis_url` on a free port; returns once it answers.
+    pub fn start(redis_url: &str) -> Self {
+        let port = kiq_testkit::free_port().expect("free port");
+        let child = Command::new(taskctl())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--token", API_TOKEN, "--redis-url", redis_url])
+            .env("KIQ_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn taskctl serve");
+        let base = format!("http://127.0.0.1:{port}");
+        let s = Self { child, base };
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                kiq_testkit::http::request("GET", &format!("{}/", s.base), &[], None).is_ok()
+            }),
+            "taskctl serve did not come up"
+        );
+        s
+    }
+
+    /// A request with the bearer token; returns the status and the body as JSON (or Null).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let auth = format!("Bearer {API_TOKEN}");
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        let mut headers = vec![("Authorization", auth.as_str())];
+        if bytes.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        let r = kiq_testkit::http::request(
+            method,
+            &format!("{}{path}", self.base),
+            &headers,
+            bytes.as_deref(),
+        )
+        .expect("request");
+        let json = serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null);
+        (r.status, json)
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

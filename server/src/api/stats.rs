@@ -1,0 +1,58 @@
+//! `/api/stats`: queues, workers, the scheduler, and the cumulative counters.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::Json;
+use kiq_broker::envelope::now_ms;
+use kiq_broker::QueueStats;
+use serde_json::{json, Value};
+
+use crate::{ApiError, AppState};
+
+/// Workers whose heartbeat is older than this are not listed.
+const FORGET_MS: u64 = 3_600_000;
+
+/// Every queue's numbers, lanes summed into their queue.
+pub(crate) async fn queues(state: &AppState) -> Result<Vec<QueueStats>, ApiError> {
+    let mut by_queue: BTreeMap<String, QueueStats> = BTreeMap::new();
+    for lane in state.broker.known_queues().await? {
+        let s = state.broker.queue_stats(&lane).await?;
+        let name = kiq_broker::priority::split_lane(&lane).0.to_string();
+        let q = by_queue.entry(name.clone()).or_insert_with(|| QueueStats {
+            queue: name,
+            ..QueueStats::default()
+        });
+        q.depth += s.depth;
+        q.in_flight += s.in_flight;
+        q.waiting += s.waiting;
+        q.delayed += s.delayed;
+        q.dead += s.dead;
+    }
+    Ok(by_queue.into_values().collect())
+}
+
+/// The cumulative counters (`kiq:stats`).
+pub(crate) async fn totals(state: &AppState) -> Result<BTreeMap<String, u64>, ApiError> {
+    Ok(state
+        .broker
+        .pool()
+        .query(kiq_broker::redis::cmd("HGETALL").arg(state.broker.keys().stats()))
+        .await?)
+}
+
+pub(crate) async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let queues = queues(&state).await?;
+    let workers = state.broker.workers(FORGET_MS).await?;
+    let leader = kiq_scheduler::lease::current(&state.broker).await?;
+    let totals = totals(&state).await?;
+    Ok(Json(json!({
+        "now_ms": now_ms(),
+        "queues": queues,
+        "workers": workers,
+        "scheduler": leader.map(|l| json!({
+            "holder": l.holder, "token": l.token, "lease_expires_in_ms": l.ttl_ms
+        })),
+        "totals": totals,
+    })))
+}

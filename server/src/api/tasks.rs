@@ -1,0 +1,192 @@
+//! `/api/tasks`: create a task by name, get one, list by state, cancel.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use kiq_broker::{codec, CancelOutcome, Priority, RawDispatch, TaskRecord, TaskState};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{body, query};
+use crate::{ApiError, AppState};
+
+/// `POST /api/tasks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewTask {
+    task: String,
+    #[serde(default = "empty_array")]
+    args: Value,
+    queue: Option<String>,
+    priority: Option<String>,
+    /// A delay: seconds as a number, or a duration string (`"30s"`, `"5m"`).
+    delay: Option<Value>,
+    task_id: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    retries: Option<u32>,
+    /// A per-attempt timeout, like `delay`.
+    timeout: Option<Value>,
+}
+
+fn empty_array() -> Value {
+    Value::Array(Vec::new())
+}
+
+fn duration(v: &Value, what: &str) -> Result<Duration, ApiError> {
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|s| *s >= 0.0 && s.is_finite())
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("{what} must be a non-negative number of seconds"))
+            }),
+        Value::String(s) => humantime::parse_duration(s)
+            .map_err(|e| ApiError::bad_request(format!("{what} {s:?}: {e}"))),
+        _ => Err(ApiError::bad_request(format!(
+            "{what} must be seconds or a duration like \"30s\""
+        ))),
+    }
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    b: Result<Json<NewTask>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let t = body(b)?;
+    if !t.args.is_array() {
+        return Err(ApiError::bad_request(
+            "args must be a JSON array of the task's arguments, e.g. [2, 3]",
+        ));
+    }
+    let known_queue = state.tasks.get(&t.task).cloned();
+    if known_queue.is_none() && !state.tasks.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_task",
+            format!("no task named {:?} is known to this server", t.task),
+        ));
+    }
+    let queue = t
+        .queue
+        .clone()
+        .or(known_queue)
+        .unwrap_or_else(|| "default".to_string());
+    let priority = match &t.priority {
+        Some(p) => p
+            .parse::<Priority>()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        None => Priority::Normal,
+    };
+    let delay = t.delay.as_ref().map(|d| duration(d, "delay")).transpose()?;
+    let timeout = t
+        .timeout
+        .as_ref()
+        .map(|d| duration(d, "timeout"))
+        .transpose()?;
+    let msg = state.broker.prepare_raw(RawDispatch {
+        task: &t.task,
+        queue: &queue,
+        args: codec::from_json(&t.args)?,
+        task_id: t.task_id.as_deref(),
+        labels: t.labels.clone(),
+        retry: t.retries.map(kiq_broker::RetryPolicy::retries),
+        timeout,
+        due_ms: delay.map(|d| kiq_broker::envelope::now_ms() + d.as_millis() as u64),
+        unique_key: None,
+        priority,
+    })?;
+    let delayed = msg.due_ms.is_some();
+    let id = state.broker.enqueue(msg).await?;
+    let state_name = if delayed { "scheduled" } else { "pending" };
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({ "id": id, "task": t.task, "queue": queue, "priority": priority, "state": state_name }),
+        ),
+    ))
+}
+
+/// A task record as JSON, with its output and progress decoded.
+pub(crate) fn view(id: &str, r: &TaskRecord, progress: Option<Value>) -> Value {
+    let output = r.output.as_ref().and_then(|b| codec::to_json(b).ok());
+    json!({
+        "id": id,
+        "task": r.task,
+        "queue": r.queue,
+        "state": r.state,
+        "attempts": r.attempts,
+        "enqueued_at_ms": r.enqueued_at_ms,
+        "started_at_ms": r.started_at_ms,
+        "finished_at_ms": r.finished_at_ms,
+        "worker": r.worker,
+        "trace": r.trace,
+        "failure": r.failure.as_ref().map(|f| json!({
+            "kind": f.kind, "type": f.error_type, "message": f.message
+        })),
+        "output": output,
+        "progress": progress,
+        "history": r.history.iter().map(|h| json!({
+            "state": h.state, "at_ms": h.at_ms, "attempt": h.attempt, "note": h.note
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub(crate) async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(r) = state.broker.record(&id).await? else {
+        return Err(ApiError::not_found(format!(
+            "task {id} is unknown or its record has expired"
+        )));
+    };
+    let progress: Option<Value> = state.broker.progress(&id).await.ok().flatten();
+    Ok(Json(view(&id, &r, progress)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    state: String,
+    queue: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = query(q)?;
+    let st: TaskState = q.state.parse().map_err(ApiError::bad_request)?;
+    let tasks = state
+        .broker
+        .list_tasks(st, q.queue.as_deref(), q.limit.unwrap_or(50))
+        .await?;
+    let tasks: Vec<Value> = tasks
+        .iter()
+        .filter_map(|t| t.record.as_ref().map(|r| view(&t.id, r, None)))
+        .collect();
+    Ok(Json(json!({ "state": st, "tasks": tasks })))
+}
+
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if state.broker.record(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "task {id} is unknown or its record has expired"
+        )));
+    }
+    let outcome = match state.broker.cancel(&id).await? {
+        CancelOutcome::Cancelled => "cancelled",
+        CancelOutcome::AlreadyFinished => "already_finished",
+    };
+    Ok(Json(json!({ "id": id, "outcome": outcome })))
+}

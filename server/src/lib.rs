@@ -1,0 +1,93 @@
+//! kiq's HTTP server: a JSON API over the broker, a web dashboard, and Prometheus metrics.
+//!
+//! `taskctl serve` runs [`router`] behind a bearer token. Every route under `/api` and
+//! `/metrics` needs `Authorization: Bearer <token>` (compared in constant time); errors are
+//! JSON (`{"error": {"code", "message"}}`) with proper status codes; `/api/openapi.json`
+//! describes the API. `/` serves the dashboard, a static page that asks for the token and
+//! then calls the API.
+//!
+//! - [`api`]: tasks (create by name, get, list by state, cancel), stats, schedules (CRUD,
+//!   pause, resume, trigger), dead letters (list, replay, purge).
+//! - [`metrics`]: the server's `/metrics` (queues, workers, scheduler) and a bare
+//!   `/metrics` server for worker processes.
+#![warn(missing_docs)]
+
+pub mod api;
+mod auth;
+mod dashboard;
+pub mod error;
+pub mod metrics;
+mod openapi;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use kiq_broker::Broker;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+/// What the server needs besides the broker.
+#[derive(Debug, Clone, Default)]
+pub struct ServerConfig {
+    /// The bearer token every API and metrics request must carry.
+    pub token: String,
+    /// The tasks this server knows (name → default queue). When it knows any, creating a
+    /// task of another name is refused with 404.
+    pub tasks: HashMap<String, String>,
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) broker: Broker,
+    pub(crate) token: Arc<str>,
+    pub(crate) tasks: Arc<HashMap<String, String>>,
+}
+
+/// The whole server: API, metrics, OpenAPI document and dashboard.
+pub fn router(broker: Broker, config: ServerConfig) -> Result<Router, ApiError> {
+    if config.token.trim().len() < 8 {
+        return Err(ApiError::bad_request(
+            "the API token must be at least 8 characters",
+        ));
+    }
+    let state = AppState {
+        broker,
+        token: config.token.trim().into(),
+        tasks: Arc::new(config.tasks),
+    };
+    let protected = api::routes()
+        .route("/api/openapi.json", get(openapi::document))
+        .route("/metrics", get(metrics::server_metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Ok(Router::new()
+        .merge(protected)
+        .route("/", get(dashboard::page))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .with_state(state))
+}
+
+/// Serves `router` on `listener` until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
