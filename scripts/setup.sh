@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what kiq's demo and tests need on a fresh Debian/Ubuntu machine, when missing:
-# redis-server (tests start private instances of it) and openssl (the TLS test makes a CA).
+# redis-server (tests start private instances of it), openssl (the TLS test makes a CA), and
+# chromium with chromium-driver (the dashboard is tested in headless Chromium).
 # Sourced by scripts/demo.sh and scripts/test.sh.
 set -euo pipefail
 
@@ -9,6 +10,10 @@ kiq_need_packages() {
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  if [ "${1:-}" = "--browser" ]; then
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  fi
   if [ ${#missing[@]} -eq 0 ]; then
     return 0
   fi

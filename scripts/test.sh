@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every check kiq's CI runs: formatting, clippy, the whole test suite (unit, macro
 # compile-errors, end-to-end on private redis-server instances), doc tests, and a tiny
-# benchmark run. Installs redis-server/openssl from Debian's packages if missing.
+# benchmark run. Installs redis-server, openssl, chromium and chromium-driver from Debian's
+# packages if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 kiq_need_cargo
-kiq_need_packages
+kiq_need_packages --browser
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}

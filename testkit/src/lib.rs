@@ -10,6 +10,7 @@
 //! shut down when dropped. [`RedisServer::kill`] and [`RedisServer::restart`] exist for
 //! chaos tests.
 
+pub mod browser;
 pub mod http;
 
 use std::io::{Read, Write};
