@@ -70,6 +70,27 @@ async fn the_api_creates_lists_and_cancels_tasks_behind_a_token() {
     assert_eq!(done["output"], 5);
     assert_eq!(done["history"][0]["state"], "pending");
     assert!(done["trace"].as_str().unwrap().starts_with("00-"));
+    // A caller's traceparent is continued by the task's execution.
+    let traced = request(
+        "POST",
+        &format!("{}/api/tasks", api.base),
+        &[
+            ("Authorization", &format!("Bearer {API_TOKEN}")),
+            ("Content-Type", "application/json"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+        ],
+        Some(json!({"task": ADD, "args": [1, 1]}).to_string().as_bytes()),
+    )
+    .unwrap();
+    let traced: Value = serde_json::from_slice(&traced.body).unwrap();
+    let traced = wait_for(&api, traced["id"].as_str().unwrap(), "succeeded");
+    assert!(traced["trace"]
+        .as_str()
+        .unwrap()
+        .starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
     let (_, listed) = api.call("GET", "/api/tasks?state=succeeded&queue=default", None);
     assert!(listed["tasks"]
         .as_array()
@@ -180,9 +201,9 @@ async fn the_api_creates_lists_and_cancels_tasks_behind_a_token() {
     .unwrap();
     let text = wm.text();
     for needle in [
-        format!("kiq_tasks_succeeded_total{{task=\"{ADD}\"}} 1"),
-        format!("kiq_task_duration_seconds_count{{task=\"{ADD}\"}} 1"),
-        format!("kiq_task_queue_wait_seconds_bucket{{task=\"{ADD}\",le=\"+Inf\"}} 1"),
+        format!("kiq_tasks_succeeded_total{{task=\"{ADD}\"}} 2"),
+        format!("kiq_task_duration_seconds_count{{task=\"{ADD}\"}} 2"),
+        format!("kiq_task_queue_wait_seconds_bucket{{task=\"{ADD}\",le=\"+Inf\"}} 2"),
         "kiq_worker_utilization".to_string(),
         "kiq_redeliveries_total 0".to_string(),
     ] {

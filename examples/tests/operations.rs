@@ -168,3 +168,44 @@ async fn finished_task_indexes_are_trimmed_to_the_result_ttl() {
     }
     assert_eq!(count(), ":0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_travels_from_the_producer_to_the_worker() {
+    use kiq::broker::trace_context::{self, TraceParent};
+    let (redis, broker) = redis_and_broker().await;
+    let w = Workers::start(&redis.url(), 1, &["--queues", "default", "--trace-tasks"]);
+    // The producer is inside a trace (say, the HTTP request it serves).
+    let parent =
+        TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    let (single, chain) = trace_context::scope(parent.clone(), async {
+        let single = math::add::kiq(&broker, 1, 2).await.unwrap();
+        let chain = math::add::call(1, 2)
+            .then(math::double::link())
+            .kiq(&broker)
+            .await
+            .unwrap();
+        (single, chain)
+    })
+    .await;
+    single.wait_result(WAIT).await.unwrap();
+    chain.wait_result(WAIT).await.unwrap();
+    for h in [single.id(), chain.id()] {
+        let r = broker.record(h).await.unwrap().unwrap();
+        let exec = TraceParent::parse(r.trace.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            exec.trace_id, parent.trace_id,
+            "the execution joins the trace"
+        );
+        assert_ne!(exec.span_id, parent.span_id, "as a span of its own");
+    }
+    // The worker's task span carries the ids, so its logs join the trace too.
+    assert!(kiq_testkit::wait_until(Duration::from_secs(10), || w
+        .log_text()
+        .contains("trace_id=4bf92f3577b34da6a3ce929d0e0e4736")));
+    // Outside any trace, each dispatch starts a new one.
+    let lone = math::add::kiq(&broker, 1, 1).await.unwrap();
+    lone.wait_result(WAIT).await.unwrap();
+    let r = lone.record().await.unwrap().unwrap();
+    let t = TraceParent::parse(r.trace.as_deref().unwrap()).unwrap();
+    assert_ne!(t.trace_id, parent.trace_id);
+}

@@ -218,3 +218,52 @@ async fn the_cli_dispatches_with_a_priority_and_shows_a_task() {
     let (code, _) = run(&["kiq", "x", "--priority", "urgent"]);
     assert_eq!(code, Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_waits_on_many_tasks() {
+    use std::io::Write;
+    let (redis, broker) = redis_and_broker().await;
+    let _w = Workers::start(&redis.url(), 1, &[]);
+    let hs = kiq_examples::math::add::kiq_many(&broker, (0..25).map(|i| (i, 1)))
+        .await
+        .unwrap();
+    let mut child = std::process::Command::new(support::taskctl())
+        .args([
+            "wait",
+            "-",
+            "--json",
+            "--timeout",
+            "30s",
+            "--redis-url",
+            &redis.url(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ids: String = hs.iter().map(|h| format!("{}\n", h.id())).collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ids.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 25);
+    assert!(lines.iter().all(|l| l["state"] == "succeeded"));
+
+    let bad = kiq_examples::faults::flaky::kiq(&broker, "no".into())
+        .await
+        .unwrap();
+    let out = std::process::Command::new(support::taskctl())
+        .args(["wait", bad.id(), hs[0].id(), "--redis-url", &redis.url()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 succeeded, 1 failed"));
+}

@@ -127,7 +127,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: DeadArgs) -> anyhow::Result<E
                 if broker.replay_dead_letter(queue, id).await? {
                     n += 1;
                 }
-                progress("replaying", i + 1, targets.len());
+                super::progress::show("replaying", i + 1, targets.len());
             }
             println!("replayed {n} dead letter(s)");
             Ok(ExitCode::SUCCESS)
@@ -228,25 +228,4 @@ fn one_line(s: &str, max: usize) -> String {
     } else {
         flat
     }
-}
-
-/// A one-line progress bar on stderr for long bulk operations (only on a terminal).
-fn progress(what: &str, done: usize, total: usize) {
-    use std::io::{IsTerminal, Write};
-    if total < 20 || !std::io::stderr().is_terminal() {
-        return;
-    }
-    let width = 30;
-    let filled = done * width / total.max(1);
-    let mut err = std::io::stderr();
-    let _ = write!(
-        err,
-        "\r{what} [{}{}] {done}/{total}",
-        "#".repeat(filled),
-        " ".repeat(width - filled)
-    );
-    if done == total {
-        let _ = writeln!(err);
-    }
-    let _ = err.flush();
 }

@@ -13,6 +13,7 @@
 
 mod dead;
 mod dispatch;
+mod progress;
 mod schedule;
 mod serve;
 mod status;
@@ -81,6 +82,9 @@ enum Command {
     Kiq(dispatch::KiqArgs),
     /// Show a task's state or result, optionally waiting for it.
     Result(dispatch::ResultArgs),
+    /// Wait for many tasks (ids as arguments, or `-` to read them from stdin), with a progress
+    /// bar; exits 0 if all succeeded, 1 if any failed, 3 if any did not finish in time.
+    Wait(dispatch::WaitArgs),
     /// Show everything known about a task: state, attempts, times, worker, error, result, progress.
     Task(dispatch::TaskArgs),
     /// List tasks by state (and queue): pending, scheduled, running, retrying, succeeded,
@@ -128,6 +132,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Result(args) => dispatch::result(&cli.global, args).await,
             Command::Task(args) => dispatch::task(&cli.global, args).await,
             Command::List(args) => dispatch::list(&cli.global, args).await,
+            Command::Wait(args) => dispatch::wait_many(&cli.global, args).await,
             Command::Cancel(args) => dispatch::cancel(&cli.global, args).await,
             Command::Dead(args) => dead::run(&cli.global, args).await,
             Command::Scheduler(args) => schedule::run_scheduler(&cli.global, args).await,

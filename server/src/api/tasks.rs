@@ -57,8 +57,24 @@ fn duration(v: &Value, what: &str) -> Result<Duration, ApiError> {
 
 pub(crate) async fn create(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     b: Result<Json<NewTask>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // A caller that sends W3C `traceparent` gets the task's execution in its trace.
+    let parent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(kiq_broker::trace_context::TraceParent::parse);
+    match parent {
+        Some(p) => kiq_broker::trace_context::scope(p, create_task(state, b)).await,
+        None => create_task(state, b).await,
+    }
+}
+
+async fn create_task(
+    state: AppState,
+    b: Result<Json<NewTask>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let t = body(b)?;
     if !t.args.is_array() {
         return Err(ApiError::bad_request(
