@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A demo of the whole system on this machine: installs redis-server if missing, starts a
-# private Redis on a free port, starts `taskctl worker --workers 2`, dispatches tasks and
-# prints their results, then shuts everything down cleanly.
+# private Redis on a free port, starts `taskctl worker --workers 2`, a scheduler and
+# `taskctl serve` (HTTP API, dashboard, metrics), dispatches tasks (also a chain, a group and
+# one over HTTP) and prints their results, then shuts everything down cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -16,7 +17,12 @@ work=$(mktemp -d -t kiq-demo.XXXXXX)
 redis_pid=""
 workers_pid=""
 scheduler_pid=""
+server_pid=""
 cleanup() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
   if [ -n "$scheduler_pid" ] && kill -0 "$scheduler_pid" 2>/dev/null; then
     kill -TERM "$scheduler_pid" 2>/dev/null || true
     wait "$scheduler_pid" 2>/dev/null || true
@@ -70,6 +76,17 @@ scheduler_pid=$!
   --description "demo: a health check every second"
 
 echo
+api_port=$(( 40000 + RANDOM % 20000 ))
+export KIQ_API_TOKEN="demo-token-$RANDOM$RANDOM"
+echo "==> taskctl serve --listen 127.0.0.1:$api_port (API, dashboard, /metrics)"
+"$bin/taskctl" serve --listen "127.0.0.1:$api_port" >"$work/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 200); do
+  curl -s -o /dev/null "http://127.0.0.1:$api_port/" 2>/dev/null && break
+  sleep 0.05
+done
+
+echo
 echo "==> quickstart: dispatching tasks and waiting for their results"
 "$bin/quickstart"
 
@@ -77,6 +94,25 @@ echo
 echo "==> taskctl kiq (dispatch by name from a shell)"
 echo "\$ taskctl kiq kiq_examples::math::add --args '[40, 2]' --wait 5s"
 "$bin/taskctl" kiq kiq_examples::math::add --args '[40, 2]' --wait 5s
+
+echo
+echo "==> the HTTP API: create a task by name at high priority, then read it back"
+if command -v curl >/dev/null 2>&1; then
+  auth="Authorization: Bearer $KIQ_API_TOKEN"
+  echo "\$ curl -X POST /api/tasks -d '{\"task\": \"kiq_examples::math::add\", \"args\": [20, 22], \"priority\": \"high\"}'"
+  created=$(curl -s -H "$auth" -H 'Content-Type: application/json' \
+    -d '{"task": "kiq_examples::math::add", "args": [20, 22], "priority": "high"}' \
+    "http://127.0.0.1:$api_port/api/tasks")
+  echo "$created"
+  id=$(echo "$created" | sed -E 's/.*"id":"([^"]+)".*/\1/')
+  "$bin/taskctl" wait "$id" --timeout 5s >/dev/null || true
+  "$bin/taskctl" task "$id"
+  echo "\$ curl /metrics | grep kiq_queue_waiting"
+  curl -s -H "$auth" "http://127.0.0.1:$api_port/metrics" | grep '^kiq_queue_waiting' || true
+  echo "(the dashboard: http://127.0.0.1:$api_port/ with token $KIQ_API_TOKEN, while this demo runs)"
+else
+  echo "(curl is not installed: skipping the HTTP calls)"
+fi
 
 echo
 echo "==> the schedule after a few ticks (each tick fired exactly once)"
@@ -88,7 +124,10 @@ echo "==> taskctl status"
 "$bin/taskctl" status
 
 echo
-echo "==> stopping the scheduler and the workers (SIGTERM: drain, then exit)"
+echo "==> stopping the server, the scheduler and the workers (SIGTERM: drain, then exit)"
+kill -TERM "$server_pid"
+wait "$server_pid" || true
+server_pid=""
 kill -TERM "$scheduler_pid"
 wait "$scheduler_pid" || true
 scheduler_pid=""

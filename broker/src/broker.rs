@@ -809,6 +809,7 @@ impl Broker {
         let ttl = self.inner.config.result_ttl.as_secs().max(1);
         let mut writes = redis::pipe();
         let pending_ttl = self.inner.config.pending_ttl.as_secs().max(1);
+        let mut indexed: HashMap<(&str, TaskState), Vec<(u64, &str)>> = HashMap::new();
         for c in batch {
             if c.mark {
                 if let Some((task_id, record)) = &c.record {
@@ -823,12 +824,10 @@ impl Broker {
                 continue;
             }
             if let (Some(f), Some((task_id, _))) = (&c.finished, &c.record) {
-                writes
-                    .cmd("ZADD")
-                    .arg(keys.index(&f.queue, f.state))
-                    .arg(f.finished_ms)
-                    .arg(task_id)
-                    .ignore();
+                indexed
+                    .entry((f.queue.as_str(), f.state))
+                    .or_default()
+                    .push((f.finished_ms, task_id.as_str()));
             }
             if let Some((task_id, record)) = &c.record {
                 writes
@@ -929,6 +928,15 @@ impl Broker {
                 }
                 writes.add_command(cmd).ignore();
             }
+        }
+        // One variadic ZADD per index touched by the batch, not one per task.
+        for ((queue, state), members) in indexed {
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(keys.index(queue, state));
+            for (at, id) in members {
+                cmd.arg(at).arg(id);
+            }
+            writes.add_command(cmd).ignore();
         }
         add_stats(&mut writes, &keys.stats(), batch);
         self.inner.pool.query::<(), _>(&writes).await?;

@@ -46,7 +46,26 @@ pub struct WorkerInfo {
 }
 
 impl Broker {
-    /// The numbers of `queue`, in one round trip.
+    /// Every queue's numbers, its priority lanes summed into it, sorted by name.
+    pub async fn all_queue_stats(&self) -> Result<Vec<QueueStats>, BrokerError> {
+        let mut by_queue: std::collections::BTreeMap<String, QueueStats> = Default::default();
+        for lane in self.known_queues().await? {
+            let s = self.queue_stats(&lane).await?;
+            let name = crate::priority::split_lane(&lane).0.to_string();
+            let q = by_queue.entry(name.clone()).or_insert_with(|| QueueStats {
+                queue: name,
+                ..QueueStats::default()
+            });
+            q.depth += s.depth;
+            q.in_flight += s.in_flight;
+            q.waiting += s.waiting;
+            q.delayed += s.delayed;
+            q.dead += s.dead;
+        }
+        Ok(by_queue.into_values().collect())
+    }
+
+    /// The numbers of `queue` (one lane), in one round trip.
     pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats, BrokerError> {
         let k = self.keys();
         let mut pipe = redis::pipe();

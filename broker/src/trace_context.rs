@@ -91,10 +91,12 @@ pub async fn scope<F: Future>(parent: TraceParent, fut: F) -> F::Output {
 
 /// The `traceparent` a new dispatch carries: a child of the current context, or a new root.
 pub fn for_dispatch() -> String {
-    current()
-        .map(|p| p.child())
-        .unwrap_or_else(TraceParent::new_root)
-        .header()
+    let span = new_span_id();
+    match CURRENT.try_with(|p| format!("00-{}-{span}-{}", p.trace_id, p.flags)) {
+        Ok(header) => header,
+        // A new trace: one format, no intermediate strings (this runs once per dispatch).
+        Err(_) => format!("00-{:032x}-{span}-01", uuid::Uuid::new_v4().as_u128()),
+    }
 }
 
 #[cfg(test)]

@@ -21,10 +21,8 @@ const FORGET_MS: u64 = 3_600_000;
 
 pub(crate) async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let broker = global.connect().await?;
-    let mut queues = Vec::new();
-    for q in broker.known_queues().await? {
-        queues.push(broker.queue_stats(&q).await?);
-    }
+    // Priority lanes are summed into their queue.
+    let queues = broker.all_queue_stats().await?;
     let workers = broker.workers(FORGET_MS).await?;
     let leader = kiq_scheduler::lease::current(&broker).await?;
     let now = now_ms();

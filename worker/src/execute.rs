@@ -18,6 +18,9 @@ use crate::middleware::{run_layers, Outcome, TaskCall};
 use crate::registry::{Invocation, Registry};
 use crate::workflow;
 
+/// How long a task runs before its record says `running` (see `execute`).
+pub const RUNNING_MARK_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Per-process execution state shared by all messages.
 #[derive(Debug, Default)]
 pub struct Running {
@@ -177,19 +180,23 @@ pub async fn execute(
                 attempt: envelope.attempt,
                 note: Some(consumer.to_string()),
             });
-            mark_running(
-                running,
-                consumer,
-                &envelope,
-                &queue,
-                at,
-                history,
-                &exec_trace,
-            )
-            .await;
-            let fut = run(registry, &envelope, token, running);
+            let fut =
+                trace_context::scope(exec_trace.clone(), run(registry, &envelope, token, running));
             let _busy = metrics::executing();
-            Outcome::Finished(trace_context::scope(exec_trace.clone(), fut).await)
+            tokio::pin!(fut);
+            // A task that finishes quickly needs no visible "running" record (nobody could
+            // look in time, and it would cost a write per task): the mark is written once the
+            // task has run for RUNNING_MARK_AFTER. Its history has the start time either way.
+            let r = tokio::select! {
+                biased;
+                r = &mut fut => r,
+                _ = tokio::time::sleep(RUNNING_MARK_AFTER) => {
+                    mark_running(running, consumer, &envelope, &queue, at, history, &exec_trace)
+                        .await;
+                    fut.await
+                }
+            };
+            Outcome::Finished(r)
         });
         let r = run_layers(&running.layers, &call, task)
             .instrument(span.clone())

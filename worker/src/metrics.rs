@@ -57,7 +57,11 @@ static METRICS: LazyLock<Registry> = LazyLock::new(Registry::default);
 
 fn with_task(name: &str, f: impl FnOnce(&mut PerTask)) {
     if let Ok(mut t) = METRICS.tasks.lock() {
-        f(t.entry(name.to_string()).or_default());
+        match t.get_mut(name) {
+            Some(task) => f(task),
+            // Allocates the name once per task name, not per message.
+            None => f(t.entry(name.to_string()).or_default()),
+        }
     }
 }
 

@@ -57,5 +57,34 @@ async fn main() -> anyhow::Result<()> {
         total += h.wait_result(wait).await?;
     }
     println!("sum of add(i, i) for i in 0..100 = {total}");
+
+    // Workflows: a chain passes each output on; a group's callback gets every output.
+    let chain = math::add::call(1, 2)
+        .then(math::double::link())
+        .then(math::double::link())
+        .kiq(&broker)
+        .await?;
+    println!(
+        "add(1, 2) -> double -> double = {}",
+        chain.wait_result(wait).await?
+    );
+    let (_members, sum) = kiq::group((1..=10).map(|i| math::add::call(i, 0)))
+        .then(math::total::link())
+        .kiq(&broker)
+        .await?;
+    println!(
+        "group of add(i, 0) for i in 1..=10 -> total = {}",
+        sum.wait_result(wait).await?
+    );
+
+    // Priorities: under a backlog, critical work starts first.
+    let urgent = math::add::kicker()
+        .priority(kiq::Priority::Critical)
+        .kiq(&broker, (7, 7))
+        .await?;
+    println!(
+        "add(7, 7) at critical priority = {}",
+        urgent.wait_result(wait).await?
+    );
     Ok(())
 }

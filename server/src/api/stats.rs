@@ -15,21 +15,7 @@ const FORGET_MS: u64 = 3_600_000;
 
 /// Every queue's numbers, lanes summed into their queue.
 pub(crate) async fn queues(state: &AppState) -> Result<Vec<QueueStats>, ApiError> {
-    let mut by_queue: BTreeMap<String, QueueStats> = BTreeMap::new();
-    for lane in state.broker.known_queues().await? {
-        let s = state.broker.queue_stats(&lane).await?;
-        let name = kiq_broker::priority::split_lane(&lane).0.to_string();
-        let q = by_queue.entry(name.clone()).or_insert_with(|| QueueStats {
-            queue: name,
-            ..QueueStats::default()
-        });
-        q.depth += s.depth;
-        q.in_flight += s.in_flight;
-        q.waiting += s.waiting;
-        q.delayed += s.delayed;
-        q.dead += s.dead;
-    }
-    Ok(by_queue.into_values().collect())
+    Ok(state.broker.all_queue_stats().await?)
 }
 
 /// The cumulative counters (`kiq:stats`).
