@@ -25,6 +25,7 @@ redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[1])
 redis.call('PUBLISH', ARGV[5], ARGV[6])
+if ARGV[7] ~= '' then redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6]) end
 return 1
 "#;
 
@@ -74,14 +75,27 @@ impl Broker {
         let k = self.keys();
         let script = redis::Script::new(CANCEL);
         let mut inv = script.key(k.task(id));
+        // Listed among the queue's cancelled tasks at once (when the queue is known).
+        let index_at = if record.queue.is_empty() {
+            String::new()
+        } else {
+            now_ms().to_string()
+        };
+        let queue = if record.queue.is_empty() {
+            "default"
+        } else {
+            record.queue.as_str()
+        };
         inv.key(k.cancel(id))
             .key(k.cancel_active())
+            .key(k.index(queue, TaskState::Cancelled))
             .arg(codec::encode(&record)?)
             .arg(self.config().pending_ttl.as_secs().max(1))
             .arg(self.config().result_ttl.as_secs().max(1))
             .arg(k.done_channel(id))
             .arg(k.cancel_channel())
-            .arg(id);
+            .arg(id)
+            .arg(index_at);
         let n: i64 = self.pool().invoke(&inv).await?;
         Ok(if n == 1 {
             CancelOutcome::Cancelled

@@ -106,6 +106,18 @@ async fn states_are_recorded_with_their_history_and_listed_by_state_and_queue() 
         [scheduled.id().to_string()]
     );
     assert!(listed(&broker, Succeeded, Some("idle")).await.is_empty());
+    // A cancelled task is listed as such at once, even before any worker sees its message.
+    let cancelled = math::add::kicker()
+        .queue("idle")
+        .delay(Duration::from_secs(600))
+        .kiq(&broker, (2, 2))
+        .await
+        .unwrap();
+    cancelled.cancel().await.unwrap();
+    assert_eq!(
+        listed(&broker, Cancelled, Some("idle")).await,
+        [cancelled.id().to_string()]
+    );
 
     // The CLI shows the same.
     let run = |args: &[&str]| {
