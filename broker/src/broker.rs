@@ -790,6 +790,7 @@ impl Broker {
             // The first read drains by priority too: a worker starting on a backlog must not
             // take a blocking read's mix of every lane.
             backlog: true,
+            busy_lanes: None,
             fetch_script: redis::Script::new(FETCH_BY_PRIORITY),
         })
     }
@@ -1049,6 +1050,9 @@ pub struct StreamReader {
     /// Whether the last read found work: then the next one drains lanes in priority order
     /// without blocking (see [`FETCH_BY_PRIORITY`]).
     backlog: bool,
+    /// How many lanes held messages at the last look (`None`: unknown). While at most one
+    /// does, strict order needs no script: one plain non-blocking read takes the same messages.
+    busy_lanes: Option<usize>,
     fetch_script: redis::Script,
 }
 
@@ -1066,7 +1070,18 @@ for i = 1, #KEYS - 1 do
     out[#out + 1] = r[1]
   end
 end
-return {out, redis.call('EXISTS', KEYS[#KEYS])}
+local lens = {}
+for i = 1, #KEYS - 1 do lens[i] = redis.call('XLEN', KEYS[i]) end
+return {out, redis.call('EXISTS', KEYS[#KEYS]), lens}
+"#;
+
+/// The length of each stream in `KEYS[1..n-1]` (acknowledged entries are deleted, so a lane of
+/// length 0 holds nothing), then whether the cancel flag `KEYS[n]` exists.
+const LANE_LENGTHS: &str = r#"
+local out = {}
+for i = 1, #KEYS - 1 do out[i] = redis.call('XLEN', KEYS[i]) end
+out[#KEYS] = redis.call('EXISTS', KEYS[#KEYS])
+return out
 "#;
 
 impl StreamReader {
@@ -1096,17 +1111,27 @@ impl StreamReader {
         block: Duration,
     ) -> Result<ReadBatch, BrokerError> {
         let (reply, active) = if self.backlog && self.streams.len() > 1 {
-            let mut inv = self.fetch_script.prepare_invoke();
-            for s in &self.streams {
-                inv.key(s);
+            if self.busy_lanes.is_some_and(|n| n <= 1) {
+                // Only one lane had work: a plain read returns what the script would. Should a
+                // more urgent lane have received work since, the reply lists it first, and the
+                // lane lengths read alongside switch the next read back to the script.
+                self.read_plain(count).await?
+            } else {
+                let mut inv = self.fetch_script.prepare_invoke();
+                for s in &self.streams {
+                    inv.key(s);
+                }
+                inv.key(&self.cancel_active)
+                    .arg(CONSUMER_GROUP)
+                    .arg(&self.consumer)
+                    .arg(count.max(1));
+                let (reply, active, lens): (StreamReadReply, i64, Vec<i64>) =
+                    inv.invoke_async(&mut self.conn).await?;
+                self.busy_lanes = Some(lens.iter().filter(|n| **n > 0).count());
+                (Some(reply), active > 0)
             }
-            inv.key(&self.cancel_active)
-                .arg(CONSUMER_GROUP)
-                .arg(&self.consumer)
-                .arg(count.max(1));
-            let (reply, active): (StreamReadReply, i64) = inv.invoke_async(&mut self.conn).await?;
-            (Some(reply), active > 0)
         } else {
+            self.busy_lanes = None;
             self.read_blocking(count, block).await?
         };
         let mut out = Vec::new();
@@ -1137,6 +1162,37 @@ impl StreamReader {
 }
 
 impl StreamReader {
+    /// One non-blocking XREADGROUP over every lane, with the lanes' lengths and the cancel
+    /// flag in the same round trip.
+    async fn read_plain(
+        &mut self,
+        count: usize,
+    ) -> Result<(Option<StreamReadReply>, bool), BrokerError> {
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP")
+            .arg(CONSUMER_GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count.max(1))
+            .arg("STREAMS")
+            .arg(&self.streams);
+        for _ in &self.streams {
+            read.arg(">");
+        }
+        let mut lens = redis::cmd("EVAL");
+        lens.arg(LANE_LENGTHS)
+            .arg(self.streams.len() + 1)
+            .arg(&self.streams)
+            .arg(&self.cancel_active);
+        let mut pipe = redis::pipe();
+        pipe.add_command(read).add_command(lens);
+        let (reply, mut lens): (Option<StreamReadReply>, Vec<i64>) =
+            pipe.query_async(&mut self.conn).await?;
+        let active = lens.pop().unwrap_or(0) > 0;
+        self.busy_lanes = Some(lens.iter().filter(|n| **n > 0).count());
+        Ok((reply, active))
+    }
+
     /// One XREADGROUP over every lane, blocking up to `block` for the first message, with the
     /// cancel flag read in the same round trip.
     async fn read_blocking(
