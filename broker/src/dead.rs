@@ -44,6 +44,28 @@ pub struct DeadEntry {
     pub payload: Vec<u8>,
 }
 
+/// Which dead letters [`Broker::find_dead_letters`] returns: every field that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadFilter {
+    /// A queue (with its priority lanes), or one lane.
+    pub queue: Option<String>,
+    /// A reason: `malformed`, `unknown_task`, `bad_arguments`, `retries_exhausted`,
+    /// `too_many_deliveries`.
+    pub reason: Option<String>,
+    /// A task name.
+    pub task: Option<String>,
+}
+
+impl DeadFilter {
+    fn matches(&self, e: &DeadEntry) -> bool {
+        self.reason.as_deref().is_none_or(|r| r == e.reason)
+            && self
+                .task
+                .as_deref()
+                .is_none_or(|t| e.task.as_deref() == Some(t))
+    }
+}
+
 impl Broker {
     /// Up to `count` dead letters of `queue`, oldest first, starting at id `start` (`-` for the
     /// beginning).
@@ -127,6 +149,40 @@ impl Broker {
             .query::<(), _>(redis::cmd("DEL").arg(self.keys().dead(queue)))
             .await?;
         Ok(n)
+    }
+
+    /// Dead letters matching `filter`, oldest first within each lane, at most `limit`. A queue
+    /// filter takes in the queue's priority lanes (or names one lane exactly).
+    pub async fn find_dead_letters(
+        &self,
+        filter: &DeadFilter,
+        limit: usize,
+    ) -> Result<Vec<DeadEntry>, BrokerError> {
+        const PAGE: usize = 500;
+        let mut out = Vec::new();
+        for lane in self.known_queues().await? {
+            if let Some(q) = &filter.queue {
+                if *q != lane && crate::priority::split_lane(&lane).0 != q {
+                    continue;
+                }
+            }
+            let mut start = "-".to_string();
+            loop {
+                let page = self.dead_letters(&lane, &start, PAGE).await?;
+                let Some(last) = page.last() else { break };
+                start = format!("({}", last.id);
+                let last_page = page.len() < PAGE;
+                out.extend(page.into_iter().filter(|e| filter.matches(e)));
+                if out.len() >= limit {
+                    out.truncate(limit);
+                    return Ok(out);
+                }
+                if last_page {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Every queue name that has been used (from the registry set).

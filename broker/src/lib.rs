@@ -41,7 +41,7 @@ pub use broker::{
 pub use cancel::CancelOutcome;
 pub use codec::{Codec, CodecError, MsgPack};
 pub use config::BrokerConfig;
-pub use dead::DeadEntry;
+pub use dead::{DeadEntry, DeadFilter};
 pub use delayed::Promotion;
 pub use dispatch_layer::DispatchLayer;
 pub use envelope::Envelope;

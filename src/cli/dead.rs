@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use kiq_broker::{Broker, DeadEntry};
+use kiq_broker::{Broker, DeadEntry, DeadFilter};
 
 use super::GlobalArgs;
 
@@ -15,7 +15,7 @@ pub(crate) struct DeadArgs {
 
 #[derive(Debug, Args, Clone)]
 struct Filter {
-    /// Only this queue (default: every known queue).
+    /// Only this queue, its priority lanes included (default: every known queue).
     #[arg(long, short = 'q')]
     queue: Option<String>,
     /// Only dead letters with this reason (malformed, unknown_task, bad_arguments,
@@ -175,37 +175,12 @@ async fn matching(
     filter: &Filter,
     limit: usize,
 ) -> anyhow::Result<Vec<DeadEntry>> {
-    let queues = match &filter.queue {
-        Some(q) => vec![q.clone()],
-        None => broker.known_queues().await?,
+    let filter = DeadFilter {
+        queue: filter.queue.clone(),
+        reason: filter.reason.clone(),
+        task: filter.task.clone(),
     };
-    let mut out = Vec::new();
-    for q in queues {
-        let mut start = "-".to_string();
-        loop {
-            let page = broker.dead_letters(&q, &start, 500).await?;
-            let Some(last) = page.last() else { break };
-            start = format!("({}", last.id);
-            let full = page.len() == 500;
-            for e in page {
-                let keep = filter.reason.as_ref().is_none_or(|r| &e.reason == r)
-                    && filter
-                        .task
-                        .as_ref()
-                        .is_none_or(|t| e.task.as_ref() == Some(t));
-                if keep {
-                    out.push(e);
-                    if out.len() >= limit {
-                        return Ok(out);
-                    }
-                }
-            }
-            if !full {
-                break;
-            }
-        }
-    }
-    Ok(out)
+    Ok(broker.find_dead_letters(&filter, limit).await?)
 }
 
 fn to_json(e: &DeadEntry, with_payload: bool) -> serde_json::Value {

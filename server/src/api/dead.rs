@@ -4,7 +4,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kiq_broker::DeadEntry;
+use kiq_broker::{DeadEntry, DeadFilter};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -30,33 +30,14 @@ fn view(e: &DeadEntry) -> Value {
     })
 }
 
-/// The dead letters matching `f`, oldest first, at most `limit`.
+/// The dead letters matching `f`, at most `limit`.
 async fn matching(state: &AppState, f: &Filter, limit: usize) -> Result<Vec<DeadEntry>, ApiError> {
-    let mut out = Vec::new();
-    for lane in state.broker.known_queues().await? {
-        let queue = kiq_broker::priority::split_lane(&lane).0;
-        if f.queue.as_deref().is_some_and(|q| q != queue) {
-            continue;
-        }
-        let mut start = "-".to_string();
-        loop {
-            let page = state.broker.dead_letters(&lane, &start, 500).await?;
-            let Some(last) = page.last() else { break };
-            start = format!("({}", last.id);
-            let last_page = page.len() < 500;
-            out.extend(page.into_iter().filter(|e| {
-                f.reason.as_deref().is_none_or(|r| r == e.reason)
-                    && f.task
-                        .as_deref()
-                        .is_none_or(|t| e.task.as_deref() == Some(t))
-            }));
-            if out.len() >= limit || last_page {
-                break;
-            }
-        }
-    }
-    out.truncate(limit);
-    Ok(out)
+    let filter = DeadFilter {
+        queue: f.queue.clone(),
+        reason: f.reason.clone(),
+        task: f.task.clone(),
+    };
+    Ok(state.broker.find_dead_letters(&filter, limit).await?)
 }
 
 pub(crate) async fn list(
