@@ -1162,23 +1162,32 @@ impl StreamReader {
 }
 
 impl StreamReader {
+    /// `XREADGROUP` of up to `count` new messages per lane, over every lane, blocking up to
+    /// `block` when given.
+    fn read_command(&self, count: usize, block: Option<Duration>) -> redis::Cmd {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(CONSUMER_GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count.max(1));
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&self.streams);
+        for _ in &self.streams {
+            cmd.arg(">");
+        }
+        cmd
+    }
+
     /// One non-blocking XREADGROUP over every lane, with the lanes' lengths and the cancel
     /// flag in the same round trip.
     async fn read_plain(
         &mut self,
         count: usize,
     ) -> Result<(Option<StreamReadReply>, bool), BrokerError> {
-        let mut read = redis::cmd("XREADGROUP");
-        read.arg("GROUP")
-            .arg(CONSUMER_GROUP)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(count.max(1))
-            .arg("STREAMS")
-            .arg(&self.streams);
-        for _ in &self.streams {
-            read.arg(">");
-        }
+        let read = self.read_command(count, None);
         let mut lens = redis::cmd("EVAL");
         lens.arg(LANE_LENGTHS)
             .arg(self.streams.len() + 1)
@@ -1200,19 +1209,7 @@ impl StreamReader {
         count: usize,
         block: Duration,
     ) -> Result<(Option<StreamReadReply>, bool), BrokerError> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(CONSUMER_GROUP)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(count.max(1))
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.streams);
-        for _ in &self.streams {
-            cmd.arg(">");
-        }
+        let cmd = self.read_command(count, Some(block));
         let mut pipe = redis::pipe();
         pipe.add_command(cmd).cmd("GET").arg(&self.cancel_active);
         let (reply, active): (Option<StreamReadReply>, Option<String>) =
