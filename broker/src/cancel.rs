@@ -36,6 +36,10 @@ pub enum CancelOutcome {
     Cancelled,
     /// It had already finished; nothing changed.
     AlreadyFinished,
+    /// No such task (or its record expired); nothing changed. Only said when dispatches write
+    /// pending records (`track_pending`, the default): without them, an unknown id is
+    /// indistinguishable from a queued task, and is cancelled.
+    NotFound,
 }
 
 impl Broker {
@@ -43,7 +47,10 @@ impl Broker {
     /// cancellation token fires and it is stopped after the worker's grace period. Its result
     /// says cancelled. A task that already finished is left alone.
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome, BrokerError> {
-        let previous = self.record(id).await.ok().flatten();
+        let previous = self.record(id).await?;
+        if previous.is_none() && self.config().track_pending {
+            return Ok(CancelOutcome::NotFound);
+        }
         let record = TaskRecord {
             state: TaskState::Cancelled,
             task: previous

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::broker::{Broker, Completion, DeadLetter, OutgoingMessage};
 use crate::codec;
-use crate::error::{BrokerError, WaitError};
+use crate::error::WaitError;
 use crate::record::TaskRecord;
 
 /// Runs messages of an in-memory broker (implemented by the worker crate).
@@ -248,10 +248,4 @@ impl Broker {
     pub fn memory_cancelled(&self, id: &str) -> bool {
         self.memory().is_some_and(|m| m.is_cancelled(id))
     }
-}
-
-/// What an in-memory broker's operations return where Redis would have failed.
-#[allow(dead_code)]
-pub(crate) fn unsupported(what: &str) -> BrokerError {
-    BrokerError::Config(format!("{what} is not available on an in-memory broker"))
 }

@@ -228,6 +228,38 @@ pub struct TaskRecord {
     pub trace: Option<String>,
 }
 
+impl TaskRecord {
+    /// The record of task `id` as JSON for people and tools (`taskctl task --json`, the HTTP
+    /// API): its output decoded from the wire codec, and its latest `progress` report if given.
+    pub fn to_json(&self, id: &str, progress: Option<serde_json::Value>) -> serde_json::Value {
+        use serde_json::json;
+        let output = self
+            .output
+            .as_ref()
+            .and_then(|b| crate::codec::to_json(b).ok());
+        json!({
+            "id": id,
+            "task": self.task,
+            "queue": self.queue,
+            "state": self.state,
+            "attempts": self.attempts,
+            "enqueued_at_ms": self.enqueued_at_ms,
+            "started_at_ms": self.started_at_ms,
+            "finished_at_ms": self.finished_at_ms,
+            "worker": self.worker,
+            "trace": self.trace,
+            "failure": self.failure.as_ref().map(|f| json!({
+                "kind": f.kind, "type": f.error_type, "message": f.message
+            })),
+            "output": output,
+            "progress": progress,
+            "history": self.history.iter().map(|h| json!({
+                "state": h.state, "at_ms": h.at_ms, "attempt": h.attempt, "note": h.note
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,25 +2,11 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiq::{TaskState, WaitError};
 use kiq_examples::{bench, faults};
-use support::{redis_and_broker, Workers};
-
-/// Waits (bounded) until task `id`'s record is in `state`.
-async fn wait_for_state(broker: &kiq::Broker, id: &str, state: TaskState) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(r)) = broker.record(id).await {
-            if r.state == state {
-                return true;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
-}
+use support::{redis_and_broker, wait_for_state, Workers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_holds_across_worker_processes_and_defers_without_failing() {

@@ -7,22 +7,9 @@ use std::time::{Duration, Instant};
 
 use kiq::TaskState;
 use kiq_examples::{faults, math};
-use support::{redis_and_broker, Workers};
+use support::{redis_and_broker, wait_for_state, Workers};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn wait_for_state(broker: &kiq::Broker, id: &str, state: TaskState) -> bool {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if let Ok(Some(r)) = broker.record(id).await {
-            if r.state == state {
-                return true;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
-}
 
 async fn listed(broker: &kiq::Broker, state: TaskState, queue: Option<&str>) -> Vec<String> {
     broker
@@ -121,11 +108,7 @@ async fn states_are_recorded_with_their_history_and_listed_by_state_and_queue() 
 
     // The CLI shows the same.
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(support::taskctl())
-            .args(args)
-            .args(["--redis-url", &redis.url()])
-            .output()
-            .unwrap();
+        let out = support::taskctl_at(&redis.url(), args);
         assert!(
             out.status.success(),
             "{}",

@@ -172,11 +172,7 @@ async fn status_shows_queues_and_workers_and_forgets_workers_that_left() {
 async fn the_cli_dispatches_with_a_priority_and_shows_a_task() {
     let (redis, broker) = redis_and_broker().await;
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(support::taskctl())
-            .args(args)
-            .args(["--redis-url", &redis.url()])
-            .output()
-            .unwrap();
+        let out = support::taskctl_at(&redis.url(), args);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).trim().to_string(),

@@ -224,11 +224,7 @@ async fn dead_letters_can_be_listed_replayed_and_purged_from_the_cli() {
         Err(WaitError::Failed(_))
     ));
     let taskctl = |args: &[&str]| {
-        let out = std::process::Command::new(support::taskctl())
-            .args(args)
-            .args(["--redis-url", &redis.url()])
-            .output()
-            .unwrap();
+        let out = support::taskctl_at(&redis.url(), args);
         assert!(
             out.status.success(),
             "{args:?}: {}",

@@ -34,11 +34,7 @@ fn stop(mut c: Child) {
 }
 
 fn taskctl(redis: &RedisServer, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(support::taskctl())
-        .args(args)
-        .args(["--redis-url", &redis.url()])
-        .output()
-        .unwrap();
+    let out = support::taskctl_at(&redis.url(), args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -10,14 +10,9 @@ use axum::routing::get;
 use axum::Router;
 use kiq_broker::envelope::now_ms;
 use kiq_scheduler::Schedules;
+use kiq_worker::metrics::escape;
 
 use crate::{ApiError, AppState};
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
 
 fn text(body: String) -> impl IntoResponse {
     (
@@ -41,7 +36,7 @@ pub(crate) async fn server_metrics(
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
     let mut out = String::new();
-    let queues = crate::api::stats_queues(&state).await?;
+    let queues = state.broker.all_queue_stats().await?;
     let gauges: [QueueGauge; 4] = [
         (
             "kiq_queue_waiting",

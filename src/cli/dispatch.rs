@@ -91,7 +91,7 @@ pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<Ex
     if !json.is_array() {
         anyhow::bail!("--args must be a JSON array of the task's arguments, e.g. '[2, 3]'");
     }
-    let encoded = json_to_wire(&json)?;
+    let encoded = kiq_broker::codec::from_json(&json)?;
     let linked_queue = kiq_worker::Registry::linked()
         .ok()
         .and_then(|r| r.get(&args.task).map(|d| d.queue));
@@ -125,6 +125,10 @@ pub(crate) async fn cancel(global: &GlobalArgs, args: CancelArgs) -> anyhow::Res
         kiq_broker::CancelOutcome::Cancelled => println!("cancelled {}", args.id),
         kiq_broker::CancelOutcome::AlreadyFinished => {
             println!("{} had already finished; nothing changed", args.id)
+        }
+        kiq_broker::CancelOutcome::NotFound => {
+            eprintln!("task {} is unknown or its record has expired", args.id);
+            return Ok(ExitCode::from(2));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -263,40 +267,8 @@ pub(crate) async fn task(global: &GlobalArgs, args: TaskArgs) -> anyhow::Result<
         eprintln!("task {} is unknown or its record has expired", args.id);
         return Ok(ExitCode::from(2));
     };
-    let progress: Option<serde_json::Value> = match broker
-        .pool()
-        .query::<Option<Vec<u8>>, _>(
-            kiq_broker::redis::cmd("GET").arg(broker.keys().progress(&args.id)),
-        )
-        .await?
-    {
-        Some(bytes) => Some(wire_to_json(&bytes)?),
-        None => None,
-    };
-    let output = match &r.output {
-        Some(bytes) => Some(wire_to_json(bytes)?),
-        None => None,
-    };
-    let view = serde_json::json!({
-        "id": args.id,
-        "task": r.task,
-        "queue": r.queue,
-        "state": r.state,
-        "attempts": r.attempts,
-        "enqueued_at_ms": r.enqueued_at_ms,
-        "finished_at_ms": r.finished_at_ms,
-        "worker": r.worker,
-        "started_at_ms": r.started_at_ms,
-        "trace": r.trace,
-        "history": r.history.iter().map(|h| serde_json::json!({
-            "state": h.state, "at_ms": h.at_ms, "attempt": h.attempt, "note": h.note
-        })).collect::<Vec<_>>(),
-        "failure": r.failure.as_ref().map(|f| serde_json::json!({
-            "kind": f.kind, "type": f.error_type, "message": f.message
-        })),
-        "output": output,
-        "progress": progress,
-    });
+    let progress: Option<serde_json::Value> = broker.progress(&args.id).await?;
+    let view = r.to_json(&args.id, progress);
     if args.json {
         println!("{view}");
         return Ok(ExitCode::SUCCESS);
@@ -352,7 +324,7 @@ fn print_outcome(outcome: Result<TaskRecord, WaitError>) -> anyhow::Result<ExitC
     match outcome {
         Ok(r) if r.state == TaskState::Succeeded => {
             let value = match &r.output {
-                Some(bytes) => wire_to_json(bytes)?,
+                Some(bytes) => kiq_broker::codec::to_json(bytes)?,
                 None => serde_json::Value::Null,
             };
             println!("{value}");
@@ -373,14 +345,4 @@ fn print_outcome(outcome: Result<TaskRecord, WaitError>) -> anyhow::Result<ExitC
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// JSON to the wire codec (MessagePack), without knowing the target types.
-fn json_to_wire(json: &serde_json::Value) -> anyhow::Result<Vec<u8>> {
-    Ok(kiq_broker::codec::from_json(json)?)
-}
-
-/// The wire codec back to JSON, for printing.
-pub(crate) fn wire_to_json(bytes: &[u8]) -> anyhow::Result<serde_json::Value> {
-    Ok(kiq_broker::codec::to_json(bytes)?)
 }

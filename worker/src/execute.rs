@@ -39,12 +39,6 @@ pub struct Running {
     pub layers: Vec<std::sync::Arc<dyn crate::middleware::Middleware>>,
 }
 
-impl std::fmt::Debug for dyn crate::middleware::Middleware {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Middleware")
-    }
-}
-
 impl Running {
     /// Running state with `cancel_grace`.
     pub fn new(cancel_grace: std::time::Duration, broker: Option<kiq_broker::Broker>) -> Self {
@@ -300,11 +294,6 @@ pub async fn execute(
         attempt: envelope.attempt,
         note: failure.as_ref().map(|f| short(&f.message)),
     });
-    let started_at_ms = history
-        .iter()
-        .rev()
-        .find(|h| h.state == TaskState::Running)
-        .map(|h| h.at_ms);
     let record = TaskRecord {
         state,
         task: envelope.task.clone(),
@@ -315,7 +304,7 @@ pub async fn execute(
         output,
         failure,
         worker: Some(consumer.to_string()),
-        started_at_ms,
+        started_at_ms: ran_since,
         history,
         trace: Some(exec_trace.header()),
     };

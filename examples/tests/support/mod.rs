@@ -43,6 +43,29 @@ pub async fn enqueue_by_name<A: serde::Serialize>(broker: &Broker, task: &str, a
     broker.enqueue(msg).await.unwrap()
 }
 
+/// Waits (bounded, 20 s) until task `id`'s record is in `state`.
+pub async fn wait_for_state(broker: &Broker, id: &str, state: kiq::TaskState) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(r)) = broker.record(id).await {
+            if r.state == state {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Runs `taskctl <args> --redis-url <url>` to completion.
+pub fn taskctl_at(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(taskctl())
+        .args(args)
+        .args(["--redis-url", url])
+        .output()
+        .expect("run taskctl")
+}
+
 /// A running `taskctl worker` supervisor.
 pub struct Workers {
     child: Option<Child>,

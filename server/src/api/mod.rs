@@ -10,7 +10,7 @@ use axum::Router;
 
 use crate::AppState;
 
-pub(crate) use stats::{queues as stats_queues, totals as stats_totals};
+pub(crate) use stats::totals as stats_totals;
 
 /// Every API route (authentication is added by [`crate::router`]).
 pub(crate) fn routes() -> Router<AppState> {

@@ -5,18 +5,12 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::Json;
 use kiq_broker::envelope::now_ms;
-use kiq_broker::QueueStats;
 use serde_json::{json, Value};
 
 use crate::{ApiError, AppState};
 
 /// Workers whose heartbeat is older than this are not listed.
 const FORGET_MS: u64 = 3_600_000;
-
-/// Every queue's numbers, lanes summed into their queue.
-pub(crate) async fn queues(state: &AppState) -> Result<Vec<QueueStats>, ApiError> {
-    Ok(state.broker.all_queue_stats().await?)
-}
 
 /// The cumulative counters (`kiq:stats`).
 pub(crate) async fn totals(state: &AppState) -> Result<BTreeMap<String, u64>, ApiError> {
@@ -28,7 +22,7 @@ pub(crate) async fn totals(state: &AppState) -> Result<BTreeMap<String, u64>, Ap
 }
 
 pub(crate) async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let queues = queues(&state).await?;
+    let queues = state.broker.all_queue_stats().await?;
     let workers = state.broker.workers(FORGET_MS).await?;
     let leader = kiq_scheduler::lease::current(&state.broker).await?;
     let totals = totals(&state).await?;

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use kiq_broker::{codec, CancelOutcome, Priority, RawDispatch, TaskRecord, TaskState};
+use kiq_broker::{codec, CancelOutcome, Priority, RawDispatch, TaskState};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -129,31 +129,6 @@ async fn create_task(
     ))
 }
 
-/// A task record as JSON, with its output and progress decoded.
-pub(crate) fn view(id: &str, r: &TaskRecord, progress: Option<Value>) -> Value {
-    let output = r.output.as_ref().and_then(|b| codec::to_json(b).ok());
-    json!({
-        "id": id,
-        "task": r.task,
-        "queue": r.queue,
-        "state": r.state,
-        "attempts": r.attempts,
-        "enqueued_at_ms": r.enqueued_at_ms,
-        "started_at_ms": r.started_at_ms,
-        "finished_at_ms": r.finished_at_ms,
-        "worker": r.worker,
-        "trace": r.trace,
-        "failure": r.failure.as_ref().map(|f| json!({
-            "kind": f.kind, "type": f.error_type, "message": f.message
-        })),
-        "output": output,
-        "progress": progress,
-        "history": r.history.iter().map(|h| json!({
-            "state": h.state, "at_ms": h.at_ms, "attempt": h.attempt, "note": h.note
-        })).collect::<Vec<_>>(),
-    })
-}
-
 pub(crate) async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -164,7 +139,7 @@ pub(crate) async fn get_one(
         )));
     };
     let progress: Option<Value> = state.broker.progress(&id).await.ok().flatten();
-    Ok(Json(view(&id, &r, progress)))
+    Ok(Json(r.to_json(&id, progress)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,7 +161,7 @@ pub(crate) async fn list(
         .await?;
     let tasks: Vec<Value> = tasks
         .iter()
-        .filter_map(|t| t.record.as_ref().map(|r| view(&t.id, r, None)))
+        .filter_map(|t| t.record.as_ref().map(|r| r.to_json(&t.id, None)))
         .collect();
     Ok(Json(json!({ "state": st, "tasks": tasks })))
 }
@@ -195,14 +170,14 @@ pub(crate) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if state.broker.record(&id).await?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "task {id} is unknown or its record has expired"
-        )));
-    }
     let outcome = match state.broker.cancel(&id).await? {
         CancelOutcome::Cancelled => "cancelled",
         CancelOutcome::AlreadyFinished => "already_finished",
+        CancelOutcome::NotFound => {
+            return Err(ApiError::not_found(format!(
+                "task {id} is unknown or its record has expired"
+            )))
+        }
     };
     Ok(Json(json!({ "id": id, "outcome": outcome })))
 }

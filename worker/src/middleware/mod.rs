@@ -96,6 +96,12 @@ pub trait Middleware: Send + Sync + 'static {
     fn call<'a>(&'a self, task: &'a TaskCall<'a>, next: Next<'a>) -> BoxFuture<'a, Outcome>;
 }
 
+impl std::fmt::Debug for dyn Middleware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Middleware")
+    }
+}
+
 /// The rest of the stack below a layer: the inner layers, then the task itself.
 pub struct Next<'a> {
     rest: &'a [Arc<dyn Middleware>],
