@@ -55,6 +55,7 @@ fn run(name: &str, args: Vec<u8>) -> Result<Vec<u8>, kiq::TaskFailure> {
         args,
         attempt: 0,
         labels: Default::default(),
+        ..Default::default()
     }))
 }
 

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::codec::{KiqWire, WireFormat};
+
 /// The Redis URL used when none is given.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
@@ -32,6 +34,9 @@ pub struct BrokerConfig {
     pub track_pending: bool,
     /// Layers every dispatch passes through, in order (see [`crate::DispatchLayer`]).
     pub dispatch_layers: Vec<std::sync::Arc<dyn crate::DispatchLayer>>,
+    /// The wire format of envelopes and records, which also names the codec of task
+    /// arguments and outputs (default: kiq's own, [`KiqWire`]).
+    pub wire: std::sync::Arc<dyn WireFormat>,
 }
 
 impl Default for BrokerConfig {
@@ -47,6 +52,7 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(5),
             track_pending: true,
             dispatch_layers: Vec::new(),
+            wire: std::sync::Arc::new(KiqWire),
         }
     }
 }
@@ -110,5 +116,47 @@ impl BrokerConfig {
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size.max(1);
         self
+    }
+}
+
+/// This machine's host name (`host` when it cannot be read): part of consumer names, worker
+/// heartbeats and scheduler holder ids.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string())
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => format!("{}***{}", &url[..scheme_end + 3], &url[at..]),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact("redis://secret@h:1"), "redis://***@h:1");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
     }
 }

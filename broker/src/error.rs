@@ -26,6 +26,10 @@ pub enum BrokerError {
     /// A value could not be encoded or decoded.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// The backend cannot do this (the in-memory backend has no consumer groups, leases or
+    /// dead-letter streams).
+    #[error("{0} needs Redis: the in-memory broker does not support it")]
+    Unsupported(&'static str),
 }
 
 // By hand rather than `#[from]`: the message already includes the cause, so it is not also

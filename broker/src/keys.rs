@@ -103,7 +103,7 @@ impl Keys {
 
     /// The index of `queue`'s finished tasks in `state`: a sorted set of task ids scored by
     /// when they finished (ms), trimmed to the result TTL and a size cap by the workers.
-    pub fn index(&self, queue: &str, state: crate::record::TaskState) -> String {
+    pub fn index(&self, queue: &str, state: crate::model::record::TaskState) -> String {
         format!("{{{}:{}}}:finished:{}", self.prefix, queue, state.as_str())
     }
 
@@ -116,6 +116,52 @@ impl Keys {
     /// The set of queue names that have ever been dispatched to (for operators' tools).
     pub fn queues(&self) -> String {
         format!("{}:queues", self.prefix)
+    }
+
+    /// The idempotency mark of message `id` on `lane`: exists once the message was enqueued by
+    /// an enqueue-once (a scheduler tick's delivery).
+    pub fn once(&self, lane: &str, id: &str) -> String {
+        format!("{{{}:{}}}:once:{}", self.prefix, lane, id)
+    }
+
+    /// The hash of stored schedules (id → JSON definition).
+    pub fn schedules(&self) -> String {
+        format!("{}:schedules", self.prefix)
+    }
+
+    /// Bumped on every change to the stored schedules; the active scheduler reloads on change.
+    pub fn schedules_version(&self) -> String {
+        format!("{}:schedules:version", self.prefix)
+    }
+
+    /// A schedule's state hash: `last_tick_ms`, `last_fire_ms`, `next_fire_ms`.
+    pub fn schedule_state(&self, id: &str) -> String {
+        format!("{}:schedule:{id}:state", self.prefix)
+    }
+
+    /// A schedule's latest fire ids (a list, newest first, 20 kept).
+    pub fn schedule_fires(&self, id: &str) -> String {
+        format!("{}:schedule:{id}:fires", self.prefix)
+    }
+
+    /// The mark that a scheduler tick (by its fire id) was decided.
+    pub fn fired(&self, fire_id: &str) -> String {
+        format!("{}:scheduler:fired:{fire_id}", self.prefix)
+    }
+
+    /// Decided ticks not yet delivered (fire id → encoded message).
+    pub fn outbox(&self) -> String {
+        format!("{}:scheduler:outbox", self.prefix)
+    }
+
+    /// The scheduler lease: `<holder> <token>`, with a TTL.
+    pub fn lease(&self) -> String {
+        format!("{}:scheduler:lease", self.prefix)
+    }
+
+    /// The counter fencing tokens are drawn from.
+    pub fn fence(&self) -> String {
+        format!("{}:scheduler:fence", self.prefix)
     }
 }
 

@@ -1,61 +1,45 @@
-//! kiq's broker: the message envelope, the wire codec, the Redis streams broker, the result
-//! store and task handles.
+//! kiq's broker: everything between a task's dispatch and its result.
 //!
-//! Most users reach this through the `kiq` facade crate. The pieces:
-//! - [`Envelope`] and [`codec`]: what a message is and how it is encoded (MessagePack).
-//! - [`Broker`]: connects to Redis, enqueues ([`Kicker`]), and gives workers their
-//!   [`StreamReader`] and [`Broker::complete`].
-//! - [`TaskRecord`]: a task's state and result, stored with a TTL.
-//! - [`TaskHandle`]: `wait_result(timeout)` for a typed output, woken by pub/sub.
+//! One surface per role, over one backend seam:
+//! - [`Broker`] ([`client`]): what producers hold: dispatch ([`Kicker`], workflows) and
+//!   waiting ([`TaskHandle`]), progress and cancellation.
+//! - [`Consumer`] ([`consumer`]): what a worker reads and writes, from [`Broker::consumer`].
+//! - [`Inspector`] ([`inspector`]): what operators' tools read, from [`Broker::inspector`].
+//! - [`Control`] ([`control`]): the scheduler's lease and schedules, from [`Broker::control`].
+//! - The backend (Redis, or in-memory for unit tests) is chosen when the broker is made; all
+//!   Redis commands and Lua scripts (`broker/lua/*.lua`) live in its Redis variant.
+//! - [`model`]: the stable types every role speaks ([`Envelope`], [`TaskRecord`], ...), and
+//!   [`codec`]: the value codec and the wire format a broker holds.
 #![warn(missing_docs)]
 
-pub mod broker;
-pub mod cancel;
+mod backend;
+pub mod client;
 pub mod codec;
 pub mod config;
-pub mod connection;
-pub mod dead;
-pub mod delayed;
-pub mod dispatch_layer;
-pub mod envelope;
+pub mod consumer;
+pub mod control;
 pub mod error;
-pub mod handle;
+pub mod inspector;
 pub mod keys;
-pub mod memory;
-pub mod priority;
-pub mod rate_limit;
-pub mod record;
-pub mod recovery;
-pub mod retry;
-pub mod status;
-pub mod task;
-pub mod tasks;
-pub mod trace_context;
-mod waiter;
-pub mod workflow;
+pub mod model;
 
-pub use broker::{
-    Broker, Completion, DeadLetter, Delivery, Finished, OutgoingMessage, RawDispatch, ReadBatch,
-    StreamReader,
+pub use backend::memory::LocalRunner;
+pub use client::{
+    group, valid_queue_name, workflow, Broker, Call, CancelOutcome, Chain, Chord, DispatchLayer,
+    Group, GroupHandle, Kicker, Link, OutgoingMessage, RawDispatch, TaskHandle, TaskSpec,
 };
-pub use cancel::CancelOutcome;
-pub use codec::{Codec, CodecError, MsgPack};
+pub use codec::{Codec, CodecError, KiqWire, MsgPack, ValueCodec, WireFormat};
 pub use config::BrokerConfig;
-pub use dead::{DeadEntry, DeadFilter};
-pub use delayed::Promotion;
-pub use dispatch_layer::DispatchLayer;
-pub use envelope::Envelope;
+pub use consumer::{
+    Completion, Consumer, DeadLetter, Delivery, Effect, End, Notice, Promotion, ReadBatch,
+    Reclaimed, StoredRecord, StreamReader, WorkerInfo, Write,
+};
+pub use control::{Control, Decision, LeaseInfo, ScheduleState, Tick};
 pub use error::{BrokerError, DispatchError, WaitError};
-pub use handle::TaskHandle;
+pub use inspector::{DeadEntry, DeadFilter, Inspector, QueueStats, TaskSummary};
 pub use keys::Keys;
-pub use memory::LocalRunner;
-pub use priority::Priority;
-pub use record::{FailureKind, StateChange, TaskFailure, TaskRecord, TaskState};
-pub use recovery::Reclaimed;
-pub use retry::{Backoff, RetryPolicy};
-pub use status::{QueueStats, WorkerInfo};
-pub use task::{Kicker, TaskSpec};
-pub use workflow::{group, Call, Chain, Chord, Group, GroupHandle, Link};
-
-/// Re-exported for generated code and advanced users.
-pub use redis;
+pub use model::envelope::{self, Envelope, GroupRef};
+pub use model::priority::{self, Priority};
+pub use model::record::{self, FailureKind, StateChange, TaskFailure, TaskRecord, TaskState};
+pub use model::retry::{self, Backoff, RetryPolicy};
+pub use model::trace_context;

@@ -15,13 +15,19 @@ const SPEC: TaskSpec = TaskSpec {
 async fn consumers_are_removed_only_when_they_hold_nothing() {
     let redis = RedisServer::start().unwrap();
     let broker = Broker::connect(&redis.url()).await.unwrap();
-    broker.ensure_group("q").await.unwrap();
+    redis
+        .command("XGROUP CREATE {kiq:q}:stream kiq 0 MKSTREAM")
+        .unwrap();
     // "busy" holds a message; "gone" holds nothing.
     Kicker::<(i32,), i32>::new(SPEC)
         .kiq(&broker, (1,))
         .await
         .unwrap();
-    let mut busy = broker.reader(&["q".to_string()], "busy").await.unwrap();
+    let mut busy = broker
+        .consumer("busy")
+        .reader(&["q".to_string()])
+        .await
+        .unwrap();
     assert_eq!(
         busy.read(10, Duration::from_millis(10))
             .await
@@ -29,18 +35,23 @@ async fn consumers_are_removed_only_when_they_hold_nothing() {
             .len(),
         1
     );
-    let mut gone = broker.reader(&["q".to_string()], "gone").await.unwrap();
+    let mut gone = broker
+        .consumer("gone")
+        .reader(&["q".to_string()])
+        .await
+        .unwrap();
     assert!(gone
         .read(10, Duration::from_millis(10))
         .await
         .unwrap()
         .is_empty());
 
-    assert!(!broker.remove_consumer("q", "busy").await.unwrap());
+    assert!(!broker.consumer("busy").leave("q").await.unwrap());
     // Idle time is the event here: let both consumers age past the threshold.
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(
         broker
+            .consumer("janitor")
             .prune_consumers("q", Duration::from_millis(100))
             .await
             .unwrap(),
@@ -57,15 +68,29 @@ async fn consumers_are_removed_only_when_they_hold_nothing() {
 async fn delayed_messages_are_promoted_when_due_and_not_before() {
     let redis = RedisServer::start().unwrap();
     let broker = Broker::connect(&redis.url()).await.unwrap();
-    broker.ensure_group("q").await.unwrap();
+    redis
+        .command("XGROUP CREATE {kiq:q}:stream kiq 0 MKSTREAM")
+        .unwrap();
     redis
         .command("ZADD {kiq:q}:delayed 1000 early 5000 late")
         .unwrap();
-    let p = broker.promote_due("q", 999, 10).await.unwrap();
+    let p = broker
+        .consumer("forwarder")
+        .promote_due("q", 999, 10)
+        .await
+        .unwrap();
     assert_eq!((p.moved, p.next_due_ms), (0, Some(1000)));
-    let p = broker.promote_due("q", 1000, 10).await.unwrap();
+    let p = broker
+        .consumer("forwarder")
+        .promote_due("q", 1000, 10)
+        .await
+        .unwrap();
     assert_eq!((p.moved, p.next_due_ms), (1, Some(5000)));
-    let p = broker.promote_due("q", 9999, 10).await.unwrap();
+    let p = broker
+        .consumer("forwarder")
+        .promote_due("q", 9999, 10)
+        .await
+        .unwrap();
     assert_eq!((p.moved, p.next_due_ms), (1, None));
     assert_eq!(redis.command("XLEN {kiq:q}:stream").unwrap().trim(), ":2");
 }

@@ -43,20 +43,14 @@ pub async fn attendance_for(date: String) -> Result<DailyReport, String> {
     let day = NaiveDate::parse_from_str(&date, "%Y-%m-%d")
         .map_err(|e| format!("bad date {date:?}: {e}"))?;
     let mut db = side_effect_redis().await?;
-    let members: Vec<String> = redis_cmd(
-        &mut db,
-        kiq::broker::redis::cmd("SMEMBERS").arg("demo:members"),
-    )
-    .await?;
+    let members: Vec<String> =
+        redis_cmd(&mut db, redis::cmd("SMEMBERS").arg("demo:members")).await?;
     let rows = format!("demo:attendance:{day}");
     let mut created = 0;
     for m in &members {
         let fresh: bool = redis_cmd(
             &mut db,
-            kiq::broker::redis::cmd("HSETNX")
-                .arg(&rows)
-                .arg(m)
-                .arg("absent"),
+            redis::cmd("HSETNX").arg(&rows).arg(m).arg("absent"),
         )
         .await?;
         created += fresh as u64;
@@ -69,7 +63,7 @@ pub async fn attendance_for(date: String) -> Result<DailyReport, String> {
     while d.month() == day.month() && d <= day {
         let statuses: std::collections::HashMap<String, String> = redis_cmd(
             &mut db,
-            kiq::broker::redis::cmd("HGETALL").arg(format!("demo:attendance:{d}")),
+            redis::cmd("HGETALL").arg(format!("demo:attendance:{d}")),
         )
         .await?;
         for (m, s) in statuses {
@@ -81,11 +75,7 @@ pub async fn attendance_for(date: String) -> Result<DailyReport, String> {
     }
     let summary = format!("demo:summary:{month}");
     for (m, n) in &present {
-        redis_cmd::<()>(
-            &mut db,
-            kiq::broker::redis::cmd("HSET").arg(&summary).arg(m).arg(*n),
-        )
-        .await?;
+        redis_cmd::<()>(&mut db, redis::cmd("HSET").arg(&summary).arg(m).arg(*n)).await?;
     }
     Ok(DailyReport {
         date: day.to_string(),
@@ -94,9 +84,9 @@ pub async fn attendance_for(date: String) -> Result<DailyReport, String> {
     })
 }
 
-async fn redis_cmd<T: kiq::broker::redis::FromRedisValue>(
-    conn: &mut kiq::broker::redis::aio::MultiplexedConnection,
-    cmd: &kiq::broker::redis::Cmd,
+async fn redis_cmd<T: redis::FromRedisValue>(
+    conn: &mut redis::aio::MultiplexedConnection,
+    cmd: &redis::Cmd,
 ) -> Result<T, String> {
     cmd.query_async(conn).await.map_err(|e| e.to_string())
 }

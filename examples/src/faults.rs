@@ -51,7 +51,7 @@ pub async fn abort_process() {
 pub async fn tally(key: String, n: u64, ms: u64) -> Result<u64, String> {
     tokio::time::sleep(Duration::from_millis(ms)).await;
     let mut conn = side_effect_redis().await?;
-    let _: i64 = kiq::broker::redis::cmd("HINCRBY")
+    let _: i64 = redis::cmd("HINCRBY")
         .arg(&key)
         .arg(n)
         .arg(1)
@@ -66,7 +66,7 @@ pub async fn tally(key: String, n: u64, ms: u64) -> Result<u64, String> {
 #[kiq::task]
 pub async fn gate(key: String) -> Result<String, String> {
     let mut conn = side_effect_redis().await?;
-    let exists: bool = kiq::broker::redis::cmd("EXISTS")
+    let exists: bool = redis::cmd("EXISTS")
         .arg(&key)
         .query_async(&mut conn)
         .await
@@ -79,15 +79,14 @@ pub async fn gate(key: String) -> Result<String, String> {
 }
 
 /// A connection for the example tasks' own side effects (not kiq's): `KIQ_REDIS_URL`.
-pub(crate) async fn side_effect_redis(
-) -> Result<kiq::broker::redis::aio::MultiplexedConnection, String> {
-    static CLIENT: std::sync::OnceLock<kiq::broker::redis::Client> = std::sync::OnceLock::new();
+pub(crate) async fn side_effect_redis() -> Result<redis::aio::MultiplexedConnection, String> {
+    static CLIENT: std::sync::OnceLock<redis::Client> = std::sync::OnceLock::new();
     let client = match CLIENT.get() {
         Some(c) => c,
         None => {
             let url = std::env::var("KIQ_REDIS_URL")
                 .map_err(|_| "KIQ_REDIS_URL is not set".to_string())?;
-            let c = kiq::broker::redis::Client::open(url).map_err(|e| e.to_string())?;
+            let c = redis::Client::open(url).map_err(|e| e.to_string())?;
             CLIENT.get_or_init(|| c)
         }
     };

@@ -13,6 +13,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 async fn listed(broker: &kiq::Broker, state: TaskState, queue: Option<&str>) -> Vec<String> {
     broker
+        .inspector()
         .list_tasks(state, queue, 100)
         .await
         .unwrap()
@@ -158,7 +159,11 @@ async fn finished_task_indexes_are_trimmed_to_the_result_ttl() {
     // Once older than the result TTL, a trim drops them (their records have expired too).
     let deadline = Instant::now() + WAIT;
     while count() != ":0" && Instant::now() < deadline {
-        broker.trim_indexes("default").await.unwrap();
+        broker
+            .consumer("janitor")
+            .trim_indexes("default")
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(count(), ":0");

@@ -50,7 +50,11 @@ async fn failures_are_retried_with_backoff_and_the_waiter_sees_the_final_outcome
         other => panic!("expected the final failure, got {other:?}"),
     }
     assert_eq!(h.record().await.unwrap().unwrap().attempts, 4);
-    let dead = broker.dead_letters("default", "-", 10).await.unwrap();
+    let dead = broker
+        .inspector()
+        .dead_letters("default", "-", 10)
+        .await
+        .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].reason, "retries_exhausted");
     assert_eq!(dead[0].task_id.as_deref(), Some(h.id()));
@@ -159,7 +163,11 @@ async fn a_message_that_keeps_killing_workers_becomes_a_dead_letter() {
             w.log_text()
         ),
     }
-    let dead = broker.dead_letters("default", "-", 10).await.unwrap();
+    let dead = broker
+        .inspector()
+        .dead_letters("default", "-", 10)
+        .await
+        .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].reason, "too_many_deliveries");
     // And the (restarted) worker still serves.
@@ -234,7 +242,11 @@ async fn dead_letters_can_be_listed_replayed_and_purged_from_the_cli() {
     };
     let listed = taskctl(&["dead", "list", "--json"]);
     assert!(listed.contains("retries_exhausted"), "{listed}");
-    let id = broker.dead_letters("default", "-", 1).await.unwrap()[0]
+    let id = broker
+        .inspector()
+        .dead_letters("default", "-", 1)
+        .await
+        .unwrap()[0]
         .id
         .clone();
     assert!(taskctl(&["dead", "show", &id]).contains("payload_hex"));
@@ -253,7 +265,14 @@ async fn dead_letters_can_be_listed_replayed_and_purged_from_the_cli() {
             && futures_done(&broker, h.id())
     }));
     assert_eq!(again.wait_result(WAIT).await.unwrap(), "door is open");
-    assert_eq!(broker.dead_letter_count("default").await.unwrap(), 0);
+    assert_eq!(
+        broker
+            .inspector()
+            .dead_letter_count("default")
+            .await
+            .unwrap(),
+        0
+    );
 
     // Purge.
     redis.command("DEL door").unwrap();
@@ -268,7 +287,14 @@ async fn dead_letters_can_be_listed_replayed_and_purged_from_the_cli() {
         .unwrap();
     assert!(h2.wait_result(WAIT).await.is_err());
     assert!(taskctl(&["dead", "purge", "--all"]).contains("purged 1"));
-    assert_eq!(broker.dead_letter_count("default").await.unwrap(), 0);
+    assert_eq!(
+        broker
+            .inspector()
+            .dead_letter_count("default")
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 /// Whether task `id` has a final record (blocking helper for `wait_until`).
@@ -406,6 +432,10 @@ async fn a_completion_redis_refuses_does_not_block_the_others() {
         .command("XLEN {kiq:default}:dead")
         .map(|r| r.contains(":1"))
         .unwrap_or(false)));
-    let dead = broker.dead_letters("default", "-", 10).await.unwrap();
+    let dead = broker
+        .inspector()
+        .dead_letters("default", "-", 10)
+        .await
+        .unwrap();
     assert_eq!(dead[0].task_id.as_deref(), Some(unknown_id.as_str()));
 }

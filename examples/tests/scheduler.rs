@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kiq::broker::redis;
 use kiq::{ScheduleDef, Schedules};
 use kiq_examples::{attendance, maintenance, math};
 use nix::sys::signal::{kill, Signal};

@@ -24,12 +24,24 @@ async fn redis_memory_returns_to_baseline_after_a_soak() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(30_000);
     let (redis, broker) = redis_and_broker().await;
-    broker.ensure_group("default").await.unwrap();
+    // The queue's stream, group and registry entry exist before the baseline is taken.
+    redis
+        .command("XGROUP CREATE {kiq:default}:stream kiq 0 MKSTREAM")
+        .unwrap();
+    redis.command("SADD kiq:queues default").unwrap();
     let workers = Workers::start(
         &redis.url(),
         2,
         &["--concurrency", "64", "--result-ttl", "2s"],
     );
+    // The baseline is taken once both workers are connected and reading (their connections
+    // count in Redis's memory): taken earlier, it depended on how fast they started.
+    assert!(wait_until(Duration::from_secs(30), || {
+        redis
+            .command("XINFO CONSUMERS {kiq:default}:stream kiq")
+            .map(|r| r.matches("name").count() == 2)
+            .unwrap_or(false)
+    }));
     redis.command("MEMORY PURGE").unwrap();
     let before = info_field(&redis, "memory", "used_memory");
     let started = Instant::now();

@@ -54,7 +54,9 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 };
                 if let Some(inner) = state_type(&pt.ty) {
                     // Injected from the worker's provided values; not sent.
-                    call_args.push(quote!(#krate::__private::injected::<#inner>(SPEC.name)?));
+                    call_args.push(
+                        quote!(#krate::__private::injected::<#inner>(SPEC.name, &__kiq_inv)?),
+                    );
                     continue;
                 }
                 call_args.push(quote!(#name));
@@ -141,11 +143,11 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         }
     };
     let decode_args = if arg_names.is_empty() {
-        quote!(#krate::__private::expect_no_args(SPEC.name, &__kiq_inv.args)?;)
+        quote!(#krate::__private::expect_no_args(SPEC.name, &__kiq_inv)?;)
     } else {
         quote! {
             let (#(#arg_names,)*): Args =
-                #krate::__private::decode_args(SPEC.name, &__kiq_inv.args)?;
+                #krate::__private::decode_args(SPEC.name, &__kiq_inv)?;
         }
     };
     let arg_checks = arg_types.iter().map(|ty| {
@@ -231,7 +233,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 ::std::boxed::Box::pin(async move {
                     #decode_args
                     let __kiq_out = #krate::__private::IntoOutcome::into_outcome(#wrap_call)?;
-                    #krate::__private::encode_output(&__kiq_out)
+                    #krate::__private::encode_output(&__kiq_inv, &__kiq_out)
                 })
             }
 

@@ -121,19 +121,16 @@ impl ScheduleDef {
             ));
         }
         if let Some(q) = &self.queue {
-            if !kiq_broker::broker::valid_queue_name(q) {
+            if !kiq_broker::valid_queue_name(q) {
                 return Err(bad(format!("invalid queue name {q:?}")));
             }
         }
         ScheduleExpr::parse(&self.schedule, self.tz.as_deref())
     }
 
-    /// The arguments in the wire codec (MessagePack), without knowing the task's types.
-    pub fn encoded_args(&self) -> Result<Vec<u8>, String> {
-        let mut out = Vec::new();
-        let mut ser = rmp_serde::Serializer::new(&mut out).with_struct_map();
-        serde_transcode::transcode(&self.args, &mut ser).map_err(|e| e.to_string())?;
-        Ok(out)
+    /// The arguments encoded by `codec` (a broker's), without knowing the task's types.
+    pub fn encoded_args(&self, codec: kiq_broker::ValueCodec) -> Result<Vec<u8>, String> {
+        codec.from_json(&self.args).map_err(|e| e.to_string())
     }
 }
 

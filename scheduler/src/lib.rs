@@ -4,15 +4,14 @@
 //! - [`expr`]: schedule expressions (cron with Unix weekdays, shorthands, `@every`, one-shot)
 //!   and their next fire time in any IANA zone, DST included.
 //! - [`def`] and [`store`]: schedules stored in Redis, managed at run time ([`Schedules`]).
-//! - [`lease`]: one active scheduler under a Redis lease with a fencing token.
-//! - [`runner`]: the scheduler loop ([`Scheduler::run`]); each tick is enqueued by one atomic
-//!   script that checks the lease and the tick's fire id.
+//! - [`runner`]: the scheduler loop ([`Scheduler::run`]): one active scheduler under the
+//!   broker's lease ([`kiq_broker::Control`]) with a fencing token; each tick is decided under
+//!   the lease in one step, then delivered through the broker's idempotent enqueue.
 #![warn(missing_docs)]
 
 pub mod def;
 pub mod error;
 pub mod expr;
-pub mod lease;
 pub mod runner;
 pub mod store;
 

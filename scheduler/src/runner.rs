@@ -5,44 +5,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kiq_broker::envelope::now_ms;
-use kiq_broker::keys::DATA_FIELD;
-use kiq_broker::Broker;
+use kiq_broker::{Broker, Control, Decision, Tick};
 use tokio_util::sync::CancellationToken;
 
 use crate::def::{fire_id, Misfire, ScheduleDef};
 use crate::error::SchedulerError;
 use crate::expr::ScheduleExpr;
-use crate::lease;
-use crate::store::{prepare, SchedKeys, Schedules};
-
-/// Checks the lease and the tick's fired mark, then enqueues the task and advances the
-/// schedule's state, all in one atomic step: a tick fires at most once, and only under the
-/// current lease.
-const FIRE: &str = r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local fresh = redis.call('SET', KEYS[2], ARGV[7], 'NX', 'PX', ARGV[2])
-local last = tonumber(redis.call('HGET', KEYS[5], 'last_tick_ms') or '0')
-if tonumber(ARGV[6]) > last then
-  redis.call('HSET', KEYS[5], 'last_tick_ms', ARGV[6], 'next_fire_ms', ARGV[11])
-end
-if not fresh then return 0 end
-if ARGV[8] == '1' then redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4]) end
-redis.call('XADD', KEYS[4], '*', ARGV[9], ARGV[5])
-redis.call('HSET', KEYS[5], 'last_fire_ms', ARGV[10])
-redis.call('LPUSH', KEYS[6], ARGV[7])
-redis.call('LTRIM', KEYS[6], 0, 19)
-return 1
-"#;
-
-/// Marks a tick handled without firing it (skipped misfires), under the lease.
-const SKIP: &str = r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local last = tonumber(redis.call('HGET', KEYS[2], 'last_tick_ms') or '0')
-if tonumber(ARGV[2]) > last then
-  redis.call('HSET', KEYS[2], 'last_tick_ms', ARGV[2], 'next_fire_ms', ARGV[3])
-end
-return 1
-"#;
+use crate::store::{prepare, Schedules};
 
 /// How a scheduler runs.
 #[derive(Debug, Clone)]
@@ -65,9 +34,7 @@ pub struct SchedulerConfig {
 impl SchedulerConfig {
     /// Defaults, with a fresh holder id.
     pub fn new() -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "host".into());
+        let host = kiq_broker::config::hostname();
         Self {
             holder: format!(
                 "{host}-{}-{}",
@@ -132,16 +99,22 @@ impl Scheduler {
         let mut schedules: Vec<Loaded> = Vec::new();
         let mut version: Option<i64> = None;
         tracing::info!(holder = %self.config.holder, "scheduler started; standing by for the lease");
+        let control = self.broker.control();
+        let mut parked = false;
         while !shutdown.is_cancelled() {
             // Hold (or try to take) the lease.
             if token.is_none() || renewed_at.elapsed() >= renew_every {
-                match lease::acquire(&self.broker, &self.config.holder, self.config.lease_ttl).await
+                match control
+                    .acquire_lease(&self.config.holder, self.config.lease_ttl)
+                    .await
                 {
                     Ok(Some(t)) => {
                         if token != Some(t) {
                             tracing::info!(token = t, "this scheduler is now active");
                             report.terms += 1;
                             version = None;
+                            // A new term first finishes what a predecessor decided.
+                            parked = true;
                         }
                         token = Some(t);
                         renewed_at = tokio::time::Instant::now();
@@ -161,17 +134,27 @@ impl Scheduler {
                 }
             }
             let Some(t) = token else {
-                sleep_or(renew_every, &shutdown).await;
+                let _ = shutdown
+                    .run_until_cancelled(tokio::time::sleep(renew_every))
+                    .await;
                 continue;
             };
+            if parked {
+                match control.deliver_parked().await {
+                    Ok(n) => {
+                        parked = false;
+                        if n > 0 {
+                            tracing::info!(
+                                delivered = n,
+                                "delivered ticks a previous scheduler had decided"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot deliver parked ticks; will retry"),
+                }
+            }
             // Reload schedules when they changed.
-            let v: i64 = self
-                .broker
-                .pool()
-                .query(kiq_broker::redis::cmd("GET").arg(SchedKeys::new(&self.broker).version()))
-                .await
-                .map(|v: Option<i64>| v.unwrap_or(0))
-                .unwrap_or(-1);
+            let v: i64 = control.schedules_version().await.unwrap_or(-1);
             if version != Some(v) {
                 schedules = load(&store).await;
                 version = Some(v);
@@ -179,14 +162,15 @@ impl Scheduler {
             let lease_value = format!("{} {}", self.config.holder, t);
             let mut next_wake = now_ms() + 250;
             for s in &schedules {
-                match self.tick(s, &lease_value).await {
+                match self.tick(&control, s, &lease_value).await {
                     Ok((fired, next)) => {
                         report.fired += fired;
                         if let Some(n) = next {
                             next_wake = next_wake.min(n);
                         }
                     }
-                    Err(Deposed) => {
+                    Err(TickError::Undelivered) => parked = true,
+                    Err(TickError::Deposed) => {
                         tracing::warn!("deposed: another scheduler holds the lease; standing by");
                         token = None;
                         break;
@@ -194,31 +178,26 @@ impl Scheduler {
                 }
             }
             let wait = Duration::from_millis(next_wake.saturating_sub(now_ms()).clamp(5, 250));
-            sleep_or(wait, &shutdown).await;
+            let _ = shutdown.run_until_cancelled(tokio::time::sleep(wait)).await;
         }
         if let Some(t) = token {
-            let _ = lease::release(&self.broker, &self.config.holder, t).await;
+            let _ = control.release_lease(&self.config.holder, t).await;
         }
         Ok(report)
     }
 
     /// Fires `s`'s due ticks; returns how many fired and when its next tick is.
-    async fn tick(&self, s: &Loaded, lease_value: &str) -> Result<(u64, Option<u64>), Deposed> {
+    async fn tick(
+        &self,
+        control: &Control,
+        s: &Loaded,
+        lease_value: &str,
+    ) -> Result<(u64, Option<u64>), TickError> {
         if !s.def.enabled {
             return Ok((0, None));
         }
-        let keys = SchedKeys::new(&self.broker);
         let now = now_ms();
-        let last: Option<u64> = self
-            .broker
-            .pool()
-            .query(
-                kiq_broker::redis::cmd("HGET")
-                    .arg(keys.state(&s.def.id))
-                    .arg("last_tick_ms"),
-            )
-            .await
-            .unwrap_or(None);
+        let last: Option<u64> = control.last_tick(&s.def.id).await.unwrap_or(None);
         // Resume after the last handled tick; never before the schedule existed or the window.
         let floor = s
             .def
@@ -228,6 +207,9 @@ impl Scheduler {
         let mut cursor = to_dt(from);
         let mut fired = 0;
         let mut handled = 0;
+        // Marks outlive the catch-up window, so a tick is never decided twice.
+        let retention = self.config.catch_up + Duration::from_secs(3600);
+        let default_queue = self.config.task_queues.get(&s.def.task).map(String::as_str);
         while let Some(tick) = s.expr.next_after(cursor) {
             let tick_ms = tick.timestamp_millis() as u64;
             if tick_ms > now || handled >= 1000 {
@@ -236,17 +218,37 @@ impl Scheduler {
             let next = s.expr.next_after(tick).map(|n| n.timestamp_millis() as u64);
             let late = now - tick_ms;
             let skip = s.def.misfire == Misfire::Skip && late > 2_000;
+            let id = fire_id(&s.def.id, tick_ms);
+            let t = Tick {
+                lease: lease_value,
+                schedule: &s.def.id,
+                tick_ms,
+                next_ms: next,
+                fire_id: &id,
+                retention,
+            };
             let r = if skip {
-                self.skip(s, tick_ms, next, lease_value).await
+                control.skip(&t).await.map_err(|e| e.to_string())
             } else {
-                self.fire(s, tick_ms, next, lease_value).await
+                match prepare(&self.broker, &s.def, &id, default_queue) {
+                    Ok(msg) => control.fire(&t, &msg).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
             };
             match r {
-                Ok(n) => fired += n,
-                Err(FireError::Deposed) => return Err(Deposed),
-                Err(FireError::Other(e)) => {
+                Ok(Decision::Deposed) => return Err(TickError::Deposed),
+                Ok(Decision::Decided) if skip => {
+                    tracing::info!(schedule = %s.def.id, tick_ms, "missed tick skipped (misfire = skip)");
+                }
+                Ok(Decision::Decided) => {
+                    tracing::info!(schedule = %s.def.id, task = %s.def.task, task_id = %id, "fired");
+                    fired += 1;
+                }
+                Ok(Decision::AlreadyDecided) => {}
+                Err(e) => {
                     tracing::warn!(schedule = %s.def.id, error = %e, "cannot fire; will retry");
-                    return Ok((fired, Some(now + 500)));
+                    // A decided tick whose delivery failed stays parked: deliver it next pass.
+                    return Err(TickError::Undelivered);
                 }
             }
             handled += 1;
@@ -254,96 +256,14 @@ impl Scheduler {
         }
         Ok((fired, None))
     }
-
-    async fn fire(
-        &self,
-        s: &Loaded,
-        tick_ms: u64,
-        next: Option<u64>,
-        lease_value: &str,
-    ) -> Result<u64, FireError> {
-        let keys = SchedKeys::new(&self.broker);
-        let id = fire_id(&s.def.id, tick_ms);
-        let default_queue = self.config.task_queues.get(&s.def.task).map(String::as_str);
-        let msg = prepare(&self.broker, &s.def, &id, default_queue)
-            .map_err(|e| FireError::Other(e.to_string()))?;
-        self.broker
-            .ensure_group(&msg.lane)
-            .await
-            .map_err(|e| FireError::Other(e.to_string()))?;
-        let cfg = self.broker.config();
-        let retention = self.config.catch_up.as_millis() as u64 + 3_600_000;
-        let script = kiq_broker::redis::Script::new(FIRE);
-        let mut inv = script.key(keys.lease());
-        inv.key(keys.fired(&id))
-            .key(self.broker.keys().task(&id))
-            .key(self.broker.keys().stream(&msg.lane))
-            .key(keys.state(&s.def.id))
-            .key(keys.fires(&s.def.id))
-            .arg(lease_value)
-            .arg(retention)
-            .arg(msg.pending_record.as_slice())
-            .arg(cfg.pending_ttl.as_secs().max(1))
-            .arg(&msg.payload)
-            .arg(tick_ms)
-            .arg(&id)
-            .arg(if cfg.track_pending { "1" } else { "0" })
-            .arg(DATA_FIELD)
-            .arg(now_ms())
-            .arg(next.unwrap_or(0));
-        let r = self.invoke(&inv).await?;
-        match r {
-            1 => {
-                tracing::info!(schedule = %s.def.id, task = %s.def.task, task_id = %id, "fired");
-                Ok(1)
-            }
-            _ => Ok(0),
-        }
-    }
-
-    async fn skip(
-        &self,
-        s: &Loaded,
-        tick_ms: u64,
-        next: Option<u64>,
-        lease_value: &str,
-    ) -> Result<u64, FireError> {
-        let keys = SchedKeys::new(&self.broker);
-        let script = kiq_broker::redis::Script::new(SKIP);
-        let mut inv = script.key(keys.lease());
-        inv.key(keys.state(&s.def.id))
-            .arg(lease_value)
-            .arg(tick_ms)
-            .arg(next.unwrap_or(0));
-        let r = self.invoke(&inv).await?;
-        debug_assert_eq!(r, 1);
-        tracing::info!(schedule = %s.def.id, tick_ms, "missed tick skipped (misfire = skip)");
-        Ok(0)
-    }
-
-    /// Runs a lease-checked script: -1 (the lease is not ours) means deposed.
-    async fn invoke(
-        &self,
-        inv: &kiq_broker::redis::ScriptInvocation<'_>,
-    ) -> Result<i64, FireError> {
-        let r: i64 = self
-            .broker
-            .pool()
-            .invoke(inv)
-            .await
-            .map_err(|e| FireError::Other(e.to_string()))?;
-        if r == -1 {
-            return Err(FireError::Deposed);
-        }
-        Ok(r)
-    }
 }
 
-struct Deposed;
-
-enum FireError {
+/// Why a schedule's pass stopped.
+enum TickError {
+    /// Another scheduler holds the lease.
     Deposed,
-    Other(String),
+    /// A tick could not be fired (Redis, or its message): retried next pass.
+    Undelivered,
 }
 
 async fn load(store: &Schedules) -> Vec<Loaded> {
@@ -367,11 +287,4 @@ async fn load(store: &Schedules) -> Vec<Loaded> {
 
 fn to_dt(ms: u64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
-}
-
-async fn sleep_or(d: Duration, shutdown: &CancellationToken) {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => {}
-        _ = shutdown.cancelled() => {}
-    }
 }

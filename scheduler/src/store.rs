@@ -1,46 +1,9 @@
 //! Schedules kept in Redis: create, read, update, delete, pause, resume, trigger.
 
-use kiq_broker::{Broker, BrokerError, RawDispatch};
+use kiq_broker::{Broker, BrokerError, Control, RawDispatch};
 
 use crate::def::{ScheduleDef, ScheduleStatus};
 use crate::error::SchedulerError;
-
-/// `last_tick_ms`, `last_fire_ms`, `next_fire_ms` of a schedule's state hash.
-type StateFields = (Option<u64>, Option<u64>, Option<u64>);
-
-/// Key names of the scheduler (all under the broker's prefix).
-pub(crate) struct SchedKeys {
-    prefix: String,
-}
-
-impl SchedKeys {
-    pub(crate) fn new(broker: &Broker) -> Self {
-        Self {
-            prefix: broker.keys().prefix().to_string(),
-        }
-    }
-    pub(crate) fn defs(&self) -> String {
-        format!("{}:schedules", self.prefix)
-    }
-    pub(crate) fn version(&self) -> String {
-        format!("{}:schedules:version", self.prefix)
-    }
-    pub(crate) fn state(&self, id: &str) -> String {
-        format!("{}:schedule:{id}:state", self.prefix)
-    }
-    pub(crate) fn fires(&self, id: &str) -> String {
-        format!("{}:schedule:{id}:fires", self.prefix)
-    }
-    pub(crate) fn fired(&self, fire_id: &str) -> String {
-        format!("{}:scheduler:fired:{fire_id}", self.prefix)
-    }
-    pub(crate) fn lease(&self) -> String {
-        format!("{}:scheduler:lease", self.prefix)
-    }
-    pub(crate) fn fence(&self) -> String {
-        format!("{}:scheduler:fence", self.prefix)
-    }
-}
 
 /// The schedules stored in Redis. Changes take effect at the active scheduler's next pass
 /// (it watches a version counter), without restarting anything.
@@ -57,8 +20,8 @@ impl Schedules {
         }
     }
 
-    fn keys(&self) -> SchedKeys {
-        SchedKeys::new(&self.broker)
+    fn control(&self) -> Control {
+        self.broker.control()
     }
 
     /// Creates or replaces a schedule, after validating it.
@@ -69,29 +32,13 @@ impl Schedules {
         }
         let json =
             serde_json::to_string(&def).map_err(|e| SchedulerError::Invalid(e.to_string()))?;
-        let k = self.keys();
-        let mut pipe = kiq_broker::redis::pipe();
-        pipe.cmd("HSET")
-            .arg(k.defs())
-            .arg(&def.id)
-            .arg(json)
-            .ignore();
-        pipe.cmd("INCR").arg(k.version()).ignore();
-        self.broker.pool().query::<(), _>(&pipe).await?;
+        self.control().put_schedule(&def.id, &json).await?;
         Ok(())
     }
 
     /// One schedule.
     pub async fn get(&self, id: &str) -> Result<Option<ScheduleDef>, SchedulerError> {
-        let raw: Option<String> = self
-            .broker
-            .pool()
-            .query(
-                kiq_broker::redis::cmd("HGET")
-                    .arg(self.keys().defs())
-                    .arg(id),
-            )
-            .await?;
+        let raw = self.control().schedule(id).await?;
         raw.map(|r| {
             serde_json::from_str(&r)
                 .map_err(|e| SchedulerError::Invalid(format!("stored schedule {id}: {e}")))
@@ -101,11 +48,7 @@ impl Schedules {
 
     /// Every schedule, by id. A stored entry that does not decode is skipped with a warning.
     pub async fn list(&self) -> Result<Vec<ScheduleDef>, SchedulerError> {
-        let raw: Vec<(String, String)> = self
-            .broker
-            .pool()
-            .query(kiq_broker::redis::cmd("HGETALL").arg(self.keys().defs()))
-            .await?;
+        let raw = self.control().schedules().await?;
         let mut out: Vec<ScheduleDef> = raw
             .into_iter()
             .filter_map(|(id, json)| match serde_json::from_str(&json) {
@@ -122,13 +65,7 @@ impl Schedules {
 
     /// Deletes a schedule and its state; returns whether it existed.
     pub async fn remove(&self, id: &str) -> Result<bool, SchedulerError> {
-        let k = self.keys();
-        let mut pipe = kiq_broker::redis::pipe();
-        pipe.cmd("HDEL").arg(k.defs()).arg(id);
-        pipe.cmd("DEL").arg(k.state(id)).arg(k.fires(id)).ignore();
-        pipe.cmd("INCR").arg(k.version()).ignore();
-        let (n,): (u64,) = self.broker.pool().query(&pipe).await?;
-        Ok(n == 1)
+        Ok(self.control().remove_schedule(id).await?)
     }
 
     /// Pauses (false) or resumes (true) a schedule; returns whether it exists.
@@ -142,36 +79,19 @@ impl Schedules {
         if enabled && !was_enabled {
             // Ticks during the pause are not owed: resume from now.
             let now = kiq_broker::envelope::now_ms();
-            self.broker
-                .pool()
-                .query::<(), _>(
-                    kiq_broker::redis::cmd("HSET")
-                        .arg(self.keys().state(id))
-                        .arg("last_tick_ms")
-                        .arg(now),
-                )
-                .await?;
+            self.control().set_last_tick(id, now).await?;
         }
         Ok(true)
     }
 
     /// The schedule's last and next fire and its recent fires.
     pub async fn status(&self, id: &str) -> Result<ScheduleStatus, SchedulerError> {
-        let k = self.keys();
-        let mut pipe = kiq_broker::redis::pipe();
-        pipe.cmd("HMGET")
-            .arg(k.state(id))
-            .arg("last_tick_ms")
-            .arg("last_fire_ms")
-            .arg("next_fire_ms");
-        pipe.cmd("LRANGE").arg(k.fires(id)).arg(0).arg(19);
-        let ((last_tick, last_fire, next_fire), recent): (StateFields, Vec<String>) =
-            self.broker.pool().query(&pipe).await?;
+        let s = self.control().schedule_state(id).await?;
         Ok(ScheduleStatus {
-            last_tick_ms: last_tick,
-            last_fire_ms: last_fire,
-            next_fire_ms: next_fire,
-            recent_fires: recent,
+            last_tick_ms: s.last_tick_ms,
+            last_fire_ms: s.last_fire_ms,
+            next_fire_ms: s.next_fire_ms,
+            recent_fires: s.recent_fires,
         })
     }
 
@@ -191,11 +111,7 @@ impl Schedules {
             .enqueue(msg)
             .await
             .map_err(SchedulerError::Dispatch)?;
-        let k = self.keys();
-        let mut pipe = kiq_broker::redis::pipe();
-        pipe.cmd("LPUSH").arg(k.fires(id)).arg(&task_id).ignore();
-        pipe.cmd("LTRIM").arg(k.fires(id)).arg(0).arg(19).ignore();
-        self.broker.pool().query::<(), _>(&pipe).await?;
+        self.control().note_fire(id, &task_id).await?;
         Ok(task_id)
     }
 }
@@ -207,7 +123,9 @@ pub(crate) fn prepare(
     task_id: &str,
     default_queue: Option<&str>,
 ) -> Result<kiq_broker::OutgoingMessage, SchedulerError> {
-    let args = def.encoded_args().map_err(SchedulerError::Invalid)?;
+    let args = def
+        .encoded_args(broker.codec())
+        .map_err(SchedulerError::Invalid)?;
     let queue = def.queue.as_deref().or(default_queue).unwrap_or("default");
     let retry = def.retries.map(kiq_broker::RetryPolicy::retries);
     broker

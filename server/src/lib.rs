@@ -25,7 +25,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use kiq_broker::Broker;
+use kiq_broker::{Broker, Inspector};
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
@@ -44,6 +44,7 @@ pub struct ServerConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) broker: Broker,
+    pub(crate) inspector: Inspector,
     pub(crate) token: Arc<str>,
     pub(crate) tasks: Arc<HashMap<String, String>>,
 }
@@ -56,6 +57,7 @@ pub fn router(broker: Broker, config: ServerConfig) -> Result<Router, ApiError> 
         ));
     }
     let state = AppState {
+        inspector: broker.inspector(),
         broker,
         token: config.token.trim().into(),
         tasks: Arc::new(config.tasks),

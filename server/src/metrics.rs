@@ -36,7 +36,7 @@ pub(crate) async fn server_metrics(
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
     let mut out = String::new();
-    let queues = state.broker.all_queue_stats().await?;
+    let queues = state.inspector.all_queue_stats().await?;
     let gauges: [QueueGauge; 4] = [
         (
             "kiq_queue_waiting",
@@ -61,7 +61,7 @@ pub(crate) async fn server_metrics(
             let _ = writeln!(out, "{name}{{queue=\"{}\"}} {}", escape(&q.queue), get(q));
         }
     }
-    let workers = state.broker.workers(3_600_000).await?;
+    let workers = state.inspector.workers(3_600_000).await?;
     let now = now_ms();
     let live = workers
         .iter()
@@ -78,7 +78,7 @@ pub(crate) async fn server_metrics(
         "# HELP kiq_workers_utilization Messages held by workers / their total concurrency.\n# TYPE kiq_workers_utilization gauge\nkiq_workers_utilization {}",
         if concurrency == 0 { 0.0 } else { in_flight as f64 / concurrency as f64 }
     );
-    let leader = kiq_scheduler::lease::current(&state.broker).await?;
+    let leader = state.inspector.scheduler_lease().await?;
     let _ = writeln!(
         out,
         "# HELP kiq_scheduler_leader 1 while a scheduler holds the lease.\n# TYPE kiq_scheduler_leader gauge\nkiq_scheduler_leader {}",

@@ -105,6 +105,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: DeadArgs) -> anyhow::Result<E
         }
         DeadCommand::Show { id, queue } => {
             let entry = broker
+                .inspector()
                 .dead_letters(&queue, &id, 1)
                 .await?
                 .into_iter()
@@ -124,7 +125,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: DeadArgs) -> anyhow::Result<E
             let targets = targets(&broker, id, &filter, all).await?;
             let mut n = 0;
             for (i, (queue, id)) in targets.iter().enumerate() {
-                if broker.replay_dead_letter(queue, id).await? {
+                if broker.inspector().replay_dead_letter(queue, id).await? {
                     n += 1;
                 }
                 super::progress::show("replaying", i + 1, targets.len());
@@ -137,6 +138,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: DeadArgs) -> anyhow::Result<E
             let mut n = 0;
             for (queue, id) in &targets {
                 n += broker
+                    .inspector()
                     .purge_dead_letters(queue, std::slice::from_ref(id))
                     .await?;
             }
@@ -180,7 +182,7 @@ async fn matching(
         reason: filter.reason.clone(),
         task: filter.task.clone(),
     };
-    Ok(broker.find_dead_letters(&filter, limit).await?)
+    Ok(broker.inspector().find_dead_letters(&filter, limit).await?)
 }
 
 fn to_json(e: &DeadEntry, with_payload: bool) -> serde_json::Value {

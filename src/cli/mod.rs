@@ -12,11 +12,13 @@
 //! (dead letters: list, show, replay, purge).
 
 mod dead;
-mod dispatch;
+mod kiq;
 mod progress;
 mod schedule;
 mod serve;
 mod status;
+mod tasks;
+mod wait;
 mod worker;
 
 use std::process::ExitCode;
@@ -79,19 +81,19 @@ enum Command {
     /// List the tasks linked into this binary.
     Tasks,
     /// Dispatch a task by name with JSON arguments.
-    Kiq(dispatch::KiqArgs),
+    Kiq(kiq::KiqArgs),
     /// Show a task's state or result, optionally waiting for it.
-    Result(dispatch::ResultArgs),
+    Result(wait::ResultArgs),
     /// Wait for many tasks (ids as arguments, or `-` to read them from stdin), with a progress
     /// bar; exits 0 if all succeeded, 1 if any failed, 3 if any did not finish in time.
-    Wait(dispatch::WaitArgs),
+    Wait(wait::WaitArgs),
     /// Show everything known about a task: state, attempts, times, worker, error, result, progress.
-    Task(dispatch::TaskArgs),
+    Task(tasks::TaskArgs),
     /// List tasks by state (and queue): pending, scheduled, running, retrying, succeeded,
     /// failed, cancelled, dead.
-    List(dispatch::ListArgs),
+    List(tasks::ListArgs),
     /// Cancel a task: pending or delayed, it never runs; running, it is stopped.
-    Cancel(dispatch::CancelArgs),
+    Cancel(tasks::CancelArgs),
     /// Dead letters: list, show, replay, purge.
     Dead(dead::DeadArgs),
     /// Run a cron scheduler replica (any number may run; one is active).
@@ -128,12 +130,12 @@ pub fn run(cli: Cli) -> ExitCode {
                 print_tasks()?;
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Kiq(args) => dispatch::kiq(&cli.global, args).await,
-            Command::Result(args) => dispatch::result(&cli.global, args).await,
-            Command::Task(args) => dispatch::task(&cli.global, args).await,
-            Command::List(args) => dispatch::list(&cli.global, args).await,
-            Command::Wait(args) => dispatch::wait_many(&cli.global, args).await,
-            Command::Cancel(args) => dispatch::cancel(&cli.global, args).await,
+            Command::Kiq(args) => kiq::kiq(&cli.global, args).await,
+            Command::Result(args) => wait::result(&cli.global, args).await,
+            Command::Task(args) => tasks::task(&cli.global, args).await,
+            Command::List(args) => tasks::list(&cli.global, args).await,
+            Command::Wait(args) => wait::wait_many(&cli.global, args).await,
+            Command::Cancel(args) => tasks::cancel(&cli.global, args).await,
             Command::Dead(args) => dead::run(&cli.global, args).await,
             Command::Scheduler(args) => schedule::run_scheduler(&cli.global, args).await,
             Command::Schedule(args) => schedule::run_schedule(&cli.global, args).await,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use kiq_scheduler::{lease, Misfire, ScheduleDef, Scheduler, SchedulerConfig, Schedules};
+use kiq_scheduler::{Misfire, ScheduleDef, Scheduler, SchedulerConfig, Schedules};
 use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
@@ -275,7 +275,7 @@ pub(crate) async fn run_schedule(
             let task_id = store.trigger(&id).await?;
             println!("{task_id}");
         }
-        ScheduleCommand::Leader => match lease::current(&broker).await? {
+        ScheduleCommand::Leader => match broker.inspector().scheduler_lease().await? {
             Some(l) => println!(
                 "{} (token {}, lease expires in {} ms)",
                 l.holder, l.token, l.ttl_ms

@@ -22,9 +22,9 @@ const FORGET_MS: u64 = 3_600_000;
 pub(crate) async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let broker = global.connect().await?;
     // Priority lanes are summed into their queue.
-    let queues = broker.all_queue_stats().await?;
-    let workers = broker.workers(FORGET_MS).await?;
-    let leader = kiq_scheduler::lease::current(&broker).await?;
+    let queues = broker.inspector().all_queue_stats().await?;
+    let workers = broker.inspector().workers(FORGET_MS).await?;
+    let leader = broker.inspector().scheduler_lease().await?;
     let now = now_ms();
     if args.json {
         println!(

@@ -88,7 +88,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result
         config.queues.join(","),
         args.workers.max(1),
         config.concurrency,
-        kiq_broker::connection::redact(&global.redis_url)
+        kiq_broker::config::redact(&global.redis_url)
     );
     if let Err(e) = global.connect().await {
         tracing::warn!(error = %e, "Redis is not reachable yet; workers will keep retrying");

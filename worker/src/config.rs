@@ -64,12 +64,11 @@ impl WorkerConfig {
 
 /// `host-pid-xxxxxx`: unique per process, readable in `XINFO CONSUMERS`.
 pub fn default_consumer_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_string());
     let rand = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}-{}-{}", std::process::id(), &rand[..6])
+    format!(
+        "{}-{}-{}",
+        kiq_broker::config::hostname(),
+        std::process::id(),
+        &rand[..6]
+    )
 }

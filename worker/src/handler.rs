@@ -1,12 +1,14 @@
 //! Helpers the `#[task]` macro's generated handlers call: argument decoding, output encoding,
 //! and turning a task's `Err` into a [`TaskFailure`].
 
-use kiq_broker::{codec, FailureKind, TaskFailure};
+use kiq_broker::{FailureKind, TaskFailure};
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::registry::Invocation;
+
 /// Decodes a task's argument tuple; a mismatch is a [`FailureKind::BadArguments`] failure.
-pub fn decode_args<A: DeserializeOwned>(task: &str, bytes: &[u8]) -> Result<A, TaskFailure> {
-    codec::decode(bytes).map_err(|e| {
+pub fn decode_args<A: DeserializeOwned>(task: &str, inv: &Invocation) -> Result<A, TaskFailure> {
+    inv.codec.decode(&inv.args).map_err(|e| {
         TaskFailure::new(
             FailureKind::BadArguments,
             format!(
@@ -19,19 +21,21 @@ pub fn decode_args<A: DeserializeOwned>(task: &str, bytes: &[u8]) -> Result<A, T
 
 /// Checks the arguments of a task that takes none: nil (what `()` encodes to) or an empty
 /// array (what JSON `[]` from a shell, a schedule or another language becomes).
-pub fn expect_no_args(task: &str, bytes: &[u8]) -> Result<(), TaskFailure> {
-    match bytes {
-        [] | [0xc0] | [0x90] => Ok(()),
-        _ => Err(TaskFailure::new(
+pub fn expect_no_args(task: &str, inv: &Invocation) -> Result<(), TaskFailure> {
+    if inv.codec.is_no_args(&inv.args) {
+        Ok(())
+    } else {
+        Err(TaskFailure::new(
             FailureKind::BadArguments,
             format!("{task} takes no arguments, but some were given"),
-        )),
+        ))
     }
 }
 
 /// Encodes a task's output.
-pub fn encode_output<T: Serialize>(value: &T) -> Result<Vec<u8>, TaskFailure> {
-    codec::encode(value)
+pub fn encode_output<T: Serialize>(inv: &Invocation, value: &T) -> Result<Vec<u8>, TaskFailure> {
+    inv.codec
+        .encode(value)
         .map_err(|e| TaskFailure::new(FailureKind::Error, format!("cannot encode the output: {e}")))
 }
 
@@ -103,18 +107,27 @@ mod tests {
         assert_eq!(f.message, "disk full");
     }
 
+    use kiq_broker::codec;
+
+    fn inv(args: Vec<u8>) -> Invocation {
+        Invocation {
+            args,
+            ..Invocation::default()
+        }
+    }
+
     #[test]
     fn no_arguments_may_be_nil_or_an_empty_array() {
-        assert!(expect_no_args("t", &codec::encode(&()).unwrap()).is_ok());
-        assert!(expect_no_args("t", &codec::encode(&Vec::<u8>::new()).unwrap()).is_ok());
-        let err = expect_no_args("t", &codec::encode(&(1,)).unwrap()).unwrap_err();
+        assert!(expect_no_args("t", &inv(codec::encode(&()).unwrap())).is_ok());
+        assert!(expect_no_args("t", &inv(codec::encode(&Vec::<u8>::new()).unwrap())).is_ok());
+        let err = expect_no_args("t", &inv(codec::encode(&(1,)).unwrap())).unwrap_err();
         assert_eq!(err.kind, FailureKind::BadArguments);
     }
 
     #[test]
     fn mismatched_arguments_are_reported() {
         let bytes = codec::encode(&("not a number",)).unwrap();
-        let err = decode_args::<(i64,)>("t", &bytes).unwrap_err();
+        let err = decode_args::<(i64,)>("t", &inv(bytes)).unwrap_err();
         assert_eq!(err.kind, FailureKind::BadArguments);
     }
 }

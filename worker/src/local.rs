@@ -9,9 +9,9 @@
 use std::sync::{Arc, OnceLock};
 
 use kiq_broker::envelope::now_ms;
-use kiq_broker::{codec, Broker, Delivery, Envelope, LocalRunner};
+use kiq_broker::{Broker, Delivery, LocalRunner, Write};
 
-use crate::execute::{execute, Running};
+use crate::execute::Executor;
 use crate::middleware::Middleware;
 use crate::registry::Registry;
 
@@ -22,7 +22,7 @@ pub const LOCAL_CONSUMER: &str = "in-memory";
 pub struct LocalWorker {
     registry: Arc<Registry>,
     layers: Vec<Arc<dyn Middleware>>,
-    running: OnceLock<Arc<Running>>,
+    executor: OnceLock<Arc<Executor>>,
 }
 
 impl LocalWorker {
@@ -31,7 +31,7 @@ impl LocalWorker {
         Self {
             registry: Arc::new(registry),
             layers: crate::middleware::installed(),
-            running: OnceLock::new(),
+            executor: OnceLock::new(),
         }
     }
 
@@ -46,12 +46,15 @@ impl LocalWorker {
         Broker::in_memory(Arc::new(self))
     }
 
-    fn running(&self, broker: &Broker) -> Arc<Running> {
-        self.running
+    fn executor(&self, broker: &Broker) -> Arc<Executor> {
+        self.executor
             .get_or_init(|| {
-                let mut r = Running::new(std::time::Duration::from_secs(1), Some(broker.clone()));
-                r.layers = self.layers.clone();
-                Arc::new(r)
+                Arc::new(Executor::new(
+                    self.registry.clone(),
+                    broker.consumer(LOCAL_CONSUMER),
+                    self.layers.clone(),
+                    std::time::Duration::from_secs(1),
+                ))
             })
             .clone()
     }
@@ -63,33 +66,37 @@ impl LocalRunner for LocalWorker {
             tracing::error!("an in-memory broker needs a Tokio runtime to run tasks; task not run");
             return;
         };
-        let running = self.running(broker);
-        let registry = self.registry.clone();
+        let executor = self.executor(broker);
         let broker = broker.clone();
         rt.spawn(async move {
             if let Some(due) = due_ms {
                 let wait = due.saturating_sub(now_ms());
                 tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
             }
-            let precancelled = codec::decode::<Envelope>(&payload)
+            let precancelled = broker
+                .wire()
+                .decode_envelope(&payload)
                 .map(|e| broker.memory_cancelled(&e.id))
                 .unwrap_or(false);
             let delivery = Delivery {
-                queue: lane,
+                lane,
                 stream_id: String::new(),
                 payload: Some(payload),
                 deliveries: 1,
             };
-            let completion =
-                execute(&registry, LOCAL_CONSUMER, delivery, &running, precancelled).await;
-            if let Err(e) = broker.complete(&[completion]).await {
+            let completion = executor.execute(delivery, precancelled).await;
+            if let Err(e) = executor
+                .consumer()
+                .write(&[Write::Completion(completion)])
+                .await
+            {
                 tracing::error!(error = %e, "in-memory completion failed");
             }
         });
     }
 
     fn cancel_running(&self, id: &str) -> bool {
-        self.running.get().is_some_and(|r| r.cancel(id))
+        self.executor.get().is_some_and(|e| e.running.cancel(id))
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use kiq_broker::TaskFailure;
 
 /// What a handler is given to run one task.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Invocation {
     /// The task id.
     pub task_id: String,
@@ -18,6 +18,10 @@ pub struct Invocation {
     pub attempt: u32,
     /// The labels the producer attached.
     pub labels: BTreeMap<String, String>,
+    /// The codec of the arguments and the output.
+    pub codec: kiq_broker::ValueCodec,
+    /// The values this worker provides to tasks taking a `State<T>`.
+    pub state: std::sync::Arc<crate::state::Provided>,
 }
 
 /// The future a handler returns: the encoded output, or the failure.

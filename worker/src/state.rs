@@ -22,32 +22,69 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use kiq_broker::{FailureKind, TaskFailure};
 
+use crate::registry::Invocation;
+
 /// A value provided to tasks by the worker (see [`provide`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct State<T>(pub T);
 
-type Values = RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>;
+/// The values a worker provides to its tasks, by type: owned by the worker (see
+/// `Worker::builder(..).provide(..)`), and seeded from what [`provide`] registered for the
+/// whole process.
+#[derive(Default, Clone)]
+pub struct Provided {
+    values: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+}
 
-fn values() -> &'static Values {
-    static VALUES: OnceLock<Values> = OnceLock::new();
-    VALUES.get_or_init(Default::default)
+impl std::fmt::Debug for Provided {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provided")
+            .field("values", &self.values.len())
+            .finish()
+    }
+}
+
+impl Provided {
+    /// Provides `value` to tasks taking a `State<T>` (replacing an earlier `T`).
+    pub fn insert<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+        self.values.insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    /// The provided `T`, if any.
+    pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.values
+            .get(&TypeId::of::<T>())
+            .and_then(|a| a.downcast_ref::<T>().cloned())
+    }
+
+    /// What [`provide`] registered for the whole process, so far.
+    pub fn process_wide() -> Self {
+        process().read().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+fn process() -> &'static RwLock<Provided> {
+    static PROCESS: OnceLock<RwLock<Provided>> = OnceLock::new();
+    PROCESS.get_or_init(Default::default)
 }
 
 /// Registers `value` for every task of this process that takes a `State<T>`. Providing a type
-/// again replaces it.
+/// again replaces it. A convenience over `Worker::builder(..).provide(value)`, whose values
+/// come first.
 pub fn provide<T: Clone + Send + Sync + 'static>(value: T) {
-    if let Ok(mut v) = values().write() {
-        v.insert(TypeId::of::<T>(), Arc::new(value));
+    if let Ok(mut p) = process().write() {
+        p.insert(value);
     }
 }
 
 /// The provided `T` for `task`, or a failure saying it was never provided.
-pub fn injected<T: Clone + Send + Sync + 'static>(task: &str) -> Result<State<T>, TaskFailure> {
-    values()
-        .read()
-        .ok()
-        .and_then(|v| v.get(&TypeId::of::<T>()).cloned())
-        .and_then(|a| a.downcast_ref::<T>().cloned())
+pub fn injected<T: Clone + Send + Sync + 'static>(
+    task: &str,
+    inv: &Invocation,
+) -> Result<State<T>, TaskFailure> {
+    inv.state
+        .get::<T>()
+        .or_else(|| process().read().ok().and_then(|p| p.get::<T>()))
         .map(State)
         .ok_or_else(|| {
             TaskFailure::new(
@@ -69,11 +106,25 @@ mod tests {
 
     #[test]
     fn provided_values_are_injected_and_missing_ones_say_so() {
-        assert!(injected::<Config>("t")
+        let inv = Invocation::default();
+        assert!(injected::<Config>("t", &inv)
             .unwrap_err()
             .message
             .contains("State<"));
         provide(Config(7));
-        assert_eq!(injected::<Config>("t").unwrap(), State(Config(7)));
+        assert_eq!(injected::<Config>("t", &inv).unwrap(), State(Config(7)));
+    }
+
+    #[test]
+    fn a_workers_own_values_come_first() {
+        #[derive(Clone, Debug, PartialEq)]
+        struct Own(u32);
+        let mut p = Provided::default();
+        p.insert(Own(1));
+        let inv = Invocation {
+            state: Arc::new(p),
+            ..Invocation::default()
+        };
+        assert_eq!(injected::<Own>("t", &inv).unwrap(), State(Own(1)));
     }
 }

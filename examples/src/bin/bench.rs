@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use kiq::broker::redis::{self, aio::MultiplexedConnection};
 use kiq::{Broker, BrokerConfig};
 use kiq_examples::bench;
 use kiq_testkit::RedisServer;
+use redis::aio::MultiplexedConnection;
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -689,7 +689,6 @@ async fn drain(
     payload: Option<usize>,
 ) -> anyhow::Result<(f64, (f64, f64, HashMap<String, f64>), u64)> {
     let b = broker(url, prefix).await?;
-    b.ensure_group("bench").await?;
     let before_enqueue = command_calls(conn).await?;
     let mut left = n;
     while left > 0 {

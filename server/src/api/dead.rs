@@ -37,7 +37,7 @@ async fn matching(state: &AppState, f: &Filter, limit: usize) -> Result<Vec<Dead
         reason: f.reason.clone(),
         task: f.task.clone(),
     };
-    Ok(state.broker.find_dead_letters(&filter, limit).await?)
+    Ok(state.inspector.find_dead_letters(&filter, limit).await?)
 }
 
 pub(crate) async fn list(
@@ -55,7 +55,7 @@ pub(crate) async fn list(
 }
 
 fn check_lane(lane: &str) -> Result<(), ApiError> {
-    match kiq_broker::broker::valid_queue_name(kiq_broker::priority::split_lane(lane).0) {
+    match kiq_broker::valid_queue_name(kiq_broker::priority::split_lane(lane).0) {
         true => Ok(()),
         false => Err(ApiError::bad_request(format!("invalid queue {lane:?}"))),
     }
@@ -66,7 +66,7 @@ pub(crate) async fn replay(
     Path((lane, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     check_lane(&lane)?;
-    if state.broker.replay_dead_letter(&lane, &id).await? {
+    if state.inspector.replay_dead_letter(&lane, &id).await? {
         Ok(Json(json!({ "replayed": 1 })))
     } else {
         Err(ApiError::not_found(format!(
@@ -86,7 +86,7 @@ pub(crate) async fn replay_all(
     let limit = f.limit.unwrap_or(100_000);
     let mut n = 0u64;
     for e in matching(&state, &f, limit).await? {
-        if state.broker.replay_dead_letter(&e.queue, &e.id).await? {
+        if state.inspector.replay_dead_letter(&e.queue, &e.id).await? {
             n += 1;
         }
     }
@@ -99,7 +99,7 @@ pub(crate) async fn purge(
 ) -> Result<StatusCode, ApiError> {
     check_lane(&lane)?;
     match state
-        .broker
+        .inspector
         .purge_dead_letters(&lane, std::slice::from_ref(&id))
         .await?
     {

@@ -14,17 +14,13 @@ const FORGET_MS: u64 = 3_600_000;
 
 /// The cumulative counters (`kiq:stats`).
 pub(crate) async fn totals(state: &AppState) -> Result<BTreeMap<String, u64>, ApiError> {
-    Ok(state
-        .broker
-        .pool()
-        .query(kiq_broker::redis::cmd("HGETALL").arg(state.broker.keys().stats()))
-        .await?)
+    Ok(state.inspector.counters().await?.into_iter().collect())
 }
 
 pub(crate) async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let queues = state.broker.all_queue_stats().await?;
-    let workers = state.broker.workers(FORGET_MS).await?;
-    let leader = kiq_scheduler::lease::current(&state.broker).await?;
+    let queues = state.inspector.all_queue_stats().await?;
+    let workers = state.inspector.workers(FORGET_MS).await?;
+    let leader = state.inspector.scheduler_lease().await?;
     let totals = totals(&state).await?;
     Ok(Json(json!({
         "now_ms": now_ms(),

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use kiq_broker::{codec, CancelOutcome, Priority, RawDispatch, TaskState};
+use kiq_broker::{CancelOutcome, Priority, RawDispatch, TaskState};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -109,7 +109,7 @@ async fn create_task(
     let msg = state.broker.prepare_raw(RawDispatch {
         task: &t.task,
         queue: &queue,
-        args: codec::from_json(&t.args)?,
+        args: state.broker.codec().from_json(&t.args)?,
         task_id: t.task_id.as_deref(),
         labels: t.labels.clone(),
         retry: t.retries.map(kiq_broker::RetryPolicy::retries),
@@ -139,7 +139,7 @@ pub(crate) async fn get_one(
         )));
     };
     let progress: Option<Value> = state.broker.progress(&id).await.ok().flatten();
-    Ok(Json(r.to_json(&id, progress)))
+    Ok(Json(r.to_json(state.broker.codec(), &id, progress)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,12 +156,16 @@ pub(crate) async fn list(
     let q = query(q)?;
     let st: TaskState = q.state.parse().map_err(ApiError::bad_request)?;
     let tasks = state
-        .broker
+        .inspector
         .list_tasks(st, q.queue.as_deref(), q.limit.unwrap_or(50))
         .await?;
     let tasks: Vec<Value> = tasks
         .iter()
-        .filter_map(|t| t.record.as_ref().map(|r| r.to_json(&t.id, None)))
+        .filter_map(|t| {
+            t.record
+                .as_ref()
+                .map(|r| r.to_json(state.broker.codec(), &t.id, None))
+        })
         .collect();
     Ok(Json(json!({ "state": st, "tasks": tasks })))
 }

@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use kiq_broker::{Broker, Envelope, FailureKind, TaskFailure};
+use kiq_broker::{Consumer, Envelope, FailureKind, TaskFailure};
 
 pub use circuit_breaker::CircuitBreaker;
 pub use rate_limit::{RateLimit, RateLimitRule};
@@ -53,8 +53,9 @@ pub use trace::Trace;
 pub struct TaskCall<'a> {
     /// The message: id, task name, queue, attempt, labels and arguments.
     pub envelope: &'a Envelope,
-    /// The worker's broker (absent when tasks run without Redis).
-    pub broker: Option<&'a Broker>,
+    /// The worker's consumer (on an in-memory broker for unit tests): shared state such as
+    /// rate-limit buckets is reached through it.
+    pub consumer: &'a Consumer,
 }
 
 /// How a task's run ended, as it passes back out through the layers.
@@ -185,9 +186,11 @@ mod tests {
             queue: "q".into(),
             ..Default::default()
         };
+        let broker = crate::local::in_memory_broker(crate::Registry::default());
+        let consumer = broker.consumer("test");
         let call = TaskCall {
             envelope: &env,
-            broker: None,
+            consumer: &consumer,
         };
         let log = Arc::new(Mutex::new(Vec::new()));
         let ran = Arc::new(Mutex::new(false));

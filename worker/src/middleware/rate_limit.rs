@@ -111,11 +111,11 @@ impl RateLimit {
 impl Middleware for RateLimit {
     fn call<'a>(&'a self, task: &'a TaskCall<'a>, next: Next<'a>) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
-            let (Some(rule), Some(broker)) = (self.rules.get(&task.envelope.task), task.broker)
-            else {
+            let Some(rule) = self.rules.get(&task.envelope.task) else {
                 return next.run(task).await;
             };
-            match broker
+            match task
+                .consumer
                 .take_token(&task.envelope.task, rule.per_second, rule.burst)
                 .await
             {

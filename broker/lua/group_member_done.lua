@@ -1,0 +1,19 @@
+-- Counts group member ARGV[1] done, once (redeliveries do not count twice). When the last
+-- member is done, sends the stored callback to its lane's stream.
+--
+-- KEYS[1]  <prefix>:group:<group id>       the group: size, members done, the callback
+-- KEYS[2]  {<prefix>:<lane>}:stream        the callback's lane (absent for a group without one)
+-- ARGV     member index, data field name
+--
+-- Returns 0 (already counted), 1 (counted), 2 (counted, and it was the last).
+if redis.call('HSETNX', KEYS[1], 'm' .. ARGV[1], 1) == 0 then return 0 end
+local done = redis.call('HINCRBY', KEYS[1], 'done', 1)
+local size = tonumber(redis.call('HGET', KEYS[1], 'size'))
+if size and done >= size then
+  local cb = redis.call('HGET', KEYS[1], 'callback')
+  if cb and KEYS[2] then
+    redis.call('XADD', KEYS[2], '*', ARGV[2], cb)
+  end
+  return 2
+end
+return 1

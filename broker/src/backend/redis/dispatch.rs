@@ -1,0 +1,257 @@
+//! The producer's write path: pending records, stream entries and delayed-set members.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use crate::client::dispatch::OutgoingMessage;
+use crate::error::{BrokerError, DispatchError};
+use crate::keys::DATA_FIELD;
+use crate::model::envelope::Envelope;
+use crate::model::record::TaskRecord;
+
+use super::scripts::{self, ENQUEUE_ONCE, ENQUEUE_UNIQUE};
+use super::RedisBackend;
+
+/// Most messages sent in one pipeline by [`RedisBackend::enqueue_many`].
+const ENQUEUE_CHUNK: usize = 1000;
+
+fn broker_err(task: &str, error: BrokerError) -> DispatchError {
+    DispatchError::Broker {
+        task: task.to_string(),
+        error,
+    }
+}
+
+impl RedisBackend {
+    /// Enqueues prepared messages, pipelined: each one's pending record, then its stream
+    /// entry (or delayed-set member). On error, some messages of the batch may have been
+    /// enqueued; the error says which task the failure hit.
+    pub(crate) async fn enqueue_many(
+        &self,
+        msgs: Vec<OutgoingMessage>,
+    ) -> Result<Vec<String>, DispatchError> {
+        let Some(first) = msgs.first() else {
+            return Ok(Vec::new());
+        };
+        let lanes: HashSet<&str> = msgs.iter().map(|m| m.lane.as_str()).collect();
+        for lane in lanes {
+            self.ensure_group(lane)
+                .await
+                .map_err(|e| broker_err(&first.task, e))?;
+        }
+        let ttl = self.pending_ttl_s();
+        let track = self.config.track_pending;
+        let mut ids = Vec::with_capacity(msgs.len());
+        let mut stream_keys: HashMap<&str, String> = HashMap::new();
+        let mut wake: HashMap<&str, u64> = HashMap::new();
+        for chunk in msgs.chunks(ENQUEUE_CHUNK) {
+            let mut pipe = redis::Pipeline::with_capacity(chunk.len() * 2);
+            for m in chunk {
+                let stream = stream_keys
+                    .entry(m.lane.as_str())
+                    .or_insert_with(|| self.keys.stream(&m.lane));
+                // The record first: a worker that finishes quickly must not have its result
+                // overwritten by a late "pending".
+                if track {
+                    pipe.cmd("SET")
+                        .arg(self.keys.task(&m.id))
+                        .arg(m.pending_record.as_slice())
+                        .arg("EX")
+                        .arg(ttl)
+                        .ignore();
+                }
+                match m.due_ms {
+                    // Delayed: it waits in the lane's sorted set until a worker promotes it.
+                    Some(due) => {
+                        pipe.cmd("ZADD")
+                            .arg(self.keys.delayed(&m.lane))
+                            .arg(due)
+                            .arg(&m.payload)
+                            .ignore();
+                        let earliest = wake.entry(m.lane.as_str()).or_insert(due);
+                        *earliest = (*earliest).min(due);
+                    }
+                    None => {
+                        pipe.cmd("XADD")
+                            .arg(stream.as_str())
+                            .arg("*")
+                            .arg(DATA_FIELD)
+                            .arg(&m.payload)
+                            .ignore();
+                    }
+                }
+            }
+            // Tell workers' promoters about new delayed work, once per lane per chunk.
+            for (lane, due) in wake.drain() {
+                pipe.cmd("PUBLISH")
+                    .arg(self.keys.wake_channel(lane))
+                    .arg(due)
+                    .ignore();
+            }
+            self.pool()
+                .query::<(), _>(&pipe)
+                .await
+                .map_err(|e| broker_err(&chunk[0].task, e))?;
+            ids.extend(chunk.iter().map(|m| m.id.clone()));
+        }
+        Ok(ids)
+    }
+
+    /// Enqueues `msg` unless a task holding uniqueness `key` is pending or running; returns
+    /// the id of the task that holds the key (this one, or the earlier one).
+    pub(crate) async fn enqueue_unique(
+        &self,
+        msg: OutgoingMessage,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<String, DispatchError> {
+        let err = |e| broker_err(&msg.task, e);
+        self.ensure_group(&msg.lane).await.map_err(err)?;
+        let keys = scripts::enqueue_unique_keys(&self.keys, &msg.queue, key, &msg.lane);
+        let mut inv = ENQUEUE_UNIQUE.with_keys(&keys);
+        inv.arg(&msg.id)
+            .arg(ttl.as_secs().max(1))
+            .arg(&msg.payload)
+            .arg(msg.due_ms.map(|d| d.to_string()).unwrap_or_default())
+            .arg(DATA_FIELD);
+        // The pending record first, as for any dispatch (a fast worker's result must not be
+        // overwritten); if another task holds the key, it is deleted again below.
+        if self.config.track_pending {
+            self.pool()
+                .query::<(), _>(
+                    redis::cmd("SET")
+                        .arg(self.keys.task(&msg.id))
+                        .arg(msg.pending_record.as_slice())
+                        .arg("EX")
+                        .arg(self.pending_ttl_s()),
+                )
+                .await
+                .map_err(err)?;
+        }
+        let owner: String = self.pool().invoke(&inv).await.map_err(err)?;
+        if owner != msg.id {
+            if self.config.track_pending {
+                let _ = self
+                    .pool()
+                    .query::<(), _>(redis::cmd("DEL").arg(self.keys.task(&msg.id)))
+                    .await;
+            }
+        } else if let Some(due) = msg.due_ms {
+            self.announce_delayed(&msg.lane, due).await;
+        }
+        Ok(owner)
+    }
+
+    /// Enqueues `msg` unless a message with its id was enqueued this way within `ttl`;
+    /// returns whether it enqueued. The mark, the pending record and the entry are one step.
+    pub(crate) async fn enqueue_once(
+        &self,
+        msg: &OutgoingMessage,
+        ttl: Duration,
+    ) -> Result<bool, DispatchError> {
+        let err = |e| broker_err(&msg.task, e);
+        self.ensure_group(&msg.lane).await.map_err(err)?;
+        let keys = scripts::enqueue_once_keys(&self.keys, &msg.lane, &msg.id);
+        let mut inv = ENQUEUE_ONCE.with_keys(&keys);
+        let record: &[u8] = if self.config.track_pending {
+            msg.pending_record.as_slice()
+        } else {
+            b""
+        };
+        inv.arg(ttl.as_millis().max(1) as u64)
+            .arg(&msg.payload)
+            .arg(msg.due_ms.map(|d| d.to_string()).unwrap_or_default())
+            .arg(DATA_FIELD)
+            .arg(record)
+            .arg(self.pending_ttl_s());
+        let n: i64 = self.pool().invoke(&inv).await.map_err(err)?;
+        if n == 1 {
+            if let Some(due) = msg.due_ms {
+                self.announce_delayed(&msg.lane, due).await;
+            }
+        }
+        Ok(n == 1)
+    }
+
+    /// Tells workers' promoters that a message on `lane` is due at `due` (best effort: they
+    /// also wake at least once a second).
+    async fn announce_delayed(&self, lane: &str, due: u64) {
+        let _ = self
+            .pool()
+            .query::<(), _>(
+                redis::cmd("PUBLISH")
+                    .arg(self.keys.wake_channel(lane))
+                    .arg(due),
+            )
+            .await;
+    }
+
+    /// Writes the pending records of a chain's later steps (sent one by one as their
+    /// predecessors finish), making sure their lanes have consumer groups.
+    pub(crate) async fn prepare_chain(&self, later: &[Envelope]) -> Result<(), DispatchError> {
+        if later.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for step in later {
+            // The worker that finishes the step before sends it: its lane must have a group.
+            self.ensure_group(&step.priority.lane(&step.queue))
+                .await
+                .map_err(|e| broker_err(&step.task, e))?;
+            let record = self
+                .wire
+                .encode_record(&TaskRecord::accepted(
+                    &step.task,
+                    &step.queue,
+                    step.enqueued_at_ms,
+                    false,
+                ))
+                .map_err(|error| DispatchError::Encode {
+                    task: step.task.clone(),
+                    error,
+                })?;
+            pipe.cmd("SET")
+                .arg(self.keys.task(&step.id))
+                .arg(record)
+                .arg("EX")
+                .arg(self.pending_ttl_s())
+                .ignore();
+        }
+        self.pool()
+            .query::<(), _>(&pipe)
+            .await
+            .map_err(|e| broker_err(&later[0].task, e))
+    }
+
+    /// Stores a group's size and callback (with the callback's pending record) before its
+    /// members are sent.
+    pub(crate) async fn register_group(
+        &self,
+        group_id: &str,
+        size: usize,
+        callback: Option<&OutgoingMessage>,
+        task: &str,
+    ) -> Result<(), DispatchError> {
+        let err = |e| broker_err(task, e);
+        let ttl = self.pending_ttl_s();
+        let key = self.keys.group(group_id);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET").arg(&key).arg("size").arg(size).ignore();
+        if let Some(cb) = callback {
+            self.ensure_group(&cb.lane).await.map_err(err)?;
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg("callback")
+                .arg(&cb.payload)
+                .ignore();
+            pipe.cmd("SET")
+                .arg(self.keys.task(&cb.id))
+                .arg(cb.pending_record.as_slice())
+                .arg("EX")
+                .arg(ttl)
+                .ignore();
+        }
+        pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
+        self.pool().query::<(), _>(&pipe).await.map_err(err)
+    }
+}

@@ -1,0 +1,450 @@
+//! Operators' reads and admin: queues, workers, task listings, dead letters, counters.
+
+use std::collections::{BTreeSet, HashMap};
+
+use redis::streams::StreamRangeReply;
+use redis::Value;
+
+use crate::consumer::delivery::WorkerInfo;
+use crate::error::BrokerError;
+use crate::inspector::dead::{DeadEntry, DeadFilter};
+use crate::inspector::status::QueueStats;
+use crate::inspector::tasks::{TaskSummary, INDEX_MAX};
+use crate::keys::{CONSUMER_GROUP, DATA_FIELD};
+use crate::model::envelope::now_ms;
+use crate::model::priority::{self, Priority};
+use crate::model::record::TaskState;
+
+use super::scripts::{self, REPLAY_DEAD};
+use super::RedisBackend;
+
+impl RedisBackend {
+    /// Every queue's numbers, its priority lanes summed into it, sorted by name.
+    pub(crate) async fn all_queue_stats(&self) -> Result<Vec<QueueStats>, BrokerError> {
+        let mut by_queue: std::collections::BTreeMap<String, QueueStats> = Default::default();
+        for lane in self.lanes().await? {
+            let s = self.queue_stats(&lane).await?;
+            let name = crate::priority::split_lane(&lane).0.to_string();
+            let q = by_queue.entry(name.clone()).or_insert_with(|| QueueStats {
+                queue: name,
+                ..QueueStats::default()
+            });
+            q.depth += s.depth;
+            q.in_flight += s.in_flight;
+            q.waiting += s.waiting;
+            q.delayed += s.delayed;
+            q.dead += s.dead;
+        }
+        Ok(by_queue.into_values().collect())
+    }
+
+    /// The numbers of `queue` (one lane), in one round trip.
+    pub(crate) async fn queue_stats(&self, queue: &str) -> Result<QueueStats, BrokerError> {
+        let k = &self.keys;
+        let mut pipe = redis::pipe();
+        pipe.cmd("XLEN").arg(k.stream(queue));
+        pipe.cmd("ZCARD").arg(k.delayed(queue));
+        pipe.cmd("XLEN").arg(k.dead(queue));
+        pipe.cmd("XPENDING")
+            .arg(k.stream(queue))
+            .arg(CONSUMER_GROUP);
+        let (depth, delayed, dead, pending): (u64, u64, u64, redis::Value) =
+            match self.pool().query(&pipe).await {
+                Ok(v) => v,
+                // No group yet (nothing was ever dispatched there): XPENDING errors.
+                Err(_) => {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("XLEN").arg(k.stream(queue));
+                    pipe.cmd("ZCARD").arg(k.delayed(queue));
+                    pipe.cmd("XLEN").arg(k.dead(queue));
+                    let (d, z, x): (u64, u64, u64) = self.pool().query(&pipe).await?;
+                    (d, z, x, redis::Value::Nil)
+                }
+            };
+        let in_flight = match pending {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::Int(n)) => *n as u64,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        Ok(QueueStats {
+            queue: queue.to_string(),
+            depth,
+            in_flight,
+            waiting: depth.saturating_sub(in_flight),
+            delayed,
+            dead,
+        })
+    }
+
+    /// Records a worker's heartbeat.
+    pub(crate) async fn heartbeat(&self, info: &WorkerInfo) -> Result<(), BrokerError> {
+        let json = crate::codec::encode(info)?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET")
+            .arg(self.keys.workers())
+            .arg(&info.consumer)
+            .arg(json)
+            .ignore();
+        self.pool().query::<(), _>(&pipe).await
+    }
+
+    /// Removes a worker's heartbeat entry (on a clean exit).
+    pub(crate) async fn remove_heartbeat(&self, consumer: &str) -> Result<(), BrokerError> {
+        self.pool()
+            .query::<(), _>(redis::cmd("HDEL").arg(self.keys.workers()).arg(consumer))
+            .await
+    }
+
+    /// Workers with a heartbeat entry. Entries older than `forget_after_ms` (workers that died
+    /// without a clean exit) are deleted and not returned.
+    pub(crate) async fn workers(
+        &self,
+        forget_after_ms: u64,
+    ) -> Result<Vec<WorkerInfo>, BrokerError> {
+        let raw: Vec<(String, Vec<u8>)> = self
+            .pool()
+            .query(redis::cmd("HGETALL").arg(self.keys.workers()))
+            .await?;
+        let now = crate::envelope::now_ms();
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        for (consumer, bytes) in raw {
+            match crate::codec::decode::<WorkerInfo>(&bytes) {
+                Ok(w) if now.saturating_sub(w.heartbeat_ms) <= forget_after_ms => out.push(w),
+                _ => gone.push(consumer),
+            }
+        }
+        if !gone.is_empty() {
+            self.pool()
+                .query::<(), _>(redis::cmd("HDEL").arg(self.keys.workers()).arg(&gone))
+                .await?;
+        }
+        out.sort_by(|a, b| (&a.host, a.pid).cmp(&(&b.host, b.pid)));
+        Ok(out)
+    }
+}
+
+impl RedisBackend {
+    /// The queues operators see: every queue used, with priority lanes folded into their queue.
+    pub(crate) async fn queue_names(&self) -> Result<Vec<String>, BrokerError> {
+        let all = self.lanes().await?;
+        let set: BTreeSet<String> = all
+            .iter()
+            .map(|l| priority::split_lane(l).0.to_string())
+            .collect();
+        Ok(set.into_iter().collect())
+    }
+
+    /// Up to `limit` tasks in `state`, of `queue` (or of every queue), newest first for
+    /// finished states and oldest first for waiting ones.
+    pub(crate) async fn list_tasks(
+        &self,
+        state: TaskState,
+        queue: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TaskSummary>, BrokerError> {
+        let queues = match queue {
+            Some(q) => vec![q.to_string()],
+            None => self.queue_names().await?,
+        };
+        let limit = limit.clamp(1, 10_000);
+        let ids: Vec<String> = if state.is_final() {
+            let mut scored: Vec<(u64, String)> = Vec::new();
+            for q in &queues {
+                let rows: Vec<(String, u64)> = self
+                    .pool()
+                    .query(
+                        redis::cmd("ZREVRANGE")
+                            .arg(self.keys.index(q, state))
+                            .arg(0)
+                            .arg(limit as i64 - 1)
+                            .arg("WITHSCORES"),
+                    )
+                    .await?;
+                scored.extend(rows.into_iter().map(|(id, at)| (at, id)));
+            }
+            scored.sort_by_key(|s| std::cmp::Reverse(s.0));
+            scored.into_iter().take(limit).map(|(_, id)| id).collect()
+        } else {
+            // Candidates from the queues, filtered by their records' state below. Read more
+            // than `limit`: some are in another state.
+            let mut ids = Vec::new();
+            for q in &queues {
+                for p in Priority::ALL {
+                    let lane = p.lane(q);
+                    ids.extend(self.waiting_ids(&lane, state, limit * 4).await?);
+                }
+            }
+            ids
+        };
+        let records = self.records(&ids).await?;
+        let mut out: Vec<TaskSummary> = ids
+            .into_iter()
+            .zip(records)
+            .filter(|(_, r)| state.is_final() || r.as_ref().is_some_and(|r| r.state == state))
+            .map(|(id, record)| TaskSummary { id, record })
+            .collect();
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Ids of messages in `lane` that may be in `state`: from its stream (pending, running) or
+    /// its delayed set (scheduled, retrying).
+    async fn waiting_ids(
+        &self,
+        lane: &str,
+        state: TaskState,
+        count: usize,
+    ) -> Result<Vec<String>, BrokerError> {
+        let payloads: Vec<Vec<u8>> = match state {
+            TaskState::Pending | TaskState::Running => {
+                let reply: Value = self
+                    .pool()
+                    .query(
+                        redis::cmd("XRANGE")
+                            .arg(self.keys.stream(lane))
+                            .arg("-")
+                            .arg("+")
+                            .arg("COUNT")
+                            .arg(count),
+                    )
+                    .await?;
+                stream_payloads(reply)
+            }
+            TaskState::Scheduled | TaskState::Retrying => {
+                self.pool()
+                    .query(
+                        redis::cmd("ZRANGE")
+                            .arg(self.keys.delayed(lane))
+                            .arg(0)
+                            .arg(count as i64 - 1),
+                    )
+                    .await?
+            }
+            _ => Vec::new(),
+        };
+        Ok(payloads
+            .iter()
+            .filter_map(|p| self.wire.decode_envelope(p).ok())
+            .map(|e| e.id)
+            .collect())
+    }
+
+    /// Drops finished-task index entries older than the result TTL (their records are gone)
+    /// and beyond [`INDEX_MAX`] per index. Workers call it about once a minute.
+    pub(crate) async fn trim_indexes(&self, queue: &str) -> Result<(), BrokerError> {
+        let oldest = now_ms().saturating_sub(self.config.result_ttl.as_millis() as u64);
+        let mut pipe = redis::pipe();
+        for state in TaskState::FINAL {
+            let key = self.keys.index(queue, state);
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(format!("({oldest}"))
+                .ignore();
+            pipe.cmd("ZREMRANGEBYRANK")
+                .arg(&key)
+                .arg(0)
+                .arg(-(INDEX_MAX as i64) - 1)
+                .ignore();
+        }
+        self.pool().query::<(), _>(&pipe).await
+    }
+}
+
+impl RedisBackend {
+    /// Up to `count` dead letters of `queue`, oldest first, starting at id `start` (`-` for the
+    /// beginning).
+    pub(crate) async fn dead_letters(
+        &self,
+        queue: &str,
+        start: &str,
+        count: usize,
+    ) -> Result<Vec<DeadEntry>, BrokerError> {
+        let reply: StreamRangeReply = self
+            .pool()
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(self.keys.dead(queue))
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count.max(1)),
+            )
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|e| to_entry(queue, e.id, e.map))
+            .collect())
+    }
+
+    /// How many dead letters `queue` holds.
+    pub(crate) async fn dead_letter_count(&self, queue: &str) -> Result<u64, BrokerError> {
+        self.pool()
+            .query(redis::cmd("XLEN").arg(self.keys.dead(queue)))
+            .await
+    }
+
+    /// Puts dead letter `id` of `queue` back into the queue, with its attempt count reset (it
+    /// gets its full retry policy again). Returns whether it existed.
+    pub(crate) async fn replay_dead_letter(
+        &self,
+        queue: &str,
+        id: &str,
+    ) -> Result<bool, BrokerError> {
+        let Some(entry) = self.dead_letters(queue, id, 1).await?.into_iter().next() else {
+            return Ok(false);
+        };
+        if entry.id != id {
+            return Ok(false);
+        }
+        // An undecodable payload is put back as it was: the operator may have deployed a fix.
+        let payload = match self.wire.decode_envelope(&entry.payload) {
+            Ok(mut env) => {
+                env.attempt = 0;
+                self.wire.encode_envelope(&env)?
+            }
+            Err(_) => entry.payload,
+        };
+        self.ensure_group(queue).await?;
+        let mut inv = REPLAY_DEAD.with_keys(&scripts::replay_dead_keys(&self.keys, queue));
+        inv.arg(id).arg(DATA_FIELD).arg(payload);
+        let n: u64 = self.pool().invoke(&inv).await?;
+        Ok(n == 1)
+    }
+
+    /// Deletes dead letters `ids` of `queue`; returns how many existed.
+    pub(crate) async fn purge_dead_letters(
+        &self,
+        queue: &str,
+        ids: &[String],
+    ) -> Result<u64, BrokerError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.pool()
+            .query(redis::cmd("XDEL").arg(self.keys.dead(queue)).arg(ids))
+            .await
+    }
+
+    /// Deletes every dead letter of `queue`; returns how many there were.
+    pub(crate) async fn purge_all_dead_letters(&self, queue: &str) -> Result<u64, BrokerError> {
+        let n = self.dead_letter_count(queue).await?;
+        self.pool()
+            .query::<(), _>(redis::cmd("DEL").arg(self.keys.dead(queue)))
+            .await?;
+        Ok(n)
+    }
+
+    /// Dead letters matching `filter`, oldest first within each lane, at most `limit`. A queue
+    /// filter takes in the queue's priority lanes (or names one lane exactly).
+    pub(crate) async fn find_dead_letters(
+        &self,
+        filter: &DeadFilter,
+        limit: usize,
+    ) -> Result<Vec<DeadEntry>, BrokerError> {
+        const PAGE: usize = 500;
+        let mut out = Vec::new();
+        for lane in self.lanes().await? {
+            if let Some(q) = &filter.queue {
+                if *q != lane && crate::priority::split_lane(&lane).0 != q {
+                    continue;
+                }
+            }
+            let mut start = "-".to_string();
+            loop {
+                let page = self.dead_letters(&lane, &start, PAGE).await?;
+                let Some(last) = page.last() else { break };
+                start = format!("({}", last.id);
+                let last_page = page.len() < PAGE;
+                out.extend(page.into_iter().filter(|e| filter.matches(e)));
+                if out.len() >= limit {
+                    out.truncate(limit);
+                    return Ok(out);
+                }
+                if last_page {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every queue name that has been used (from the registry set).
+    pub(crate) async fn lanes(&self) -> Result<Vec<String>, BrokerError> {
+        let mut q: Vec<String> = self
+            .pool()
+            .query(redis::cmd("SMEMBERS").arg(self.keys.queues()))
+            .await?;
+        q.sort();
+        Ok(q)
+    }
+}
+
+/// The `data` field of each entry of an XRANGE reply.
+fn stream_payloads(reply: Value) -> Vec<Vec<u8>> {
+    let Value::Array(entries) = reply else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Value::Array(mut parts) = entry else {
+            continue;
+        };
+        let Some(Value::Array(fields)) = parts.pop() else {
+            continue;
+        };
+        let mut it = fields.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            let is_data = matches!(&k, Value::BulkString(b) if b == DATA_FIELD.as_bytes());
+            if let (true, Value::BulkString(b)) = (is_data, v) {
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
+fn to_entry(queue: &str, id: String, mut map: HashMap<String, Value>) -> DeadEntry {
+    let mut text = |k: &str| -> Option<String> {
+        match map.remove(k) {
+            Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
+            Some(Value::SimpleString(s)) => Some(s),
+            _ => None,
+        }
+    };
+    let reason = text("reason").unwrap_or_default();
+    let error = text("error").unwrap_or_default();
+    let task_id = text("task_id");
+    let task = text("task");
+    let attempts = text("attempts").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let at_ms = text("at_ms").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let payload = match map.remove("payload") {
+        Some(Value::BulkString(b)) => b,
+        _ => Vec::new(),
+    };
+    DeadEntry {
+        id,
+        queue: queue.to_string(),
+        reason,
+        error,
+        task_id,
+        task,
+        attempts,
+        at_ms,
+        payload,
+    }
+}
+
+impl RedisBackend {
+    /// The cumulative counters every worker adds to (tasks finished per state, `retried`,
+    /// `ran`, `wait_ms`, `run_ms`).
+    pub(crate) async fn counters(&self) -> Result<HashMap<String, u64>, BrokerError> {
+        self.pool()
+            .query(redis::cmd("HGETALL").arg(self.keys.stats()))
+            .await
+    }
+}

@@ -1,0 +1,199 @@
+//! The Redis backend: every Redis command kiq sends lives under this module.
+//!
+//! - [`connection`]: the command pool and dedicated connections for blocking reads.
+//! - [`scripts`]: the Lua scripts (`broker/lua/*.lua`) and the keys each declares.
+//! - `dispatch`, `complete`: the write paths of producers and workers.
+//! - `reader`, `recovery`, `delayed`, `notices`: what a worker's background loops call.
+//! - `cancel`, `rate_limit`, `inspect`, `control`: cancellation, the shared token bucket,
+//!   operators' reads, and the scheduler's lease and store.
+//! - `waiter`: result waiters woken by pub/sub.
+
+pub(crate) mod cancel;
+pub(crate) mod complete;
+pub(crate) mod connection;
+pub(crate) mod control;
+pub(crate) mod delayed;
+pub(crate) mod dispatch;
+pub(crate) mod inspect;
+pub(crate) mod notices;
+pub(crate) mod rate_limit;
+pub(crate) mod reader;
+pub(crate) mod recovery;
+pub(crate) mod scripts;
+pub(crate) mod waiter;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::Client;
+
+use crate::codec::WireFormat;
+use crate::config::BrokerConfig;
+use crate::error::{BrokerError, WaitError};
+use crate::keys::{Keys, CONSUMER_GROUP};
+use crate::model::record::TaskRecord;
+use connection::Pool;
+use waiter::Waiters;
+
+/// kiq on one Redis (or a primary).
+pub(crate) struct RedisBackend {
+    pub(crate) config: BrokerConfig,
+    pub(crate) keys: Keys,
+    pub(crate) wire: Arc<dyn WireFormat>,
+    client: Client,
+    pool: Pool,
+    waiters: Waiters,
+    /// Lanes whose consumer group this process has already made sure of.
+    groups_ready: Mutex<HashSet<String>>,
+}
+
+impl RedisBackend {
+    /// A backend for `config` (connections are made on first use).
+    pub(crate) fn new(config: &BrokerConfig) -> Result<Self, BrokerError> {
+        let client = connection::open_client(&config.redis_url)?;
+        let pool = Pool::new(client.clone(), config)?;
+        let keys = Keys::new(config.prefix.clone());
+        let waiters = Waiters::new(client.clone(), keys.clone());
+        Ok(Self {
+            config: config.clone(),
+            keys,
+            wire: config.wire.clone(),
+            client,
+            pool,
+            waiters,
+            groups_ready: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Seconds a result is kept.
+    pub(crate) fn result_ttl_s(&self) -> u64 {
+        self.config.result_ttl.as_secs().max(1)
+    }
+
+    /// Seconds a pending record is kept.
+    pub(crate) fn pending_ttl_s(&self) -> u64 {
+        self.config.pending_ttl.as_secs().max(1)
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), BrokerError> {
+        self.pool.query::<(), _>(&redis::cmd("PING")).await
+    }
+
+    pub(crate) async fn record(&self, id: &str) -> Result<Option<TaskRecord>, BrokerError> {
+        let bytes: Option<Vec<u8>> = self
+            .pool
+            .query(redis::cmd("GET").arg(self.keys.task(id)))
+            .await?;
+        match bytes {
+            None => Ok(None),
+            Some(b) => Ok(Some(self.wire.decode_record(&b)?)),
+        }
+    }
+
+    pub(crate) async fn records(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Option<TaskRecord>>, BrokerError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for id in ids {
+            cmd.arg(self.keys.task(id));
+        }
+        let raw: Vec<Option<Vec<u8>>> = self.pool.query(&cmd).await?;
+        raw.into_iter()
+            .map(|b| {
+                b.map(|b| self.wire.decode_record(&b))
+                    .transpose()
+                    .map_err(Into::into)
+            })
+            .collect()
+    }
+
+    pub(crate) async fn set_progress(&self, id: &str, bytes: Vec<u8>) -> Result<(), BrokerError> {
+        self.pool
+            .query::<(), _>(
+                redis::cmd("SET")
+                    .arg(self.keys.progress(id))
+                    .arg(bytes)
+                    .arg("EX")
+                    .arg(self.result_ttl_s()),
+            )
+            .await
+    }
+
+    pub(crate) async fn progress(&self, id: &str) -> Result<Option<Vec<u8>>, BrokerError> {
+        self.pool
+            .query(redis::cmd("GET").arg(self.keys.progress(id)))
+            .await
+    }
+
+    pub(crate) async fn wait_record(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<TaskRecord, WaitError> {
+        waiter::wait_record(self, id, timeout).await
+    }
+
+    /// Makes sure `lane`'s stream and consumer group exist. Idempotent; done once per process
+    /// and lane. The group starts at `0` so that nothing enqueued before it existed is missed.
+    pub(crate) async fn ensure_group(&self, lane: &str) -> Result<(), BrokerError> {
+        if self.group_known(lane) {
+            return Ok(());
+        }
+        let create = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.keys.stream(lane))
+            .arg(CONSUMER_GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .clone();
+        match self.pool.query::<(), _>(&create).await {
+            Ok(()) => {}
+            Err(BrokerError::Redis(e)) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(e),
+        }
+        self.pool
+            .query::<(), _>(redis::cmd("SADD").arg(self.keys.queues()).arg(lane))
+            .await?;
+        if let Ok(mut ready) = self.groups_ready.lock() {
+            ready.insert(lane.to_string());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn forget_group(&self, lane: &str) {
+        if let Ok(mut ready) = self.groups_ready.lock() {
+            ready.remove(lane);
+        }
+    }
+
+    fn group_known(&self, lane: &str) -> bool {
+        self.groups_ready
+            .lock()
+            .map(|r| r.contains(lane))
+            .unwrap_or(false)
+    }
+}
+
+/// The `data` field of a stream entry's field map.
+pub(crate) fn data_field(
+    map: &mut std::collections::HashMap<String, redis::Value>,
+) -> Option<Vec<u8>> {
+    match map.remove(crate::keys::DATA_FIELD) {
+        Some(redis::Value::BulkString(b)) => Some(b),
+        Some(redis::Value::SimpleString(s)) => Some(s.into_bytes()),
+        _ => None,
+    }
+}

@@ -1,0 +1,74 @@
+//! What a worker is told between reads: new delayed work on its lanes, and cancellations.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::delivery::Notice;
+
+use super::RedisBackend;
+
+impl RedisBackend {
+    /// Subscribes to the wake channels of `lanes` and to cancellations, on a connection of its
+    /// own, until `stop`: notices arrive on the returned channel. The subscription is
+    /// re-established after a connection loss (each time, [`Notice::Resubscribed`] says that
+    /// anything announced meanwhile is unknown).
+    pub(crate) fn notices(
+        &self,
+        lanes: &[String],
+        stop: CancellationToken,
+    ) -> mpsc::Receiver<Notice> {
+        let (tx, rx) = mpsc::channel(1024);
+        let client = self.client().clone();
+        let cancel_channel = self.keys.cancel_channel();
+        let mut channels: Vec<String> = lanes.iter().map(|l| self.keys.wake_channel(l)).collect();
+        channels.push(cancel_channel.clone());
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            while !stop.is_cancelled() {
+                let mut pubsub = match client.get_async_pubsub().await {
+                    Ok(p) => p,
+                    Err(_) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = stop.cancelled() => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                };
+                if pubsub.subscribe(&channels).await.is_err() {
+                    continue;
+                }
+                backoff = Duration::from_millis(100);
+                if tx.send(Notice::Resubscribed).await.is_err() {
+                    return;
+                }
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    tokio::select! {
+                        m = messages.next() => match m {
+                            Some(m) => {
+                                let notice = if m.get_channel_name() == cancel_channel {
+                                    Notice::Cancelled(
+                                        String::from_utf8_lossy(m.get_payload_bytes()).into_owned(),
+                                    )
+                                } else {
+                                    Notice::Wake
+                                };
+                                if tx.send(notice).await.is_err() {
+                                    return;
+                                }
+                            }
+                            None => break,
+                        },
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            }
+        });
+        rx
+    }
+}

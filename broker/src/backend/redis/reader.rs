@@ -1,0 +1,191 @@
+//! Reading lanes through the consumer group: blocking while idle, strictly by priority under a
+//! backlog.
+
+use std::time::Duration;
+
+use redis::streams::StreamReadReply;
+
+use crate::consumer::delivery::{Delivery, ReadBatch};
+use crate::error::BrokerError;
+use crate::keys::CONSUMER_GROUP;
+
+use super::scripts::{self, LANE_LENGTHS, READ_BY_PRIORITY};
+use super::{connection, data_field, RedisBackend};
+
+impl RedisBackend {
+    /// Opens a reader for `lanes` as consumer `consumer`, on a connection of its own.
+    pub(crate) async fn reader(
+        &self,
+        lanes: &[String],
+        consumer: &str,
+    ) -> Result<StreamReader, BrokerError> {
+        for lane in lanes {
+            // Not the per-process cache: a reader is (re)opened after errors, and a Redis that
+            // restarted without persistence has lost the group.
+            self.forget_group(lane);
+            self.ensure_group(lane).await?;
+            // Make the consumer visible at once (XINFO CONSUMERS), not at its first message.
+            self.pool()
+                .query::<(), _>(
+                    redis::cmd("XGROUP")
+                        .arg("CREATECONSUMER")
+                        .arg(self.keys.stream(lane))
+                        .arg(CONSUMER_GROUP)
+                        .arg(consumer),
+                )
+                .await?;
+        }
+        let conn = connection::dedicated_connection(self.client(), &self.config).await?;
+        Ok(StreamReader {
+            conn,
+            cancel_active: self.keys.cancel_active(),
+            streams: lanes.iter().map(|l| self.keys.stream(l)).collect(),
+            script_keys: scripts::read_keys(&self.keys, lanes),
+            lanes: lanes.to_vec(),
+            consumer: consumer.to_string(),
+            // The first read drains by priority too: a worker starting on a backlog must not
+            // take a blocking read's mix of every lane.
+            backlog: true,
+            busy_lanes: None,
+        })
+    }
+}
+
+/// Reads a set of lanes through the consumer group, on a dedicated connection.
+pub struct StreamReader {
+    conn: redis::aio::MultiplexedConnection,
+    cancel_active: String,
+    streams: Vec<String>,
+    lanes: Vec<String>,
+    consumer: String,
+    /// The lanes' streams then the cancel flag: the keys of the priority scripts.
+    script_keys: Vec<String>,
+    /// Whether the last read found work: then the next one drains lanes in priority order
+    /// without blocking (see `lua/read_by_priority.lua`).
+    backlog: bool,
+    /// How many lanes held messages at the last look (`None`: unknown). While at most one
+    /// does, strict order needs no script: one plain non-blocking read takes the same messages.
+    busy_lanes: Option<usize>,
+}
+
+impl StreamReader {
+    /// The consumer name this reader reads as.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// Reads up to `count` new messages per queue, waiting at most `block` for the first.
+    pub async fn read(
+        &mut self,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Delivery>, BrokerError> {
+        Ok(self.read_batch(count, block).await?.deliveries)
+    }
+
+    /// Like [`StreamReader::read`], and also says whether any task may have been cancelled
+    /// lately: the flag is read in the same round trip as the messages.
+    ///
+    /// While messages keep coming (a backlog), reads take lanes strictly in the order the reader
+    /// was opened with (workers open it by priority) and do not block; once a read comes back
+    /// empty, the next one blocks on every lane at once.
+    pub async fn read_batch(
+        &mut self,
+        count: usize,
+        block: Duration,
+    ) -> Result<ReadBatch, BrokerError> {
+        let (reply, active) = if self.backlog && self.streams.len() > 1 {
+            if self.busy_lanes.is_some_and(|n| n <= 1) {
+                // Only one lane had work: a plain read returns what the script would. Should a
+                // more urgent lane have received work since, the reply lists it first, and the
+                // lane lengths read alongside switch the next read back to the script.
+                self.read_plain(count).await?
+            } else {
+                let mut inv = READ_BY_PRIORITY.with_keys(&self.script_keys);
+                inv.arg(CONSUMER_GROUP)
+                    .arg(&self.consumer)
+                    .arg(count.max(1));
+                let (reply, active, lens): (StreamReadReply, i64, Vec<i64>) =
+                    inv.invoke_async(&mut self.conn).await?;
+                self.busy_lanes = Some(lens.iter().filter(|n| **n > 0).count());
+                (Some(reply), active > 0)
+            }
+        } else {
+            self.busy_lanes = None;
+            self.read_blocking(count, block).await?
+        };
+        let mut out = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            let Some(idx) = self.streams.iter().position(|s| *s == key.key) else {
+                continue;
+            };
+            for mut entry in key.ids {
+                let payload = data_field(&mut entry.map);
+                out.push(Delivery {
+                    lane: self.lanes[idx].clone(),
+                    stream_id: entry.id,
+                    payload,
+                    deliveries: 1,
+                });
+            }
+        }
+        self.backlog = !out.is_empty();
+        Ok(ReadBatch {
+            deliveries: out,
+            cancels_active: active,
+        })
+    }
+}
+
+impl StreamReader {
+    /// `XREADGROUP` of up to `count` new messages per lane, over every lane, blocking up to
+    /// `block` when given.
+    fn read_command(&self, count: usize, block: Option<Duration>) -> redis::Cmd {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(CONSUMER_GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count.max(1));
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&self.streams);
+        for _ in &self.streams {
+            cmd.arg(">");
+        }
+        cmd
+    }
+
+    /// One non-blocking XREADGROUP over every lane, with the lanes' lengths and the cancel
+    /// flag in the same round trip.
+    async fn read_plain(
+        &mut self,
+        count: usize,
+    ) -> Result<(Option<StreamReadReply>, bool), BrokerError> {
+        let read = self.read_command(count, None);
+        let lens = LANE_LENGTHS.eval(&self.script_keys);
+        let mut pipe = redis::pipe();
+        pipe.add_command(read).add_command(lens);
+        let (reply, mut lens): (Option<StreamReadReply>, Vec<i64>) =
+            pipe.query_async(&mut self.conn).await?;
+        let active = lens.pop().unwrap_or(0) > 0;
+        self.busy_lanes = Some(lens.iter().filter(|n| **n > 0).count());
+        Ok((reply, active))
+    }
+
+    /// One XREADGROUP over every lane, blocking up to `block` for the first message, with the
+    /// cancel flag read in the same round trip.
+    async fn read_blocking(
+        &mut self,
+        count: usize,
+        block: Duration,
+    ) -> Result<(Option<StreamReadReply>, bool), BrokerError> {
+        let cmd = self.read_command(count, Some(block));
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd).cmd("GET").arg(&self.cancel_active);
+        let (reply, active): (Option<StreamReadReply>, Option<String>) =
+            pipe.query_async(&mut self.conn).await?;
+        Ok((reply, active.is_some()))
+    }
+}

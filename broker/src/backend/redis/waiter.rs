@@ -1,0 +1,317 @@
+//! Waking result waiters without polling.
+//!
+//! A worker publishes on `<prefix>:done:<id>` right after storing a task's record, and the
+//! message carries the record itself when it is small. Each process keeps **one** subscriber
+//! connection, shared by all its waiters: the first waiter of an id subscribes to its
+//! channel, the last one to leave unsubscribes, and subscriptions are sent in batches.
+//!
+//! No completion is missed: whenever a SUBSCRIBE is confirmed (or re-sent after a reconnect),
+//! the waiters of those ids are told to re-read the record, which covers a result stored
+//! before the subscription took effect.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::Client;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{BrokerError, WaitError};
+use crate::keys::Keys;
+use crate::model::record::TaskRecord;
+use tokio::time::Instant;
+
+use super::RedisBackend;
+
+/// What a waiter is told.
+#[derive(Debug, Clone)]
+pub(crate) enum Event {
+    /// Nothing yet.
+    Idle,
+    /// Re-read the record (a subscription was confirmed, or the connection came back).
+    Recheck,
+    /// The task finished; the encoded record if it was published inline.
+    Done(Option<Arc<Vec<u8>>>),
+}
+
+struct Watch {
+    tx: watch::Sender<Event>,
+    waiters: usize,
+}
+
+enum Command {
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+type Watches = Arc<Mutex<HashMap<String, Watch>>>;
+
+/// The shared subscriber of one broker.
+pub(crate) struct Waiters {
+    client: Client,
+    keys: Keys,
+    watches: Watches,
+    commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
+}
+
+/// A registration for one task id: unsubscribes when dropped.
+pub(crate) struct Registration {
+    pub rx: watch::Receiver<Event>,
+    /// True when another waiter already had the channel subscribed (no Recheck will come).
+    pub already_subscribed: bool,
+    id: String,
+    watches: Watches,
+    commands: Option<mpsc::UnboundedSender<Command>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let Ok(mut w) = self.watches.lock() else {
+            return;
+        };
+        let gone = match w.get_mut(&self.id) {
+            Some(entry) => {
+                entry.waiters = entry.waiters.saturating_sub(1);
+                entry.waiters == 0
+            }
+            None => false,
+        };
+        if gone {
+            w.remove(&self.id);
+            if let Some(c) = &self.commands {
+                let _ = c.send(Command::Unsubscribe(self.id.clone()));
+            }
+        }
+    }
+}
+
+impl Waiters {
+    pub(crate) fn new(client: Client, keys: Keys) -> Self {
+        Self {
+            client,
+            keys,
+            watches: Arc::new(Mutex::new(HashMap::new())),
+            commands: Mutex::new(None),
+        }
+    }
+
+    /// Registers interest in `id`, starting the listener on first use.
+    pub(crate) fn register(&self, id: &str) -> Registration {
+        let commands = self.listener();
+        let mut w = self
+            .watches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (rx, already_subscribed) = match w.get_mut(id) {
+            Some(entry) => {
+                entry.waiters += 1;
+                (entry.tx.subscribe(), true)
+            }
+            None => {
+                let (tx, rx) = watch::channel(Event::Idle);
+                w.insert(id.to_string(), Watch { tx, waiters: 1 });
+                if let Some(c) = &commands {
+                    let _ = c.send(Command::Subscribe(id.to_string()));
+                }
+                (rx, false)
+            }
+        };
+        Registration {
+            rx,
+            already_subscribed,
+            id: id.to_string(),
+            watches: self.watches.clone(),
+            commands,
+        }
+    }
+
+    /// The command channel of the listener task, spawning it if it is not running.
+    fn listener(&self) -> Option<mpsc::UnboundedSender<Command>> {
+        let mut slot = self.commands.lock().ok()?;
+        if let Some(tx) = slot.as_ref() {
+            if !tx.is_closed() {
+                return Some(tx.clone());
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(listen(
+            self.client.clone(),
+            self.keys.clone(),
+            Arc::downgrade(&self.watches),
+            rx,
+        ));
+        *slot = Some(tx.clone());
+        Some(tx)
+    }
+}
+
+impl Drop for Waiters {
+    fn drop(&mut self) {
+        // Closing the command channel stops the listener task.
+        if let Ok(mut slot) = self.commands.lock() {
+            slot.take();
+        }
+    }
+}
+
+fn notify(watches: &Watches, ids: &[String], event: &Event) {
+    if let Ok(w) = watches.lock() {
+        for id in ids {
+            if let Some(entry) = w.get(id) {
+                entry.tx.send_replace(event.clone());
+            }
+        }
+    }
+}
+
+/// The listener task: owns the subscriber connection, reconnects with backoff.
+async fn listen(
+    client: Client,
+    keys: Keys,
+    watches: std::sync::Weak<Mutex<HashMap<String, Watch>>>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let channel_prefix = keys.done_channel("");
+    let mut backoff = Duration::from_millis(50);
+    let mut was_down = false;
+    loop {
+        let Some(watches) = watches.upgrade() else {
+            return;
+        };
+        let pubsub = match client.get_async_pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                if !was_down {
+                    tracing::warn!(error = %e, "result listener cannot reach Redis; retrying");
+                    was_down = true;
+                }
+                drop(watches);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        // (Re)subscribe to everything currently watched, then have those waiters re-read.
+        let current: Vec<String> = watches
+            .lock()
+            .map(|w| w.keys().cloned().collect())
+            .unwrap_or_default();
+        if !current.is_empty() {
+            let channels: Vec<String> = current.iter().map(|id| keys.done_channel(id)).collect();
+            if sink.subscribe(channels).await.is_err() {
+                continue;
+            }
+            notify(&watches, &current, &Event::Recheck);
+        }
+        if was_down {
+            tracing::info!("result listener reconnected to Redis");
+        }
+        backoff = Duration::from_millis(50);
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    let mut batch = vec![cmd];
+                    while let Ok(more) = commands.try_recv() {
+                        batch.push(more);
+                    }
+                    let (mut subs, mut unsubs) = (Vec::new(), Vec::new());
+                    {
+                        let w = match watches.lock() { Ok(w) => w, Err(_) => return };
+                        for c in batch {
+                            match c {
+                                Command::Subscribe(id) if w.contains_key(&id) => subs.push(id),
+                                Command::Unsubscribe(id) if !w.contains_key(&id) => unsubs.push(id),
+                                _ => {}
+                            }
+                        }
+                    }
+                    if !unsubs.is_empty() {
+                        let channels: Vec<String> = unsubs.iter().map(|id| keys.done_channel(id)).collect();
+                        if sink.unsubscribe(channels).await.is_err() {
+                            break;
+                        }
+                    }
+                    if !subs.is_empty() {
+                        let channels: Vec<String> = subs.iter().map(|id| keys.done_channel(id)).collect();
+                        if sink.subscribe(channels).await.is_err() {
+                            break;
+                        }
+                        notify(&watches, &subs, &Event::Recheck);
+                    }
+                }
+                msg = stream.next() => {
+                    let Some(msg) = msg else { break };
+                    let channel = msg.get_channel_name();
+                    let Some(id) = channel.strip_prefix(&channel_prefix) else { continue };
+                    let payload = msg.get_payload_bytes();
+                    let event = if payload.is_empty() {
+                        Event::Done(None)
+                    } else {
+                        Event::Done(Some(Arc::new(payload.to_vec())))
+                    };
+                    notify(&watches, &[id.to_string()], &event);
+                }
+            }
+        }
+        tracing::warn!("result listener lost its Redis connection; reconnecting");
+        was_down = true;
+    }
+}
+
+/// Waits for task `id`'s final record: woken by its completion notice, never polling.
+pub(crate) async fn wait_record(
+    backend: &RedisBackend,
+    id: &str,
+    timeout: Duration,
+) -> Result<TaskRecord, WaitError> {
+    let deadline = Instant::now() + timeout;
+    let mut reg = backend.waiters.register(id);
+    let mut last_error: Option<BrokerError> = None;
+    // With a fresh subscription, the listener's Recheck (sent once SUBSCRIBE is confirmed)
+    // triggers the first read; otherwise read now.
+    let mut read_now = reg.already_subscribed;
+    // Without pending records, "no record yet" is what a queued task looks like.
+    let absent_means_unknown = backend.config.track_pending;
+    loop {
+        if read_now {
+            match backend.record(id).await {
+                Ok(Some(r)) if r.state.is_final() => return Ok(r),
+                Ok(Some(_)) => last_error = None,
+                Ok(None) if absent_means_unknown => {
+                    return Err(WaitError::NotFound(id.to_string()))
+                }
+                Ok(None) => last_error = None,
+                Err(e) => last_error = Some(e),
+            }
+        }
+        read_now = true;
+        match tokio::time::timeout_at(deadline, reg.rx.changed()).await {
+            Err(_) => break,
+            Ok(Err(_)) => break,
+            Ok(Ok(())) => {
+                let event = reg.rx.borrow_and_update().clone();
+                match event {
+                    Event::Done(Some(bytes)) => {
+                        if let Ok(r) = backend.wire.decode_record(&bytes) {
+                            if r.state.is_final() {
+                                return Ok(r);
+                            }
+                        }
+                    }
+                    Event::Done(None) | Event::Recheck | Event::Idle => {}
+                }
+            }
+        }
+    }
+    // Out of time: one last look tells "still running" from "unknown" from "Redis down".
+    match backend.record(id).await {
+        Ok(Some(r)) if r.state.is_final() => Ok(r),
+        Ok(Some(_)) => Err(WaitError::Timeout),
+        Ok(None) if absent_means_unknown => Err(WaitError::NotFound(id.to_string())),
+        Ok(None) => Err(WaitError::Timeout),
+        Err(e) => Err(WaitError::Broker(last_error.unwrap_or(e))),
+    }
+}

@@ -1,0 +1,37 @@
+//! Cancelling tasks.
+
+use super::broker::Broker;
+use crate::error::BrokerError;
+use crate::model::envelope::now_ms;
+use crate::model::record::TaskRecord;
+
+/// What [`Broker::cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The task will not run (or, if running, is being stopped).
+    Cancelled,
+    /// It had already finished; nothing changed.
+    AlreadyFinished,
+    /// No such task (or its record expired); nothing changed. Only said when dispatches write
+    /// pending records (`track_pending`, the default): without them, an unknown id is
+    /// indistinguishable from a queued task, and is cancelled.
+    NotFound,
+}
+
+impl Broker {
+    /// Cancels task `id`: if it is pending or delayed it never runs; if it is running, its
+    /// cancellation token fires and it is stopped after the worker's grace period. Its result
+    /// says cancelled. A task that already finished is left alone.
+    pub async fn cancel(&self, id: &str) -> Result<CancelOutcome, BrokerError> {
+        let previous = self.record(id).await?;
+        if previous.is_none() && self.config().track_pending {
+            return Ok(CancelOutcome::NotFound);
+        }
+        let record = TaskRecord::cancelled_on_request(previous.as_ref(), now_ms());
+        Ok(if self.backend().cancel(id, record).await? {
+            CancelOutcome::Cancelled
+        } else {
+            CancelOutcome::AlreadyFinished
+        })
+    }
+}

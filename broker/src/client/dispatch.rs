@@ -1,0 +1,320 @@
+//! Dispatch: checking a call, making its envelope, and handing it to the backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::broker::Broker;
+use super::kicker::Kicker;
+use crate::error::DispatchError;
+use crate::model::envelope::{self, Envelope, ENVELOPE_VERSION};
+use crate::model::record::TaskRecord;
+
+/// A message ready to be enqueued: encoded and checked, not yet sent.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    /// The task id.
+    pub id: String,
+    /// The target queue.
+    pub queue: String,
+    /// The lane of the queue that carries its priority (see [`crate::priority`]).
+    pub lane: String,
+    /// The task name.
+    pub task: String,
+    /// The encoded envelope.
+    pub payload: Vec<u8>,
+    /// The encoded pending record (shared by every message of a batch: it is the same for all).
+    pub pending_record: Arc<Vec<u8>>,
+    /// When it is due (ms since the epoch), for a delayed dispatch.
+    pub due_ms: Option<u64>,
+}
+
+/// A dispatch by task name with pre-encoded arguments (see [`Broker::prepare_raw`]).
+#[derive(Debug, Clone)]
+pub struct RawDispatch<'a> {
+    /// The task name.
+    pub task: &'a str,
+    /// The target queue.
+    pub queue: &'a str,
+    /// The argument tuple, encoded by the wire codec.
+    pub args: Vec<u8>,
+    /// A caller-chosen task id, or `None` for a fresh one.
+    pub task_id: Option<&'a str>,
+    /// Labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// A retry policy overriding the task's own.
+    pub retry: Option<crate::model::retry::RetryPolicy>,
+    /// A per-attempt timeout overriding the task's own.
+    pub timeout: Option<Duration>,
+    /// Start no earlier than this (ms since the epoch).
+    pub due_ms: Option<u64>,
+    /// The uniqueness key the task will hold (set by [`Kicker::unique`]).
+    pub unique_key: Option<String>,
+    /// Its priority.
+    pub priority: crate::model::priority::Priority,
+}
+
+impl Broker {
+    /// Encodes and checks one dispatch without sending it.
+    pub fn prepare<A: Serialize, T>(
+        &self,
+        kicker: &Kicker<A, T>,
+        args: &A,
+    ) -> Result<OutgoingMessage, DispatchError> {
+        let args = self
+            .codec()
+            .encode(args)
+            .map_err(|error| DispatchError::Encode {
+                task: kicker.spec.name.to_string(),
+                error,
+            })?;
+        self.prepare_raw(kicker.raw_dispatch(args))
+    }
+
+    /// Prepares one message per item of `args` with the same options: the pending record (the
+    /// same for all) is encoded once.
+    pub fn prepare_batch<A: Serialize, T>(
+        &self,
+        kicker: &Kicker<A, T>,
+        args: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<OutgoingMessage>, DispatchError> {
+        let task = kicker.spec.name;
+        let queue = kicker.queue.as_deref().unwrap_or(kicker.spec.queue);
+        let now = envelope::now_ms();
+        let delayed = kicker.due.map(envelope::system_ms).is_some_and(|d| d > now);
+        let pending = Arc::new(
+            self.wire()
+                .encode_record(&TaskRecord::accepted(task, queue, now, delayed))
+                .map_err(|error| DispatchError::Encode {
+                    task: task.to_string(),
+                    error,
+                })?,
+        );
+        args.into_iter()
+            .map(|a| {
+                let args = self
+                    .codec()
+                    .encode(&a)
+                    .map_err(|error| DispatchError::Encode {
+                        task: task.to_string(),
+                        error,
+                    })?;
+                self.build(kicker.raw_dispatch(args), now, Some(pending.clone()))
+            })
+            .collect()
+    }
+
+    /// Like [`Broker::prepare`], for a task known only by name, with arguments already encoded
+    /// by the wire codec (as one tuple).
+    pub fn prepare_raw(&self, d: RawDispatch<'_>) -> Result<OutgoingMessage, DispatchError> {
+        self.build(d, envelope::now_ms(), None)
+    }
+
+    fn build(
+        &self,
+        d: RawDispatch<'_>,
+        now: u64,
+        pending: Option<Arc<Vec<u8>>>,
+    ) -> Result<OutgoingMessage, DispatchError> {
+        let due_ms = d.due_ms;
+        let envelope = self.envelope_for(d, now)?;
+        self.outgoing(envelope, due_ms, pending)
+    }
+
+    /// Checks one dispatch and makes its envelope, passed through the dispatch layers.
+    pub(crate) fn envelope_for(
+        &self,
+        d: RawDispatch<'_>,
+        now: u64,
+    ) -> Result<Envelope, DispatchError> {
+        let RawDispatch {
+            task,
+            queue,
+            args,
+            task_id,
+            labels,
+            retry,
+            timeout,
+            due_ms,
+            unique_key,
+            priority,
+        } = d;
+        if task.is_empty() {
+            return Err(DispatchError::Invalid {
+                what: "task name",
+                value: String::new(),
+            });
+        }
+        if !valid_queue_name(queue) {
+            return Err(DispatchError::Invalid {
+                what: "queue name",
+                value: queue.to_string(),
+            });
+        }
+        let id = match task_id {
+            Some(id) if envelope::validate_task_id(id) => id.to_string(),
+            Some(id) => {
+                return Err(DispatchError::Invalid {
+                    what: "task id",
+                    value: id.to_string(),
+                })
+            }
+            None => envelope::new_task_id(),
+        };
+        let mut envelope = Envelope {
+            v: ENVELOPE_VERSION,
+            id,
+            task: task.to_string(),
+            queue: queue.to_string(),
+            args,
+            labels,
+            enqueued_at_ms: now,
+            attempt: 0,
+            retry,
+            timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            unique_key,
+            priority,
+            due_ms: due_ms.filter(|d| *d > now),
+            trace: Some(crate::model::trace_context::for_dispatch()),
+            ..Envelope::default()
+        };
+        for layer in &self.config().dispatch_layers {
+            layer
+                .on_dispatch(&mut envelope)
+                .map_err(|reason| DispatchError::Refused {
+                    task: envelope.task.clone(),
+                    reason,
+                })?;
+        }
+        // A layer may have re-routed it: check the queue it ends up on.
+        if !valid_queue_name(&envelope.queue) {
+            return Err(DispatchError::Invalid {
+                what: "queue name",
+                value: envelope.queue.clone(),
+            });
+        }
+        Ok(envelope)
+    }
+
+    /// Encodes `envelope` into a message, with its pending record (`pending` if given, else
+    /// made here).
+    pub(crate) fn outgoing(
+        &self,
+        envelope: Envelope,
+        due_ms: Option<u64>,
+        pending: Option<Arc<Vec<u8>>>,
+    ) -> Result<OutgoingMessage, DispatchError> {
+        let encode_err = |error| DispatchError::Encode {
+            task: envelope.task.clone(),
+            error,
+        };
+        let payload = self.wire().encode_envelope(&envelope).map_err(encode_err)?;
+        let limit = self.config().max_payload_bytes;
+        if payload.len() > limit {
+            return Err(DispatchError::PayloadTooLarge {
+                task: envelope.task.clone(),
+                size: payload.len(),
+                limit,
+            });
+        }
+        let now = envelope.enqueued_at_ms;
+        let due_ms = due_ms.filter(|d| *d > now);
+        let pending_record = match pending {
+            Some(p) => p,
+            None => Arc::new(
+                self.wire()
+                    .encode_record(&TaskRecord::accepted(
+                        &envelope.task,
+                        &envelope.queue,
+                        now,
+                        due_ms.is_some(),
+                    ))
+                    .map_err(encode_err)?,
+            ),
+        };
+        Ok(OutgoingMessage {
+            id: envelope.id.clone(),
+            lane: envelope.priority.lane(&envelope.queue),
+            queue: envelope.queue,
+            task: envelope.task,
+            payload,
+            pending_record,
+            due_ms,
+        })
+    }
+
+    /// Enqueues one prepared message: its pending record, then its stream entry, in one round
+    /// trip. Returns the task id once Redis has accepted both.
+    pub async fn enqueue(&self, msg: OutgoingMessage) -> Result<String, DispatchError> {
+        let mut ids = self.enqueue_many(vec![msg]).await?;
+        Ok(ids.pop().unwrap_or_default())
+    }
+
+    /// Enqueues many prepared messages, pipelined. On error, some messages of the batch may
+    /// have been enqueued; the error says which task the failure hit.
+    pub async fn enqueue_many(
+        &self,
+        msgs: Vec<OutgoingMessage>,
+    ) -> Result<Vec<String>, DispatchError> {
+        self.backend().enqueue_many(self, msgs).await
+    }
+
+    /// Enqueues `msg` unless a task holding uniqueness `key` on its queue is pending or running;
+    /// returns the id of the task that holds the key (this one, or the earlier one). The check
+    /// and the enqueue are one atomic step.
+    pub async fn enqueue_unique(
+        &self,
+        msg: OutgoingMessage,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<String, DispatchError> {
+        if key.is_empty() || key.len() > 200 {
+            return Err(DispatchError::Invalid {
+                what: "unique key",
+                value: key.to_string(),
+            });
+        }
+        self.backend().enqueue_unique(self, msg, key, ttl).await
+    }
+
+    /// Enqueues `msg` at most once per its task id within `ttl`, whoever calls and however
+    /// often: the idempotent enqueue a scheduler tick is delivered through. Returns whether
+    /// this call enqueued it. Redis only.
+    pub async fn enqueue_once(
+        &self,
+        msg: &OutgoingMessage,
+        ttl: Duration,
+    ) -> Result<bool, DispatchError> {
+        self.backend()
+            .redis("an idempotent enqueue")
+            .map_err(|error| DispatchError::Broker {
+                task: msg.task.clone(),
+                error,
+            })?
+            .enqueue_once(msg, ttl)
+            .await
+    }
+}
+
+/// Queue names become part of key names: keep them to a safe alphabet.
+pub fn valid_queue_name(q: &str) -> bool {
+    !q.is_empty()
+        && q.len() <= 64
+        && q.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_are_checked() {
+        assert!(valid_queue_name("default"));
+        assert!(valid_queue_name("mail.high-prio_2"));
+        assert!(!valid_queue_name(""));
+        assert!(!valid_queue_name("a b"));
+        assert!(!valid_queue_name("{x}"));
+    }
+}

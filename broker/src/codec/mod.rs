@@ -1,0 +1,8 @@
+//! Codecs: the value codec (task arguments, outputs, progress) and the wire format (the
+//! schema of envelopes and records). A broker holds one of each as a value.
+
+mod value;
+mod wire;
+
+pub use value::{decode, encode, Codec, CodecError, MsgPack, ValueCodec};
+pub use wire::{KiqWire, WireFormat};

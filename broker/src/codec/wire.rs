@@ -1,0 +1,59 @@
+//! The wire format: the schema of what kiq stores in Redis (a message's envelope, a task's
+//! record), apart from the codec of the values inside them.
+//!
+//! A broker holds one [`WireFormat`] as a value. kiq's own, [`KiqWire`], writes envelopes and
+//! records as MessagePack maps with kiq's field names. Another framework's messages (Taskiq's
+//! JSON, say) are one more implementation of this trait: the rest of the broker and the worker
+//! only ever see [`Envelope`] and [`TaskRecord`].
+
+use std::fmt::Debug;
+
+use super::value::{CodecError, ValueCodec};
+use crate::model::envelope::Envelope;
+use crate::model::record::TaskRecord;
+
+/// How envelopes and records become bytes, and which codec carries the values inside them.
+pub trait WireFormat: Debug + Send + Sync + 'static {
+    /// A short name for logs and docs, e.g. `kiq-msgpack`.
+    fn name(&self) -> &'static str;
+    /// The codec of task arguments, outputs and progress reports in this format.
+    fn values(&self) -> ValueCodec;
+    /// Encodes a message's envelope.
+    fn encode_envelope(&self, envelope: &Envelope) -> Result<Vec<u8>, CodecError>;
+    /// Decodes a message's envelope.
+    fn decode_envelope(&self, bytes: &[u8]) -> Result<Envelope, CodecError>;
+    /// Encodes a task's record.
+    fn encode_record(&self, record: &TaskRecord) -> Result<Vec<u8>, CodecError>;
+    /// Decodes a task's record.
+    fn decode_record(&self, bytes: &[u8]) -> Result<TaskRecord, CodecError>;
+}
+
+/// kiq's own wire format: envelopes and records as MessagePack maps with named fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KiqWire;
+
+impl WireFormat for KiqWire {
+    fn name(&self) -> &'static str {
+        "kiq-msgpack"
+    }
+
+    fn values(&self) -> ValueCodec {
+        ValueCodec::MsgPack
+    }
+
+    fn encode_envelope(&self, envelope: &Envelope) -> Result<Vec<u8>, CodecError> {
+        ValueCodec::MsgPack.encode(envelope)
+    }
+
+    fn decode_envelope(&self, bytes: &[u8]) -> Result<Envelope, CodecError> {
+        ValueCodec::MsgPack.decode(bytes)
+    }
+
+    fn encode_record(&self, record: &TaskRecord) -> Result<Vec<u8>, CodecError> {
+        ValueCodec::MsgPack.encode(record)
+    }
+
+    fn decode_record(&self, bytes: &[u8]) -> Result<TaskRecord, CodecError> {
+        ValueCodec::MsgPack.decode(bytes)
+    }
+}

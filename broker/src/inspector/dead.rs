@@ -1,0 +1,47 @@
+//! Dead-letter streams: reading, replaying and purging them.
+
+/// One entry of a dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadEntry {
+    /// The dead letter's own stream id (used to show, replay or purge it).
+    pub id: String,
+    /// The queue it came from.
+    pub queue: String,
+    /// Why it is dead: `malformed`, `unknown_task`, `bad_arguments`, `retries_exhausted`,
+    /// `too_many_deliveries`.
+    pub reason: String,
+    /// The last error.
+    pub error: String,
+    /// The task id, when the message decoded.
+    pub task_id: Option<String>,
+    /// The task name, when the message decoded.
+    pub task: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it died, ms since the epoch.
+    pub at_ms: u64,
+    /// The original payload.
+    pub payload: Vec<u8>,
+}
+
+/// Which dead letters [`Broker::find_dead_letters`] returns: every field that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadFilter {
+    /// A queue (with its priority lanes), or one lane.
+    pub queue: Option<String>,
+    /// A reason: `malformed`, `unknown_task`, `bad_arguments`, `retries_exhausted`,
+    /// `too_many_deliveries`.
+    pub reason: Option<String>,
+    /// A task name.
+    pub task: Option<String>,
+}
+
+impl DeadFilter {
+    pub(crate) fn matches(&self, e: &DeadEntry) -> bool {
+        self.reason.as_deref().is_none_or(|r| r == e.reason)
+            && self
+                .task
+                .as_deref()
+                .is_none_or(|t| e.task.as_deref() == Some(t))
+    }
+}

@@ -1,0 +1,147 @@
+//! The operators' surface: what `taskctl` and the HTTP server read and administer.
+
+use std::collections::HashMap;
+
+use super::dead::{DeadEntry, DeadFilter};
+use super::status::QueueStats;
+use super::tasks::TaskSummary;
+use crate::backend::RedisBackend;
+use crate::client::broker::Broker;
+use crate::consumer::delivery::WorkerInfo;
+use crate::control::LeaseInfo;
+use crate::error::BrokerError;
+use crate::model::record::{TaskRecord, TaskState};
+
+/// Operators' reads and admin over one broker: obtained with [`Broker::inspector`].
+#[derive(Clone, Debug)]
+pub struct Inspector {
+    broker: Broker,
+}
+
+impl Inspector {
+    pub(crate) fn new(broker: Broker) -> Self {
+        Self { broker }
+    }
+
+    /// The broker inspected.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    fn redis(&self, what: &'static str) -> Result<&RedisBackend, BrokerError> {
+        self.broker.backend().redis(what)
+    }
+
+    /// Task `id`'s record: `None` if unknown or expired.
+    pub async fn record(&self, id: &str) -> Result<Option<TaskRecord>, BrokerError> {
+        self.broker.record(id).await
+    }
+
+    /// Task `id`'s latest progress report, as JSON.
+    pub async fn progress_json(&self, id: &str) -> Result<Option<serde_json::Value>, BrokerError> {
+        let bytes = self.broker.backend().progress(id).await?;
+        Ok(bytes.map(|b| self.broker.codec().to_json(&b)).transpose()?)
+    }
+
+    /// Every queue's numbers, its priority lanes summed into it, sorted by name.
+    pub async fn all_queue_stats(&self) -> Result<Vec<QueueStats>, BrokerError> {
+        self.redis("queue statistics")?.all_queue_stats().await
+    }
+
+    /// The numbers of one lane.
+    pub async fn queue_stats(&self, lane: &str) -> Result<QueueStats, BrokerError> {
+        self.redis("queue statistics")?.queue_stats(lane).await
+    }
+
+    /// Workers with a heartbeat entry; entries older than `forget_after_ms` (workers that died
+    /// without a clean exit) are deleted and not returned.
+    pub async fn workers(&self, forget_after_ms: u64) -> Result<Vec<WorkerInfo>, BrokerError> {
+        self.redis("worker heartbeats")?
+            .workers(forget_after_ms)
+            .await
+    }
+
+    /// The queues operators see: every queue used, priority lanes folded into their queue.
+    pub async fn queue_names(&self) -> Result<Vec<String>, BrokerError> {
+        self.redis("queue names")?.queue_names().await
+    }
+
+    /// Every lane that has been used (queues and their priority lanes).
+    pub async fn lanes(&self) -> Result<Vec<String>, BrokerError> {
+        self.redis("queue names")?.lanes().await
+    }
+
+    /// Up to `limit` tasks in `state`, of `queue` (or of every queue), newest first for
+    /// finished states and oldest first for waiting ones.
+    pub async fn list_tasks(
+        &self,
+        state: TaskState,
+        queue: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<TaskSummary>, BrokerError> {
+        self.redis("task listings")?
+            .list_tasks(state, queue, limit)
+            .await
+    }
+
+    /// Up to `count` dead letters of `lane`, oldest first, from id `start` (`-`: the start).
+    pub async fn dead_letters(
+        &self,
+        lane: &str,
+        start: &str,
+        count: usize,
+    ) -> Result<Vec<DeadEntry>, BrokerError> {
+        self.redis("dead letters")?
+            .dead_letters(lane, start, count)
+            .await
+    }
+
+    /// How many dead letters `lane` holds.
+    pub async fn dead_letter_count(&self, lane: &str) -> Result<u64, BrokerError> {
+        self.redis("dead letters")?.dead_letter_count(lane).await
+    }
+
+    /// Dead letters matching `filter`, oldest first within each lane, at most `limit`.
+    pub async fn find_dead_letters(
+        &self,
+        filter: &DeadFilter,
+        limit: usize,
+    ) -> Result<Vec<DeadEntry>, BrokerError> {
+        self.redis("dead letters")?
+            .find_dead_letters(filter, limit)
+            .await
+    }
+
+    /// Puts dead letter `id` of `lane` back into its lane with its attempt count reset.
+    /// Returns whether it existed.
+    pub async fn replay_dead_letter(&self, lane: &str, id: &str) -> Result<bool, BrokerError> {
+        self.redis("dead letters")?
+            .replay_dead_letter(lane, id)
+            .await
+    }
+
+    /// Deletes dead letters `ids` of `lane`; returns how many existed.
+    pub async fn purge_dead_letters(&self, lane: &str, ids: &[String]) -> Result<u64, BrokerError> {
+        self.redis("dead letters")?
+            .purge_dead_letters(lane, ids)
+            .await
+    }
+
+    /// Deletes every dead letter of `lane`; returns how many there were.
+    pub async fn purge_all_dead_letters(&self, lane: &str) -> Result<u64, BrokerError> {
+        self.redis("dead letters")?
+            .purge_all_dead_letters(lane)
+            .await
+    }
+
+    /// The cumulative counters every worker adds to: tasks finished per state, `retried`,
+    /// `ran`, `wait_ms`, `run_ms`.
+    pub async fn counters(&self) -> Result<HashMap<String, u64>, BrokerError> {
+        self.redis("counters")?.counters().await
+    }
+
+    /// The scheduler lease, if a scheduler holds it.
+    pub async fn scheduler_lease(&self) -> Result<Option<LeaseInfo>, BrokerError> {
+        self.redis("the scheduler lease")?.lease().await
+    }
+}

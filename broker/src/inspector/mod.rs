@@ -1,0 +1,13 @@
+//! The operators' surface: an [`Inspector`] reads queues, workers, task listings, dead letters
+//! and counters, and administers dead letters.
+
+pub(crate) mod dead;
+#[allow(clippy::module_inception)]
+pub(crate) mod inspector;
+pub(crate) mod status;
+pub(crate) mod tasks;
+
+pub use dead::{DeadEntry, DeadFilter};
+pub use inspector::Inspector;
+pub use status::QueueStats;
+pub use tasks::{TaskSummary, INDEX_MAX};

@@ -1,0 +1,158 @@
+//! The message envelope: what one stream entry carries.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The envelope version this build writes. Readers accept any version: fields they do not know
+/// are ignored and fields they lack take defaults.
+pub const ENVELOPE_VERSION: u16 = 1;
+
+/// One task invocation as it travels through a queue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Envelope version (see [`ENVELOPE_VERSION`]).
+    #[serde(default)]
+    pub v: u16,
+    /// The task id: 32 lowercase hex characters (a UUID v4 without dashes, as Taskiq's).
+    pub id: String,
+    /// The registered task name.
+    pub task: String,
+    /// The queue the message was dispatched to.
+    #[serde(default)]
+    pub queue: String,
+    /// The arguments, encoded by the wire codec as one tuple (a positional array).
+    #[serde(with = "serde_bytes")]
+    pub args: Vec<u8>,
+    /// Free-form metadata carried from producer to worker.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// When the producer accepted it, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub enqueued_at_ms: u64,
+    /// How many times it has been attempted before this delivery (0 on the first).
+    #[serde(default)]
+    pub attempt: u32,
+    /// A per-call retry policy that overrides the task's own.
+    #[serde(default)]
+    pub retry: Option<crate::retry::RetryPolicy>,
+    /// A per-call timeout (ms) for each attempt, overriding the task's own.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// The uniqueness key this task holds until it finishes (see `Kicker::unique`).
+    #[serde(default)]
+    pub unique_key: Option<String>,
+    /// Its priority (which lane of the queue carries it).
+    #[serde(default, skip_serializing_if = "crate::priority::Priority::is_normal")]
+    pub priority: crate::priority::Priority,
+    /// A chain's remaining steps: on success, `then[0]` is sent with this task's output as its
+    /// argument, carrying `then[1..]`. Their arguments are filled in then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub then: Vec<Envelope>,
+    /// The group this task belongs to: its end (success or failure) counts towards the
+    /// group's, which sends the group's callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupRef>,
+    /// For a group's callback: the members whose outputs, in order, become its argument.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gather: Vec<String>,
+    /// When a delayed dispatch is due (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_ms: Option<u64>,
+    /// The states of earlier attempts (carried across retries into the final record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<crate::record::StateChange>,
+    /// The W3C `traceparent` of the dispatch: the worker's execution joins this trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+}
+
+/// A task's place in a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRef {
+    /// The group id.
+    pub id: String,
+    /// The task's position in the group.
+    pub index: u32,
+    /// The lane the group's callback goes to, if it has one (so that the member finishing last
+    /// names the callback's stream to the script that sends it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_lane: Option<String>,
+}
+
+/// A fresh task id: 32 lowercase hex characters.
+pub fn new_task_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `t` in milliseconds since the Unix epoch (0 before it).
+pub fn system_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Checks that a caller-supplied task id is usable as part of a Redis key.
+pub fn validate_task_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    #[test]
+    fn round_trips_and_ids_look_like_taskiq() {
+        let id = new_task_id();
+        assert_eq!(id.len(), 32);
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let e = Envelope {
+            v: ENVELOPE_VERSION,
+            id,
+            task: "app::add".into(),
+            queue: "default".into(),
+            args: codec::encode(&(1i64, 2i64)).unwrap(),
+            labels: BTreeMap::from([("k".into(), "v".into())]),
+            enqueued_at_ms: now_ms(),
+            attempt: 0,
+            retry: Some(crate::retry::RetryPolicy::retries(3)),
+            timeout_ms: Some(5_000),
+            unique_key: None,
+            priority: crate::priority::Priority::High,
+            then: Vec::new(),
+            group: Some(GroupRef {
+                id: "g".into(),
+                index: 3,
+                callback_lane: None,
+            }),
+            gather: Vec::new(),
+            ..Envelope::default()
+        };
+        let back: Envelope = codec::decode(&codec::encode(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn task_ids_are_checked() {
+        assert!(validate_task_id("order-42:v1"));
+        assert!(!validate_task_id(""));
+        assert!(!validate_task_id("has space"));
+        assert!(!validate_task_id(&"x".repeat(129)));
+    }
+}

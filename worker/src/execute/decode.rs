@@ -1,0 +1,84 @@
+//! The first step of an execution: a delivered message's envelope, or a dead letter when it
+//! does not decode.
+
+use kiq_broker::{Completion, Consumer, DeadLetter, Delivery, End, Envelope};
+
+/// A delivered message whose envelope decoded.
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    /// The lane it was read from.
+    pub lane: String,
+    /// Its stream entry id.
+    pub stream_id: String,
+    /// The message as it came.
+    pub payload: Vec<u8>,
+    /// Its envelope.
+    pub envelope: Envelope,
+}
+
+impl Decoded {
+    /// The queue the task was dispatched to (the lane it was read from belongs to it).
+    pub fn queue(&self) -> String {
+        queue_of(&self.envelope, &self.lane)
+    }
+}
+
+/// The queue `envelope` was dispatched to, read from `lane`.
+pub(crate) fn queue_of(envelope: &Envelope, lane: &str) -> String {
+    if envelope.queue.is_empty() {
+        kiq_broker::priority::split_lane(lane).0.to_string()
+    } else {
+        envelope.queue.clone()
+    }
+}
+
+/// Decodes `delivery`'s envelope with `consumer`'s wire format.
+pub(crate) fn decode(consumer: &Consumer, delivery: Delivery) -> Result<Decoded, Box<Completion>> {
+    let Delivery {
+        lane,
+        stream_id,
+        payload,
+        ..
+    } = delivery;
+    let payload = payload.unwrap_or_default();
+    match consumer.decode(&payload) {
+        Ok(envelope) => Ok(Decoded {
+            lane,
+            stream_id,
+            payload,
+            envelope,
+        }),
+        Err(e) => {
+            tracing::error!(%lane, %stream_id, error = %e, "undecodable message moved to dead letters");
+            Err(Box::new(dead_only(
+                lane,
+                stream_id,
+                "malformed",
+                e.to_string(),
+                payload,
+            )))
+        }
+    }
+}
+
+/// The completion of a message that never decoded: a dead letter, and no task record.
+pub(crate) fn dead_only(
+    lane: String,
+    stream_id: String,
+    reason: &str,
+    error: String,
+    payload: Vec<u8>,
+) -> Completion {
+    Completion {
+        lane,
+        stream_id,
+        task: None,
+        end: End::Dead(DeadLetter {
+            reason: reason.into(),
+            error,
+            payload,
+            ..DeadLetter::default()
+        }),
+        effects: Vec::new(),
+    }
+}

@@ -1,0 +1,168 @@
+//! The completer loop: writes finished work back in batches, results first, then acks.
+//!
+//! Executions hand their [`Write`]s (completions, and `running` marks) to one completer task
+//! per worker. It takes whatever has queued up (up to [`MAX_BATCH`]) and writes it in two
+//! pipelined round trips, so the cost per task falls as load rises. If Redis is unreachable
+//! the batch is kept and retried with backoff: a finished task's result and ack are written
+//! when Redis returns, or, if the process stops first, the message stays pending and is
+//! delivered again. Never acked unstored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiq_broker::{Consumer, End, Write};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::inflight::InFlight;
+
+/// Who hears what the completer wrote.
+#[derive(Debug, Clone)]
+pub(crate) struct Listeners {
+    /// Messages leave this table once their completion is written.
+    pub inflight: Arc<InFlight>,
+    /// Notified when a batch put messages in a delayed set (retries, deferrals), so the
+    /// forwarder recomputes its next wake-up.
+    pub delayed: Arc<Notify>,
+}
+
+impl Listeners {
+    fn written(&self, batch: &[Write]) {
+        let mut delayed = false;
+        for w in batch {
+            if let Write::Completion(c) = w {
+                self.inflight.remove(&c.lane, &c.stream_id);
+                delayed |= matches!(c.end, End::Retry { .. } | End::Defer { .. });
+            }
+        }
+        if delayed {
+            self.delayed.notify_one();
+        }
+    }
+
+    fn dropped(&self, w: &Write) {
+        if let Write::Completion(c) = w {
+            self.inflight.remove(&c.lane, &c.stream_id);
+        }
+    }
+}
+
+/// Most completions written in one batch.
+pub const MAX_BATCH: usize = 512;
+
+/// Runs until `completions` closes, or until `stop` fires, whereupon it writes what is already
+/// queued (one attempt per batch) and returns how many completions it could not write.
+pub(crate) async fn run(
+    consumer: Consumer,
+    mut completions: mpsc::Receiver<Write>,
+    stop: CancellationToken,
+    hooks: Listeners,
+) -> usize {
+    let mut batch: Vec<Write> = Vec::with_capacity(MAX_BATCH);
+    let mut unwritten = 0;
+    loop {
+        if batch.is_empty() {
+            tokio::select! {
+                biased;
+                c = completions.recv() => match c {
+                    Some(c) => batch.push(c),
+                    None => return unwritten,
+                },
+                _ = stop.cancelled() => {
+                    return unwritten + drain_on_stop(&consumer, &mut completions, &hooks).await;
+                }
+            }
+        }
+        while batch.len() < MAX_BATCH {
+            match completions.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        if write_with_retry(&consumer, &mut batch, &stop, &hooks).await {
+            hooks.written(&batch);
+            batch.clear();
+        } else {
+            // Stopped while Redis was unreachable: these stay pending and are redelivered.
+            unwritten += batch.len();
+            batch.clear();
+            return unwritten + drain_on_stop(&consumer, &mut completions, &hooks).await;
+        }
+    }
+}
+
+/// Writes `batch`, retrying with backoff while Redis is unreachable, until it succeeds (true)
+/// or `stop` fires (false). If Redis refuses a command (a server error, which retrying will not
+/// heal), the batch is written one completion at a time: those that cannot be written are left
+/// un-acked (redelivered, and dead-lettered if it keeps happening), so one bad completion never
+/// blocks the others. On return `batch` holds what was written.
+async fn write_with_retry(
+    consumer: &Consumer,
+    batch: &mut Vec<Write>,
+    stop: &CancellationToken,
+    hooks: &Listeners,
+) -> bool {
+    let mut backoff = Duration::from_millis(50);
+    let mut failing = false;
+    loop {
+        match consumer.write(batch).await {
+            Ok(()) => {
+                if failing {
+                    tracing::info!(
+                        count = batch.len(),
+                        "completions written after Redis came back"
+                    );
+                }
+                return true;
+            }
+            Err(e) if !e.is_unavailable() => {
+                let all = std::mem::take(batch);
+                for c in all {
+                    match consumer.write(std::slice::from_ref(&c)).await {
+                        Ok(()) => batch.push(c),
+                        Err(e) => {
+                            tracing::error!(error = %e,
+                                "a write refused by Redis; its message stays pending and will be redelivered");
+                            hooks.dropped(&c);
+                        }
+                    }
+                }
+                return true;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, count = batch.len(), "cannot write completions; retrying");
+                    failing = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return false,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// One attempt at writing everything still queued; returns how many could not be written.
+async fn drain_on_stop(
+    consumer: &Consumer,
+    completions: &mut mpsc::Receiver<Write>,
+    hooks: &Listeners,
+) -> usize {
+    let mut rest = Vec::new();
+    while let Ok(c) = completions.try_recv() {
+        rest.push(c);
+    }
+    let mut unwritten = 0;
+    for chunk in rest.chunks(MAX_BATCH) {
+        match consumer.write(chunk).await {
+            Ok(()) => hooks.written(chunk),
+            Err(e) => {
+                tracing::warn!(error = %e, count = chunk.len(), "completions left unwritten at shutdown; they will be redelivered");
+                unwritten += chunk.len();
+            }
+        }
+    }
+    unwritten
+}

@@ -1,0 +1,118 @@
+//! Starting the executions of held messages: in delivery order, within the execution permits,
+//! each holding its slot until its completion is queued for the completer.
+
+use std::sync::Arc;
+
+use kiq_broker::{Delivery, Write};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
+
+use super::inflight::InFlight;
+use crate::execute::{poisoned, Executor};
+
+/// What every message's execution in this process shares.
+#[derive(Clone)]
+pub(crate) struct Executions {
+    pub executor: Arc<Executor>,
+    /// Tasks running at once (the concurrency).
+    pub permits: Arc<Semaphore>,
+    /// The completer's queue.
+    pub writes: mpsc::Sender<Write>,
+    pub tracker: TaskTracker,
+    pub inflight: Arc<InFlight>,
+}
+
+impl Executions {
+    /// Runs `delivery`; `slot` is released once its completion is queued.
+    async fn run(
+        &self,
+        slot: OwnedSemaphorePermit,
+        running: OwnedSemaphorePermit,
+        delivery: Delivery,
+        precancelled: bool,
+    ) {
+        let completion = self.executor.execute(delivery, precancelled).await;
+        drop(running);
+        let _ = self.writes.send(Write::Completion(completion)).await;
+        drop(slot);
+    }
+
+    /// Checks a batch's cancel marks (one round trip) when cancellations may be active, then
+    /// runs each message with one of `slots`. XREADGROUP's COUNT applies per stream, so a read
+    /// over several lanes can return more messages than slots were taken for: those wait here
+    /// for a slot (they are already held and leased by this process), never dropped.
+    pub fn spawn_batch(
+        &self,
+        slots_sem: Arc<Semaphore>,
+        slots: Vec<OwnedSemaphorePermit>,
+        deliveries: Vec<Delivery>,
+        cancels_active: bool,
+    ) {
+        for d in &deliveries {
+            self.inflight.insert(&d.lane, &d.stream_id);
+        }
+        let p = self.clone();
+        self.tracker.spawn(async move {
+            let cancelled = if cancels_active {
+                precheck(&p.executor, &deliveries).await
+            } else {
+                vec![false; deliveries.len()]
+            };
+            let mut slots = slots.into_iter();
+            for (delivery, cancelled) in deliveries.into_iter().zip(cancelled) {
+                let slot = match slots.next() {
+                    Some(s) => s,
+                    None => match slots_sem.clone().acquire_owned().await {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    },
+                };
+                // Execution permits are taken here, in delivery order (the read returns the
+                // most urgent lanes first): spawned tasks are polled in no set order.
+                let Ok(running) = p.permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let q = p.clone();
+                p.tracker
+                    .spawn(async move { q.run(slot, running, delivery, cancelled).await });
+            }
+        });
+    }
+
+    /// Dead-letters a message delivered too many times.
+    pub fn spawn_poisoned(&self, delivery: Delivery) {
+        self.inflight.insert(&delivery.lane, &delivery.stream_id);
+        let p = self.clone();
+        self.tracker.spawn(async move {
+            let c = poisoned(p.executor.consumer(), delivery);
+            let _ = p.writes.send(Write::Completion(c)).await;
+        });
+    }
+}
+
+/// Which of `deliveries` were cancelled before they ran. If Redis cannot say, they run
+/// (cancellation is best effort against a Redis outage).
+async fn precheck(executor: &Executor, deliveries: &[Delivery]) -> Vec<bool> {
+    let consumer = executor.consumer();
+    let ids: Vec<Option<String>> = deliveries
+        .iter()
+        .map(|d| {
+            d.payload
+                .as_deref()
+                .and_then(|p| consumer.decode(p).ok())
+                .map(|e| e.id)
+        })
+        .collect();
+    let known: Vec<&str> = ids.iter().flatten().map(String::as_str).collect();
+    let marks = match consumer.cancelled(&known).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!(error = %e, "cancellation check failed; running the batch");
+            return vec![false; deliveries.len()];
+        }
+    };
+    let mut marks = marks.into_iter();
+    ids.iter()
+        .map(|id| id.is_some() && marks.next().unwrap_or(false))
+        .collect()
+}

@@ -1,0 +1,128 @@
+//! The fetch loop: fills free slots with new messages (one read per batch, as many as there are
+//! free slots) and, every reclaim interval, with messages of stopped workers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiq_broker::{Consumer, ReadBatch, StreamReader};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::executions::Executions;
+use super::recoverer::Recoverer;
+use crate::config::WorkerConfig;
+
+/// Reads `lanes` (most urgent first) into `slots`.
+pub(crate) struct Fetcher {
+    pub consumer: Consumer,
+    pub lanes: Vec<String>,
+    pub slots: Arc<Semaphore>,
+    pub executions: Executions,
+    pub recoverer: Recoverer,
+    pub config: WorkerConfig,
+}
+
+/// What the fetcher did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Fetched {
+    pub received: u64,
+    pub reclaimed: u64,
+}
+
+impl Fetcher {
+    /// Fetches until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Fetched {
+        let mut done = Fetched::default();
+        let reclaim_every = self.config.reclaim_interval();
+        let block = self.config.block.min(reclaim_every);
+        let mut next_reclaim = tokio::time::Instant::now();
+        let mut reader: Option<StreamReader> = None;
+        let mut backoff = Duration::from_millis(100);
+        let mut redis_down = false;
+        while !shutdown.is_cancelled() {
+            let first = tokio::select! {
+                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.cancelled() => break,
+            };
+            let mut permits = vec![first];
+            while let Ok(p) = self.slots.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            if tokio::time::Instant::now() >= next_reclaim {
+                done.reclaimed += self
+                    .recoverer
+                    .pass(&self.lanes, &self.slots, &mut permits, &self.executions)
+                    .await;
+                next_reclaim = tokio::time::Instant::now() + reclaim_every;
+                if permits.is_empty() {
+                    continue;
+                }
+            }
+            let r = match reader.as_mut() {
+                Some(r) => r,
+                None => match self.consumer.reader(&self.lanes).await {
+                    Ok(r) => reader.insert(r),
+                    Err(e) => {
+                        if !redis_down {
+                            tracing::warn!(error = %e, "worker cannot reach Redis; retrying");
+                            redis_down = true;
+                        }
+                        drop(permits);
+                        if shutdown
+                            .run_until_cancelled(tokio::time::sleep(backoff))
+                            .await
+                            .is_none()
+                        {
+                            break;
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            // Not raced against shutdown: a read cut off mid-flight could leave messages
+            // delivered to us but never seen. BLOCK bounds how long this takes.
+            match r.read_batch(permits.len(), block).await {
+                Ok(ReadBatch {
+                    deliveries,
+                    cancels_active,
+                }) => {
+                    if redis_down {
+                        tracing::info!("worker reconnected to Redis");
+                        redis_down = false;
+                    }
+                    backoff = Duration::from_millis(100);
+                    done.received += deliveries.len() as u64;
+                    // The cancellation check runs beside the fetch loop, which goes straight
+                    // back to reading: the batch already holds its slots.
+                    let taken: Vec<_> = permits
+                        .drain(..deliveries.len().min(permits.len()))
+                        .collect();
+                    self.executions.spawn_batch(
+                        self.slots.clone(),
+                        taken,
+                        deliveries,
+                        cancels_active,
+                    );
+                }
+                Err(e) => {
+                    if !redis_down {
+                        tracing::warn!(error = %e, "reading from Redis failed; reconnecting");
+                        redis_down = true;
+                    }
+                    reader = None;
+                    drop(permits);
+                    if shutdown
+                        .run_until_cancelled(tokio::time::sleep(backoff))
+                        .await
+                        .is_none()
+                    {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        done
+    }
+}

@@ -1,0 +1,24 @@
+//! One worker process: [`Worker`] only wires its loops, one per file:
+//! - `fetcher`: reads new messages into free slots (with `recoverer` passes that take over
+//!   stopped workers' messages);
+//! - `executions`: runs held messages within the concurrency;
+//! - `completer`: writes results and acks in batches;
+//! - `lease_keeper`: keeps held messages' leases and the heartbeat fresh;
+//! - `forwarder`: promotes due delayed messages;
+//! - `subscriber`: wake and cancel notices;
+//! - `janitor`: index trims and consumer pruning.
+
+mod completer;
+mod executions;
+mod fetcher;
+mod forwarder;
+mod inflight;
+mod janitor;
+mod lease_keeper;
+mod recoverer;
+mod subscriber;
+mod worker;
+
+pub use completer::MAX_BATCH;
+pub use inflight::InFlight;
+pub use worker::{Worker, WorkerBuilder, WorkerError, WorkerReport};

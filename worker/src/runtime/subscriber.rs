@@ -1,0 +1,45 @@
+//! The subscriber: hears what the worker must know between reads. A producer's announcement
+//! of a delayed message wakes the forwarder (so a delayed task starts on time even when it
+//! was added after the forwarder went to sleep); a cancellation fires the running task's
+//! token.
+
+use std::sync::Arc;
+
+use kiq_broker::{Consumer, Notice};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::execute::Executor;
+
+/// Listens until `shutdown`.
+pub(crate) async fn run(
+    consumer: Consumer,
+    lanes: Vec<String>,
+    wake: Arc<Notify>,
+    executor: Arc<Executor>,
+    shutdown: CancellationToken,
+) {
+    let mut notices = match consumer.notices(&lanes, shutdown.clone()) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot subscribe to wake and cancel notices");
+            return;
+        }
+    };
+    loop {
+        let notice = tokio::select! {
+            n = notices.recv() => n,
+            _ = shutdown.cancelled() => return,
+        };
+        match notice {
+            None => return,
+            Some(Notice::Cancelled(id)) => {
+                if executor.running.cancel(&id) {
+                    tracing::info!(task_id = %id, "cancelling a running task");
+                }
+            }
+            // Anything announced while we were not subscribed is found by a re-plan.
+            Some(Notice::Wake) | Some(Notice::Resubscribed) => wake.notify_one(),
+        }
+    }
+}

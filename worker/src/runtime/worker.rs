@@ -1,0 +1,293 @@
+//! The worker of one process: validates its configuration, then wires its loops (see the
+//! module list in [`super`]) and drains them on shutdown.
+//!
+//! Flow control: a message holds a *slot* from the moment it is read (or reclaimed) until its
+//! completion is queued, so at most `concurrency + prefetch` messages are held by this process;
+//! each read asks for as many messages as there are free slots (one XREADGROUP per batch).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiq_broker::envelope::now_ms;
+use kiq_broker::{Broker, BrokerError, Write};
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::completer::{self, Listeners};
+use super::executions::Executions;
+use super::fetcher::Fetcher;
+use super::inflight::InFlight;
+use super::recoverer::Recoverer;
+use super::{forwarder, janitor, lease_keeper, subscriber};
+use crate::config::WorkerConfig;
+use crate::execute::Executor;
+use crate::middleware::Middleware;
+use crate::registry::Registry;
+use crate::state::Provided;
+
+/// Why a worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The configuration is unusable.
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+    /// Redis failed in a way the worker cannot ride out at start-up.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// What a worker did, reported when it stops.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Messages read.
+    pub received: u64,
+    /// Messages taken over from dead workers.
+    pub reclaimed: u64,
+    /// Tasks still running when the shutdown timeout ran out (left pending for redelivery).
+    pub abandoned: usize,
+    /// Completions that could not be written before stopping (left pending for redelivery).
+    pub unwritten: usize,
+}
+
+/// One worker process's consumer.
+pub struct Worker {
+    broker: Broker,
+    registry: Arc<Registry>,
+    config: WorkerConfig,
+    layers: Vec<Arc<dyn Middleware>>,
+    provided: Provided,
+}
+
+/// Builds a [`Worker`]: its configuration, middleware and the values it provides to tasks.
+pub struct WorkerBuilder {
+    worker: Worker,
+}
+
+impl WorkerBuilder {
+    /// Uses `config`.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.worker.config = config;
+        self
+    }
+
+    /// Wraps every task in `layer` (after the layers installed process-wide, and those added
+    /// before it).
+    pub fn layer(mut self, layer: impl Middleware) -> Self {
+        self.worker.layers.push(Arc::new(layer));
+        self
+    }
+
+    /// Provides `value` to this worker's tasks that take a `State<T>` (before any value
+    /// registered process-wide with `kiq::provide`).
+    pub fn provide<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.worker.provided.insert(value);
+        self
+    }
+
+    /// The worker.
+    pub fn build(self) -> Worker {
+        self.worker
+    }
+}
+
+impl Worker {
+    /// A builder of a worker running `registry`'s tasks from `broker`, with the default
+    /// configuration.
+    pub fn builder(broker: Broker, registry: Registry) -> WorkerBuilder {
+        WorkerBuilder {
+            worker: Worker {
+                broker,
+                registry: Arc::new(registry),
+                config: WorkerConfig::default(),
+                layers: crate::middleware::installed(),
+                provided: Provided::process_wide(),
+            },
+        }
+    }
+
+    /// A worker running `registry`'s tasks from `broker` under `config`.
+    pub fn new(broker: Broker, registry: Registry, config: WorkerConfig) -> Self {
+        Self::builder(broker, registry).config(config).build()
+    }
+
+    /// Wraps every task this worker runs in `layer` (see [`crate::middleware`]). Layers
+    /// installed process-wide come first (outermost), then these, in the order added.
+    pub fn layer(mut self, layer: impl Middleware) -> Self {
+        self.layers.push(Arc::new(layer));
+        self
+    }
+
+    /// The queues this worker reads.
+    pub fn queues(&self) -> Vec<String> {
+        if self.config.queues.is_empty() {
+            self.registry.queues()
+        } else {
+            self.config.queues.clone()
+        }
+    }
+
+    fn check(&self, queues: &[String]) -> Result<(), WorkerError> {
+        if queues.is_empty() {
+            return Err(WorkerError::Config("no queues to read".into()));
+        }
+        if let Some(q) = queues.iter().find(|q| !kiq_broker::valid_queue_name(q)) {
+            return Err(WorkerError::Config(format!("invalid queue name {q:?}")));
+        }
+        if self.config.visibility_timeout < Duration::from_millis(300) {
+            return Err(WorkerError::Config(
+                "visibility timeout must be at least 300 ms".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Consumes until `shutdown` fires, then stops fetching, lets in-flight tasks finish within
+    /// the shutdown timeout, writes their completions, and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<WorkerReport, WorkerError> {
+        let queues = self.queues();
+        self.check(&queues)?;
+        let config = self.config.clone();
+        let concurrency = config.concurrency.max(1);
+        crate::metrics::set_concurrency(concurrency);
+        let capacity = concurrency + config.prefetch;
+        let consumer = self.broker.consumer(config.consumer.clone());
+        // Every queue is read as its priority lanes, most urgent first.
+        let lanes = kiq_broker::priority::lanes(&queues);
+        tracing::info!(consumer = %config.consumer, queues = ?queues, concurrency, prefetch = config.prefetch,
+            visibility_timeout_ms = config.visibility_timeout.as_millis() as u64, "worker started");
+
+        // The completer: every write goes through its queue, in order.
+        let (writes, to_write) = mpsc::channel::<Write>(capacity.max(completer::MAX_BATCH));
+        let inflight = Arc::new(InFlight::default());
+        let delayed = Arc::new(Notify::new());
+        let stop_completer = CancellationToken::new();
+        let completer = tokio::spawn(completer::run(
+            consumer.clone(),
+            to_write,
+            stop_completer.clone(),
+            Listeners {
+                inflight: inflight.clone(),
+                delayed: delayed.clone(),
+            },
+        ));
+        let executor = Arc::new(
+            Executor::new(
+                self.registry.clone(),
+                consumer.clone(),
+                self.layers,
+                config.cancel_grace,
+            )
+            .with_provided(self.provided)
+            .with_states(writes.clone()),
+        );
+        let executions = Executions {
+            executor: executor.clone(),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            writes,
+            tracker: TaskTracker::new(),
+            inflight: inflight.clone(),
+        };
+
+        // Leases outlive the fetcher: they must stay fresh while in-flight tasks drain.
+        let stop_leases = CancellationToken::new();
+        let info = kiq_broker::WorkerInfo {
+            consumer: config.consumer.clone(),
+            host: kiq_broker::config::hostname(),
+            pid: std::process::id(),
+            concurrency,
+            queues: queues.clone(),
+            started_ms: now_ms(),
+            heartbeat_ms: now_ms(),
+            in_flight: 0,
+        };
+        let leases = tokio::spawn(lease_keeper::run(
+            consumer.clone(),
+            config.clone(),
+            inflight.clone(),
+            info,
+            stop_leases.clone(),
+        ));
+        let background = [
+            tokio::spawn(subscriber::run(
+                consumer.clone(),
+                lanes.clone(),
+                delayed.clone(),
+                executor.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(forwarder::run(
+                consumer.clone(),
+                lanes.clone(),
+                delayed,
+                shutdown.clone(),
+            )),
+            tokio::spawn(janitor::run(
+                consumer.clone(),
+                queues.clone(),
+                lanes.clone(),
+                config.consumer_retention,
+                shutdown.clone(),
+            )),
+        ];
+
+        let fetched = Fetcher {
+            consumer: consumer.clone(),
+            lanes: lanes.clone(),
+            slots: Arc::new(Semaphore::new(capacity)),
+            executions: executions.clone(),
+            recoverer: Recoverer {
+                consumer: consumer.clone(),
+                registry: self.registry.clone(),
+                config: config.clone(),
+            },
+            config: config.clone(),
+        }
+        .run(shutdown.clone())
+        .await;
+        let mut report = WorkerReport {
+            received: fetched.received,
+            reclaimed: fetched.reclaimed,
+            ..WorkerReport::default()
+        };
+
+        tracing::info!("worker stopping: no more fetching, draining in-flight tasks");
+        for task in background {
+            let _ = task.await;
+        }
+        executions.tracker.close();
+        if tokio::time::timeout(config.shutdown_timeout, executions.tracker.wait())
+            .await
+            .is_err()
+        {
+            report.abandoned = concurrency.saturating_sub(executions.permits.available_permits());
+            tracing::warn!(
+                abandoned = report.abandoned,
+                "shutdown timeout reached; unfinished tasks stay pending and will be redelivered"
+            );
+        }
+        drop(executions);
+        stop_completer.cancel();
+        report.unwritten = completer.await.unwrap_or(0);
+        // The tasks left running are pending again (their messages will be redelivered).
+        let abandoned = executor.running.abandoned();
+        if !abandoned.is_empty() {
+            let _ = consumer.write(&abandoned).await;
+        }
+        stop_leases.cancel();
+        let _ = leases.await;
+        let _ = consumer.remove_heartbeat().await;
+        // Leave the group tidy: a consumer that holds nothing is deleted on a clean exit.
+        if report.abandoned == 0 && report.unwritten == 0 {
+            for lane in &lanes {
+                let _ = consumer.leave(lane).await;
+            }
+        }
+        tracing::info!(
+            received = report.received,
+            reclaimed = report.reclaimed,
+            "worker stopped"
+        );
+        Ok(report)
+    }
+}
