@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what kiq's demo and tests need on a fresh Debian/Ubuntu machine, when missing:
 # redis-server (tests start private instances of it), openssl (the TLS test makes a CA), and
-# chromium with chromium-driver (the dashboard is tested in headless Chromium).
+# chromium with chromium-driver (the dashboard is tested in headless Chromium), and a Python
+# venv with croniter (the scheduler's cron next-fire times are cross-checked against it).
 # Sourced by scripts/demo.sh and scripts/test.sh.
 set -euo pipefail
 
@@ -35,4 +36,24 @@ kiq_need_cargo() {
     echo "kiq: cargo is required (https://rustup.rs)" >&2
     return 1
   fi
+}
+
+# The croniter version the cron cross-check (scheduler/tests/cron_crosscheck.rs) is pinned to.
+KIQ_CRONITER_VERSION=7.0.0
+
+# Creates, when missing, a Python venv holding croniter==$KIQ_CRONITER_VERSION from PyPI, and
+# exports KIQ_PYTHON, its python, for the cron cross-check test.
+kiq_need_python_venv() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/kiq/venv-croniter-${KIQ_CRONITER_VERSION}"
+  if ! "$venv/bin/python" -c "from importlib.metadata import version; import sys; sys.exit(version('croniter') != '${KIQ_CRONITER_VERSION}')" >/dev/null 2>&1; then
+    if ! command -v python3 >/dev/null 2>&1; then
+      echo "kiq: python3 is required for the cron cross-check (apt-get install python3 python3-venv)" >&2
+      return 1
+    fi
+    echo "kiq: creating $venv with croniter==${KIQ_CRONITER_VERSION} from PyPI" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "croniter==${KIQ_CRONITER_VERSION}"
+  fi
+  export KIQ_PYTHON="$venv/bin/python"
 }

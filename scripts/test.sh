@@ -2,12 +2,13 @@
 # Runs every check kiq's CI runs: formatting, clippy, the whole test suite (unit, macro
 # compile-errors, end-to-end on private redis-server instances), doc tests, and a tiny
 # benchmark run. Installs redis-server, openssl, chromium and chromium-driver from Debian's
-# packages if missing.
+# packages if missing, and a Python venv with croniter (the cron cross-check's oracle).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 kiq_need_cargo
 kiq_need_packages --browser
+kiq_need_python_venv
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}

@@ -1,23 +1,56 @@
 //! Schedule expressions and their next fire time.
 //!
 //! Accepted forms:
-//! - classic 5-field cron `min hour dom month dow` (Unix weekday numbers: 0 and 7 are Sunday);
-//! - 6-field cron with seconds first, same weekday numbers;
-//! - `@yearly` `@annually` `@monthly` `@weekly` `@daily` `@midnight` `@hourly`;
+//! - classic 5-field cron `minute hour day-of-month month day-of-week`;
+//! - 6-field cron with seconds first: `second minute hour day-of-month month day-of-week`;
+//! - `@yearly` (`@annually`) `@monthly` `@weekly` `@daily` (`@midnight`) `@hourly`, which are
+//!   `0 0 1 1 *`, `0 0 1 * *`, `0 0 * * 0`, `0 0 * * *` and `0 * * * *`;
 //! - `@every 15s|5m|1h` (ticks at whole multiples of the period since the Unix epoch, so every
 //!   scheduler replica agrees on them);
 //! - a one-shot time: `@at 2026-12-01T09:00:00Z` or a bare RFC 3339 timestamp.
 //!
-//! A cron schedule is in UTC unless it names an IANA zone (`tz`, or a `CRON_TZ=Zone ` prefix).
-//! Across DST changes: a local time skipped by a jump fires as if the clock had not jumped
-//! (02:30 on New York's spring-forward day fires at 03:30 EDT), and a local time that occurs
-//! twice fires once, at its first occurrence. As in Unix cron, when both day-of-month and
-//! day-of-week are restricted, a day matching either fires.
+//! # Cron fields
+//! Each field is a comma-separated list; each item is read on its own and is one of `*`, a
+//! value `a`, a range `a-b` (low to high, ends included), or a step `*/n`, `a-b/n` or `a/n`
+//! (`a/n` is `a-last/n`, where last is the field's last value: 59, 23, 31, 12, and 6 for the
+//! day of the week). Ranges: second and minute 0-59, hour 0-23, day of month 1-31, month 1-12
+//! or `JAN`-`DEC`, day of week 0-7 or `SUN`-`SAT`, where 0 and 7 are both Sunday. Names are
+//! three letters, any case, and mix freely with numbers (`MON,3` is Monday and Wednesday,
+//! `1-fri` is Monday to Friday). A step is 1 up to the field's largest value. `?` is accepted as
+//! a whole day-of-month or day-of-week field and means `*`.
+//!
+//! As in Vixie cron, when both day fields are restricted, a day matching either fires
+//! (`0 0 1 * MON`: the 1st and every Monday); when either day field starts with `*`, a day
+//! must match both (`0 0 */2 * MON`: odd-numbered days that are Mondays).
+//!
+//! Refused, with the field, the value and what is allowed: values out of range, backward
+//! ranges (`22-2`, `FRI-MON`), steps of 0 or beyond the field, unknown names and full names
+//! (`MONDAY`), Quartz's `L`, `W` and `#`, Jenkins' `H`, a year field, and a schedule that can
+//! never fire (`0 0 30 2 *`: there is no 30 February; with a restricted day of week it
+//! fires on those weekdays, so `0 0 30 2 MON` is accepted).
+//!
+//! # Time zones and DST
+//! A cron schedule is read in UTC unless it names an IANA zone: the `tz` argument, or a
+//! `CRON_TZ=Zone ` (or `TZ=Zone `) prefix; when both are given they must name the same zone.
+//! Matching is done on the zone's wall clock; each matching wall-clock time fires:
+//! - once, at its instant, if it occurs once;
+//! - if a DST jump skips it, as if the clock had not jumped: at the instant it would have had
+//!   with the offset in force before the jump (02:30 on New York's spring-forward day fires
+//!   at 03:30 EDT). This never hides a later real time: `20,40 2 * * *` in Lord Howe, whose
+//!   clock jumps from 02:00 to 02:30, fires 02:40 and then 02:50 (the skipped 02:20);
+//! - if it occurs twice (the clock fell back): a fixed-time job fires once, at the first
+//!   occurrence; a job that follows the clock fires at both. A job follows the clock when its
+//!   second (6-field), minute or hour field holds a `*` or a step `/` (`*/20 * * * *`,
+//!   `@hourly`, `0 */2 * * *`, `*/10 1 * * *`); a job whose time fields are all values,
+//!   lists and ranges (`30 1 * * *`, `@daily`) is fixed-time. This is ISC cron's rule (which
+//!   looks for a leading `*` in the minute or hour field), extended to steps and seconds.
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Timelike, Utc,
+};
 use chrono_tz::Tz;
 
 /// Why a schedule expression was refused.
@@ -39,8 +72,7 @@ fn invalid(expr: &str, reason: impl Into<String>) -> ScheduleError {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    /// Alternatives whose earliest next match fires (Unix dom/dow OR semantics).
-    Cron(Vec<cron::Schedule>),
+    Cron(CronSpec),
     Every(Duration),
     Once(DateTime<Utc>),
 }
@@ -57,34 +89,36 @@ impl ScheduleExpr {
     /// Parses `expr`, in zone `tz` (an IANA name; default UTC).
     pub fn parse(expr: &str, tz: Option<&str>) -> Result<Self, ScheduleError> {
         let source = expr.trim().to_string();
-        let (mut zone, body) = match source
+        let (prefix_zone, body) = match source
             .strip_prefix("CRON_TZ=")
             .or_else(|| source.strip_prefix("TZ="))
         {
             Some(rest) => match rest.split_once(char::is_whitespace) {
-                Some((z, body)) => (Some(z.to_string()), body.trim().to_string()),
-                None => {
+                Some((z, body)) if !z.is_empty() => (Some(z), body.trim()),
+                _ => {
                     return Err(invalid(
                         expr,
-                        "a time zone prefix needs an expression after it",
+                        "a time zone prefix needs a zone and then an expression, e.g. CRON_TZ=Europe/Berlin 0 3 * * *",
                     ))
                 }
             },
-            None => (None, source.clone()),
+            None => (None, source.as_str()),
         };
-        if let Some(t) = tz.filter(|t| !t.is_empty()) {
-            zone = Some(t.to_string());
-        }
-        let tz = match zone.as_deref() {
-            None | Some("UTC") | Some("utc") => Tz::UTC,
-            Some(z) => Tz::from_str(z).map_err(|_| {
-                invalid(
+        let arg_zone = tz.filter(|t| !t.is_empty());
+        let zone = match (prefix_zone, arg_zone) {
+            (Some(p), Some(a)) if parse_zone(expr, p)? != parse_zone(expr, a)? => {
+                return Err(invalid(
                     expr,
-                    format!("unknown time zone {z:?} (use an IANA name such as \"Asia/Kolkata\")"),
-                )
-            })?,
+                    format!("the expression's prefix names zone {p} but the schedule's zone is {a}; give one zone"),
+                ))
+            }
+            (p, a) => p.or(a),
         };
-        let kind = parse_kind(expr, &body)?;
+        let tz = match zone {
+            None => Tz::UTC,
+            Some(z) => parse_zone(expr, z)?,
+        };
+        let kind = parse_kind(expr, body)?;
         Ok(Self { kind, tz, source })
     }
 
@@ -113,12 +147,23 @@ impl ScheduleExpr {
                 let next = (ms.div_euclid(p) + 1) * p;
                 DateTime::from_timestamp_millis(next)
             }
-            Kind::Cron(alternatives) => alternatives
-                .iter()
-                .filter_map(|s| cron_next(s, self.tz, t))
-                .min(),
+            Kind::Cron(spec) => spec
+                .next_after(self.tz, t.timestamp())
+                .and_then(|s| DateTime::from_timestamp(s, 0)),
         }
     }
+}
+
+fn parse_zone(expr: &str, z: &str) -> Result<Tz, ScheduleError> {
+    if z.eq_ignore_ascii_case("UTC") {
+        return Ok(Tz::UTC);
+    }
+    Tz::from_str(z).map_err(|_| {
+        invalid(
+            expr,
+            format!("unknown time zone {z:?} (use an IANA name such as \"Asia/Kolkata\")"),
+        )
+    })
 }
 
 fn parse_kind(expr: &str, body: &str) -> Result<Kind, ScheduleError> {
@@ -143,63 +188,21 @@ fn parse_kind(expr: &str, body: &str) -> Result<Kind, ScheduleError> {
     if body.len() >= 10 && body.as_bytes()[4] == b'-' && !body.contains(' ') {
         return parse_time(expr, body).map(Kind::Once);
     }
-    let cron5 = match body {
-        "@yearly" | "@annually" => Some("0 0 1 1 *"),
-        "@monthly" => Some("0 0 1 * *"),
-        "@weekly" => Some("0 0 * * 0"),
-        "@daily" | "@midnight" => Some("0 0 * * *"),
-        "@hourly" => Some("0 * * * *"),
+    let fields = match body {
+        "@yearly" | "@annually" => "0 0 1 1 *",
+        "@monthly" => "0 0 1 * *",
+        "@weekly" => "0 0 * * 0",
+        "@daily" | "@midnight" => "0 0 * * *",
+        "@hourly" => "0 * * * *",
         other if other.starts_with('@') => {
             return Err(invalid(
                 expr,
                 "unknown shorthand; use @yearly, @monthly, @weekly, @daily, @hourly, @every <duration> or @at <time>",
             ))
         }
-        _ => None,
+        other => other,
     };
-    let fields: Vec<String> = cron5
-        .unwrap_or(body)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    let mut six = match fields.len() {
-        5 => {
-            let mut f = vec!["0".to_string()];
-            f.extend(fields);
-            f
-        }
-        6 => fields,
-        n => {
-            return Err(invalid(
-                expr,
-                format!("cron needs 5 fields (min hour day month weekday) or 6 (with seconds first), got {n}"),
-            ))
-        }
-    };
-    six[5] = unix_weekdays(expr, &six[5])?;
-    let restricted = |f: &str| f != "*" && f != "?";
-    let alternatives = if restricted(&six[3]) && restricted(&six[5]) {
-        // Unix cron: either the day of the month or the day of the week.
-        let mut by_dom = six.clone();
-        by_dom[5] = "*".into();
-        let mut by_dow = six.clone();
-        by_dow[3] = "*".into();
-        vec![by_dom, by_dow]
-    } else {
-        vec![six]
-    };
-    alternatives
-        .into_iter()
-        .map(|f| {
-            cron::Schedule::from_str(&f.join(" ")).map_err(|e| {
-                invalid(
-                    expr,
-                    format!("{e} (fields: sec min hour day month weekday)"),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Kind::Cron)
+    CronSpec::parse(expr, fields).map(Kind::Cron)
 }
 
 fn parse_time(expr: &str, s: &str) -> Result<DateTime<Utc>, ScheduleError> {
@@ -213,93 +216,482 @@ fn parse_time(expr: &str, s: &str) -> Result<DateTime<Utc>, ScheduleError> {
         })
 }
 
-const DAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+// ---------------------------------------------------------------------------------------------
+// Cron fields.
+//
+// Hand-written rather than the `cron` crate (which kiq used before): that crate numbers
+// weekdays 1-7 from Sunday, so any weekday field holding a name was read with shifted
+// numbers, its error texts name the wrong limits, and it has no notion of Vixie cron's
+// day-of-month/day-of-week OR rule or of wall-clock DST handling. What kiq needs is small: six
+// bitsets and a forward search, with the semantics and messages documented above.
 
-/// Rewrites a weekday field written with Unix numbers (0-7, 0 and 7 = Sunday) as names, which
-/// the cron crate reads unambiguously (its own numbers are 1-7 with 1 = Sunday).
-fn unix_weekdays(expr: &str, field: &str) -> Result<String, ScheduleError> {
-    if field == "*" || field == "?" || field.chars().any(|c| c.is_ascii_alphabetic()) {
-        return Ok(field.to_string());
+/// One cron field's rules.
+struct Field {
+    /// As named in error messages.
+    label: &'static str,
+    min: u32,
+    /// The largest value written (7 for the day of the week, an alias of 0).
+    max: u32,
+    /// The last value a `*` or `a/n` runs to.
+    last: u32,
+    /// Three-letter names, for values `name_base..`.
+    names: &'static [&'static str],
+    name_base: u32,
+    /// `?` is allowed (as `*`).
+    question: bool,
+}
+
+const SECOND: Field = Field {
+    label: "second",
+    min: 0,
+    max: 59,
+    last: 59,
+    names: &[],
+    name_base: 0,
+    question: false,
+};
+const MINUTE: Field = Field {
+    label: "minute",
+    ..SECOND
+};
+const HOUR: Field = Field {
+    label: "hour",
+    max: 23,
+    last: 23,
+    ..SECOND
+};
+const DAY_OF_MONTH: Field = Field {
+    label: "day of month",
+    min: 1,
+    max: 31,
+    last: 31,
+    names: &[],
+    name_base: 0,
+    question: true,
+};
+const MONTH: Field = Field {
+    label: "month",
+    min: 1,
+    max: 12,
+    last: 12,
+    names: &[
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+    ],
+    name_base: 1,
+    question: false,
+};
+const DAY_OF_WEEK: Field = Field {
+    label: "day of week",
+    min: 0,
+    max: 7,
+    last: 6,
+    names: &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"],
+    name_base: 0,
+    question: true,
+};
+
+impl Field {
+    fn range_text(&self) -> String {
+        let mut s = format!("{}-{}", self.min, self.max);
+        if let (Some(first), Some(last)) = (self.names.first(), self.names.last()) {
+            s.push_str(&format!(" or {first}-{last}"));
+        }
+        if self.max == 7 {
+            s.push_str(", 0 and 7 are Sunday");
+        }
+        s
     }
-    let mut days = [false; 7];
-    for item in field.split(',') {
-        let (range, step) = match item.split_once('/') {
-            Some((r, s)) => (
-                r,
-                s.parse::<usize>()
-                    .ok()
-                    .filter(|s| *s > 0)
-                    .ok_or_else(|| invalid(expr, format!("bad weekday step in {item:?}")))?,
-            ),
-            None => (item, 1),
-        };
-        let num = |s: &str| -> Result<usize, ScheduleError> {
-            s.parse::<usize>().ok().filter(|n| *n <= 7).ok_or_else(|| {
-                invalid(
-                    expr,
-                    format!("weekday {s:?} is not 0-7 (0 and 7 are Sunday)"),
-                )
-            })
-        };
-        let (lo, hi) = match range {
-            "*" => (0, 6),
-            r => match r.split_once('-') {
-                Some((a, b)) => (num(a)?, num(b)?),
-                None if step > 1 => (num(r)?, 7),
-                None => (num(r)?, num(r)?),
-            },
-        };
-        if lo > hi {
-            return Err(invalid(
+
+    /// Parses a whole field into a bitset (bit v set when value v matches; day-of-week 7 is
+    /// stored as 0).
+    fn parse(&self, expr: &str, text: &str) -> Result<u64, ScheduleError> {
+        let bad = |reason: String| invalid(expr, reason);
+        if text == "?" {
+            if !self.question {
+                return Err(bad(format!(
+                    "{} field is \"?\": \"?\" is only allowed as a whole day-of-month or day-of-week field",
+                    self.label
+                )));
+            }
+            return Ok(self.span(self.min, self.last, 1));
+        }
+        let mut bits = 0u64;
+        for item in text.split(',') {
+            if item.is_empty() {
+                return Err(bad(format!(
+                    "{} field {text:?} has an empty list item",
+                    self.label
+                )));
+            }
+            let (range, step) = match item.split_once('/') {
+                Some((r, s)) => (r, Some(self.step(expr, item, s)?)),
+                None => (item, None),
+            };
+            let (lo, hi) = if range == "*" {
+                (self.min, self.last)
+            } else if let Some((a, b)) = range.split_once('-') {
+                let (lo, hi) = (self.value(expr, a)?, self.value(expr, b)?);
+                if lo > hi {
+                    let example = match self.names.len() {
+                        0 => "22-23,0-2",
+                        7 => "FRI-SAT,SUN-MON",
+                        _ => "NOV-DEC,JAN-FEB",
+                    };
+                    return Err(bad(format!(
+                        "{} range {range:?} runs backwards: a range goes from low to high \
+                         (list both parts instead, e.g. {example})",
+                        self.label
+                    )));
+                }
+                (lo, hi)
+            } else {
+                let v = self.value(expr, range)?;
+                match step {
+                    // `a/n` runs to the field's last value; day-of-week 7 starts on Sunday.
+                    Some(_) if self.max == 7 && v == 7 => (0, self.last),
+                    Some(_) => (v, self.last),
+                    None => (v, v),
+                }
+            };
+            bits |= self.span(lo, hi, step.unwrap_or(1));
+        }
+        Ok(bits)
+    }
+
+    fn span(&self, lo: u32, hi: u32, step: u32) -> u64 {
+        let mut bits = 0u64;
+        let mut v = lo;
+        while v <= hi {
+            bits |= 1 << (if self.max == 7 { v % 7 } else { v });
+            v += step;
+        }
+        bits
+    }
+
+    fn step(&self, expr: &str, item: &str, s: &str) -> Result<u32, ScheduleError> {
+        match s.parse::<u32>() {
+            Ok(n) if (1..=self.max).contains(&n) && s.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => Err(invalid(
                 expr,
-                format!("weekday range {range:?} runs backwards"),
-            ));
-        }
-        for d in (lo..=hi).step_by(step) {
-            days[d % 7] = true;
+                format!(
+                    "{} step {s} in {item:?} is out of range 1-{}",
+                    self.label, self.max
+                ),
+            )),
+            _ => Err(invalid(
+                expr,
+                format!("{} step {s:?} in {item:?} is not a number", self.label),
+            )),
         }
     }
-    let names: Vec<&str> = (0..7).filter(|d| days[*d]).map(|d| DAY_NAMES[d]).collect();
-    Ok(names.join(","))
+
+    fn value(&self, expr: &str, token: &str) -> Result<u32, ScheduleError> {
+        let bad = |reason: String| Err(invalid(expr, reason));
+        if !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()) {
+            return match token.parse::<u32>() {
+                Ok(v) if (self.min..=self.max).contains(&v) => Ok(v),
+                _ => bad(format!(
+                    "{} {token} is out of range {}",
+                    self.label,
+                    self.range_text()
+                )),
+            };
+        }
+        if let Some(i) = self
+            .names
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(token))
+        {
+            return Ok(self.name_base + i as u32);
+        }
+        let upper = token.to_ascii_uppercase();
+        let day_field = self.question;
+        if token.is_empty() {
+            bad(format!("{} field has a missing value", self.label))
+        } else if token == "*" {
+            bad(format!("{} \"*\" cannot be one end of a range", self.label))
+        } else if token == "?" {
+            bad(format!(
+                "{} \"?\" is only allowed as a whole day-of-month or day-of-week field",
+                self.label
+            ))
+        } else if day_field && upper.contains('#') {
+            bad(format!(
+                "{} {token:?}: '#' (nth weekday of the month) is not supported",
+                self.label
+            ))
+        } else if day_field && (upper == "L" || upper.ends_with('L') || upper.starts_with('L')) {
+            bad(format!(
+                "{} {token:?}: 'L' (last day) is not supported",
+                self.label
+            ))
+        } else if day_field && upper.contains('W') && upper.bytes().any(|b| b.is_ascii_digit()) {
+            bad(format!(
+                "{} {token:?}: 'W' (nearest weekday) is not supported",
+                self.label
+            ))
+        } else if upper == "H" || upper.starts_with("H(") {
+            bad(format!(
+                "{} {token:?}: 'H' (hashed values) is not supported",
+                self.label
+            ))
+        } else if self.names.is_empty() {
+            bad(format!(
+                "{} {token:?} is not a number (allowed: {})",
+                self.label,
+                self.range_text()
+            ))
+        } else {
+            bad(format!(
+                "{} {token:?} is neither a number nor a three-letter name ({}); allowed: {}",
+                self.label,
+                self.names.join(" "),
+                self.range_text()
+            ))
+        }
+    }
 }
 
-/// The next match of `s` after `t`, reading the schedule in `tz`'s wall-clock time.
-fn cron_next(s: &cron::Schedule, tz: Tz, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    // cron iterates calendar matches; run it on wall-clock time (as if it were UTC) and map each
-    // match into the zone ourselves, so DST gaps and overlaps are handled explicitly.
-    let local = t.with_timezone(&tz).naive_local();
-    // Around a DST change the wall clock can be behind `t`'s: start an hour earlier there.
-    let shifted = tz
-        .offset_from_utc_datetime(&(t - chrono::Duration::hours(2)).naive_utc())
-        .fix()
-        != tz.offset_from_utc_datetime(&t.naive_utc()).fix();
-    let start = if shifted {
-        local - chrono::Duration::hours(2)
-    } else {
-        local
-    };
-    for candidate in s.after(&Utc.from_utc_datetime(&start)).take(100_000) {
-        let c = candidate.naive_utc();
-        let instant = match tz.from_local_datetime(&c) {
-            LocalResult::Single(dt) => dt.with_timezone(&Utc),
-            LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),
-            LocalResult::None => skipped_local_time(tz, c),
+/// How the two day fields combine (Vixie cron: either, when both are restricted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DayRule {
+    Either,
+    Both,
+}
+
+/// A parsed cron expression: one bitset per field.
+#[derive(Debug, Clone)]
+struct CronSpec {
+    seconds: u64,
+    minutes: u64,
+    hours: u64,
+    /// Bits 1..=31.
+    days: u64,
+    /// Bits 1..=12.
+    months: u64,
+    /// Bits 0..=6, 0 = Sunday.
+    weekdays: u64,
+    day_rule: DayRule,
+    /// Fires in both passes of a repeated hour (see the module docs).
+    follows_clock: bool,
+}
+
+/// Days in each month, February counted as 29 (it has a 29th in leap years).
+const MAX_MONTH_DAYS: [u32; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+const MONTH_NAMES: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+/// Every accepted expression fires within a 400-year Gregorian cycle.
+const SEARCH_YEARS: i32 = 401;
+const DAY_SECS: i64 = 86_400;
+
+impl CronSpec {
+    fn parse(expr: &str, body: &str) -> Result<Self, ScheduleError> {
+        let fields: Vec<&str> = body.split_whitespace().collect();
+        let (sec, rest) = match fields.len() {
+            5 => ("0", &fields[..]),
+            6 => (fields[0], &fields[1..]),
+            n => {
+                return Err(invalid(
+                    expr,
+                    format!(
+                        "cron needs 5 fields (minute hour day-of-month month day-of-week) or 6 (with seconds first), got {n}{}",
+                        if n == 7 { "; a year field is not supported" } else { "" }
+                    ),
+                ))
+            }
         };
-        if instant > t {
-            return Some(instant);
+        let [min, hour, dom, month, dow] = [rest[0], rest[1], rest[2], rest[3], rest[4]];
+        let star = |f: &str| f.starts_with('*') || f == "?";
+        let clock = |f: &str| f.contains('*') || f.contains('/');
+        let spec = CronSpec {
+            seconds: SECOND.parse(expr, sec)?,
+            minutes: MINUTE.parse(expr, min)?,
+            hours: HOUR.parse(expr, hour)?,
+            days: DAY_OF_MONTH.parse(expr, dom)?,
+            months: MONTH.parse(expr, month)?,
+            weekdays: DAY_OF_WEEK.parse(expr, dow)?,
+            day_rule: if star(dom) || star(dow) {
+                DayRule::Both
+            } else {
+                DayRule::Either
+            },
+            follows_clock: clock(sec) || clock(min) || clock(hour),
+        };
+        // Under "both", a day of month that no month given has leaves nothing to fire on. (A
+        // restricted day of week with a `*`-led day of month is fine: `*/n` includes the 1st,
+        // and every date falls on every weekday within 400 years.)
+        if spec.day_rule == DayRule::Both {
+            let possible = (1..=12u32).any(|m| {
+                spec.months & (1 << m) != 0
+                    && (1..=MAX_MONTH_DAYS[m as usize - 1]).any(|d| spec.days & (1 << d) != 0)
+            });
+            if !possible {
+                let months: Vec<&str> = (1..=12u32)
+                    .filter(|m| spec.months & (1 << m) != 0)
+                    .map(|m| MONTH_NAMES[m as usize - 1])
+                    .collect();
+                return Err(invalid(
+                    expr,
+                    format!(
+                        "day of month {dom} never occurs in {}, so this schedule would never fire",
+                        join_or(&months)
+                    ),
+                ));
+            }
+        }
+        Ok(spec)
+    }
+
+    fn day_matches(&self, date: NaiveDate) -> bool {
+        let dom = self.days & (1 << date.day()) != 0;
+        let dow = self.weekdays & (1 << date.weekday().num_days_from_sunday()) != 0;
+        match self.day_rule {
+            DayRule::Either => dom || dow,
+            DayRule::Both => dom && dow,
         }
     }
-    None
+
+    /// The first time of day at or after `h:m:s` that matches the time fields.
+    fn time_from(&self, (h0, m0, s0): (u32, u32, u32)) -> Option<(u32, u32, u32)> {
+        let mut h = next_bit(self.hours, h0)?;
+        loop {
+            let mut m = next_bit(self.minutes, if h == h0 { m0 } else { 0 });
+            while let Some(min) = m {
+                let from = if h == h0 && min == m0 { s0 } else { 0 };
+                if let Some(s) = next_bit(self.seconds, from) {
+                    return Some((h, min, s));
+                }
+                m = next_bit(self.minutes, min + 1);
+            }
+            h = next_bit(self.hours, h + 1)?;
+        }
+    }
+
+    /// The first matching wall-clock time at or after `from`.
+    fn next_match(&self, from: NaiveDateTime) -> Option<NaiveDateTime> {
+        let mut date = from.date();
+        let mut start = (from.hour(), from.minute(), from.second());
+        let last_year = date.year() + SEARCH_YEARS;
+        while date.year() <= last_year {
+            if self.months & (1 << date.month()) == 0 {
+                date = first_of_next_month(date)?;
+                start = (0, 0, 0);
+                continue;
+            }
+            if self.day_matches(date) {
+                if let Some((h, m, s)) = self.time_from(start) {
+                    return date.and_hms_opt(h, m, s);
+                }
+            }
+            date = date.succ_opt()?;
+            start = (0, 0, 0);
+        }
+        None
+    }
+
+    /// The instants at which the wall-clock time `local` fires in `tz` (see the module docs):
+    /// one, or two for a job that follows the clock through a repeated hour.
+    fn instants(&self, tz: Tz, local: NaiveDateTime) -> [Option<i64>; 2] {
+        let l = local.and_utc().timestamp();
+        match tz.offset_from_local_datetime(&local) {
+            LocalResult::Single(o) => [Some(l - offset_secs(o)), None],
+            LocalResult::Ambiguous(a, b) => {
+                let (x, y) = (l - offset_secs(a), l - offset_secs(b));
+                [Some(x.min(y)), self.follows_clock.then_some(x.max(y))]
+            }
+            LocalResult::None => {
+                // Skipped by a jump: as if the clock had not jumped, i.e. read with the offset
+                // in force just before the gap (the smaller one, if chrono-tz cannot say).
+                let before = chrono_tz::GapInfo::new(&local, &tz)
+                    .and_then(|g| g.begin)
+                    .map(|(_, o)| offset_secs(o))
+                    .unwrap_or_else(|| offsets_near(tz, l).0);
+                [Some(l - before), None]
+            }
+        }
+    }
+
+    /// The first fire instant (Unix seconds) strictly after `t` (Unix seconds, rounded down).
+    ///
+    /// Wall-clock matches are walked in order and mapped to instants. The mapping is monotonic
+    /// except across a DST change, where it moves by at most the change, so: a match can only
+    /// fire at or after `after` if its wall-clock time is at least `after` plus the smallest
+    /// offset near `after`, and once an instant `best` is found, no match whose wall-clock time
+    /// is at least `best` plus the largest offset near `best` can fire before it. ("Near" is
+    /// within a day, which holds every DST change in the tz database.)
+    fn next_after(&self, tz: Tz, t: i64) -> Option<i64> {
+        let after = t.checked_add(1)?;
+        let mut from = naive(after.checked_add(offsets_near(tz, after).0)?)?;
+        let mut best: Option<(i64, i64)> = None; // (instant, wall-clock stop as Unix seconds)
+        while let Some(local) = self.next_match(from) {
+            if best.is_some_and(|(_, stop)| local.and_utc().timestamp() >= stop) {
+                break;
+            }
+            for u in self.instants(tz, local).into_iter().flatten() {
+                if u >= after && best.is_none_or(|(b, _)| u < b) {
+                    best = Some((u, u.saturating_add(offsets_near(tz, u).1)));
+                }
+            }
+            from = local.checked_add_signed(chrono::TimeDelta::seconds(1))?;
+        }
+        best.map(|(b, _)| b)
+    }
 }
 
-/// A wall-clock time skipped by a DST jump, read with the offset in force just before the jump.
-fn skipped_local_time(tz: Tz, c: NaiveDateTime) -> DateTime<Utc> {
-    let before = c - chrono::Duration::hours(3);
-    let offset = match tz.offset_from_local_datetime(&before) {
-        LocalResult::Single(o) | LocalResult::Ambiguous(o, _) => o.fix(),
-        LocalResult::None => tz.offset_from_utc_datetime(&before).fix(),
-    };
-    Utc.from_utc_datetime(&(c - chrono::Duration::seconds(offset.local_minus_utc() as i64)))
+fn join_or(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+fn next_bit(mask: u64, from: u32) -> Option<u32> {
+    if from >= 64 {
+        return None;
+    }
+    let m = mask >> from;
+    (m != 0).then(|| from + m.trailing_zeros())
+}
+
+fn first_of_next_month(d: NaiveDate) -> Option<NaiveDate> {
+    if d.month() == 12 {
+        NaiveDate::from_ymd_opt(d.year() + 1, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(d.year(), d.month() + 1, 1)
+    }
+}
+
+fn offset_secs(o: impl Offset) -> i64 {
+    i64::from(o.fix().local_minus_utc())
+}
+
+fn naive(unix: i64) -> Option<NaiveDateTime> {
+    DateTime::from_timestamp(unix, 0).map(|d| d.naive_utc())
+}
+
+/// The smallest and largest UTC offsets (seconds) in force within a day of instant `u`.
+fn offsets_near(tz: Tz, u: i64) -> (i64, i64) {
+    [u - DAY_SECS, u, u + DAY_SECS]
+        .into_iter()
+        .filter_map(naive)
+        .map(|n| offset_secs(tz.offset_from_utc_datetime(&n)))
+        .fold(None, |acc: Option<(i64, i64)>, o| {
+            Some(acc.map_or((o, o), |(lo, hi)| (lo.min(o), hi.max(o))))
+        })
+        .unwrap_or((0, 0))
 }
 
 #[cfg(test)]
@@ -447,9 +839,9 @@ mod tests {
     #[test]
     fn bad_schedules_say_what_is_wrong() {
         for (expr, tz, needle) in [
-            ("61 * * * *", None, "sec min hour"),
+            ("61 * * * *", None, "minute 61 is out of range 0-59"),
             ("* * *", None, "5 fields"),
-            ("0 0 * * 8", None, "0-7"),
+            ("0 0 * * 8", None, "day of week 8 is out of range 0-7"),
             ("@sometimes", None, "shorthand"),
             ("@every 0s", None, "at least 1s"),
             ("@at tomorrow", None, "RFC 3339"),
