@@ -31,7 +31,7 @@ step "doc tests"
 cargo test --workspace --doc --locked
 
 step "benchmark smoke run (tiny numbers: proves it works, measures nothing)"
-cargo build --locked -p kiq-examples --bins
+cargo build --locked -p kiq-bench -p kiq-examples --bins  # kiq-bench runs kiq-examples' taskctl
 target/debug/kiq-bench --tasks 2000 --samples 50 --load-rate 200
 
 echo

@@ -24,7 +24,20 @@
 //! }
 //! ```
 //!
-//! A binary that links your tasks gets every `taskctl` subcommand with [`cli::main`].
+//! A binary that links your tasks gets every `taskctl` subcommand with `kiq::cli::main()`.
+//!
+//! ## Features
+//!
+//! All on by default. A crate that only dispatches and awaits tasks needs none of them
+//! (`kiq = { version = "…", default-features = false }`): it then compiles neither clap, axum nor
+//! the cron stack. `#[task]`, dispatch, workers and [`testing`] work without features.
+//!
+//! - `cli`: `kiq::cli`, the whole `taskctl`; it turns on `server` and `scheduler`
+//!   (`taskctl serve`, `taskctl scheduler` and `taskctl schedule` are among its subcommands).
+//! - `server`: `kiq::server`, the HTTP API, dashboard and metrics router (axum); turns on
+//!   `scheduler` (the API manages schedules).
+//! - `scheduler`: `kiq::scheduler`, `kiq::Schedules` and `kiq::ScheduleDef` (cron expressions, time
+//!   zones, the scheduler loop).
 //!
 //! ## Retries, and what a task knows about itself
 //!
@@ -47,6 +60,7 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod testing;
 
@@ -61,8 +75,13 @@ pub use kiq_worker::{current_task, provide, Registry, State, TaskInfo, Worker, W
 /// The broker crate, for lower-level access (codec, keys, envelope).
 pub use kiq_broker as broker;
 /// The scheduler crate: schedule expressions, stored schedules, the scheduler loop.
+#[cfg(feature = "scheduler")]
 pub use kiq_scheduler as scheduler;
+#[cfg(feature = "scheduler")]
 pub use kiq_scheduler::{ScheduleDef, Schedules};
+/// The server crate: the HTTP API, dashboard and metrics router, to serve or mount yourself.
+#[cfg(feature = "server")]
+pub use kiq_server as server;
 /// The worker crate, for embedding a worker or supervisor in your own program.
 pub use kiq_worker as worker;
 

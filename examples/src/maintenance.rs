@@ -111,3 +111,27 @@ pub async fn load_table(broker: &kiq::Broker, table: &[TaskDefinition]) -> Resul
     }
     Ok(table.len())
 }
+
+/// The `schedule-table` program: loads [`TASK_DEFINITIONS`] into the Redis at `KIQ_REDIS_URL`
+/// (default `redis://127.0.0.1:6379`) and lists the stored schedules. A library function so that
+/// the end-to-end tests' copy of the binary runs the very same code.
+pub async fn schedule_table() -> anyhow::Result<()> {
+    let url = std::env::var("KIQ_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let broker = kiq::Broker::connect(&url).await?;
+    let n = load_table(&broker, TASK_DEFINITIONS)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    println!("{n} schedules loaded:");
+    for d in kiq::Schedules::new(&broker).list().await? {
+        println!(
+            "  {:<20} {:<12} enabled={:<5} retries={:?} timeout={:?}s  {}",
+            d.id,
+            d.schedule,
+            d.enabled,
+            d.retries,
+            d.timeout_secs,
+            d.description.unwrap_or_default()
+        );
+    }
+    Ok(())
+}

@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 
 /// Path of the `taskctl` binary built from this package (example tasks linked in).
 pub fn taskctl() -> &'static str {
-    env!("CARGO_BIN_EXE_taskctl")
+    env!("CARGO_BIN_EXE_e2e-taskctl")
 }
 
 /// A private Redis and a broker connected to it.

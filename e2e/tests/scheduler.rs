@@ -302,7 +302,7 @@ async fn seed_000_daily_attendance_at_half_past_midnight_in_kolkata_is_idempoten
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeds_002_004_a_table_of_scheduled_tasks_managed_at_run_time() {
     let (redis, broker) = redis_and_broker().await;
-    let out = Command::new(env!("CARGO_BIN_EXE_schedule-table"))
+    let out = Command::new(env!("CARGO_BIN_EXE_e2e-schedule-table"))
         .env("KIQ_REDIS_URL", redis.url())
         .output()
         .unwrap();

@@ -3,8 +3,12 @@
 //! prints a table (and JSON with `--json FILE`). Build with `--release` for real figures:
 //!
 //! ```text
-//! cargo run --release -p kiq-examples --bin kiq-bench -- --tasks 100000
+//! cargo build --release -p kiq-bench -p kiq-examples --bins
+//! target/release/kiq-bench --tasks 100000
 //! ```
+//!
+//! Its workers are `kiq-examples`' `taskctl` (which links the bench tasks, `kiq_examples::bench`),
+//! run from the directory `kiq-bench` itself is in.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -69,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         .join("taskctl");
     if !taskctl.exists() {
         bail!(
-            "{} not found: build the examples' binaries first",
+            "{} not found: build kiq-examples' taskctl first (cargo build -p kiq-examples --bins)",
             taskctl.display()
         );
     }

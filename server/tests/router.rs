@@ -1,0 +1,403 @@
+//! The router in-process: `kiq_server::router` over the in-memory broker, driven with
+//! `tower::ServiceExt::oneshot`; no socket, no Redis, no worker process.
+//!
+//! What this covers: authentication, creating a task and reading it back until it succeeded
+//! (the in-memory broker runs it on the test's runtime), delays and cancel, JSON errors for bad
+//! bodies, queries and ids, unknown routes and methods, the OpenAPI document and the dashboard
+//! page. Routes that read Redis itself (stats, task listings by state, schedules, dead letters,
+//! `/metrics`) answer 503 `redis_unavailable` on the in-memory broker: they are covered end to
+//! end, on a real Redis, by `kiq-e2e`'s `http_api` and `dashboard` tests.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use kiq_server::ServerConfig;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const TOKEN: &str = "in-process-token";
+const ADD: &str = "router_test.add";
+
+#[kiq::task(name = "router_test.add")]
+async fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+/// The server's router over an in-memory broker that runs this file's tasks.
+fn app() -> Router {
+    let broker = kiq::testing::broker().expect("in-memory broker");
+    let tasks = HashMap::from([(ADD.to_string(), "default".to_string())]);
+    kiq_server::router(
+        broker,
+        ServerConfig {
+            token: TOKEN.into(),
+            tasks,
+        },
+    )
+    .expect("router")
+}
+
+fn request(method: &str, uri: &str, token: Option<&str>, body: Option<&[u8]>) -> Request<Body> {
+    let mut r = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    match body {
+        Some(b) => r
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_vec())),
+        None => r.body(Body::empty()),
+    }
+    .expect("request")
+}
+
+async fn send(app: &Router, request: Request<Body>) -> Response {
+    app.clone().oneshot(request).await.expect("infallible")
+}
+
+async fn json_of(response: Response) -> Value {
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes));
+    })
+}
+
+/// An authenticated JSON call: status and body.
+async fn call(app: &Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let body = body.map(|b| b.to_string().into_bytes());
+    let response = send(app, request(method, uri, Some(TOKEN), body.as_deref())).await;
+    let status = response.status();
+    (status, json_of(response).await)
+}
+
+#[tokio::test]
+async fn the_token_is_required_and_checked() {
+    let app = app();
+    for (token, message) in [
+        (None, "send Authorization: Bearer <token>"),
+        (Some("wrong-token-here"), "the bearer token is wrong"),
+    ] {
+        for uri in ["/api/tasks/some-id", "/api/openapi.json", "/metrics"] {
+            let r = send(&app, request("GET", uri, token, None)).await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{uri} {token:?}");
+            assert_eq!(r.headers().get(header::WWW_AUTHENTICATE).unwrap(), "Bearer");
+            let err = json_of(r).await;
+            assert_eq!(err["error"]["code"], "unauthorized");
+            assert_eq!(err["error"]["message"], message);
+        }
+    }
+    // A POST is refused before its body is looked at.
+    let body = json!({"task": ADD, "args": [1, 2]}).to_string();
+    let r = send(
+        &app,
+        request("POST", "/api/tasks", None, Some(body.as_bytes())),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // The right token passes (surrounding blanks in the header are ignored).
+    let r = send(
+        &app,
+        Request::get("/api/openapi.json")
+            .header(header::AUTHORIZATION, format!("Bearer  {TOKEN} "))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_token_shorter_than_8_characters_is_refused() {
+    let broker = kiq::testing::broker().unwrap();
+    let err = kiq_server::router(
+        broker,
+        ServerConfig {
+            token: " short ".into(),
+            tasks: HashMap::new(),
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.status, StatusCode::BAD_REQUEST);
+    assert!(err.message.contains("at least 8 characters"), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_task_created_over_the_api_runs_and_is_read_back() {
+    let app = app();
+    let (code, created) = call(
+        &app,
+        "POST",
+        "/api/tasks",
+        Some(json!({"task": ADD, "args": [2, 3], "priority": "high", "labels": {"k": "v"}})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    assert_eq!(created["task"], ADD);
+    assert_eq!(created["queue"], "default");
+    assert_eq!(created["priority"], "high");
+    assert_eq!(created["state"], "pending");
+    let id = created["id"].as_str().unwrap().to_string();
+
+    let mut last = Value::Null;
+    for _ in 0..500 {
+        let (code, t) = call(&app, "GET", &format!("/api/tasks/{id}"), None).await;
+        assert_eq!(code, StatusCode::OK, "{t}");
+        last = t;
+        if last["state"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(last["state"], "succeeded", "{last}");
+    assert_eq!(last["id"], id.as_str());
+    assert_eq!(last["task"], ADD);
+    assert_eq!(last["output"], 5);
+    assert_eq!(last["attempts"], 1);
+    assert_eq!(last["failure"], Value::Null);
+    assert_eq!(last["history"][0]["state"], "pending");
+
+    // A caller-chosen id, and a finished task cannot be cancelled any more.
+    let (code, mine) = call(
+        &app,
+        "POST",
+        "/api/tasks",
+        Some(json!({"task": ADD, "args": [1, 1], "task_id": "my-own-id"})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{mine}");
+    assert_eq!(mine["id"], "my-own-id");
+    let (code, c) = call(&app, "POST", &format!("/api/tasks/{id}/cancel"), None).await;
+    assert_eq!(
+        (code, c["outcome"].as_str()),
+        (StatusCode::OK, Some("already_finished"))
+    );
+}
+
+#[tokio::test]
+async fn a_delayed_task_is_scheduled_and_can_be_cancelled() {
+    let app = app();
+    let (code, later) = call(
+        &app,
+        "POST",
+        "/api/tasks",
+        Some(json!({"task": ADD, "args": [1, 1], "delay": "10m"})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{later}");
+    assert_eq!(later["state"], "scheduled");
+    let id = later["id"].as_str().unwrap();
+    let (code, c) = call(&app, "POST", &format!("/api/tasks/{id}/cancel"), None).await;
+    assert_eq!(code, StatusCode::OK, "{c}");
+    assert_eq!(c, json!({"id": id, "outcome": "cancelled"}));
+    let (_, t) = call(&app, "GET", &format!("/api/tasks/{id}"), None).await;
+    assert_eq!(t["state"], "cancelled", "{t}");
+}
+
+#[tokio::test]
+async fn unknown_ids_are_404_with_a_json_error() {
+    let app = app();
+    let (code, err) = call(&app, "POST", "/api/tasks/no-such-id/cancel", None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(err["error"]["code"], "not_found");
+    assert_eq!(
+        err["error"]["message"],
+        "task no-such-id is unknown or its record has expired"
+    );
+    let (code, err) = call(&app, "GET", "/api/tasks/no-such-id", None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(err["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn bad_requests_are_400_with_a_json_error() {
+    let app = app();
+    for (body, status, code) in [
+        (
+            json!({"task": "no.such.task", "args": []}),
+            StatusCode::NOT_FOUND,
+            "unknown_task",
+        ),
+        (
+            json!({"task": ADD, "args": {"a": 1}}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            json!({"task": ADD, "args": [1, 2], "priority": "urgent"}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            json!({"task": ADD, "args": [1, 2], "delay": "soon"}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            json!({"task": ADD, "args": [1, 2], "delay": -1}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            json!({"task": ADD, "args": [1, 2], "timeout": true}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            json!({"task": ADD, "args": [1, 2], "queue": "bad queue"}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            json!({"task": ADD, "surprise": 1}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            json!({"args": [1, 2]}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+    ] {
+        let (got, err) = call(&app, "POST", "/api/tasks", Some(body.clone())).await;
+        assert_eq!(
+            (got, err["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {err}"
+        );
+        assert!(err["error"]["message"].is_string(), "{err}");
+    }
+
+    // Not JSON at all, and JSON without its content type.
+    let r = send(
+        &app,
+        request("POST", "/api/tasks", Some(TOKEN), Some(b"{not json")),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let err = json_of(r).await;
+    assert_eq!(err["error"]["code"], "bad_request");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad JSON body"),
+        "{err}"
+    );
+    let untyped = Request::post("/api/tasks")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::from(json!({"task": ADD, "args": [1, 2]}).to_string()))
+        .unwrap();
+    let r = send(&app, untyped).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(r).await["error"]["code"], "bad_request");
+
+    // Queries.
+    for uri in [
+        "/api/tasks?state=bogus",
+        "/api/tasks",
+        "/api/tasks?state=failed&limit=x",
+    ] {
+        let (code, err) = call(&app, "GET", uri, None).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}: {err}");
+        assert_eq!(err["error"]["code"], "bad_request", "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let app = app();
+    // An unknown path is 404, token or not: it is no route of the API.
+    for token in [Some(TOKEN), None] {
+        for uri in ["/api/nothing-here", "/nope", "/api/tasks/a/b/c"] {
+            let r = send(&app, request("GET", uri, token, None)).await;
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{uri} {token:?}");
+            let err = json_of(r).await;
+            assert_eq!(err["error"]["code"], "not_found");
+            assert_eq!(err["error"]["message"], "no such route");
+        }
+    }
+    // A known path with a method it does not take is 405, token or not (the method is checked
+    // before the token).
+    for token in [Some(TOKEN), None] {
+        for (method, uri) in [
+            ("DELETE", "/api/stats"),
+            ("PUT", "/api/tasks"),
+            ("GET", "/api/tasks/x/cancel"),
+        ] {
+            let r = send(&app, request(method, uri, token, None)).await;
+            assert_eq!(
+                r.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {uri} {token:?}"
+            );
+            let err = json_of(r).await;
+            assert_eq!(err["error"]["code"], "method_not_allowed");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let app = app();
+    let r = send(&app, request("GET", "/api/openapi.json", Some(TOKEN), None)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let doc = json_of(r).await;
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/tasks", "post"),
+        ("/api/tasks", "get"),
+        ("/api/tasks/{id}", "get"),
+        ("/api/tasks/{id}/cancel", "post"),
+        ("/api/stats", "get"),
+        ("/api/schedules", "get"),
+        ("/api/schedules", "post"),
+        ("/api/schedules/{id}", "put"),
+        ("/api/schedules/{id}", "delete"),
+        ("/api/schedules/{id}/trigger", "post"),
+        ("/api/dead", "get"),
+        ("/api/dead/replay", "post"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from the document"
+        );
+    }
+    // Every API operation documents the 401 of a missing token.
+    for (path, ops) in paths.iter().filter(|(p, _)| p.starts_with("/api/")) {
+        for (method, op) in ops.as_object().unwrap() {
+            assert!(
+                op["responses"]["401"].is_object(),
+                "{method} {path} has no 401"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_without_a_token() {
+    let app = app();
+    let r = send(&app, request("GET", "/", None, None)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()[header::CONTENT_TYPE],
+        "text/html; charset=utf-8"
+    );
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    assert!(r.headers().contains_key(header::CONTENT_SECURITY_POLICY));
+    let page = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    let page = String::from_utf8(page.to_vec()).unwrap();
+    assert!(page.starts_with("<!doctype html>"));
+    assert!(page.contains("/api/"), "the page calls the API");
+}
