@@ -26,7 +26,8 @@ pub(crate) fn dispose(exec: &Executor, msg: Decoded, attempt: Attempt) -> Comple
     let result = match ran {
         Ran::Finished(r) => r,
         Ran::Deferred { after } => {
-            metrics::ended(&msg.envelope.task, metrics::Ended::Deferred, None);
+            exec.metrics
+                .ended(&msg.envelope.task, metrics::Ended::Deferred, None);
             return deferred(exec.consumer.name(), msg, after);
         }
     };
@@ -46,7 +47,7 @@ pub(crate) fn dispose(exec: &Executor, msg: Decoded, attempt: Attempt) -> Comple
         .rev()
         .find(|h| h.state == TaskState::Running)
         .map(|h| h.at_ms);
-    metrics::ended(
+    exec.metrics.ended(
         &envelope.task,
         match decision {
             Decision::Finish(TaskState::Succeeded) => metrics::Ended::Succeeded,

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 use super::running::RunningTasks;
 use super::{decode, dispose, run};
+use crate::metrics::Metrics;
 use crate::middleware::Middleware;
 use crate::registry::Registry;
 use crate::state::Provided;
@@ -24,6 +25,8 @@ pub struct Executor {
     pub(crate) cancel_grace: Duration,
     /// The values provided to tasks taking a `State<T>`.
     pub(crate) provided: Arc<Provided>,
+    /// Where executions are counted.
+    pub(crate) metrics: Metrics,
     /// Where state changes go (the completer's queue, so a `running` mark is written before
     /// the task's completion); `None`: written at once.
     pub(crate) states: Option<mpsc::Sender<Write>>,
@@ -53,8 +56,15 @@ impl Executor {
             layers,
             cancel_grace,
             provided: Arc::new(Provided::process_wide()),
+            metrics: Metrics::process(),
             states: None,
         }
+    }
+
+    /// Counts executions into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Provides `provided` to tasks taking a `State<T>`.

@@ -16,7 +16,6 @@ use tracing::Instrument;
 use super::decode::Decoded;
 use super::executor::Executor;
 use crate::context::{self, TaskInfo};
-use crate::metrics;
 use crate::middleware::{run_layers, Outcome, TaskCall};
 use crate::registry::Invocation;
 use crate::workflow;
@@ -56,7 +55,7 @@ pub(crate) async fn attempt(exec: &Executor, msg: &mut Decoded, precancelled: bo
         parent_span_id = parent.as_ref().map(|p| p.span_id.as_str()).unwrap_or(""));
     let started = now_ms();
     let queued_since = envelope.due_ms.unwrap_or(envelope.enqueued_at_ms);
-    metrics::received(
+    exec.metrics.received(
         &envelope.task,
         started.saturating_sub(queued_since) as f64 / 1000.0,
     );
@@ -113,7 +112,7 @@ async fn through_layers(
             note: Some(consumer_name.to_string()),
         });
         let fut = trace_context::scope(trace.clone(), invoke(exec, envelope, token));
-        let _busy = metrics::executing();
+        let _busy = exec.metrics.executing();
         tokio::pin!(fut);
         // A task that finishes quickly needs no visible "running" record (nobody could
         // look in time, and it would cost a write per task): the mark is written once the

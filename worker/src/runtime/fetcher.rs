@@ -37,8 +37,7 @@ impl Fetcher {
         let block = self.config.block.min(reclaim_every);
         let mut next_reclaim = tokio::time::Instant::now();
         let mut reader: Option<StreamReader> = None;
-        let mut backoff = Duration::from_millis(100);
-        let mut redis_down = false;
+        let mut outage = Outage::default();
         while !shutdown.is_cancelled() {
             let first = tokio::select! {
                 p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -63,19 +62,13 @@ impl Fetcher {
                 None => match self.consumer.reader(&self.lanes).await {
                     Ok(r) => reader.insert(r),
                     Err(e) => {
-                        if !redis_down {
-                            tracing::warn!(error = %e, "worker cannot reach Redis; retrying");
-                            redis_down = true;
-                        }
                         drop(permits);
-                        if shutdown
-                            .run_until_cancelled(tokio::time::sleep(backoff))
+                        if !outage
+                            .wait(&e, "worker cannot reach Redis; retrying", &shutdown)
                             .await
-                            .is_none()
                         {
                             break;
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                         continue;
                     }
                 },
@@ -87,11 +80,7 @@ impl Fetcher {
                     deliveries,
                     cancels_active,
                 }) => {
-                    if redis_down {
-                        tracing::info!("worker reconnected to Redis");
-                        redis_down = false;
-                    }
-                    backoff = Duration::from_millis(100);
+                    outage.over();
                     done.received += deliveries.len() as u64;
                     // The cancellation check runs beside the fetch loop, which goes straight
                     // back to reading: the batch already holds its slots.
@@ -106,23 +95,62 @@ impl Fetcher {
                     );
                 }
                 Err(e) => {
-                    if !redis_down {
-                        tracing::warn!(error = %e, "reading from Redis failed; reconnecting");
-                        redis_down = true;
-                    }
                     reader = None;
                     drop(permits);
-                    if shutdown
-                        .run_until_cancelled(tokio::time::sleep(backoff))
+                    if !outage
+                        .wait(&e, "reading from Redis failed; reconnecting", &shutdown)
                         .await
-                        .is_none()
                     {
                         break;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
         done
+    }
+}
+
+/// The fetcher's view of a Redis outage: warned about once, waited out with backoff.
+struct Outage {
+    down: bool,
+    backoff: Duration,
+}
+
+impl Default for Outage {
+    fn default() -> Self {
+        Self {
+            down: false,
+            backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Outage {
+    /// Notes `error` (logged once per outage as `what`) and waits the backoff; false if
+    /// `shutdown` fired meanwhile.
+    async fn wait(
+        &mut self,
+        error: &kiq_broker::BrokerError,
+        what: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if !self.down {
+            tracing::warn!(%error, "{what}");
+            self.down = true;
+        }
+        let slept = shutdown
+            .run_until_cancelled(tokio::time::sleep(self.backoff))
+            .await
+            .is_some();
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+        slept
+    }
+
+    /// Redis answered again.
+    fn over(&mut self) {
+        if self.down {
+            tracing::info!("worker reconnected to Redis");
+        }
+        *self = Self::default();
     }
 }

@@ -17,6 +17,7 @@ pub(crate) async fn run(
     config: WorkerConfig,
     inflight: Arc<InFlight>,
     mut info: WorkerInfo,
+    metrics: crate::metrics::Metrics,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(config.lease_refresh_interval());
@@ -28,7 +29,7 @@ pub(crate) async fn run(
         }
         info.heartbeat_ms = now_ms();
         info.in_flight = inflight.len() as u64;
-        crate::metrics::set_in_flight(inflight.len());
+        metrics.set_in_flight(inflight.len());
         if let Err(e) = consumer.heartbeat(&info).await {
             tracing::debug!(error = %e, "heartbeat failed; will retry");
         }

@@ -20,6 +20,7 @@ pub(crate) struct Recoverer {
     pub consumer: Consumer,
     pub registry: Arc<Registry>,
     pub config: WorkerConfig,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Recoverer {
@@ -70,7 +71,7 @@ impl Recoverer {
             };
             let n = (r.deliveries.len() + r.poisoned.len()) as u64;
             if n > 0 {
-                crate::metrics::redelivered(n);
+                self.metrics.redelivered(n);
                 tracing::info!(%lane, redelivered = r.deliveries.len(), poisoned = r.poisoned.len(), "took over messages of a stopped worker");
             }
             taken += n;

@@ -22,6 +22,7 @@ use super::recoverer::Recoverer;
 use super::{forwarder, janitor, lease_keeper, subscriber};
 use crate::config::WorkerConfig;
 use crate::execute::Executor;
+use crate::metrics::Metrics;
 use crate::middleware::Middleware;
 use crate::registry::Registry;
 use crate::state::Provided;
@@ -57,6 +58,7 @@ pub struct Worker {
     config: WorkerConfig,
     layers: Vec<Arc<dyn Middleware>>,
     provided: Provided,
+    metrics: Metrics,
 }
 
 /// Builds a [`Worker`]: its configuration, middleware and the values it provides to tasks.
@@ -85,6 +87,12 @@ impl WorkerBuilder {
         self
     }
 
+    /// Counts into `metrics` instead of the process's registry ([`Metrics::process`]).
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.worker.metrics = metrics;
+        self
+    }
+
     /// The worker.
     pub fn build(self) -> Worker {
         self.worker
@@ -102,6 +110,7 @@ impl Worker {
                 config: WorkerConfig::default(),
                 layers: crate::middleware::installed(),
                 provided: Provided::process_wide(),
+                metrics: Metrics::process(),
             },
         }
     }
@@ -149,7 +158,7 @@ impl Worker {
         self.check(&queues)?;
         let config = self.config.clone();
         let concurrency = config.concurrency.max(1);
-        crate::metrics::set_concurrency(concurrency);
+        self.metrics.set_concurrency(concurrency);
         let capacity = concurrency + config.prefetch;
         let consumer = self.broker.consumer(config.consumer.clone());
         // Every queue is read as its priority lanes, most urgent first.
@@ -179,6 +188,7 @@ impl Worker {
                 config.cancel_grace,
             )
             .with_provided(self.provided)
+            .with_metrics(self.metrics.clone())
             .with_states(writes.clone()),
         );
         let executions = Executions {
@@ -206,6 +216,7 @@ impl Worker {
             config.clone(),
             inflight.clone(),
             info,
+            self.metrics.clone(),
             stop_leases.clone(),
         ));
         let background = [
@@ -240,6 +251,7 @@ impl Worker {
                 consumer: consumer.clone(),
                 registry: self.registry.clone(),
                 config: config.clone(),
+                metrics: self.metrics.clone(),
             },
             config: config.clone(),
         }

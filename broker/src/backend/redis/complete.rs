@@ -34,12 +34,9 @@ impl RedisBackend {
         for w in batch {
             let c = match w {
                 Write::State(s) => {
+                    let record = self.wire.encode_record(&s.record)?;
                     writes
-                        .cmd("SET")
-                        .arg(keys.task(&s.id))
-                        .arg(self.wire.encode_record(&s.record)?)
-                        .arg("EX")
-                        .arg(pending_ttl)
+                        .add_command(self.set_record(&s.id, &record, pending_ttl))
                         .ignore();
                     continue;
                 }
@@ -48,11 +45,7 @@ impl RedisBackend {
             if let Some(task) = &c.task {
                 let record = self.wire.encode_record(&task.record)?;
                 writes
-                    .cmd("SET")
-                    .arg(keys.task(&task.id))
-                    .arg(&record)
-                    .arg("EX")
-                    .arg(ttl)
+                    .add_command(self.set_record(&task.id, &record, ttl))
                     .ignore();
                 // Only final records are announced and listed.
                 if c.end.is_final() {
@@ -155,11 +148,7 @@ impl RedisBackend {
             Effect::Finish(s) => {
                 let record = self.wire.encode_record(&s.record)?;
                 writes
-                    .cmd("SET")
-                    .arg(keys.task(&s.id))
-                    .arg(&record)
-                    .arg("EX")
-                    .arg(ttl)
+                    .add_command(self.set_record(&s.id, &record, ttl))
                     .ignore();
                 writes
                     .cmd("PUBLISH")

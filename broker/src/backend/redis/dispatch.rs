@@ -53,11 +53,7 @@ impl RedisBackend {
                 // The record first: a worker that finishes quickly must not have its result
                 // overwritten by a late "pending".
                 if track {
-                    pipe.cmd("SET")
-                        .arg(self.keys.task(&m.id))
-                        .arg(m.pending_record.as_slice())
-                        .arg("EX")
-                        .arg(ttl)
+                    pipe.add_command(self.set_record(&m.id, &m.pending_record, ttl))
                         .ignore();
                 }
                 match m.due_ms {
@@ -118,13 +114,11 @@ impl RedisBackend {
         // overwritten); if another task holds the key, it is deleted again below.
         if self.config.track_pending {
             self.pool()
-                .query::<(), _>(
-                    redis::cmd("SET")
-                        .arg(self.keys.task(&msg.id))
-                        .arg(msg.pending_record.as_slice())
-                        .arg("EX")
-                        .arg(self.pending_ttl_s()),
-                )
+                .query::<(), _>(&self.set_record(
+                    &msg.id,
+                    &msg.pending_record,
+                    self.pending_ttl_s(),
+                ))
                 .await
                 .map_err(err)?;
         }
@@ -210,11 +204,7 @@ impl RedisBackend {
                     task: step.task.clone(),
                     error,
                 })?;
-            pipe.cmd("SET")
-                .arg(self.keys.task(&step.id))
-                .arg(record)
-                .arg("EX")
-                .arg(self.pending_ttl_s())
+            pipe.add_command(self.set_record(&step.id, &record, self.pending_ttl_s()))
                 .ignore();
         }
         self.pool()
@@ -244,11 +234,7 @@ impl RedisBackend {
                 .arg("callback")
                 .arg(&cb.payload)
                 .ignore();
-            pipe.cmd("SET")
-                .arg(self.keys.task(&cb.id))
-                .arg(cb.pending_record.as_slice())
-                .arg("EX")
-                .arg(ttl)
+            pipe.add_command(self.set_record(&cb.id, &cb.pending_record, ttl))
                 .ignore();
         }
         pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();

@@ -84,6 +84,13 @@ impl RedisBackend {
         self.config.pending_ttl.as_secs().max(1)
     }
 
+    /// `SET <task record> <bytes> EX <ttl_s>` of task `id`: how every record is stored.
+    pub(crate) fn set_record(&self, id: &str, bytes: &[u8], ttl_s: u64) -> redis::Cmd {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys.task(id)).arg(bytes).arg("EX").arg(ttl_s);
+        cmd
+    }
+
     pub(crate) async fn ping(&self) -> Result<(), BrokerError> {
         self.pool.query::<(), _>(&redis::cmd("PING")).await
     }
