@@ -77,8 +77,14 @@ async fn main() -> anyhow::Result<()> {
             taskctl.display()
         );
     }
+    // The bench's own connection runs FLUSHALL and INFO between phases: redis-rs's default
+    // response timeout (500 ms) is shorter than a FLUSHALL of a few hundred thousand keys on
+    // a busy 2-core machine.
     let mut conn = redis::Client::open(url.as_str())?
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(Duration::from_secs(60))),
+        )
         .await?;
     let n = args.tasks.max(100);
     let mut rows: Vec<Row> = Vec::new();
