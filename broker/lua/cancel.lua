@@ -6,16 +6,16 @@
 -- KEYS[3]  <prefix>:cancel:active               set while any mark may exist
 -- KEYS[4]  {<prefix>:<queue>}:finished:cancelled the queue's index of cancelled tasks
 -- ARGV     cancelled record, mark TTL (s), record TTL (s), done channel, cancel channel,
---          task id, index score ('' to leave the index alone)
+--          task id, index score ('' to leave the index alone), then the byte strings that mark
+--          a final record in the broker's wire format (`WireFormat::final_markers`)
 --
--- Redis's bundled cmsgpack cannot read every record, so final states are recognised by their
--- exact bytes: the map key `state` (fixstr) followed by the state's name (fixstr), as kiq's
--- wire format writes them (a unit test keeps the two in step).
+-- A record is not decoded here (the wire format is the broker's choice, and Redis's bundled
+-- cmsgpack cannot read every record): a final one is recognised by the markers its format names.
 -- Returns 1 if cancelled, 0 if it had finished.
 local rec = redis.call('GET', KEYS[1])
 if rec then
-  for _, s in ipairs({'\165state\169succeeded', '\165state\166failed', '\165state\169cancelled', '\165state\164dead'}) do
-    if string.find(rec, s, 1, true) then return 0 end
+  for i = 8, #ARGV do
+    if string.find(rec, ARGV[i], 1, true) then return 0 end
   end
 end
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])

@@ -28,13 +28,13 @@ pub use client::{
     group, valid_queue_name, workflow, Broker, Call, CancelOutcome, Chain, Chord, DispatchLayer,
     Group, GroupHandle, Kicker, Link, OutgoingMessage, RawDispatch, TaskHandle, TaskSpec,
 };
-pub use codec::{Codec, CodecError, KiqWire, MsgPack, ValueCodec, WireFormat};
+pub use codec::{CodecError, KiqWire, ValueCodec, WireFormat};
 pub use config::BrokerConfig;
 pub use consumer::{
     Completion, Consumer, DeadLetter, Delivery, Effect, End, Notice, Promotion, ReadBatch,
     Reclaimed, StoredRecord, StreamReader, WorkerInfo, Write,
 };
-pub use control::{Control, Decision, LeaseInfo, ScheduleState, Tick};
+pub use control::{Control, LeaseInfo, ScheduleState, Tick, TickOutcome};
 pub use error::{BrokerError, DispatchError, WaitError};
 pub use inspector::{DeadEntry, DeadFilter, Inspector, QueueStats, TaskSummary};
 pub use keys::Keys;

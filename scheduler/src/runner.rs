@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kiq_broker::envelope::now_ms;
-use kiq_broker::{Broker, Control, Decision, Tick};
+use kiq_broker::{Broker, Control, Tick, TickOutcome};
 use tokio_util::sync::CancellationToken;
 
 use crate::def::{fire_id, Misfire, ScheduleDef};
@@ -146,7 +146,7 @@ impl Scheduler {
                         if n > 0 {
                             tracing::info!(
                                 delivered = n,
-                                "delivered ticks a previous scheduler had decided"
+                                "delivered parked ticks (decided, then left undelivered)"
                             );
                         }
                     }
@@ -163,14 +163,14 @@ impl Scheduler {
             let mut next_wake = now_ms() + 250;
             for s in &schedules {
                 match self.tick(&control, s, &lease_value).await {
-                    Ok((fired, next)) => {
-                        report.fired += fired;
-                        if let Some(n) = next {
+                    Ok(pass) => {
+                        report.fired += pass.fired;
+                        if let Some(n) = pass.next_ms {
                             next_wake = next_wake.min(n);
                         }
+                        parked |= pass.maybe_parked;
                     }
-                    Err(TickError::Undelivered) => parked = true,
-                    Err(TickError::Deposed) => {
+                    Err(Deposed) => {
                         tracing::warn!("deposed: another scheduler holds the lease; standing by");
                         token = None;
                         break;
@@ -186,15 +186,15 @@ impl Scheduler {
         Ok(report)
     }
 
-    /// Fires `s`'s due ticks; returns how many fired and when its next tick is.
+    /// Fires `s`'s due ticks; says how many fired and when to look again.
     async fn tick(
         &self,
         control: &Control,
         s: &Loaded,
         lease_value: &str,
-    ) -> Result<(u64, Option<u64>), TickError> {
+    ) -> Result<Pass, Deposed> {
         if !s.def.enabled {
-            return Ok((0, None));
+            return Ok(Pass::default());
         }
         let now = now_ms();
         let last: Option<u64> = control.last_tick(&s.def.id).await.unwrap_or(None);
@@ -213,7 +213,11 @@ impl Scheduler {
         while let Some(tick) = s.expr.next_after(cursor) {
             let tick_ms = tick.timestamp_millis() as u64;
             if tick_ms > now || handled >= 1000 {
-                return Ok((fired, Some(tick_ms)));
+                return Ok(Pass {
+                    fired,
+                    next_ms: Some(tick_ms),
+                    maybe_parked: false,
+                });
             }
             let next = s.expr.next_after(tick).map(|n| n.timestamp_millis() as u64);
             let late = now - tick_ms;
@@ -227,44 +231,63 @@ impl Scheduler {
                 fire_id: &id,
                 retention,
             };
+            // Whether a failure may come after the tick was decided (then its message is
+            // parked, and delivered from the outbox on the next pass).
+            let mut after_decision = false;
             let r = if skip {
                 control.skip(&t).await.map_err(|e| e.to_string())
             } else {
                 match prepare(&self.broker, &s.def, &id, default_queue) {
-                    Ok(msg) => control.fire(&t, &msg).await.map_err(|e| e.to_string()),
+                    Ok(msg) => {
+                        after_decision = true;
+                        control.fire(&t, &msg).await.map_err(|e| e.to_string())
+                    }
                     Err(e) => Err(e.to_string()),
                 }
             };
             match r {
-                Ok(Decision::Deposed) => return Err(TickError::Deposed),
-                Ok(Decision::Decided) if skip => {
+                Ok(TickOutcome::Deposed) => return Err(Deposed),
+                Ok(TickOutcome::Decided) if skip => {
                     tracing::info!(schedule = %s.def.id, tick_ms, "missed tick skipped (misfire = skip)");
                 }
-                Ok(Decision::Decided) => {
+                Ok(TickOutcome::Decided) => {
                     tracing::info!(schedule = %s.def.id, task = %s.def.task, task_id = %id, "fired");
                     fired += 1;
                 }
-                Ok(Decision::AlreadyDecided) => {}
+                Ok(TickOutcome::AlreadyDecided) => {}
                 Err(e) => {
                     tracing::warn!(schedule = %s.def.id, error = %e, "cannot fire; will retry");
-                    // A decided tick whose delivery failed stays parked: deliver it next pass.
-                    return Err(TickError::Undelivered);
+                    return Ok(Pass {
+                        fired,
+                        next_ms: Some(now + 500),
+                        maybe_parked: after_decision,
+                    });
                 }
             }
             handled += 1;
             cursor = tick;
         }
-        Ok((fired, None))
+        Ok(Pass {
+            fired,
+            next_ms: None,
+            maybe_parked: false,
+        })
     }
 }
 
-/// Why a schedule's pass stopped.
-enum TickError {
-    /// Another scheduler holds the lease.
-    Deposed,
-    /// A tick could not be fired (Redis, or its message): retried next pass.
-    Undelivered,
+/// What one pass over a schedule did.
+#[derive(Debug, Default)]
+struct Pass {
+    /// Ticks fired.
+    fired: u64,
+    /// When to look again (its next tick, or a retry after a failure).
+    next_ms: Option<u64>,
+    /// A fire failed after its tick may have been decided: deliver the parked ticks.
+    maybe_parked: bool,
 }
+
+/// Another scheduler holds the lease.
+struct Deposed;
 
 async fn load(store: &Schedules) -> Vec<Loaded> {
     match store.list().await {

@@ -29,8 +29,8 @@ use crate::registry::Invocation;
 pub struct State<T>(pub T);
 
 /// The values a worker provides to its tasks, by type: owned by the worker (see
-/// `Worker::builder(..).provide(..)`), and seeded from what [`provide`] registered for the
-/// whole process.
+/// `Worker::builder(..).provide(..)`). A type it has none of is looked up among what
+/// [`provide`] registered for the whole process.
 #[derive(Default, Clone)]
 pub struct Provided {
     values: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
@@ -55,11 +55,6 @@ impl Provided {
         self.values
             .get(&TypeId::of::<T>())
             .and_then(|a| a.downcast_ref::<T>().cloned())
-    }
-
-    /// What [`provide`] registered for the whole process, so far.
-    pub fn process_wide() -> Self {
-        process().read().map(|p| p.clone()).unwrap_or_default()
     }
 }
 

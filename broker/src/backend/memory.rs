@@ -16,13 +16,14 @@ use crate::client::broker::Broker;
 use crate::client::dispatch::OutgoingMessage;
 use crate::codec::WireFormat;
 use crate::consumer::completion::{DeadLetter, Effect, End, Write};
-use crate::error::{BrokerError, WaitError};
+use crate::error::WaitError;
 use crate::model::record::TaskRecord;
 
 /// Runs messages of an in-memory broker (implemented by the worker crate).
 pub trait LocalRunner: Send + Sync + 'static {
     /// Runs the message `payload` (read from `lane`) once `due_ms` (ms since the epoch) has
-    /// come, then hands its completion to [`Broker::complete`].
+    /// come, then writes its completion through the broker's consumer
+    /// ([`crate::Consumer::write`]).
     fn submit(&self, broker: &Broker, lane: String, payload: Vec<u8>, due_ms: Option<u64>);
 
     /// Fires the cancellation token of task `id` if it is running; returns whether it was.
@@ -165,8 +166,16 @@ impl Memory {
         self.state().dead.clone()
     }
 
-    /// Applies a batch of writes as the Redis backend does.
-    pub(crate) fn write(&self, broker: &Broker, batch: &[Write]) -> Result<(), BrokerError> {
+    /// Applies a batch of writes as the Redis backend does. A message that cannot be encoded
+    /// (never with kiq's own format) is logged and not sent; the rest of the batch applies.
+    pub(crate) fn write(&self, broker: &Broker, batch: &[Write]) {
+        let encode = |e: &crate::model::envelope::Envelope| match self.wire.encode_envelope(e) {
+            Ok(bytes) => Some(bytes),
+            Err(err) => {
+                tracing::error!(task_id = %e.id, error = %err, "cannot encode a message; not sent");
+                None
+            }
+        };
         let mut sends = Vec::new();
         {
             let mut st = self.state();
@@ -183,11 +192,11 @@ impl Memory {
                 }
                 for effect in &c.effects {
                     match effect {
-                        Effect::Send(next) => sends.push((
-                            next.priority.lane(&next.queue),
-                            self.wire.encode_envelope(next)?,
-                            None,
-                        )),
+                        Effect::Send(next) => {
+                            if let Some(bytes) = encode(next) {
+                                sends.push((next.priority.lane(&next.queue), bytes, None));
+                            }
+                        }
                         Effect::Finish(s) => {
                             st.records.insert(s.id.clone(), s.record.clone());
                         }
@@ -210,11 +219,11 @@ impl Memory {
                 }
                 match &c.end {
                     End::Done => {}
-                    End::Retry { next, at_ms } => sends.push((
-                        c.lane.clone(),
-                        self.wire.encode_envelope(next)?,
-                        Some(*at_ms),
-                    )),
+                    End::Retry { next, at_ms } => {
+                        if let Some(bytes) = encode(next) {
+                            sends.push((c.lane.clone(), bytes, Some(*at_ms)));
+                        }
+                    }
                     End::Defer { payload, at_ms } => {
                         sends.push((c.lane.clone(), payload.clone(), Some(*at_ms)))
                     }
@@ -226,7 +235,6 @@ impl Memory {
         for (lane, payload, due) in sends {
             self.runner.submit(broker, lane, payload, due);
         }
-        Ok(())
     }
 
     /// Waits for task `id`'s final record.

@@ -171,7 +171,10 @@ impl Backend {
     pub(crate) async fn write(&self, broker: &Broker, batch: &[Write]) -> Result<(), BrokerError> {
         match self {
             Backend::Redis(r) => r.write(batch).await,
-            Backend::Memory(m) => m.write(broker, batch),
+            Backend::Memory(m) => {
+                m.write(broker, batch);
+                Ok(())
+            }
         }
     }
 

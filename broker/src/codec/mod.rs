@@ -4,5 +4,5 @@
 mod value;
 mod wire;
 
-pub use value::{decode, encode, Codec, CodecError, MsgPack, ValueCodec};
+pub use value::{decode, encode, CodecError, ValueCodec};
 pub use wire::{KiqWire, WireFormat};

@@ -18,40 +18,12 @@ pub enum CodecError {
     Decode(String),
 }
 
-/// Turns serde values into bytes and back.
-pub trait Codec: Send + Sync + 'static {
-    /// A short name for logs and docs, e.g. `msgpack`.
-    fn name(&self) -> &'static str;
-    /// Encodes `value`.
-    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError>;
-    /// Decodes a `T` from `bytes`.
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError>;
-}
-
-/// MessagePack via rmp-serde, structs as maps with field names: kiq's default wire format.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MsgPack;
-
-impl Codec for MsgPack {
-    fn name(&self) -> &'static str {
-        "msgpack"
-    }
-
-    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
-        rmp_serde::to_vec_named(value).map_err(|e| CodecError::Encode(e.to_string()))
-    }
-
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        rmp_serde::from_slice(bytes).map_err(|e| CodecError::Decode(e.to_string()))
-    }
-}
-
 /// The codec of a broker: turns task arguments, outputs and progress reports into bytes and
 /// back. Chosen once, with the broker's wire format (see [`super::WireFormat`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ValueCodec {
-    /// MessagePack, structs as maps (kiq's own format).
+    /// MessagePack via rmp-serde, structs as maps with field names (kiq's own format).
     #[default]
     MsgPack,
 }
@@ -60,21 +32,25 @@ impl ValueCodec {
     /// A short name for logs and docs, e.g. `msgpack`.
     pub fn name(self) -> &'static str {
         match self {
-            ValueCodec::MsgPack => MsgPack.name(),
+            ValueCodec::MsgPack => "msgpack",
         }
     }
 
     /// Encodes `value`.
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, CodecError> {
         match self {
-            ValueCodec::MsgPack => MsgPack.encode(value),
+            ValueCodec::MsgPack => {
+                rmp_serde::to_vec_named(value).map_err(|e| CodecError::Encode(e.to_string()))
+            }
         }
     }
 
     /// Decodes a `T` from `bytes`.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
         match self {
-            ValueCodec::MsgPack => MsgPack.decode(bytes),
+            ValueCodec::MsgPack => {
+                rmp_serde::from_slice(bytes).map_err(|e| CodecError::Decode(e.to_string()))
+            }
         }
     }
 

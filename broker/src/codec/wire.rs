@@ -10,7 +10,7 @@ use std::fmt::Debug;
 
 use super::value::{CodecError, ValueCodec};
 use crate::model::envelope::Envelope;
-use crate::model::record::TaskRecord;
+use crate::model::record::{TaskRecord, TaskState};
 
 /// How envelopes and records become bytes, and which codec carries the values inside them.
 pub trait WireFormat: Debug + Send + Sync + 'static {
@@ -26,6 +26,10 @@ pub trait WireFormat: Debug + Send + Sync + 'static {
     fn encode_record(&self, record: &TaskRecord) -> Result<Vec<u8>, CodecError>;
     /// Decodes a task's record.
     fn decode_record(&self, bytes: &[u8]) -> Result<TaskRecord, CodecError>;
+    /// Byte strings of which an encoded record contains one exactly when its state is final
+    /// (succeeded, failed, cancelled, dead): how a cancellation, inside Redis, tells a
+    /// finished task (left alone) from a waiting or running one without decoding the record.
+    fn final_markers(&self) -> Vec<Vec<u8>>;
 }
 
 /// kiq's own wire format: envelopes and records as MessagePack maps with named fields.
@@ -55,5 +59,20 @@ impl WireFormat for KiqWire {
 
     fn decode_record(&self, bytes: &[u8]) -> Result<TaskRecord, CodecError> {
         ValueCodec::MsgPack.decode(bytes)
+    }
+
+    /// The map key `state` (fixstr) followed by the state's name (fixstr), as
+    /// `rmp_serde::to_vec_named` writes a record's first field.
+    fn final_markers(&self) -> Vec<Vec<u8>> {
+        TaskState::FINAL
+            .iter()
+            .map(|s| {
+                let name = s.as_str().as_bytes();
+                let mut m = b"\xa5state".to_vec();
+                m.push(0xa0 | name.len() as u8);
+                m.extend_from_slice(name);
+                m
+            })
+            .collect()
     }
 }

@@ -52,7 +52,7 @@ pub struct Tick<'a> {
 
 /// What became of a tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub enum TickOutcome {
     /// Decided now (and, for a fire, delivered).
     Decided,
     /// Decided before (by this scheduler or a predecessor): nothing sent now.
@@ -170,7 +170,7 @@ impl Control {
         &self,
         tick: &Tick<'_>,
         msg: &OutgoingMessage,
-    ) -> Result<Decision, DispatchError> {
+    ) -> Result<TickOutcome, DispatchError> {
         let err = |error| DispatchError::Broker {
             task: msg.task.clone(),
             error,
@@ -188,7 +188,7 @@ impl Control {
         let parked = crate::codec::encode(&parked).map_err(|e| err(e.into()))?;
         let r = self.redis().map_err(err)?;
         let decision = r.decide(tick, &parked).await.map_err(err)?;
-        if decision == Decision::Decided {
+        if decision == TickOutcome::Decided {
             self.broker.enqueue_once(msg, tick.retention).await?;
             r.clear_outbox(tick.fire_id).await.map_err(err)?;
         }
@@ -196,24 +196,22 @@ impl Control {
     }
 
     /// Marks `tick` handled without firing it (a skipped misfire), under the lease.
-    pub async fn skip(&self, tick: &Tick<'_>) -> Result<Decision, BrokerError> {
+    pub async fn skip(&self, tick: &Tick<'_>) -> Result<TickOutcome, BrokerError> {
         self.redis()?.skip(tick).await
     }
 
     /// Delivers every decided tick still parked (a predecessor stopped between deciding and
     /// delivering, or a delivery failed); returns how many were enqueued now (the others had
-    /// been already).
-    pub async fn deliver_parked(&self) -> Result<usize, DispatchError> {
-        let to_err = |error| DispatchError::Broker {
-            task: String::new(),
-            error,
-        };
-        let r = self.redis().map_err(to_err)?;
+    /// been already). A tick that cannot be delivered now stays parked for the next call and
+    /// does not hold up the others; the first such error is returned after trying them all.
+    pub async fn deliver_parked(&self) -> Result<usize, BrokerError> {
+        let r = self.redis()?;
         let mut sent = 0;
-        for (fire_id, bytes) in r.outbox().await.map_err(to_err)? {
+        let mut first_error = None;
+        for (fire_id, bytes) in r.outbox().await? {
             let Ok(p) = crate::codec::decode::<Parked>(&bytes) else {
                 tracing::error!(%fire_id, "an undecodable parked tick was dropped");
-                r.clear_outbox(&fire_id).await.map_err(to_err)?;
+                r.clear_outbox(&fire_id).await?;
                 continue;
             };
             let msg = OutgoingMessage {
@@ -226,11 +224,21 @@ impl Control {
                 due_ms: p.due_ms,
             };
             let ttl = Duration::from_millis(p.retention_ms.max(1));
-            if self.broker.enqueue_once(&msg, ttl).await? {
-                sent += 1;
+            match self.broker.enqueue_once(&msg, ttl).await {
+                Ok(enqueued) => {
+                    sent += usize::from(enqueued);
+                    r.clear_outbox(&fire_id).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(%fire_id, error = %e, "cannot deliver a parked tick; will retry");
+                    first_error.get_or_insert(e);
+                }
             }
-            r.clear_outbox(&fire_id).await.map_err(to_err)?;
         }
-        Ok(sent)
+        match first_error {
+            None => Ok(sent),
+            Some(DispatchError::Broker { error, .. }) => Err(error),
+            Some(e) => Err(BrokerError::Config(e.to_string())),
+        }
     }
 }

@@ -4,4 +4,4 @@
 #[allow(clippy::module_inception)]
 mod control;
 
-pub use control::{Control, Decision, LeaseInfo, ScheduleState, Tick};
+pub use control::{Control, LeaseInfo, ScheduleState, Tick, TickOutcome};

@@ -37,12 +37,6 @@ impl Inspector {
         self.broker.record(id).await
     }
 
-    /// Task `id`'s latest progress report, as JSON.
-    pub async fn progress_json(&self, id: &str) -> Result<Option<serde_json::Value>, BrokerError> {
-        let bytes = self.broker.backend().progress(id).await?;
-        Ok(bytes.map(|b| self.broker.codec().to_json(&b)).transpose()?)
-    }
-
     /// Every queue's numbers, its priority lanes summed into it, sorted by name.
     pub async fn all_queue_stats(&self) -> Result<Vec<QueueStats>, BrokerError> {
         self.redis("queue statistics")?.all_queue_stats().await

@@ -23,7 +23,8 @@ pub struct Executor {
     pub(crate) layers: Vec<Arc<dyn Middleware>>,
     /// How long a cancelled running task may go on before its future is dropped.
     pub(crate) cancel_grace: Duration,
-    /// The values provided to tasks taking a `State<T>`.
+    /// The values this worker provides to tasks taking a `State<T>` (process-wide ones are
+    /// looked up when these have none of a type).
     pub(crate) provided: Arc<Provided>,
     /// Where executions are counted.
     pub(crate) metrics: Metrics,
@@ -55,7 +56,7 @@ impl Executor {
             running: RunningTasks::default(),
             layers,
             cancel_grace,
-            provided: Arc::new(Provided::process_wide()),
+            provided: Arc::new(Provided::default()),
             metrics: Metrics::process(),
             states: None,
         }

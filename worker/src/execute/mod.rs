@@ -1,4 +1,4 @@
-//! RunningTasks one delivered message, in three steps: [`decode`] its envelope, [`run`] the task
+//! Running one delivered message, in three steps: [`decode`] its envelope, [`run`] the task
 //! (middleware, timeout, cancellation, panics caught), and [`dispose`] of the result (the
 //! record, the end, the effects), as the pure policy in [`crate::outcome`] decides.
 

@@ -56,7 +56,7 @@ pub(crate) async fn run(
     consumer: Consumer,
     mut completions: mpsc::Receiver<Write>,
     stop: CancellationToken,
-    hooks: Listeners,
+    listeners: Listeners,
 ) -> usize {
     let mut batch: Vec<Write> = Vec::with_capacity(MAX_BATCH);
     let mut unwritten = 0;
@@ -69,7 +69,7 @@ pub(crate) async fn run(
                     None => return unwritten,
                 },
                 _ = stop.cancelled() => {
-                    return unwritten + drain_on_stop(&consumer, &mut completions, &hooks).await;
+                    return unwritten + drain_on_stop(&consumer, &mut completions, &listeners).await;
                 }
             }
         }
@@ -79,14 +79,14 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
-        if write_with_retry(&consumer, &mut batch, &stop, &hooks).await {
-            hooks.written(&batch);
+        if write_with_retry(&consumer, &mut batch, &stop, &listeners).await {
+            listeners.written(&batch);
             batch.clear();
         } else {
             // Stopped while Redis was unreachable: these stay pending and are redelivered.
             unwritten += batch.len();
             batch.clear();
-            return unwritten + drain_on_stop(&consumer, &mut completions, &hooks).await;
+            return unwritten + drain_on_stop(&consumer, &mut completions, &listeners).await;
         }
     }
 }
@@ -100,7 +100,7 @@ async fn write_with_retry(
     consumer: &Consumer,
     batch: &mut Vec<Write>,
     stop: &CancellationToken,
-    hooks: &Listeners,
+    listeners: &Listeners,
 ) -> bool {
     let mut backoff = Duration::from_millis(50);
     let mut failing = false;
@@ -123,7 +123,7 @@ async fn write_with_retry(
                         Err(e) => {
                             tracing::error!(error = %e,
                                 "a write refused by Redis; its message stays pending and will be redelivered");
-                            hooks.dropped(&c);
+                            listeners.dropped(&c);
                         }
                     }
                 }
@@ -148,7 +148,7 @@ async fn write_with_retry(
 async fn drain_on_stop(
     consumer: &Consumer,
     completions: &mut mpsc::Receiver<Write>,
-    hooks: &Listeners,
+    listeners: &Listeners,
 ) -> usize {
     let mut rest = Vec::new();
     while let Ok(c) = completions.try_recv() {
@@ -157,7 +157,7 @@ async fn drain_on_stop(
     let mut unwritten = 0;
     for chunk in rest.chunks(MAX_BATCH) {
         match consumer.write(chunk).await {
-            Ok(()) => hooks.written(chunk),
+            Ok(()) => listeners.written(chunk),
             Err(e) => {
                 tracing::warn!(error = %e, count = chunk.len(), "completions left unwritten at shutdown; they will be redelivered");
                 unwritten += chunk.len();

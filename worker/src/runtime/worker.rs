@@ -73,15 +73,15 @@ impl WorkerBuilder {
         self
     }
 
-    /// Wraps every task in `layer` (after the layers installed process-wide, and those added
-    /// before it).
+    /// Wraps every task in `layer` (inside the layers installed process-wide, which are read
+    /// when the worker starts, and after those added before it).
     pub fn layer(mut self, layer: impl Middleware) -> Self {
         self.worker.layers.push(Arc::new(layer));
         self
     }
 
-    /// Provides `value` to this worker's tasks that take a `State<T>` (before any value
-    /// registered process-wide with `kiq::provide`).
+    /// Provides `value` to this worker's tasks that take a `State<T>` (it wins over a value of
+    /// the same type registered process-wide with `kiq::provide`).
     pub fn provide<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
         self.worker.provided.insert(value);
         self
@@ -108,8 +108,8 @@ impl Worker {
                 broker,
                 registry: Arc::new(registry),
                 config: WorkerConfig::default(),
-                layers: crate::middleware::installed(),
-                provided: Provided::process_wide(),
+                layers: Vec::new(),
+                provided: Provided::default(),
                 metrics: Metrics::process(),
             },
         }
@@ -184,7 +184,11 @@ impl Worker {
             Executor::new(
                 self.registry.clone(),
                 consumer.clone(),
-                self.layers,
+                // Process-wide layers as installed now, outermost, then this worker's own.
+                crate::middleware::installed()
+                    .into_iter()
+                    .chain(self.layers)
+                    .collect(),
                 config.cancel_grace,
             )
             .with_provided(self.provided)

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::control::{Decision, LeaseInfo, ScheduleState, Tick};
+use crate::control::{LeaseInfo, ScheduleState, Tick, TickOutcome};
 use crate::error::BrokerError;
 
 use super::scripts::{self, LEASE_ACQUIRE, LEASE_RELEASE, SCHEDULE_DECIDE, SCHEDULE_SKIP};
@@ -143,7 +143,7 @@ impl RedisBackend {
         &self,
         tick: &Tick<'_>,
         parked: &[u8],
-    ) -> Result<Decision, BrokerError> {
+    ) -> Result<TickOutcome, BrokerError> {
         let keys = scripts::schedule_decide_keys(&self.keys, tick.schedule, tick.fire_id);
         let mut inv = SCHEDULE_DECIDE.with_keys(&keys);
         inv.arg(tick.lease)
@@ -155,13 +155,13 @@ impl RedisBackend {
             .arg(parked);
         let r: i64 = self.pool().invoke(&inv).await?;
         Ok(match r {
-            -1 => Decision::Deposed,
-            1 => Decision::Decided,
-            _ => Decision::AlreadyDecided,
+            -1 => TickOutcome::Deposed,
+            1 => TickOutcome::Decided,
+            _ => TickOutcome::AlreadyDecided,
         })
     }
 
-    pub(crate) async fn skip(&self, tick: &Tick<'_>) -> Result<Decision, BrokerError> {
+    pub(crate) async fn skip(&self, tick: &Tick<'_>) -> Result<TickOutcome, BrokerError> {
         let mut inv =
             SCHEDULE_SKIP.with_keys(&scripts::schedule_skip_keys(&self.keys, tick.schedule));
         inv.arg(tick.lease)
@@ -169,9 +169,9 @@ impl RedisBackend {
             .arg(tick.next_ms.unwrap_or(0));
         let r: i64 = self.pool().invoke(&inv).await?;
         Ok(if r == -1 {
-            Decision::Deposed
+            TickOutcome::Deposed
         } else {
-            Decision::Decided
+            TickOutcome::Decided
         })
     }
 

@@ -79,10 +79,7 @@ impl RedisBackend {
             }
             // Tell workers' promoters about new delayed work, once per lane per chunk.
             for (lane, due) in wake.drain() {
-                pipe.cmd("PUBLISH")
-                    .arg(self.keys.wake_channel(lane))
-                    .arg(due)
-                    .ignore();
+                pipe.add_command(self.wake(lane, due)).ignore();
             }
             self.pool()
                 .query::<(), _>(&pipe)
@@ -167,17 +164,17 @@ impl RedisBackend {
         Ok(n == 1)
     }
 
-    /// Tells workers' promoters that a message on `lane` is due at `due` (best effort: they
+    /// Tells workers' forwarders that a message on `lane` is due at `due` (best effort: they
     /// also wake at least once a second).
     async fn announce_delayed(&self, lane: &str, due: u64) {
-        let _ = self
-            .pool()
-            .query::<(), _>(
-                redis::cmd("PUBLISH")
-                    .arg(self.keys.wake_channel(lane))
-                    .arg(due),
-            )
-            .await;
+        let _ = self.pool().query::<(), _>(&self.wake(lane, due)).await;
+    }
+
+    /// `PUBLISH` of the wake notice of a message on `lane` due at `due`.
+    fn wake(&self, lane: &str, due: u64) -> redis::Cmd {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(self.keys.wake_channel(lane)).arg(due);
+        cmd
     }
 
     /// Writes the pending records of a chain's later steps (sent one by one as their
@@ -229,10 +226,14 @@ impl RedisBackend {
         pipe.cmd("HSET").arg(&key).arg("size").arg(size).ignore();
         if let Some(cb) = callback {
             self.ensure_group(&cb.lane).await.map_err(err)?;
+            // `callback_stream` is for workers of before the callback's lane travelled with the
+            // members (kiq 0.1's first releases), so they can still send it.
             pipe.cmd("HSET")
                 .arg(&key)
                 .arg("callback")
                 .arg(&cb.payload)
+                .arg("callback_stream")
+                .arg(self.keys.stream(&cb.lane))
                 .ignore();
             pipe.add_command(self.set_record(&cb.id, &cb.pending_record, ttl))
                 .ignore();

@@ -16,7 +16,7 @@ use crate::model::priority::{self, Priority};
 use crate::model::record::TaskState;
 
 use super::scripts::{self, REPLAY_DEAD};
-use super::RedisBackend;
+use super::{data_field, RedisBackend};
 
 impl RedisBackend {
     /// Every queue's numbers, its priority lanes summed into it, sorted by name.
@@ -200,7 +200,7 @@ impl RedisBackend {
     ) -> Result<Vec<String>, BrokerError> {
         let payloads: Vec<Vec<u8>> = match state {
             TaskState::Pending | TaskState::Running => {
-                let reply: Value = self
+                let reply: StreamRangeReply = self
                     .pool()
                     .query(
                         redis::cmd("XRANGE")
@@ -211,7 +211,11 @@ impl RedisBackend {
                             .arg(count),
                     )
                     .await?;
-                stream_payloads(reply)
+                reply
+                    .ids
+                    .into_iter()
+                    .filter_map(|mut e| data_field(&mut e.map))
+                    .collect()
             }
             TaskState::Scheduled | TaskState::Retrying => {
                 self.pool()
@@ -382,30 +386,6 @@ impl RedisBackend {
         q.sort();
         Ok(q)
     }
-}
-
-/// The `data` field of each entry of an XRANGE reply.
-fn stream_payloads(reply: Value) -> Vec<Vec<u8>> {
-    let Value::Array(entries) = reply else {
-        return Vec::new();
-    };
-    let mut out = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let Value::Array(mut parts) = entry else {
-            continue;
-        };
-        let Some(Value::Array(fields)) = parts.pop() else {
-            continue;
-        };
-        let mut it = fields.into_iter();
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            let is_data = matches!(&k, Value::BulkString(b) if b == DATA_FIELD.as_bytes());
-            if let (true, Value::BulkString(b)) = (is_data, v) {
-                out.push(b);
-            }
-        }
-    }
-    out
 }
 
 fn to_entry(queue: &str, id: String, mut map: HashMap<String, Value>) -> DeadEntry {

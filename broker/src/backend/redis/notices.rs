@@ -40,6 +40,11 @@ impl RedisBackend {
                     }
                 };
                 if pubsub.subscribe(&channels).await.is_err() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
                 backoff = Duration::from_millis(100);

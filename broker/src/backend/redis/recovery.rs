@@ -183,22 +183,20 @@ impl RedisBackend {
         Ok(pending
             .into_iter()
             .zip(entries)
-            .filter(|(p, entry)| {
-                let envelope =
-                    entry
-                        .ids
-                        .first()
-                        .and_then(|e| match e.map.get(crate::keys::DATA_FIELD) {
-                            Some(Value::BulkString(b)) => self.wire.decode_envelope(b).ok(),
-                            _ => None,
-                        });
-                match envelope {
+            .filter_map(|(p, entry)| {
+                let envelope = entry
+                    .ids
+                    .into_iter()
+                    .next()
+                    .and_then(|mut e| data_field(&mut e.map))
+                    .and_then(|b| self.wire.decode_envelope(&b).ok());
+                let due = match envelope {
                     Some(env) => u128::from(p.2) >= visibility_of(&env).as_millis(),
                     // Undecodable or already deleted: nothing to wait for.
                     None => true,
-                }
+                };
+                due.then_some(p)
             })
-            .map(|(p, _)| p)
             .collect())
     }
 }
