@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use kiq_broker::envelope::now_ms;
 use kiq_broker::{StoredRecord, TaskRecord, TaskState, Write};
@@ -15,34 +16,64 @@ struct Entry {
     marked: Option<TaskRecord>,
 }
 
+/// How long a cancellation heard before its task started here is remembered: far longer than
+/// the window it covers (from a batch's cancel-mark check to its tasks' start).
+const EARLY_CANCEL_TTL: Duration = Duration::from_secs(60);
+/// Most early cancellations remembered.
+const EARLY_CANCEL_MAX: usize = 10_000;
+
+#[derive(Debug, Default)]
+struct Table {
+    tasks: HashMap<String, Entry>,
+    /// Cancellations of tasks not running here when heard, and when.
+    early: HashMap<String, Instant>,
+}
+
 /// The tasks running in this process, by task id.
 #[derive(Debug, Default)]
 pub struct RunningTasks {
-    tasks: Mutex<HashMap<String, Entry>>,
+    table: Mutex<Table>,
 }
 
 impl RunningTasks {
     /// Fires the cancellation token of task `id` if it runs here; returns whether it did.
+    ///
+    /// A task not running here is remembered for a while: one this worker has read, checked
+    /// for cancel marks before the cancellation, and not yet started, is cancelled as it starts
+    /// (otherwise the announcement would pass between the check and the start, and it would
+    /// run to its end).
     pub fn cancel(&self, id: &str) -> bool {
-        let token = self
-            .tasks
-            .lock()
-            .ok()
-            .and_then(|t| t.get(id).map(|e| e.token.clone()));
-        match token {
-            Some(token) => {
-                token.cancel();
-                true
-            }
-            None => false,
+        let Ok(mut t) = self.table.lock() else {
+            return false;
+        };
+        if let Some(e) = t.tasks.get(id) {
+            e.token.cancel();
+            return true;
         }
+        let now = Instant::now();
+        if t.early.len() >= EARLY_CANCEL_MAX {
+            t.early
+                .retain(|_, at| now.duration_since(*at) < EARLY_CANCEL_TTL);
+            if t.early.len() >= EARLY_CANCEL_MAX {
+                t.early.clear();
+            }
+        }
+        t.early.insert(id.to_string(), now);
+        false
     }
 
-    /// Task `id` starts: its cancellation token.
+    /// Task `id` starts: its cancellation token (already fired if its cancellation was heard
+    /// just before).
     pub(crate) fn start(&self, id: &str) -> CancellationToken {
         let token = CancellationToken::new();
-        if let Ok(mut t) = self.tasks.lock() {
-            t.insert(
+        if let Ok(mut t) = self.table.lock() {
+            if t.early
+                .remove(id)
+                .is_some_and(|at| at.elapsed() < EARLY_CANCEL_TTL)
+            {
+                token.cancel();
+            }
+            t.tasks.insert(
                 id.to_string(),
                 Entry {
                     token: token.clone(),
@@ -55,8 +86,8 @@ impl RunningTasks {
 
     /// Task `id` was marked running with `record`.
     pub(crate) fn marked(&self, id: &str, record: TaskRecord) {
-        if let Ok(mut t) = self.tasks.lock() {
-            if let Some(e) = t.get_mut(id) {
+        if let Ok(mut t) = self.table.lock() {
+            if let Some(e) = t.tasks.get_mut(id) {
                 e.marked = Some(record);
             }
         }
@@ -64,18 +95,18 @@ impl RunningTasks {
 
     /// Task `id` is no longer running here.
     pub(crate) fn finish(&self, id: &str) {
-        if let Ok(mut t) = self.tasks.lock() {
-            t.remove(id);
+        if let Ok(mut t) = self.table.lock() {
+            t.tasks.remove(id);
         }
     }
 
     /// Records saying "pending again" for every task still marked running here: what a
     /// stopping worker writes for the tasks it abandons (their messages will be redelivered).
     pub fn abandoned(&self) -> Vec<Write> {
-        let Ok(tasks) = self.tasks.lock() else {
+        let Ok(t) = self.table.lock() else {
             return Vec::new();
         };
-        tasks
+        t.tasks
             .iter()
             .filter_map(|(id, e)| {
                 let mut record = e.marked.clone()?;
@@ -92,5 +123,22 @@ impl RunningTasks {
                 }))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancellation_heard_just_before_the_start_cancels_the_task() {
+        let running = RunningTasks::default();
+        assert!(!running.cancel("a"), "not running yet");
+        assert!(running.start("a").is_cancelled());
+        assert!(!running.start("b").is_cancelled());
+        assert!(running.cancel("b"));
+        running.finish("a");
+        // Remembered once only.
+        assert!(!running.start("a").is_cancelled());
     }
 }
