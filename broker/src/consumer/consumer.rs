@@ -136,10 +136,9 @@ impl Consumer {
     /// Drops `queue`'s finished-task index entries older than the result TTL or beyond the
     /// size cap. Workers call it about once a minute.
     pub async fn trim_indexes(&self, queue: &str) -> Result<(), BrokerError> {
-        match self.broker.backend().redis("") {
-            Ok(r) => r.trim_indexes(queue).await,
-            Err(_) => Ok(()),
-        }
+        self.redis("finished-task indexes")?
+            .trim_indexes(queue)
+            .await
     }
 
     /// Which of `ids` are marked cancelled (one round trip).
