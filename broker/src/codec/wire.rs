@@ -22,6 +22,11 @@ pub trait WireFormat: Debug + Send + Sync + 'static {
     fn encode_envelope(&self, envelope: &Envelope) -> Result<Vec<u8>, CodecError>;
     /// Decodes a message's envelope.
     fn decode_envelope(&self, bytes: &[u8]) -> Result<Envelope, CodecError>;
+    /// The task id of an encoded envelope, without decoding the rest of it (a worker checks a
+    /// batch's cancel marks before running it).
+    fn task_id(&self, bytes: &[u8]) -> Option<String> {
+        self.decode_envelope(bytes).ok().map(|e| e.id)
+    }
     /// Encodes a task's record.
     fn encode_record(&self, record: &TaskRecord) -> Result<Vec<u8>, CodecError>;
     /// Decodes a task's record.
@@ -53,6 +58,14 @@ impl WireFormat for KiqWire {
         ValueCodec::MsgPack.decode(bytes)
     }
 
+    fn task_id(&self, bytes: &[u8]) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Id {
+            id: String,
+        }
+        ValueCodec::MsgPack.decode::<Id>(bytes).ok().map(|i| i.id)
+    }
+
     fn encode_record(&self, record: &TaskRecord) -> Result<Vec<u8>, CodecError> {
         ValueCodec::MsgPack.encode(record)
     }
@@ -74,5 +87,22 @@ impl WireFormat for KiqWire {
                 m
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_task_id_is_read_without_the_rest() {
+        let e = Envelope {
+            id: "abc".into(),
+            task: "t".into(),
+            ..Envelope::default()
+        };
+        let bytes = KiqWire.encode_envelope(&e).unwrap();
+        assert_eq!(KiqWire.task_id(&bytes).as_deref(), Some("abc"));
+        assert_eq!(KiqWire.task_id(b"\xc1 not msgpack"), None);
     }
 }

@@ -47,6 +47,11 @@ impl Consumer {
         self.broker.wire().decode_envelope(payload)
     }
 
+    /// A delivered message's task id, without decoding the rest of its envelope.
+    pub fn task_id(&self, payload: &[u8]) -> Option<String> {
+        self.broker.wire().task_id(payload)
+    }
+
     /// Opens a reader of `lanes` (most urgent first), on a connection of its own.
     pub async fn reader(&self, lanes: &[String]) -> Result<StreamReader, BrokerError> {
         self.redis("reading through a consumer group")?

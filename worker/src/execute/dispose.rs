@@ -104,7 +104,7 @@ pub(crate) fn dispose(exec: &Executor, msg: Decoded, attempt: Attempt) -> Comple
     let effects = if matches!(end, End::Retry { .. }) {
         Vec::new()
     } else {
-        final_effects(&exec.consumer, envelope, &msg.queue(), &record)
+        final_effects(&exec.consumer, envelope, &record)
     };
     Completion {
         lane: msg.lane,
@@ -120,16 +120,11 @@ pub(crate) fn dispose(exec: &Executor, msg: Decoded, attempt: Attempt) -> Comple
 
 /// What a task that finished for good sets off: its chain's next step (or the aborted rest),
 /// its group's count, and the release of its uniqueness key.
-fn final_effects(
-    consumer: &Consumer,
-    envelope: &Envelope,
-    queue: &str,
-    record: &TaskRecord,
-) -> Vec<Effect> {
+fn final_effects(consumer: &Consumer, envelope: &Envelope, record: &TaskRecord) -> Vec<Effect> {
     let mut effects = workflow::effects(consumer, envelope, record);
     if let Some(key) = &envelope.unique_key {
         effects.push(Effect::ReleaseUnique {
-            queue: queue.to_string(),
+            queue: record.queue.clone(),
             key: key.clone(),
             holder: envelope.id.clone(),
         });
@@ -163,18 +158,18 @@ pub fn poisoned(consumer: &Consumer, delivery: Delivery) -> Completion {
         attempt: envelope.attempt,
         note: Some(message.clone()),
     });
-    let queue = queue_of(&envelope, &lane);
     let attempts = envelope.attempt.saturating_add(1);
-    let record = TaskRecord::of_attempt(&envelope, queue.clone(), consumer.name()).attempt_ended(
-        TaskState::Dead,
-        finished,
-        Err(TaskFailure::new(
-            FailureKind::TooManyDeliveries,
-            message.clone(),
-        )),
-        history,
-    );
-    let effects = final_effects(consumer, &envelope, &queue, &record);
+    let record = TaskRecord::of_attempt(&envelope, queue_of(&envelope, &lane), consumer.name())
+        .attempt_ended(
+            TaskState::Dead,
+            finished,
+            Err(TaskFailure::new(
+                FailureKind::TooManyDeliveries,
+                message.clone(),
+            )),
+            history,
+        );
+    let effects = final_effects(consumer, &envelope, &record);
     Completion {
         lane,
         stream_id,

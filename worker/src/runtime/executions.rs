@@ -96,12 +96,7 @@ async fn precheck(executor: &Executor, deliveries: &[Delivery]) -> Vec<bool> {
     let consumer = executor.consumer();
     let ids: Vec<Option<String>> = deliveries
         .iter()
-        .map(|d| {
-            d.payload
-                .as_deref()
-                .and_then(|p| consumer.decode(p).ok())
-                .map(|e| e.id)
-        })
+        .map(|d| d.payload.as_deref().and_then(|p| consumer.task_id(p)))
         .collect();
     let known: Vec<&str> = ids.iter().flatten().map(String::as_str).collect();
     let marks = match consumer.cancelled(&known).await {
