@@ -1,7 +1,7 @@
 -- Deletes a consumer from the group only if it holds no pending message (atomic: a message
 -- delivered to it between a check and the delete would otherwise be dropped from the PEL).
 --
--- KEYS[1]  {<prefix>:<lane>}:stream
+-- KEYS[1]  {<prefix>:<queue>}:[<level>:]stream
 -- ARGV     consumer group, consumer name
 --
 -- Returns 1 if deleted.

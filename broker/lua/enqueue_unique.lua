@@ -1,8 +1,8 @@
 -- Takes a uniqueness key for a task and enqueues it, or returns the id that holds the key.
 --
--- KEYS[1]  {<prefix>:<lane's queue>}:unique:<key>  the uniqueness key (holds the owner's task id)
--- KEYS[2]  {<prefix>:<lane>}:stream                the lane's stream
--- KEYS[3]  {<prefix>:<lane>}:delayed               the lane's delayed set
+-- KEYS[1]  {<prefix>:<queue>}:unique:<key>       the uniqueness key (holds the owner's task id)
+-- KEYS[2]  {<prefix>:<queue>}:[<level>:]stream   the lane's stream
+-- KEYS[3]  {<prefix>:<queue>}:[<level>:]delayed  the lane's delayed set
 -- ARGV     task id, key TTL (s), payload, due ms ('' when not delayed), data field name
 --
 -- Guarantees: the check and the enqueue are one step; at most one task holds a key at a time.

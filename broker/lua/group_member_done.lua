@@ -1,8 +1,10 @@
 -- Counts group member ARGV[1] done, once (redeliveries do not count twice). When the last
--- member is done, sends the stored callback to its lane's stream.
+-- member is done, sends the stored callback to its lane's stream: the count and the send are
+-- one step, so the callback is sent exactly once however often the last member is delivered.
 --
--- KEYS[1]  <prefix>:group:<group id>       the group: size, members done, the callback
--- KEYS[2]  {<prefix>:<lane>}:stream        the callback's lane (absent for a group without one)
+-- KEYS[1]  {<prefix>:<callback queue>}:group:<group id>  the group: size, members done, the
+--          callback ({<prefix>:g:<group id>} for a group without one)
+-- KEYS[2]  {<prefix>:<callback queue>}:[<level>:]stream  the callback's lane (absent without one)
 -- ARGV     member index, data field name
 --
 -- Returns 0 (already counted), 1 (counted), 2 (counted, and it was the last).

@@ -1,8 +1,8 @@
 -- Takes or renews the scheduler lease. The lease holds `<holder> <token>`; taking it when
 -- free draws a new token from the fence counter, so every reign has a larger token.
 --
--- KEYS[1]  <prefix>:scheduler:lease
--- KEYS[2]  <prefix>:scheduler:fence
+-- KEYS[1]  {<prefix>}:scheduler:lease
+-- KEYS[2]  {<prefix>}:scheduler:fence
 -- ARGV     holder id, TTL (ms)
 --
 -- Returns the holder's token, or -1 if another holder has the lease.

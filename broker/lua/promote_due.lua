@@ -1,7 +1,7 @@
 -- Moves due members of a lane's delayed set into its stream, atomically.
 --
--- KEYS[1]  {<prefix>:<lane>}:delayed
--- KEYS[2]  {<prefix>:<lane>}:stream
+-- KEYS[1]  {<prefix>:<queue>}:[<level>:]delayed
+-- KEYS[2]  {<prefix>:<queue>}:[<level>:]stream
 -- ARGV     now (ms), most to move, data field name
 --
 -- Returns {how many moved, due time of the next one or -1}.

@@ -1,14 +1,17 @@
--- Reads up to ARGV[3] new entries from the lanes KEYS[1..n-1], in that order: a lane is read
+-- Reads up to ARGV[3] new entries from the lanes KEYS[1..n], in that order: a lane is read
 -- only when the ones before it did not fill the count, so higher priorities drain first.
 --
--- KEYS[1..n-1]  {<prefix>:<lane>}:stream, most urgent lane first
--- KEYS[n]       <prefix>:cancel:active  (returned alongside, as in a blocking read)
--- ARGV          consumer group, consumer name, count
+-- KEYS[1..n]    {<prefix>:<queue>}:[<level>:]stream, most urgent lane first, n = ARGV[4]
+-- KEYS[n+1..]   {<prefix>:<queue>}:cancels, one per queue read (returned alongside, as in a
+--               blocking read)
+-- ARGV          consumer group, consumer name, count, n
 --
--- Returns {entries per lane read, whether the cancel flag exists, each lane's length}.
+-- On a cluster a reader reads one queue, so every key is in that queue's slot.
+-- Returns {entries per lane read, whether any cancel flag exists, each lane's length}.
 local want = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
 local out = {}
-for i = 1, #KEYS - 1 do
+for i = 1, n do
   if want <= 0 then break end
   local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', want, 'STREAMS', KEYS[i], '>')
   if r then
@@ -17,5 +20,7 @@ for i = 1, #KEYS - 1 do
   end
 end
 local lens = {}
-for i = 1, #KEYS - 1 do lens[i] = redis.call('XLEN', KEYS[i]) end
-return {out, redis.call('EXISTS', KEYS[#KEYS]), lens}
+for i = 1, n do lens[i] = redis.call('XLEN', KEYS[i]) end
+local flag = 0
+for i = n + 1, #KEYS do flag = flag + redis.call('EXISTS', KEYS[i]) end
+return {out, flag, lens}

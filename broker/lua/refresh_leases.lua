@@ -1,7 +1,7 @@
 -- Resets the idle time of the given entries, but only of those this consumer still owns: a
 -- worker that was presumed dead must not take back work another worker has reclaimed.
 --
--- KEYS[1]  {<prefix>:<lane>}:stream
+-- KEYS[1]  {<prefix>:<queue>}:[<level>:]stream
 -- ARGV     consumer group, consumer name, entry ids...
 --
 -- Returns the ids this consumer no longer owns.

@@ -1,8 +1,8 @@
 -- Puts a dead letter's payload back into its lane and deletes the dead letter, atomically, if
 -- it still exists (two operators replaying at once enqueue it once).
 --
--- KEYS[1]  {<prefix>:<lane>}:dead
--- KEYS[2]  {<prefix>:<lane>}:stream
+-- KEYS[1]  {<prefix>:<queue>}:[<level>:]dead
+-- KEYS[2]  {<prefix>:<queue>}:[<level>:]stream
 -- ARGV     dead letter id, data field name, payload
 --
 -- Returns 1 if it replayed.

@@ -3,11 +3,11 @@
 -- goes through the broker's one enqueue path, idempotently (enqueue_once.lua), and removes the
 -- outbox entry; a scheduler that takes over delivers whatever its predecessor left there.
 --
--- KEYS[1]  <prefix>:scheduler:lease
--- KEYS[2]  <prefix>:scheduler:fired:<fire id>
--- KEYS[3]  <prefix>:schedule:<id>:state
--- KEYS[4]  <prefix>:schedule:<id>:fires
--- KEYS[5]  <prefix>:scheduler:outbox
+-- KEYS[1]  {<prefix>}:scheduler:lease
+-- KEYS[2]  {<prefix>}:scheduler:fired:<fire id>
+-- KEYS[3]  {<prefix>}:schedule:<id>:state
+-- KEYS[4]  {<prefix>}:schedule:<id>:fires
+-- KEYS[5]  {<prefix>}:scheduler:outbox
 -- ARGV     lease value, fired-mark TTL (ms), tick (ms), fire id, now (ms), next tick (ms),
 --          the message to deliver (encoded)
 --

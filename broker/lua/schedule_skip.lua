@@ -1,7 +1,7 @@
 -- Marks a tick handled without firing it (a skipped misfire), under the lease.
 --
--- KEYS[1]  <prefix>:scheduler:lease
--- KEYS[2]  <prefix>:schedule:<id>:state
+-- KEYS[1]  {<prefix>}:scheduler:lease
+-- KEYS[2]  {<prefix>}:schedule:<id>:state
 -- ARGV     lease value, tick (ms), next tick (ms)
 --
 -- Returns -1 if the lease is not ours, else 1.

@@ -1,7 +1,7 @@
 -- Takes one token from a token bucket refilled at ARGV[1] tokens per millisecond up to
 -- ARGV[2]. Time comes from the Redis server, so workers' clocks do not matter.
 --
--- KEYS[1]  <prefix>:ratelimit:<name>  a hash: tokens, ts
+-- KEYS[1]  {<prefix>:r:<name>}  a hash: tokens, ts
 -- ARGV     rate (tokens/ms), burst
 --
 -- Returns 0 when a token was taken, else how many milliseconds until one will be there.

@@ -30,6 +30,10 @@ pub enum BrokerError {
     /// dead-letter streams).
     #[error("{0} needs Redis: the in-memory broker does not support it")]
     Unsupported(&'static str),
+    /// The Redis URL names the wrong kind of deployment (a plain `redis://` URL pointing at a
+    /// Redis Cluster node, say): the message names the URL form to use.
+    #[error("{0}")]
+    Topology(String),
 }
 
 // By hand rather than `#[from]`: the message already includes the cause, so it is not also

@@ -1,8 +1,21 @@
-//! Redis key names.
+//! Redis key names: data model v2.
 //!
-//! Every key of a queue shares the hash tag `{<prefix>:<queue>}` so that one Lua script or
-//! MULTI over a queue's keys stays in one Redis Cluster slot. Per-task keys are tagged by
-//! task id: they are touched alone.
+//! Every key carries one of three kinds of hash tag, so that each Lua script and each group of
+//! pipelined commands touches one Redis Cluster slot:
+//!
+//! - **per queue** `{<prefix>:<queue>}`: every lane's stream, delayed set and dead letters, the
+//!   queue's uniqueness keys, enqueue-once marks, finished-task indexes, its cancel flag, and
+//!   the group hashes of workflows whose callback runs on it. (Queue names hold no `:`.)
+//! - **per task** `{<prefix>:t:<id>}`: its record, progress, cancel mark and done channel.
+//! - **control** `{<prefix>}`: workers, counters, the queue registry, schedules, the
+//!   scheduler's lease, fence, fire marks and outbox. Low traffic.
+//!
+//! Rate-limit buckets have a tag of their own, `{<prefix>:r:<name>}`. A queue's lanes
+//! differ by a segment after the tag: `{kiq:mail}:stream` (normal), `{kiq:mail}:high:stream`.
+//! Task ids hold no `}`, queue names no `:`, so no two different things share a key name (a
+//! task id `active` or `X:progress` cannot land on another key).
+
+use crate::model::priority::{split_lane, Priority};
 
 /// Builds every key name kiq uses under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,20 +42,49 @@ impl Keys {
         &self.prefix
     }
 
-    /// The stream holding a queue's ready messages.
-    pub fn stream(&self, queue: &str) -> String {
-        format!("{{{}:{}}}:stream", self.prefix, queue)
+    /// The hash tag of `queue`'s keys: `{<prefix>:<queue>}`.
+    pub fn queue_tag(&self, queue: &str) -> String {
+        format!("{{{}:{}}}", self.prefix, queue)
     }
 
-    /// The sorted set of a queue's delayed messages (retries), scored by due time in ms.
-    pub fn delayed(&self, queue: &str) -> String {
-        format!("{{{}:{}}}:delayed", self.prefix, queue)
+    /// The hash tag of task `id`'s keys: `{<prefix>:t:<id>}`.
+    pub fn task_tag(&self, id: &str) -> String {
+        format!("{{{}:t:{}}}", self.prefix, id)
     }
 
-    /// The pub/sub channel on which producers announce a new delayed message on a queue, so
+    /// The control tag: `{<prefix>}`.
+    pub fn control_tag(&self) -> String {
+        format!("{{{}}}", self.prefix)
+    }
+
+    /// `<queue tag>:[<level>:]<kind>` of a lane.
+    fn lane_key(&self, lane: &str, kind: &str) -> String {
+        let (queue, level) = split_lane(lane);
+        match level {
+            Priority::Normal => format!("{{{}:{}}}:{kind}", self.prefix, queue),
+            p => format!("{{{}:{}}}:{}:{kind}", self.prefix, queue, p.as_str()),
+        }
+    }
+
+    /// The stream holding a lane's ready messages.
+    pub fn stream(&self, lane: &str) -> String {
+        self.lane_key(lane, "stream")
+    }
+
+    /// The sorted set of a lane's delayed messages (retries), scored by due time in ms.
+    pub fn delayed(&self, lane: &str) -> String {
+        self.lane_key(lane, "delayed")
+    }
+
+    /// The dead-letter stream of a lane.
+    pub fn dead(&self, lane: &str) -> String {
+        self.lane_key(lane, "dead")
+    }
+
+    /// The pub/sub channel on which producers announce a new delayed message on a lane, so
     /// workers' promoters re-plan their wake-up at once.
-    pub fn wake_channel(&self, queue: &str) -> String {
-        format!("{}:wake:{}", self.prefix, queue)
+    pub fn wake_channel(&self, lane: &str) -> String {
+        format!("{}:wake:{}", self.prefix, lane)
     }
 
     /// A uniqueness key of a queue: holds the id of the task that owns it.
@@ -50,40 +92,41 @@ impl Keys {
         format!("{{{}:{}}}:unique:{}", self.prefix, queue, key)
     }
 
-    /// The dead-letter stream of a queue.
-    pub fn dead(&self, queue: &str) -> String {
-        format!("{{{}:{}}}:dead", self.prefix, queue)
-    }
-
     /// The record (state, then result) of one task.
     pub fn task(&self, task_id: &str) -> String {
-        format!("{}:task:{}", self.prefix, task_id)
+        self.task_tag(task_id)
     }
 
     /// A task's latest progress report (set by the running task).
     pub fn progress(&self, task_id: &str) -> String {
-        format!("{}:task:{}:progress", self.prefix, task_id)
+        format!("{}:progress", self.task_tag(task_id))
     }
 
-    /// The pub/sub channel on which a task's completion is announced.
+    /// The pub/sub channel on which a task's completion is announced (sharded on a cluster:
+    /// it lives in the task's slot).
     pub fn done_channel(&self, task_id: &str) -> String {
-        format!("{}:done:{}", self.prefix, task_id)
+        format!("{}:done", self.task_tag(task_id))
     }
 
-    /// The hash of live workers' heartbeats (consumer → encoded `WorkerInfo`).
-    pub fn workers(&self) -> String {
-        format!("{}:workers", self.prefix)
+    /// The task id of a done channel's name (the inverse of [`Keys::done_channel`]).
+    pub fn done_channel_id<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix('{')?
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":t:")?
+            .strip_suffix("}:done")
     }
 
     /// The mark that task `task_id` was cancelled.
     pub fn cancel(&self, task_id: &str) -> String {
-        format!("{}:cancel:{}", self.prefix, task_id)
+        format!("{}:cancel", self.task_tag(task_id))
     }
 
-    /// Exists while any cancel mark may exist (set with the marks' TTL by every cancel), so
-    /// workers skip the per-batch mark check when nothing was cancelled.
-    pub fn cancel_active(&self) -> String {
-        format!("{}:cancel:active", self.prefix)
+    /// Exists while a cancel mark of one of `queue`'s tasks may exist (set with the marks'
+    /// TTL by every cancel), so workers skip the per-batch mark check when nothing was
+    /// cancelled.
+    pub fn cancel_flag(&self, queue: &str) -> String {
+        format!("{{{}:{}}}:cancels", self.prefix, queue)
     }
 
     /// The pub/sub channel on which cancellations are announced to workers (payload: task id).
@@ -93,12 +136,18 @@ impl Keys {
 
     /// The token bucket of rate limit `name` (usually a task name).
     pub fn rate_limit(&self, name: &str) -> String {
-        format!("{}:ratelimit:{}", self.prefix, name)
+        format!("{{{}:r:{}}}", self.prefix, name)
     }
 
-    /// A group's state: its size, members done, and the callback to send when all are.
-    pub fn group(&self, group_id: &str) -> String {
-        format!("{}:group:{}", self.prefix, group_id)
+    /// A group's state: its size, members done, and the callback to send when all are. It
+    /// lives in the tag of the callback's queue (`callback_queue`), so that counting the last
+    /// member and sending the callback are one script; a group without a callback lives in
+    /// its own tag.
+    pub fn group(&self, group_id: &str, callback_queue: Option<&str>) -> String {
+        match callback_queue {
+            Some(q) => format!("{{{}:{}}}:group:{}", self.prefix, q, group_id),
+            None => format!("{{{}:g:{}}}", self.prefix, group_id),
+        }
     }
 
     /// The index of `queue`'s finished tasks in `state`: a sorted set of task ids scored by
@@ -107,61 +156,72 @@ impl Keys {
         format!("{{{}:{}}}:finished:{}", self.prefix, queue, state.as_str())
     }
 
+    /// The idempotency mark of message `id` on `queue`: exists once the message was enqueued
+    /// by an enqueue-once (a scheduler tick's delivery, a chain's next step).
+    pub fn once(&self, queue: &str, id: &str) -> String {
+        format!("{{{}:{}}}:once:{}", self.prefix, queue, id)
+    }
+
+    /// The hash of live workers' heartbeats (consumer → encoded `WorkerInfo`).
+    pub fn workers(&self) -> String {
+        format!("{{{}}}:workers", self.prefix)
+    }
+
     /// Cumulative counters of every worker (a hash: tasks finished per state, `retried`,
     /// `ran`, `wait_ms`, `run_ms`), for throughput and latency charts.
     pub fn stats(&self) -> String {
-        format!("{}:stats", self.prefix)
+        format!("{{{}}}:stats", self.prefix)
     }
 
     /// The set of queue names that have ever been dispatched to (for operators' tools).
     pub fn queues(&self) -> String {
-        format!("{}:queues", self.prefix)
+        format!("{{{}}}:queues", self.prefix)
     }
 
-    /// The idempotency mark of message `id` on `lane`: exists once the message was enqueued by
-    /// an enqueue-once (a scheduler tick's delivery).
-    pub fn once(&self, lane: &str, id: &str) -> String {
-        format!("{{{}:{}}}:once:{}", self.prefix, lane, id)
+    /// Where kiq 0.1 (data model v1) kept its queue registry: a v2 worker that finds it warns
+    /// that v1 data is not read.
+    pub fn v1_queues(&self) -> String {
+        format!("{}:queues", self.prefix)
     }
 
     /// The hash of stored schedules (id → JSON definition).
     pub fn schedules(&self) -> String {
-        format!("{}:schedules", self.prefix)
+        format!("{{{}}}:schedules", self.prefix)
     }
 
     /// Bumped on every change to the stored schedules; the active scheduler reloads on change.
     pub fn schedules_version(&self) -> String {
-        format!("{}:schedules:version", self.prefix)
+        format!("{{{}}}:schedules:version", self.prefix)
     }
 
     /// A schedule's state hash: `last_tick_ms`, `last_fire_ms`, `next_fire_ms`.
     pub fn schedule_state(&self, id: &str) -> String {
-        format!("{}:schedule:{id}:state", self.prefix)
+        format!("{{{}}}:schedule:{id}:state", self.prefix)
     }
 
     /// A schedule's latest fire ids (a list, newest first, 20 kept).
     pub fn schedule_fires(&self, id: &str) -> String {
-        format!("{}:schedule:{id}:fires", self.prefix)
+        format!("{{{}}}:schedule:{id}:fires", self.prefix)
     }
 
     /// The mark that a scheduler tick (by its fire id) was decided.
     pub fn fired(&self, fire_id: &str) -> String {
-        format!("{}:scheduler:fired:{fire_id}", self.prefix)
+        format!("{{{}}}:scheduler:fired:{fire_id}", self.prefix)
     }
 
     /// Decided ticks not yet delivered (fire id → encoded message).
     pub fn outbox(&self) -> String {
-        format!("{}:scheduler:outbox", self.prefix)
+        format!("{{{}}}:scheduler:outbox", self.prefix)
     }
 
     /// The scheduler lease: `<holder> <token>`, with a TTL.
     pub fn lease(&self) -> String {
-        format!("{}:scheduler:lease", self.prefix)
+        format!("{{{}}}:scheduler:lease", self.prefix)
     }
 
     /// The counter fencing tokens are drawn from.
     pub fn fence(&self) -> String {
-        format!("{}:scheduler:fence", self.prefix)
+        format!("{{{}}}:scheduler:fence", self.prefix)
     }
 }
 
@@ -176,11 +236,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn queue_keys_share_a_hash_tag() {
+    fn keys_carry_their_hash_tags() {
         let k = Keys::new("app");
         assert_eq!(k.stream("mail"), "{app:mail}:stream");
-        assert_eq!(k.dead("mail"), "{app:mail}:dead");
-        assert_eq!(k.task("abc"), "app:task:abc");
-        assert_eq!(k.done_channel("abc"), "app:done:abc");
+        assert_eq!(k.stream("mail:high"), "{app:mail}:high:stream");
+        assert_eq!(k.dead("mail:low"), "{app:mail}:low:dead");
+        assert_eq!(k.task("abc"), "{app:t:abc}");
+        assert_eq!(k.done_channel("abc"), "{app:t:abc}:done");
+        assert_eq!(k.done_channel_id("{app:t:a:b}:done"), Some("a:b"));
+        assert_eq!(k.done_channel_id("{other:t:a}:done"), None);
+        assert_eq!(k.lease(), "{app}:scheduler:lease");
+    }
+
+    /// Task ids that spell other keys' names land on keys of their own (a task `active` is
+    /// not the cancel flag; a task `X:progress` is not X's progress).
+    #[test]
+    fn task_ids_cannot_collide_with_other_keys() {
+        let k = Keys::new("kiq");
+        assert_ne!(k.cancel("active"), k.cancel_flag("default"));
+        assert_ne!(k.task("X:progress"), k.progress("X"));
+        assert_ne!(k.task("X:cancel"), k.cancel("X"));
+        assert_ne!(k.task("t"), k.queue_tag("t"));
     }
 }

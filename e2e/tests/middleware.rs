@@ -47,7 +47,7 @@ async fn a_rate_limit_holds_across_worker_processes_and_defers_without_failing()
     );
     // The bucket lives in Redis, under the task's name.
     assert!(redis
-        .command(&format!("EXISTS kiq:ratelimit:{name}"))
+        .command(&format!("EXISTS {{kiq:r:{name}}}"))
         .unwrap()
         .contains(":1"));
 }

@@ -28,7 +28,7 @@ async fn higher_priorities_start_first_under_a_backlog() {
         handles.push((p, hs));
     }
     assert!(redis
-        .command("XLEN {kiq:bench:critical}:stream")
+        .command("XLEN {kiq:bench}:critical:stream")
         .unwrap()
         .contains(":40"));
 

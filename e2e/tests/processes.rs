@@ -189,7 +189,7 @@ async fn the_cli_dispatches_with_a_priority_and_shows_a_task() {
     ]);
     assert_eq!(code, Some(0));
     assert!(redis
-        .command("XLEN {kiq:default:high}:stream")
+        .command("XLEN {kiq:default}:high:stream")
         .unwrap()
         .contains(":1"));
     let _w = Workers::start(&redis.url(), 1, &[]);

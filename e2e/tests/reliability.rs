@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use kiq::{FailureKind, TaskState, WaitError};
 use kiq_examples::faults;
-use kiq_testkit::{RedisOptions, RedisServer};
+use kiq_testkit::RedisOptions;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use support::RedisServer;
 use support::{redis_and_broker, wait_until, Workers};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -260,7 +261,7 @@ async fn dead_letters_can_be_listed_replayed_and_purged_from_the_cli() {
     let again = broker.handle::<String>(h.id());
     assert!(wait_until(Duration::from_secs(20), || {
         redis
-            .command(&format!("EXISTS kiq:task:{}", h.id()))
+            .command(&format!("EXISTS {{kiq:t:{}}}", h.id()))
             .is_ok()
             && futures_done(&broker, h.id())
     }));

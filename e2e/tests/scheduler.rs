@@ -69,7 +69,7 @@ async fn enqueued_ids(url: &str, queue: &str) -> Vec<String> {
 }
 
 fn lease_holder_pid(redis: &RedisServer) -> Option<i32> {
-    let v = redis.command("GET kiq:scheduler:lease").ok()?;
+    let v = redis.command("GET {kiq}:scheduler:lease").ok()?;
     // "$len\r\nhost-PID-rand TOKEN\r\n"
     let line = v.lines().nth(1)?;
     let holder = line.split(' ').next()?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use kiq_examples::math;
 use support::{redis_and_broker, wait_until, Workers};
 
-fn info_field(redis: &kiq_testkit::RedisServer, section: &str, field: &str) -> u64 {
+fn info_field(redis: &support::RedisServer, section: &str, field: &str) -> u64 {
     let info = redis.command(&format!("INFO {section}")).unwrap();
     info.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
@@ -28,7 +28,7 @@ async fn redis_memory_returns_to_baseline_after_a_soak() {
     redis
         .command("XGROUP CREATE {kiq:default}:stream kiq 0 MKSTREAM")
         .unwrap();
-    redis.command("SADD kiq:queues default").unwrap();
+    redis.command("SADD {kiq}:queues default").unwrap();
     let workers = Workers::start(
         &redis.url(),
         2,
@@ -67,7 +67,7 @@ async fn redis_memory_returns_to_baseline_after_a_soak() {
     // Results expire (2 s TTL): no task record is left, only the queues' own keys.
     let task_keys = || {
         redis
-            .command("EVAL \"return #redis.call('KEYS', 'kiq:task:*')\" 0")
+            .command("EVAL \"return #redis.call('KEYS', '{kiq:t:*')\" 0")
             .map(|r| r.trim().to_string())
             .unwrap_or_default()
     };

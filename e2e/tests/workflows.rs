@@ -81,7 +81,7 @@ async fn groups_gather_in_order_and_a_callback_runs_once_all_are_done() {
     assert_eq!(members.handles.len(), 100);
     // It ran once: the group's counter saw each member once.
     let done = redis
-        .command(&format!("HGET kiq:group:{} done", members.id))
+        .command(&format!("HGET {{kiq:default}}:group:{} done", members.id))
         .unwrap();
     assert!(done.contains("100"), "{done}");
 

@@ -12,6 +12,9 @@
 
 pub mod browser;
 pub mod http;
+pub mod topology;
+
+pub use topology::{RedisCluster, RedisSentinels, TestRedis, Topology};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -52,6 +52,21 @@ impl Consumer {
         self.broker.wire().task_id(payload)
     }
 
+    /// How `lanes` (most urgent first) are split among readers, one fetch loop each: on a
+    /// Redis Cluster a reader reads one queue (its keys must keep to one slot), elsewhere one
+    /// reader reads every lane.
+    pub fn reader_groups(&self, lanes: &[String]) -> Vec<Vec<String>> {
+        match self.redis("reading through a consumer group") {
+            Ok(r) => r.reader_groups(lanes),
+            Err(_) => vec![lanes.to_vec()],
+        }
+    }
+
+    /// Whether Redis holds keys of kiq 0.1's data model (v1), which this version does not read.
+    pub async fn holds_v1_data(&self) -> Result<bool, BrokerError> {
+        self.redis("checking for v1 data")?.has_v1_keys().await
+    }
+
     /// Opens a reader of `lanes` (most urgent first), on a connection of its own.
     pub async fn reader(&self, lanes: &[String]) -> Result<StreamReader, BrokerError> {
         self.redis("reading through a consumer group")?

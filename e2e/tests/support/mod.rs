@@ -7,7 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use kiq::Broker;
-pub use kiq_testkit::{wait_until, RedisServer};
+pub use kiq_testkit::{wait_until, TestRedis as RedisServer};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

@@ -12,7 +12,7 @@ use crate::{ApiError, AppState};
 /// Workers whose heartbeat is older than this are not listed.
 const FORGET_MS: u64 = 3_600_000;
 
-/// The cumulative counters (`kiq:stats`).
+/// The cumulative counters (`{kiq}:stats`).
 pub(crate) async fn totals(state: &AppState) -> Result<BTreeMap<String, u64>, ApiError> {
     Ok(state.inspector.counters().await?.into_iter().collect())
 }

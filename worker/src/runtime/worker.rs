@@ -161,6 +161,19 @@ impl Worker {
         self.metrics.set_concurrency(concurrency);
         let capacity = concurrency + config.prefetch;
         let consumer = self.broker.consumer(config.consumer.clone());
+        // A URL of the wrong kind (a plain URL that reaches a cluster node) is a mistake to
+        // report, not an outage to wait out. Redis being down is waited out by the loops.
+        match self.broker.ping().await {
+            Err(e @ BrokerError::Topology(_)) => return Err(WorkerError::Broker(e)),
+            _ => {
+                if let Ok(true) = consumer.holds_v1_data().await {
+                    tracing::error!(
+                        "this Redis holds kiq 0.1 (data model v1) keys, which this version does \
+                         not read: let 0.1 workers drain their queues first (docs/redis-data-model.md)"
+                    );
+                }
+            }
+        }
         // Every queue is read as its priority lanes, most urgent first.
         let lanes = kiq_broker::priority::lanes(&queues);
         tracing::info!(consumer = %config.consumer, queues = ?queues, concurrency, prefetch = config.prefetch,
@@ -246,26 +259,30 @@ impl Worker {
             )),
         ];
 
-        let fetched = Fetcher {
-            consumer: consumer.clone(),
-            lanes: lanes.clone(),
-            slots: Arc::new(Semaphore::new(capacity)),
-            executions: executions.clone(),
-            recoverer: Recoverer {
+        // One fetch loop per reader the broker asks for (one in all on one Redis, one per
+        // queue on a cluster), sharing the worker's slots.
+        let slots = Arc::new(Semaphore::new(capacity));
+        let fetchers = consumer.reader_groups(&lanes).into_iter().map(|group| {
+            Fetcher {
                 consumer: consumer.clone(),
-                registry: self.registry.clone(),
+                lanes: group,
+                slots: slots.clone(),
+                executions: executions.clone(),
+                recoverer: Recoverer {
+                    consumer: consumer.clone(),
+                    registry: self.registry.clone(),
+                    config: config.clone(),
+                    metrics: self.metrics.clone(),
+                },
                 config: config.clone(),
-                metrics: self.metrics.clone(),
-            },
-            config: config.clone(),
+            }
+            .run(shutdown.clone())
+        });
+        let mut report = WorkerReport::default();
+        for fetched in futures_util::future::join_all(fetchers).await {
+            report.received += fetched.received;
+            report.reclaimed += fetched.reclaimed;
         }
-        .run(shutdown.clone())
-        .await;
-        let mut report = WorkerReport {
-            received: fetched.received,
-            reclaimed: fetched.reclaimed,
-            ..WorkerReport::default()
-        };
 
         tracing::info!("worker stopping: no more fetching, draining in-flight tasks");
         for task in background {

@@ -3,44 +3,80 @@
 
 use crate::error::BrokerError;
 use crate::model::envelope::now_ms;
-use crate::model::record::TaskRecord;
+use crate::model::record::{TaskRecord, TaskState};
 
+use super::connection::Batch;
 use super::scripts::{self, CANCEL};
 use super::RedisBackend;
 
 impl RedisBackend {
     /// Marks task `id` cancelled and stores `record` (its `cancelled` record) unless its
     /// stored record says it already finished; returns whether it did.
+    ///
+    /// Three steps, each in one slot: the queue's cancel flag first (so that workers look for
+    /// marks from then on; setting it for a task that had finished costs one needless check),
+    /// then the mark and record in the task's slot (`lua/cancel.lua`), then the queue's index
+    /// of cancelled tasks and the announcement that stops a running task.
     pub(crate) async fn cancel(&self, id: &str, record: &TaskRecord) -> Result<bool, BrokerError> {
         let k = &self.keys;
-        // Listed among the queue's cancelled tasks at once (when the queue is known).
-        let (queue, index_at) = if record.queue.is_empty() {
-            ("default", String::new())
+        let mark_ttl = self.pending_ttl_s();
+        // The queue a task is on is known from its record; without one, every known queue's
+        // workers are told to look.
+        let queues: Vec<String> = if record.queue.is_empty() {
+            self.queue_names().await?
         } else {
-            (record.queue.as_str(), now_ms().to_string())
+            vec![record.queue.clone()]
         };
-        let mut inv = CANCEL.with_keys(&scripts::cancel_keys(k, id, queue));
+        let mut flags = Batch::new();
+        for q in &queues {
+            let flag = k.cancel_flag(q);
+            flags.add(
+                &flag,
+                redis::cmd("SET")
+                    .arg(&flag)
+                    .arg(1)
+                    .arg("EX")
+                    .arg(mark_ttl)
+                    .clone(),
+            );
+        }
+        self.pool().batch(flags).await?;
+
+        let mut inv = CANCEL.with_keys(&scripts::cancel_keys(k, id));
         inv.arg(self.wire.encode_record(record)?)
-            .arg(self.pending_ttl_s())
+            .arg(mark_ttl)
             .arg(self.result_ttl_s())
             .arg(k.done_channel(id))
-            .arg(k.cancel_channel())
-            .arg(id)
-            .arg(index_at);
+            .arg(self.publish_command());
         for marker in self.wire.final_markers() {
             inv.arg(marker);
         }
         let n: i64 = self.pool().invoke(&inv).await?;
-        Ok(n == 1)
+        if n != 1 {
+            return Ok(false);
+        }
+        let mut after = Batch::new();
+        if !record.queue.is_empty() {
+            let index = k.index(&record.queue, TaskState::Cancelled);
+            after.add(
+                &index,
+                redis::cmd("ZADD").arg(&index).arg(now_ms()).arg(id).clone(),
+            );
+        }
+        let channel = k.cancel_channel();
+        after.add(
+            &channel,
+            redis::cmd("PUBLISH").arg(&channel).arg(id).clone(),
+        );
+        self.pool().batch(after).await?;
+        Ok(true)
     }
 
-    /// Which of `ids` are marked cancelled, in one round trip (an MGET of their marks).
+    /// Which of `ids` are marked cancelled, in one round trip (an MGET of their marks; one
+    /// pipeline per slot on a cluster).
     pub(crate) async fn cancelled(&self, ids: &[&str]) -> Result<Vec<bool>, BrokerError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
         let keys: Vec<String> = ids.iter().map(|id| self.keys.cancel(id)).collect();
-        let marks: Vec<Option<String>> = self.pool().query(redis::cmd("MGET").arg(&keys)).await?;
+        let marks = self.get_many(&keys).await?;
         Ok(marks.into_iter().map(|m| m.is_some()).collect())
     }
 }

@@ -9,7 +9,8 @@ use crate::keys::{CONSUMER_GROUP, DATA_FIELD};
 use crate::model::envelope::now_ms;
 use crate::model::record::{TaskRecord, TaskState};
 
-use super::scripts::{self, GROUP_MEMBER_DONE, RELEASE_UNIQUE};
+use super::connection::Batch;
+use super::scripts::{self, ENQUEUE_ONCE, GROUP_MEMBER_DONE, RELEASE_UNIQUE};
 use super::RedisBackend;
 
 /// Results up to this size are published with the completion, sparing waiters a GET.
@@ -29,24 +30,26 @@ impl RedisBackend {
         let keys = &self.keys;
         let ttl = self.result_ttl_s();
         let pending_ttl = self.pending_ttl_s();
-        let mut writes = redis::pipe();
+        // One pipeline on one Redis; one per slot on a cluster (each keeps this order, so a
+        // task's record is stored before its completion is announced).
+        let mut writes = Batch::new();
         let mut indexed: HashMap<(&str, TaskState), Vec<(u64, &str)>> = HashMap::new();
         for w in batch {
             let c = match w {
                 Write::State(s) => {
                     let record = self.wire.encode_record(&s.record)?;
-                    writes
-                        .add_command(self.set_record(&s.id, &record, pending_ttl))
-                        .ignore();
+                    writes.add(
+                        &keys.task(&s.id),
+                        self.set_record(&s.id, &record, pending_ttl),
+                    );
                     continue;
                 }
                 Write::Completion(c) => c,
             };
             if let Some(task) = &c.task {
                 let record = self.wire.encode_record(&task.record)?;
-                writes
-                    .add_command(self.set_record(&task.id, &record, ttl))
-                    .ignore();
+                let task_key = keys.task(&task.id);
+                writes.add(&task_key, self.set_record(&task.id, &record, ttl));
                 // Only final records are announced and listed.
                 if c.end.is_final() {
                     let inline: &[u8] = if record.len() <= INLINE_RESULT_MAX {
@@ -54,11 +57,13 @@ impl RedisBackend {
                     } else {
                         b""
                     };
-                    writes
-                        .cmd("PUBLISH")
-                        .arg(keys.done_channel(&task.id))
-                        .arg(inline)
-                        .ignore();
+                    writes.add(
+                        &task_key,
+                        redis::cmd(self.publish_command())
+                            .arg(keys.done_channel(&task.id))
+                            .arg(inline)
+                            .clone(),
+                    );
                     if task.record.state.is_final() {
                         indexed
                             .entry((task.record.queue.as_str(), task.record.state))
@@ -73,37 +78,36 @@ impl RedisBackend {
             match &c.end {
                 End::Done => {}
                 End::Retry { next, at_ms } => {
-                    writes
-                        .cmd("ZADD")
-                        .arg(keys.delayed(&c.lane))
+                    let delayed = keys.delayed(&c.lane);
+                    let mut cmd = redis::cmd("ZADD");
+                    cmd.arg(&delayed)
                         .arg(*at_ms)
-                        .arg(self.wire.encode_envelope(next)?)
-                        .ignore();
+                        .arg(self.wire.encode_envelope(next)?);
+                    writes.add(&delayed, cmd);
                 }
                 End::Defer { payload, at_ms } => {
-                    writes
-                        .cmd("ZADD")
-                        .arg(keys.delayed(&c.lane))
-                        .arg(*at_ms)
-                        .arg(payload)
-                        .ignore();
+                    let delayed = keys.delayed(&c.lane);
+                    let mut cmd = redis::cmd("ZADD");
+                    cmd.arg(&delayed).arg(*at_ms).arg(payload);
+                    writes.add(&delayed, cmd);
                 }
                 End::Dead(letter) => {
-                    writes.add_command(self.dead_letter(c, letter)).ignore();
+                    writes.add(&keys.dead(&c.lane), self.dead_letter(c, letter));
                 }
             }
         }
         // One variadic ZADD per index touched by the batch, not one per task.
         for ((queue, state), members) in indexed {
+            let index = keys.index(queue, state);
             let mut cmd = redis::cmd("ZADD");
-            cmd.arg(keys.index(queue, state));
+            cmd.arg(&index);
             for (at, id) in members {
                 cmd.arg(at).arg(id);
             }
-            writes.add_command(cmd).ignore();
+            writes.add(&index, cmd);
         }
         add_stats(&mut writes, &keys.stats(), batch);
-        self.pool().query::<(), _>(&writes).await?;
+        self.pool().batch(writes).await?;
 
         let mut by_lane: HashMap<&str, Vec<&str>> = HashMap::new();
         for w in batch {
@@ -114,47 +118,50 @@ impl RedisBackend {
         if by_lane.is_empty() {
             return Ok(());
         }
-        let mut acks = redis::pipe();
+        let mut acks = Batch::new();
         for (lane, ids) in by_lane {
             let stream = keys.stream(lane);
-            acks.cmd("XACK")
-                .arg(&stream)
-                .arg(CONSUMER_GROUP)
-                .arg(&ids)
-                .ignore();
+            acks.add(
+                &stream,
+                redis::cmd("XACK")
+                    .arg(&stream)
+                    .arg(CONSUMER_GROUP)
+                    .arg(&ids)
+                    .clone(),
+            );
             // Acked entries are deleted at once: the stream only ever holds live work.
-            acks.cmd("XDEL").arg(&stream).arg(&ids).ignore();
+            acks.add(&stream, redis::cmd("XDEL").arg(&stream).arg(&ids).clone());
         }
-        self.pool().query::<(), _>(&acks).await
+        self.pool().batch(acks).await.map(drop)
     }
 
-    fn add_effect(
-        &self,
-        writes: &mut redis::Pipeline,
-        effect: &Effect,
-        ttl: u64,
-    ) -> Result<(), BrokerError> {
+    fn add_effect(&self, writes: &mut Batch, effect: &Effect, ttl: u64) -> Result<(), BrokerError> {
         let keys = &self.keys;
         match effect {
             Effect::Send(envelope) => {
-                writes
-                    .cmd("XADD")
-                    .arg(keys.stream(&envelope.priority.lane(&envelope.queue)))
-                    .arg("*")
-                    .arg(DATA_FIELD)
+                // A chain's next step is enqueued once, keyed by its id in its queue's slot,
+                // however often the step before is delivered (its record was written when the
+                // chain was dispatched).
+                let lane = envelope.priority.lane(&envelope.queue);
+                let k = scripts::enqueue_once_keys(keys, &lane, &envelope.id);
+                let mut cmd = ENQUEUE_ONCE.eval(&k);
+                cmd.arg(ttl.saturating_mul(1000).max(1))
                     .arg(self.wire.encode_envelope(envelope)?)
-                    .ignore();
+                    .arg("")
+                    .arg(DATA_FIELD);
+                writes.add(&k[0], cmd);
             }
             Effect::Finish(s) => {
                 let record = self.wire.encode_record(&s.record)?;
-                writes
-                    .add_command(self.set_record(&s.id, &record, ttl))
-                    .ignore();
-                writes
-                    .cmd("PUBLISH")
-                    .arg(keys.done_channel(&s.id))
-                    .arg(&record)
-                    .ignore();
+                let task_key = keys.task(&s.id);
+                writes.add(&task_key, self.set_record(&s.id, &record, ttl));
+                writes.add(
+                    &task_key,
+                    redis::cmd(self.publish_command())
+                        .arg(keys.done_channel(&s.id))
+                        .arg(&record)
+                        .clone(),
+                );
             }
             Effect::GroupMemberDone(group) => {
                 let k = scripts::group_member_done_keys(
@@ -162,21 +169,18 @@ impl RedisBackend {
                     &group.id,
                     group.callback_lane.as_deref(),
                 );
-                writes
-                    .add_command(
-                        GROUP_MEMBER_DONE
-                            .eval(&k)
-                            .arg(group.index)
-                            .arg(DATA_FIELD)
-                            .clone(),
-                    )
-                    .ignore();
+                writes.add(
+                    &k[0],
+                    GROUP_MEMBER_DONE
+                        .eval(&k)
+                        .arg(group.index)
+                        .arg(DATA_FIELD)
+                        .clone(),
+                );
             }
             Effect::ReleaseUnique { queue, key, holder } => {
                 let k = scripts::release_unique_keys(keys, queue, key);
-                writes
-                    .add_command(RELEASE_UNIQUE.eval(&k).arg(holder).clone())
-                    .ignore();
+                writes.add(&k[0], RELEASE_UNIQUE.eval(&k).arg(holder).clone());
             }
         }
         Ok(())
@@ -218,7 +222,7 @@ pub(crate) fn finished_at(record: &TaskRecord) -> u64 {
 
 /// Adds the batch's totals to the cumulative counters (one HINCRBY per counter per batch):
 /// tasks finished per state, retries, and the summed queue wait and run time of those that ran.
-fn add_stats(pipe: &mut redis::Pipeline, key: &str, batch: &[Write]) {
+fn add_stats(pipe: &mut Batch, key: &str, batch: &[Write]) {
     let mut counts: HashMap<&'static str, u64> = HashMap::new();
     for w in batch {
         let Write::Completion(c) = w else { continue };
@@ -239,6 +243,9 @@ fn add_stats(pipe: &mut redis::Pipeline, key: &str, batch: &[Write]) {
         }
     }
     for (field, n) in counts {
-        pipe.cmd("HINCRBY").arg(key).arg(field).arg(n).ignore();
+        pipe.add(
+            key,
+            redis::cmd("HINCRBY").arg(key).arg(field).arg(n).clone(),
+        );
     }
 }

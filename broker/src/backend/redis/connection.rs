@@ -1,80 +1,307 @@
-//! Connections to Redis: a pool for commands, dedicated connections for blocking reads.
+//! Connections to Redis: one Redis, a primary found through Sentinel, or a Redis Cluster.
 //!
-//! Commands go over a deadpool pool of multiplexed connections. deadpool-redis's own manager
-//! PINGs on every checkout, which costs a round trip per dispatch, so kiq's [`RedisManager`]
-//! only PINGs a connection that sat idle, and [`Pool::run`] drops a connection after an I/O
-//! error so the next checkout makes a fresh one. A blocking command (XREADGROUP BLOCK) would
-//! stall everything pipelined behind it on a shared socket, so each blocking reader gets its
-//! own connection with no response timeout (see `shared/notes`: the 500 ms default trap).
+//! The URL says which ([`Target::parse`]):
+//! - `redis://` / `rediss://`: one Redis (or a fixed primary).
+//! - `redis+sentinel://[user:pass@]s1:p1,s2:p2/<master name>[/db]`: the primary the Sentinels
+//!   name, looked up again for every new connection, so a failover is followed as soon as a
+//!   connection breaks or the old primary, now a replica, answers `READONLY`.
+//! - `redis+cluster://[user:pass@]h1:p1,h2:p2` (`rediss+cluster://` for TLS): a Redis Cluster,
+//!   through redis-rs's cluster client, which follows `MOVED`/`ASK` and failovers itself.
+//!
+//! Commands go over multiplexed connections. On one Redis (or Sentinel's primary) they come
+//! from a deadpool pool: deadpool-redis's own manager PINGs on every checkout, which costs a
+//! round trip per dispatch, so kiq's [`RedisManager`] only PINGs a connection that sat idle,
+//! and a connection that failed with an I/O error (or `READONLY`) is dropped so the next
+//! checkout makes a fresh one. On a cluster, every command shares one cluster connection (one
+//! multiplexed socket per node). Commands whose keys live in several slots go in a [`Batch`],
+//! which sends one pipeline per slot on a cluster and one pipeline in all on one Redis.
+//!
+//! A blocking command (XREADGROUP BLOCK) would stall everything pipelined behind it on a
+//! shared socket, so each blocking reader gets connections of its own with no response timeout
+//! (see `shared/notes`: the 500 ms default trap).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{AsyncConnectionConfig, Client, RedisError, RedisFuture, Value};
+use tokio::sync::{Mutex, OnceCell};
 
-use crate::config::BrokerConfig;
+use crate::config::{redact, BrokerConfig};
 use crate::error::BrokerError;
 
 /// A pooled connection is PINGed before reuse only when it has been idle this long.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
 
-/// Creates and recycles pooled connections.
+/// Where Redis is, as the URL says.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// One Redis.
+    Single(Client),
+    /// The primary named by a set of Sentinels (looked up for each new connection).
+    Sentinel {
+        sentinels: Arc<Mutex<SentinelClient>>,
+        master: String,
+    },
+    /// A Redis Cluster, with its seed nodes' URLs.
+    Cluster {
+        client: ClusterClient,
+        seeds: Vec<String>,
+    },
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind())
+    }
+}
+
+/// The parts of a `redis+cluster://` or `redis+sentinel://` URL.
+struct MultiHost<'a> {
+    tls: bool,
+    userinfo: Option<&'a str>,
+    hosts: Vec<&'a str>,
+    path: &'a str,
+}
+
+fn split_multi_host<'a>(url: &'a str, scheme: &str) -> Option<MultiHost<'a>> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix(&format!("rediss+{scheme}://")) {
+        (true, r)
+    } else {
+        (false, url.strip_prefix(&format!("redis+{scheme}://"))?)
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+        None => (None, authority),
+    };
+    let hosts: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
+    Some(MultiHost {
+        tls,
+        userinfo,
+        hosts,
+        path,
+    })
+}
+
+impl Target {
+    /// Parses and checks a Redis URL without connecting.
+    pub(crate) fn parse(url: &str, config: &BrokerConfig) -> Result<Self, BrokerError> {
+        ensure_tls_provider();
+        let invalid = |reason: String| BrokerError::InvalidUrl {
+            url: redact(url),
+            reason,
+        };
+        if let Some(m) = split_multi_host(url, "cluster") {
+            if m.hosts.is_empty() {
+                return Err(invalid("no cluster node given".into()));
+            }
+            let scheme = if m.tls { "rediss" } else { "redis" };
+            let auth = m.userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+            let seeds: Vec<String> = m
+                .hosts
+                .iter()
+                .map(|h| format!("{scheme}://{auth}{h}"))
+                .collect();
+            let client = ClusterClient::builder(seeds.clone())
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.command_timeout)
+                .build()
+                .map_err(|e| invalid(e.to_string()))?;
+            return Ok(Target::Cluster { client, seeds });
+        }
+        if let Some(m) = split_multi_host(url, "sentinel") {
+            let mut path = m.path.split('/');
+            let master = path.next().unwrap_or_default().to_string();
+            if m.hosts.is_empty() || master.is_empty() {
+                return Err(invalid(
+                    "expected redis+sentinel://[user:pass@]host:port[,host:port...]/<master name>"
+                        .into(),
+                ));
+            }
+            let db: i64 = match path.next().filter(|d| !d.is_empty()) {
+                Some(d) => d
+                    .parse()
+                    .map_err(|_| invalid(format!("database {d:?} is not a number")))?,
+                None => 0,
+            };
+            // Credentials are the primary's; the Sentinels are asked without.
+            let scheme = if m.tls { "rediss" } else { "redis" };
+            let sentinels: Vec<String> =
+                m.hosts.iter().map(|h| format!("{scheme}://{h}")).collect();
+            let mut info = redis::RedisConnectionInfo::default().set_db(db);
+            if let Some(u) = m.userinfo {
+                let (user, pass) = match u.split_once(':') {
+                    Some((user, pass)) => (user, Some(pass)),
+                    None => (u, None),
+                };
+                let decode = |s: &str| {
+                    percent_decode(s).ok_or_else(|| invalid("bad %-escape in credentials".into()))
+                };
+                if !user.is_empty() {
+                    info = info.set_username(decode(user)?);
+                }
+                if let Some(p) = pass {
+                    info = info.set_password(decode(p)?);
+                }
+            }
+            let mut node = SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
+            if m.tls {
+                node = node.set_tls_mode(redis::TlsMode::Secure);
+            }
+            let client =
+                SentinelClient::build(sentinels, &master, Some(node), SentinelServerType::Master)
+                    .map_err(|e| invalid(e.to_string()))?;
+            return Ok(Target::Sentinel {
+                sentinels: Arc::new(Mutex::new(client)),
+                master,
+            });
+        }
+        let scheme = url.split("://").next().unwrap_or_default();
+        if scheme.contains('+') && !scheme.ends_with("+unix") {
+            return Err(invalid(
+                "expected redis+cluster://, rediss+cluster://, redis+sentinel:// or rediss+sentinel://"
+                    .into(),
+            ));
+        }
+        Client::open(url)
+            .map(Target::Single)
+            .map_err(|e| invalid(e.to_string()))
+    }
+
+    /// `single`, `sentinel` or `cluster`.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Target::Single(_) => "single",
+            Target::Sentinel { .. } => "sentinel",
+            Target::Cluster { .. } => "cluster",
+        }
+    }
+
+    /// Whether this is a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Target::Cluster { .. })
+    }
+
+    /// A client for one server: the Redis, the primary the Sentinels name now, or (on a
+    /// cluster) seed node `n` (mod the number of seeds), for non-sharded pub/sub, which Redis
+    /// Cluster spreads to every node.
+    pub(crate) async fn node_client(&self, n: usize) -> Result<Client, BrokerError> {
+        match self {
+            Target::Single(c) => Ok(c.clone()),
+            Target::Sentinel { sentinels, master } => {
+                let fut: Erased<'_, Client> = Box::pin(async move {
+                    let mut s = sentinels.lock().await;
+                    s.async_get_client().await.map_err(|e| {
+                        BrokerError::Topology(format!(
+                            "the Sentinels name no reachable primary for {master:?}: {e}"
+                        ))
+                    })
+                });
+                fut.await
+            }
+            Target::Cluster { seeds, .. } => {
+                let url = &seeds[n % seeds.len()];
+                Ok(Client::open(url.as_str())?)
+            }
+        }
+    }
+}
+
+/// Creates and recycles pooled connections (one Redis, or Sentinel's primary).
 pub struct RedisManager {
-    client: Client,
+    target: Target,
     config: AsyncConnectionConfig,
 }
 
 impl managed::Manager for RedisManager {
     type Type = MultiplexedConnection;
-    type Error = RedisError;
+    type Error = BrokerError;
 
-    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
-        self.client
+    async fn create(&self) -> Result<MultiplexedConnection, BrokerError> {
+        let client = self.target.node_client(0).await?;
+        Ok(client
             .get_multiplexed_async_connection_with_config(&self.config)
-            .await
+            .await?)
     }
 
     async fn recycle(
         &self,
         conn: &mut MultiplexedConnection,
         metrics: &Metrics,
-    ) -> RecycleResult<RedisError> {
+    ) -> RecycleResult<BrokerError> {
         if metrics.last_used() < IDLE_BEFORE_PING {
             return Ok(());
         }
         redis::cmd("PING")
             .query_async::<()>(conn)
             .await
-            .map_err(RecycleError::Backend)
+            .map_err(|e| RecycleError::Backend(e.into()))
     }
 }
 
-/// The command pool.
+/// The command connections of one broker.
 #[derive(Clone)]
-pub struct Pool {
-    inner: managed::Pool<RedisManager>,
+pub(crate) enum Pool {
+    /// A pool of multiplexed connections to one server.
+    Pooled {
+        inner: managed::Pool<RedisManager>,
+        target: Target,
+        url: String,
+    },
+    /// One shared cluster connection, made on first use.
+    Cluster {
+        client: ClusterClient,
+        conn: Arc<OnceCell<ClusterConnection>>,
+        target: Target,
+    },
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("status", &self.inner.status())
-            .finish()
+        match self {
+            Pool::Pooled { inner, target, .. } => f
+                .debug_struct("Pool")
+                .field("target", target)
+                .field("status", &inner.status())
+                .finish(),
+            Pool::Cluster { .. } => f.write_str("Pool(cluster)"),
+        }
     }
 }
 
-/// A connection checked out of the pool.
-pub type PooledConnection = managed::Object<RedisManager>;
+/// Whether a connection that failed with `e` should be thrown away.
+fn is_broken(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        // A primary demoted by a Sentinel failover: the next connection finds the new one.
+        || e.code() == Some("READONLY")
+}
 
 impl Pool {
-    /// Builds a pool for `config` (connections are made lazily).
-    pub fn new(client: Client, config: &BrokerConfig) -> Result<Self, BrokerError> {
+    /// Builds the connections for `config` (made lazily, on first use).
+    pub fn new(target: Target, config: &BrokerConfig) -> Result<Self, BrokerError> {
+        if let Target::Cluster { client, .. } = &target {
+            return Ok(Pool::Cluster {
+                client: client.clone(),
+                conn: Arc::new(OnceCell::new()),
+                target,
+            });
+        }
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout));
         let manager = RedisManager {
-            client,
+            target: target.clone(),
             config: conn_config,
         };
         let inner = managed::Pool::builder(manager)
@@ -85,53 +312,254 @@ impl Pool {
             .recycle_timeout(Some(config.connect_timeout))
             .build()
             .map_err(|e| BrokerError::Config(e.to_string()))?;
-        Ok(Self { inner })
-    }
-
-    /// Checks out a connection.
-    pub async fn get(&self) -> Result<PooledConnection, BrokerError> {
-        self.inner.get().await.map_err(|e| match e {
-            managed::PoolError::Backend(e) => BrokerError::Redis(e),
-            other => BrokerError::Pool(other.to_string()),
+        Ok(Pool::Pooled {
+            inner,
+            target,
+            url: redact(&config.redis_url),
         })
     }
 
-    /// Runs `cmd` (a command or a pipeline) on a pooled connection. A connection that failed
-    /// with an I/O error is dropped rather than returned to the pool.
+    /// Where the connections go.
+    pub(crate) fn target(&self) -> &Target {
+        match self {
+            Pool::Pooled { target, .. } | Pool::Cluster { target, .. } => target,
+        }
+    }
+
+    /// Turns a Redis error into the broker's, naming the cluster URL form when a plain URL
+    /// reached a cluster node.
+    fn error(&self, e: RedisError) -> BrokerError {
+        if let Pool::Pooled { url, .. } = self {
+            if matches!(
+                e.code(),
+                Some("MOVED" | "ASK" | "CROSSSLOT" | "CLUSTERDOWN")
+            ) {
+                return cluster_node_error(url);
+            }
+        }
+        BrokerError::Redis(e)
+    }
+
+    async fn cluster(
+        client: &ClusterClient,
+        conn: &OnceCell<ClusterConnection>,
+    ) -> Result<ClusterConnection, BrokerError> {
+        Ok(conn
+            .get_or_try_init(|| client.get_async_connection())
+            .await?
+            .clone())
+    }
+
+    /// Runs `cmd` (a command, a pipeline or a script invocation). On one server, a connection
+    /// that failed with an I/O error is dropped rather than returned to the pool; a pipeline
+    /// must keep to one slot on a cluster (see [`Batch`] for one that does not).
     pub async fn query<T, C>(&self, cmd: &C) -> Result<T, BrokerError>
     where
-        T: redis::FromRedisValue,
+        T: redis::FromRedisValue + Send,
         C: Queryable + ?Sized,
     {
-        let mut conn = self.get().await?;
-        match cmd.run(&mut conn).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    let _ = managed::Object::take(conn);
+        match self {
+            Pool::Pooled { inner, .. } => {
+                let mut conn = inner.get().await.map_err(pool_error)?;
+                match cmd.run(&mut *conn).await {
+                    Ok(v) => Ok(v),
+                    Err(e) => {
+                        if is_broken(&e) {
+                            let _ = managed::Object::take(conn);
+                        }
+                        Err(self.error(e))
+                    }
                 }
-                Err(BrokerError::Redis(e))
+            }
+            Pool::Cluster { client, conn, .. } => {
+                // Boxed: the cluster client's futures are deep enough to overflow the compiler's
+                // layout depth in every async fn that awaits this one.
+                let fut: Erased<'_, T> = Box::pin(async move {
+                    let mut c = Self::cluster(client, conn).await?;
+                    Ok(cmd.run(&mut c).await?)
+                });
+                fut.await
+            }
+        }
+    }
+
+    /// Runs a Lua script invocation, with the same rules as [`Pool::query`] (EVALSHA, then
+    /// the script's source once if the server does not have it).
+    pub async fn invoke<T: redis::FromRedisValue + Send>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, BrokerError> {
+        match self {
+            Pool::Pooled { inner, .. } => {
+                let mut conn = inner.get().await.map_err(pool_error)?;
+                match inv.invoke_async(&mut *conn).await {
+                    Ok(v) => Ok(v),
+                    Err(e) => {
+                        if is_broken(&e) {
+                            let _ = managed::Object::take(conn);
+                        }
+                        Err(self.error(e))
+                    }
+                }
+            }
+            Pool::Cluster { client, conn, .. } => {
+                let fut: Erased<'_, T> = Box::pin(async move {
+                    let mut c = Self::cluster(client, conn).await?;
+                    Ok(inv.invoke_async(&mut c).await?)
+                });
+                fut.await
+            }
+        }
+    }
+
+    /// Runs a batch of commands that may touch several slots: one pipeline on one server, one
+    /// pipeline per slot on a cluster (sent concurrently; each keeps the batch's order).
+    /// Returns every reply, in the batch's order.
+    pub async fn batch(&self, batch: Batch) -> Result<Vec<Value>, BrokerError> {
+        if batch.cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Pool::Pooled { .. } => {
+                let mut pipe = redis::Pipeline::with_capacity(batch.cmds.len());
+                for (_, cmd) in batch.cmds {
+                    pipe.add_command(cmd);
+                }
+                self.query(&pipe).await
+            }
+            Pool::Cluster { client, conn, .. } => {
+                let fut: Erased<'_, Vec<Value>> = Box::pin(async move {
+                    let c = Self::cluster(client, conn).await?;
+                    let total = batch.cmds.len();
+                    let mut by_slot: BTreeMap<u16, (Vec<usize>, redis::Pipeline)> = BTreeMap::new();
+                    for (i, (slot, cmd)) in batch.cmds.into_iter().enumerate() {
+                        let (idx, pipe) = by_slot.entry(slot).or_default();
+                        idx.push(i);
+                        pipe.add_command(cmd);
+                    }
+                    let runs = by_slot.into_values().map(|(idx, pipe)| {
+                        let mut c = c.clone();
+                        async move {
+                            let replies: Vec<Value> = pipe.query_async(&mut c).await?;
+                            Ok::<_, RedisError>((idx, replies))
+                        }
+                    });
+                    let mut out = vec![Value::Nil; total];
+                    for (idx, replies) in futures_util::future::try_join_all(runs).await? {
+                        for (i, v) in idx.into_iter().zip(replies) {
+                            out[i] = v;
+                        }
+                    }
+                    Ok(out)
+                });
+                fut.await
+            }
+        }
+    }
+
+    /// Opens a connection of its own for a blocking reader: no response timeout, since the
+    /// server holds XREADGROUP BLOCK replies back on purpose. (On Sentinel, it goes to the
+    /// primary named now.)
+    pub async fn dedicated(&self, config: &BrokerConfig) -> Result<Dedicated, BrokerError> {
+        match self {
+            Pool::Pooled { target, .. } => {
+                let conn_config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_response_timeout(None);
+                let client = target.node_client(0).await?;
+                Ok(Dedicated::Plain(
+                    client
+                        .get_multiplexed_async_connection_with_config(&conn_config)
+                        .await?,
+                ))
+            }
+            Pool::Cluster { target, .. } => {
+                let Target::Cluster { seeds, .. } = target else {
+                    return Err(BrokerError::Config("cluster pool without a cluster".into()));
+                };
+                let client = ClusterClient::builder(seeds.clone())
+                    .connection_timeout(config.connect_timeout)
+                    .build()?;
+                let fut: Erased<'_, ClusterConnection> =
+                    Box::pin(async move { Ok(client.get_async_connection().await?) });
+                let conn = fut.await?;
+                Ok(Dedicated::Cluster(conn))
             }
         }
     }
 }
 
-impl Pool {
-    /// Runs a Lua script invocation on a pooled connection, with the same rule as
-    /// [`Pool::query`]: a connection that failed with an I/O error is dropped.
-    pub async fn invoke<T: redis::FromRedisValue>(
-        &self,
-        inv: &redis::ScriptInvocation<'_>,
-    ) -> Result<T, BrokerError> {
-        let mut conn = self.get().await?;
-        match inv.invoke_async(&mut *conn).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    let _ = managed::Object::take(conn);
-                }
-                Err(BrokerError::Redis(e))
-            }
+/// A boxed, type-erased future: the cluster client's futures are deep enough to overflow the
+/// compiler's layout depth in every async fn that awaits them, unless erased.
+type Erased<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, BrokerError>> + Send + 'a>>;
+
+fn pool_error(e: managed::PoolError<BrokerError>) -> BrokerError {
+    match e {
+        managed::PoolError::Backend(e) => e,
+        other => BrokerError::Pool(other.to_string()),
+    }
+}
+
+/// The error for a plain URL that reached a Redis Cluster node.
+pub(crate) fn cluster_node_error(url: &str) -> BrokerError {
+    BrokerError::Topology(format!(
+        "{url} is a Redis Cluster node: connect with redis+cluster://host:port[,host:port...] \
+         (rediss+cluster:// for TLS)"
+    ))
+}
+
+/// Commands that may touch several hash slots, grouped by slot when sent to a cluster.
+#[derive(Default)]
+pub(crate) struct Batch {
+    cmds: Vec<(u16, redis::Cmd)>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `cmd`, whose keys (and shard channel) are all in the slot of `route`.
+    pub(crate) fn add(&mut self, route: &str, cmd: redis::Cmd) -> &mut Self {
+        self.cmds.push((slot(route), cmd));
+        self
+    }
+}
+
+/// A reader's own connection.
+pub enum Dedicated {
+    /// To one server.
+    Plain(MultiplexedConnection),
+    /// To a cluster (its own sockets, one per node).
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Dedicated {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Dedicated::Plain(c) => c.req_packed_command(cmd),
+            Dedicated::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Dedicated::Plain(c) => c.req_packed_commands(cmd, offset, count),
+            Dedicated::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Dedicated::Plain(c) => c.get_db(),
+            Dedicated::Cluster(c) => c.get_db(),
         }
     }
 }
@@ -139,51 +567,72 @@ impl Pool {
 /// A command or a pipeline that [`Pool::query`] can run.
 pub trait Queryable: Sync {
     /// Sends it on `conn`.
-    fn run<T: redis::FromRedisValue>(
+    fn run<T: redis::FromRedisValue, C: ConnectionLike + Send>(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut C,
     ) -> impl std::future::Future<Output = Result<T, RedisError>> + Send;
 }
 
 impl Queryable for redis::Cmd {
-    fn run<T: redis::FromRedisValue>(
+    fn run<T: redis::FromRedisValue, C: ConnectionLike + Send>(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut C,
     ) -> impl std::future::Future<Output = Result<T, RedisError>> + Send {
         self.query_async(conn)
     }
 }
 
 impl Queryable for redis::Pipeline {
-    fn run<T: redis::FromRedisValue>(
+    fn run<T: redis::FromRedisValue, C: ConnectionLike + Send>(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut C,
     ) -> impl std::future::Future<Output = Result<T, RedisError>> + Send {
         self.query_async(conn)
     }
 }
 
-/// Opens a connection of its own for a blocking reader: no response timeout, since the server
-/// holds XREADGROUP BLOCK replies back on purpose.
-pub async fn dedicated_connection(
-    client: &Client,
-    config: &BrokerConfig,
-) -> Result<MultiplexedConnection, BrokerError> {
-    let conn_config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout))
-        .set_response_timeout(None);
-    Ok(client
-        .get_multiplexed_async_connection_with_config(&conn_config)
-        .await?)
+/// Redis Cluster's key slot: CRC16 (XMODEM) of the key's hash tag, or of the whole key, mod
+/// 16384. Written out here (a dozen lines) because redis-rs keeps its slot number private
+/// (`cluster_routing::Slot` has no public accessor), and [`Batch`] must group by it.
+pub(crate) fn slot(key: &str) -> u16 {
+    let b = key.as_bytes();
+    let tagged = match b.iter().position(|c| *c == b'{') {
+        Some(open) => match b[open + 1..].iter().position(|c| *c == b'}') {
+            Some(len) if len > 0 => &b[open + 1..open + 1 + len],
+            _ => b,
+        },
+        None => b,
+    };
+    let mut crc: u16 = 0;
+    for byte in tagged {
+        crc ^= (*byte as u16) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
 }
 
-/// Parses and checks a Redis URL without connecting.
-pub fn open_client(url: &str) -> Result<Client, BrokerError> {
-    ensure_tls_provider();
-    Client::open(url).map_err(|e| BrokerError::InvalidUrl {
-        url: crate::config::redact(url),
-        reason: e.to_string(),
-    })
+/// `%XX` escapes of a URL's credentials, decoded.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Installs rustls' ring provider once, so `rediss://` works whatever else is linked in.
@@ -198,9 +647,43 @@ fn ensure_tls_provider() {
 mod tests {
     use super::*;
 
+    fn parse(url: &str) -> Result<Target, BrokerError> {
+        Target::parse(url, &BrokerConfig::new(url))
+    }
+
     #[test]
     fn bad_urls_are_refused_with_a_reason() {
-        let err = open_client("http://nope").unwrap_err();
+        let err = parse("http://nope").unwrap_err();
         assert!(matches!(err, BrokerError::InvalidUrl { .. }), "{err}");
+        let err = parse("redis+cluster://").unwrap_err();
+        assert!(err.to_string().contains("no cluster node"), "{err}");
+        let err = parse("redis+sentinel://127.0.0.1:26379").unwrap_err();
+        assert!(err.to_string().contains("master name"), "{err}");
+        let err = parse("redis+clustr://h:1").unwrap_err();
+        assert!(err.to_string().contains("redis+cluster://"), "{err}");
+    }
+
+    #[test]
+    fn urls_name_their_topology() {
+        assert_eq!(parse("redis://127.0.0.1:7000").unwrap().kind(), "single");
+        let t = parse("redis+cluster://u:p@127.0.0.1:7000,127.0.0.1:7001").unwrap();
+        assert_eq!(t.kind(), "cluster");
+        let Target::Cluster { seeds, .. } = t else {
+            unreachable!()
+        };
+        assert_eq!(
+            seeds,
+            ["redis://u:p@127.0.0.1:7000", "redis://u:p@127.0.0.1:7001"]
+        );
+        let t = parse("redis+sentinel://:s%40cret@127.0.0.1:26379,127.0.0.1:26380/main/2").unwrap();
+        assert_eq!(t.kind(), "sentinel");
+    }
+
+    #[test]
+    fn slots_match_redis() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(slot("123456789"), 0x31C3);
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
     }
 }

@@ -9,6 +9,7 @@ use crate::keys::DATA_FIELD;
 use crate::model::envelope::Envelope;
 use crate::model::record::TaskRecord;
 
+use super::connection::Batch;
 use super::scripts::{self, ENQUEUE_ONCE, ENQUEUE_UNIQUE};
 use super::RedisBackend;
 
@@ -45,44 +46,56 @@ impl RedisBackend {
         let mut stream_keys: HashMap<&str, String> = HashMap::new();
         let mut wake: HashMap<&str, u64> = HashMap::new();
         for chunk in msgs.chunks(ENQUEUE_CHUNK) {
-            let mut pipe = redis::Pipeline::with_capacity(chunk.len() * 2);
+            // The records first: a worker that finishes quickly must not have its result
+            // overwritten by a late "pending". On one Redis the records and the entries go in
+            // one pipeline, in that order; on a cluster they live in different slots (sent
+            // side by side), so the records go in a round trip of their own before.
+            let mut batch = Batch::new();
+            if track {
+                for m in chunk {
+                    batch.add(
+                        &self.keys.task(&m.id),
+                        self.set_record(&m.id, &m.pending_record, ttl),
+                    );
+                }
+                if self.target().is_cluster() {
+                    self.pool()
+                        .batch(std::mem::take(&mut batch))
+                        .await
+                        .map_err(|e| broker_err(&chunk[0].task, e))?;
+                }
+            }
             for m in chunk {
                 let stream = stream_keys
                     .entry(m.lane.as_str())
                     .or_insert_with(|| self.keys.stream(&m.lane));
-                // The record first: a worker that finishes quickly must not have its result
-                // overwritten by a late "pending".
-                if track {
-                    pipe.add_command(self.set_record(&m.id, &m.pending_record, ttl))
-                        .ignore();
-                }
                 match m.due_ms {
                     // Delayed: it waits in the lane's sorted set until a worker promotes it.
                     Some(due) => {
-                        pipe.cmd("ZADD")
-                            .arg(self.keys.delayed(&m.lane))
-                            .arg(due)
-                            .arg(&m.payload)
-                            .ignore();
+                        let delayed = self.keys.delayed(&m.lane);
+                        let mut cmd = redis::cmd("ZADD");
+                        cmd.arg(&delayed).arg(due).arg(&m.payload);
+                        batch.add(&delayed, cmd);
                         let earliest = wake.entry(m.lane.as_str()).or_insert(due);
                         *earliest = (*earliest).min(due);
                     }
                     None => {
-                        pipe.cmd("XADD")
-                            .arg(stream.as_str())
+                        let mut cmd = redis::cmd("XADD");
+                        cmd.arg(stream.as_str())
                             .arg("*")
                             .arg(DATA_FIELD)
-                            .arg(&m.payload)
-                            .ignore();
+                            .arg(&m.payload);
+                        batch.add(stream, cmd);
                     }
                 }
             }
             // Tell workers' promoters about new delayed work, once per lane per chunk.
             for (lane, due) in wake.drain() {
-                pipe.add_command(self.wake(lane, due)).ignore();
+                let channel = self.keys.wake_channel(lane);
+                batch.add(&channel, self.wake(lane, due));
             }
             self.pool()
-                .query::<(), _>(&pipe)
+                .batch(batch)
                 .await
                 .map_err(|e| broker_err(&chunk[0].task, e))?;
             ids.extend(chunk.iter().map(|m| m.id.clone()));
@@ -120,6 +133,7 @@ impl RedisBackend {
                 .map_err(err)?;
         }
         let owner: String = self.pool().invoke(&inv).await.map_err(err)?;
+        // (Record and key live in different slots: two steps, the record first.)
         if owner != msg.id {
             if self.config.track_pending {
                 let _ = self
@@ -142,19 +156,19 @@ impl RedisBackend {
     ) -> Result<bool, DispatchError> {
         let err = |e| broker_err(&msg.task, e);
         self.ensure_group(&msg.lane).await.map_err(err)?;
+        // The pending record first, in the task's slot, written only if absent: delivering
+        // again after the task ran must not turn its result back into "pending".
+        if self.config.track_pending {
+            let mut set = self.set_record(&msg.id, &msg.pending_record, self.pending_ttl_s());
+            set.arg("NX");
+            self.pool().query::<(), _>(&set).await.map_err(err)?;
+        }
         let keys = scripts::enqueue_once_keys(&self.keys, &msg.lane, &msg.id);
         let mut inv = ENQUEUE_ONCE.with_keys(&keys);
-        let record: &[u8] = if self.config.track_pending {
-            msg.pending_record.as_slice()
-        } else {
-            b""
-        };
         inv.arg(ttl.as_millis().max(1) as u64)
             .arg(&msg.payload)
             .arg(msg.due_ms.map(|d| d.to_string()).unwrap_or_default())
-            .arg(DATA_FIELD)
-            .arg(record)
-            .arg(self.pending_ttl_s());
+            .arg(DATA_FIELD);
         let n: i64 = self.pool().invoke(&inv).await.map_err(err)?;
         if n == 1 {
             if let Some(due) = msg.due_ms {
@@ -183,7 +197,7 @@ impl RedisBackend {
         if later.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        let mut batch = Batch::new();
         for step in later {
             // The worker that finishes the step before sends it: its lane must have a group.
             self.ensure_group(&step.priority.lane(&step.queue))
@@ -201,12 +215,15 @@ impl RedisBackend {
                     task: step.task.clone(),
                     error,
                 })?;
-            pipe.add_command(self.set_record(&step.id, &record, self.pending_ttl_s()))
-                .ignore();
+            batch.add(
+                &self.keys.task(&step.id),
+                self.set_record(&step.id, &record, self.pending_ttl_s()),
+            );
         }
         self.pool()
-            .query::<(), _>(&pipe)
+            .batch(batch)
             .await
+            .map(drop)
             .map_err(|e| broker_err(&later[0].task, e))
     }
 
@@ -221,24 +238,25 @@ impl RedisBackend {
     ) -> Result<(), DispatchError> {
         let err = |e| broker_err(task, e);
         let ttl = self.pending_ttl_s();
-        let key = self.keys.group(group_id);
-        let mut pipe = redis::pipe();
-        pipe.cmd("HSET").arg(&key).arg("size").arg(size).ignore();
+        // The group lives in its callback's queue's slot, so that the last member's count and
+        // the callback's send are one script.
+        let key = self.keys.group(
+            group_id,
+            callback.map(|cb| crate::model::priority::split_lane(&cb.lane).0),
+        );
+        let mut batch = Batch::new();
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&key).arg("size").arg(size);
         if let Some(cb) = callback {
             self.ensure_group(&cb.lane).await.map_err(err)?;
-            // `callback_stream` is for workers of before the callback's lane travelled with the
-            // members (kiq 0.1's first releases), so they can still send it.
-            pipe.cmd("HSET")
-                .arg(&key)
-                .arg("callback")
-                .arg(&cb.payload)
-                .arg("callback_stream")
-                .arg(self.keys.stream(&cb.lane))
-                .ignore();
-            pipe.add_command(self.set_record(&cb.id, &cb.pending_record, ttl))
-                .ignore();
+            hset.arg("callback").arg(&cb.payload);
+            batch.add(
+                &self.keys.task(&cb.id),
+                self.set_record(&cb.id, &cb.pending_record, ttl),
+            );
         }
-        pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
-        self.pool().query::<(), _>(&pipe).await.map_err(err)
+        batch.add(&key, hset);
+        batch.add(&key, redis::cmd("EXPIRE").arg(&key).arg(ttl).clone());
+        self.pool().batch(batch).await.map(drop).map_err(err)
     }
 }

@@ -26,8 +26,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::Client;
-
 use crate::codec::WireFormat;
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, WaitError};
@@ -41,7 +39,6 @@ pub(crate) struct RedisBackend {
     pub(crate) config: BrokerConfig,
     pub(crate) keys: Keys,
     pub(crate) wire: Arc<dyn WireFormat>,
-    client: Client,
     pool: Pool,
     waiters: Waiters,
     /// Lanes whose consumer group this process has already made sure of.
@@ -51,15 +48,14 @@ pub(crate) struct RedisBackend {
 impl RedisBackend {
     /// A backend for `config` (connections are made on first use).
     pub(crate) fn new(config: &BrokerConfig) -> Result<Self, BrokerError> {
-        let client = connection::open_client(&config.redis_url)?;
-        let pool = Pool::new(client.clone(), config)?;
+        let target = connection::Target::parse(&config.redis_url, config)?;
+        let pool = Pool::new(target.clone(), config)?;
         let keys = Keys::new(config.prefix.clone());
-        let waiters = Waiters::new(client.clone(), keys.clone());
+        let waiters = Waiters::new(target, keys.clone());
         Ok(Self {
             config: config.clone(),
             keys,
             wire: config.wire.clone(),
-            client,
             pool,
             waiters,
             groups_ready: Mutex::new(HashSet::new()),
@@ -70,8 +66,19 @@ impl RedisBackend {
         &self.pool
     }
 
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
+    /// Where Redis is (one server, Sentinel's primary, or a cluster).
+    pub(crate) fn target(&self) -> &connection::Target {
+        self.pool.target()
+    }
+
+    /// The command that announces on a task's done channel: SPUBLISH (sharded, in the task's
+    /// slot) on a cluster, PUBLISH elsewhere (which works on Redis before 7 too).
+    pub(crate) fn publish_command(&self) -> &'static str {
+        if self.target().is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
     }
 
     /// Seconds a result is kept.
@@ -91,8 +98,29 @@ impl RedisBackend {
         cmd
     }
 
+    /// Checks that Redis answers, and that it is what the URL says: a plain URL that reaches
+    /// a Redis Cluster node fails here, naming the cluster URL form.
     pub(crate) async fn ping(&self) -> Result<(), BrokerError> {
-        self.pool.query::<(), _>(&redis::cmd("PING")).await
+        if self.target().is_cluster() {
+            return self.pool.query::<(), _>(&redis::cmd("PING")).await;
+        }
+        let info: String = self.pool.query(redis::cmd("INFO").arg("cluster")).await?;
+        if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+            return Err(connection::cluster_node_error(&crate::config::redact(
+                &self.config.redis_url,
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether Redis holds keys of kiq's data model v1 (kiq 0.1), which this version does not
+    /// read: said once, clearly, by workers at start.
+    pub(crate) async fn has_v1_keys(&self) -> Result<bool, BrokerError> {
+        let n: u64 = self
+            .pool
+            .query(redis::cmd("EXISTS").arg(self.keys.v1_queues()))
+            .await?;
+        Ok(n > 0)
     }
 
     pub(crate) async fn record(&self, id: &str) -> Result<Option<TaskRecord>, BrokerError> {
@@ -110,20 +138,38 @@ impl RedisBackend {
         &self,
         ids: &[String],
     ) -> Result<Vec<Option<TaskRecord>>, BrokerError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut cmd = redis::cmd("MGET");
-        for id in ids {
-            cmd.arg(self.keys.task(id));
-        }
-        let raw: Vec<Option<Vec<u8>>> = self.pool.query(&cmd).await?;
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.task(id)).collect();
+        let raw: Vec<Option<Vec<u8>>> = self.get_many(&keys).await?;
         raw.into_iter()
             .map(|b| {
                 b.map(|b| self.wire.decode_record(&b))
                     .transpose()
                     .map_err(Into::into)
             })
+            .collect()
+    }
+
+    /// GET of each of `keys`, which may be in different slots: one MGET on one server, one
+    /// pipeline per slot on a cluster.
+    pub(crate) async fn get_many(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<Vec<u8>>>, BrokerError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.target().is_cluster() {
+            return self.pool.query(redis::cmd("MGET").arg(keys)).await;
+        }
+        let mut batch = connection::Batch::new();
+        for k in keys {
+            batch.add(k, redis::cmd("GET").arg(k).clone());
+        }
+        self.pool
+            .batch(batch)
+            .await?
+            .into_iter()
+            .map(|v| redis::from_redis_value(v).map_err(|e| BrokerError::Redis(e.into())))
             .collect()
     }
 

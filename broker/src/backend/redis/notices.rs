@@ -21,14 +21,23 @@ impl RedisBackend {
         stop: CancellationToken,
     ) -> mpsc::Receiver<Notice> {
         let (tx, rx) = mpsc::channel(1024);
-        let client = self.client().clone();
+        let target = self.target().clone();
         let cancel_channel = self.keys.cancel_channel();
         let mut channels: Vec<String> = lanes.iter().map(|l| self.keys.wake_channel(l)).collect();
         channels.push(cancel_channel.clone());
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
+            // Which server to subscribe through: on a cluster, any node hears every
+            // (non-sharded) PUBLISH, so a lost node is replaced by the next seed.
+            let mut attempt = 0usize;
             while !stop.is_cancelled() {
-                let mut pubsub = match client.get_async_pubsub().await {
+                let client = target.node_client(attempt).await;
+                attempt = attempt.wrapping_add(1);
+                let pubsub = match client {
+                    Ok(c) => c.get_async_pubsub().await.map_err(Into::into),
+                    Err(e) => Err(e),
+                };
+                let mut pubsub: redis::aio::PubSub = match pubsub {
                     Ok(p) => p,
                     Err(_) => {
                         tokio::select! {

@@ -9,10 +9,29 @@ use crate::consumer::delivery::{Delivery, ReadBatch};
 use crate::error::BrokerError;
 use crate::keys::CONSUMER_GROUP;
 
+use super::connection::Dedicated;
 use super::scripts::{self, LANE_LENGTHS, READ_BY_PRIORITY};
-use super::{connection, data_field, RedisBackend};
+use super::{data_field, RedisBackend};
 
 impl RedisBackend {
+    /// How `lanes` must be split among readers: a reader's keys must keep to one slot on a
+    /// cluster, so there each queue (with its lanes, most urgent first) gets a reader of its
+    /// own; one Redis reads them all in one.
+    pub(crate) fn reader_groups(&self, lanes: &[String]) -> Vec<Vec<String>> {
+        if !self.target().is_cluster() {
+            return vec![lanes.to_vec()];
+        }
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        for lane in lanes {
+            let queue = crate::model::priority::split_lane(lane).0;
+            match groups.iter_mut().find(|(q, _)| q == queue) {
+                Some((_, g)) => g.push(lane.clone()),
+                None => groups.push((queue.to_string(), vec![lane.clone()])),
+            }
+        }
+        groups.into_iter().map(|(_, g)| g).collect()
+    }
+
     /// Opens a reader for `lanes` as consumer `consumer`, on a connection of its own.
     pub(crate) async fn reader(
         &self,
@@ -35,12 +54,13 @@ impl RedisBackend {
                 )
                 .await?;
         }
-        let conn = connection::dedicated_connection(self.client(), &self.config).await?;
+        let conn = self.pool().dedicated(&self.config).await?;
+        let script_keys = scripts::read_keys(&self.keys, lanes);
         Ok(StreamReader {
             conn,
-            cancel_active: self.keys.cancel_active(),
+            cancel_flags: script_keys[lanes.len()..].to_vec(),
             streams: lanes.iter().map(|l| self.keys.stream(l)).collect(),
-            script_keys: scripts::read_keys(&self.keys, lanes),
+            script_keys,
             lanes: lanes.to_vec(),
             consumer: consumer.to_string(),
             // The first read drains by priority too: a worker starting on a backlog must not
@@ -53,12 +73,13 @@ impl RedisBackend {
 
 /// Reads a set of lanes through the consumer group, on a dedicated connection.
 pub struct StreamReader {
-    conn: redis::aio::MultiplexedConnection,
-    cancel_active: String,
+    conn: Dedicated,
+    /// The cancel flags of the queues read.
+    cancel_flags: Vec<String>,
     streams: Vec<String>,
     lanes: Vec<String>,
     consumer: String,
-    /// The lanes' streams then the cancel flag: the keys of the priority scripts.
+    /// The lanes' streams then the queues' cancel flags: the keys of the priority scripts.
     script_keys: Vec<String>,
     /// Whether the last read found work: then the next one drains lanes in priority order
     /// without blocking (see `lua/read_by_priority.lua`).
@@ -104,7 +125,8 @@ impl StreamReader {
                 let mut inv = READ_BY_PRIORITY.with_keys(&self.script_keys);
                 inv.arg(CONSUMER_GROUP)
                     .arg(&self.consumer)
-                    .arg(count.max(1));
+                    .arg(count.max(1))
+                    .arg(self.streams.len());
                 let (reply, active, lens): (StreamReadReply, i64, Vec<i64>) =
                     inv.invoke_async(&mut self.conn).await?;
                 self.busy_lanes = Some(lens.iter().filter(|n| **n > 0).count());
@@ -164,7 +186,8 @@ impl StreamReader {
         count: usize,
     ) -> Result<(Option<StreamReadReply>, bool), BrokerError> {
         let read = self.read_command(count, None);
-        let lens = LANE_LENGTHS.eval(&self.script_keys);
+        let mut lens = LANE_LENGTHS.eval(&self.script_keys);
+        lens.arg(self.streams.len());
         let mut pipe = redis::pipe();
         pipe.add_command(read).add_command(lens);
         let (reply, mut lens): (Option<StreamReadReply>, Vec<i64>) =
@@ -183,9 +206,9 @@ impl StreamReader {
     ) -> Result<(Option<StreamReadReply>, bool), BrokerError> {
         let cmd = self.read_command(count, Some(block));
         let mut pipe = redis::pipe();
-        pipe.add_command(cmd).cmd("GET").arg(&self.cancel_active);
-        let (reply, active): (Option<StreamReadReply>, Option<String>) =
+        pipe.add_command(cmd).cmd("EXISTS").arg(&self.cancel_flags);
+        let (reply, active): (Option<StreamReadReply>, u64) =
             pipe.query_async(&mut self.conn).await?;
-        Ok((reply, active.is_some()))
+        Ok((reply, active > 0))
     }
 }

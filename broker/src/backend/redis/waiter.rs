@@ -8,13 +8,21 @@
 //! No completion is missed: whenever a SUBSCRIBE is confirmed (or re-sent after a reconnect),
 //! the waiters of those ids are told to re-read the record, which covers a result stored
 //! before the subscription took effect.
+//!
+//! On a Redis Cluster the done channel lives in the task's slot and is sharded (SPUBLISH /
+//! SSUBSCRIBE, Redis 7): a completion travels only to the node that owns the task, not to
+//! every node. The listener then holds one RESP3 cluster connection; redis-rs re-sends its
+//! subscriptions after a reconnect or a slot move, and each confirmation makes the waiters
+//! re-read. A subscription the server drops itself (its slot migrated: a `sunsubscribe` push)
+//! is not re-sent by redis-rs, so the listener subscribes again and the waiters re-read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::Client;
+use redis::cluster::ClusterClientBuilder;
+use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{BrokerError, WaitError};
@@ -22,6 +30,7 @@ use crate::keys::Keys;
 use crate::model::record::TaskRecord;
 use tokio::time::Instant;
 
+use super::connection::Target;
 use super::RedisBackend;
 
 /// What a waiter is told.
@@ -49,7 +58,7 @@ type Watches = Arc<Mutex<HashMap<String, Watch>>>;
 
 /// The shared subscriber of one broker.
 pub(crate) struct Waiters {
-    client: Client,
+    target: Target,
     keys: Keys,
     watches: Watches,
     commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
@@ -87,9 +96,9 @@ impl Drop for Registration {
 }
 
 impl Waiters {
-    pub(crate) fn new(client: Client, keys: Keys) -> Self {
+    pub(crate) fn new(target: Target, keys: Keys) -> Self {
         Self {
-            client,
+            target,
             keys,
             watches: Arc::new(Mutex::new(HashMap::new())),
             commands: Mutex::new(None),
@@ -135,12 +144,21 @@ impl Waiters {
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(listen(
-            self.client.clone(),
-            self.keys.clone(),
-            Arc::downgrade(&self.watches),
-            rx,
-        ));
+        if let Target::Cluster { seeds, .. } = &self.target {
+            tokio::spawn(listen_sharded(
+                seeds.clone(),
+                self.keys.clone(),
+                Arc::downgrade(&self.watches),
+                rx,
+            ));
+        } else {
+            tokio::spawn(listen(
+                self.target.clone(),
+                self.keys.clone(),
+                Arc::downgrade(&self.watches),
+                rx,
+            ));
+        }
         *slot = Some(tx.clone());
         Some(tx)
     }
@@ -167,19 +185,23 @@ fn notify(watches: &Watches, ids: &[String], event: &Event) {
 
 /// The listener task: owns the subscriber connection, reconnects with backoff.
 async fn listen(
-    client: Client,
+    target: Target,
     keys: Keys,
     watches: std::sync::Weak<Mutex<HashMap<String, Watch>>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
-    let channel_prefix = keys.done_channel("");
     let mut backoff = Duration::from_millis(50);
     let mut was_down = false;
     loop {
         let Some(watches) = watches.upgrade() else {
             return;
         };
-        let pubsub = match client.get_async_pubsub().await {
+        // On Sentinel, the primary named now.
+        let pubsub = match target.node_client(0).await {
+            Ok(client) => client.get_async_pubsub().await.map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        let pubsub: redis::aio::PubSub = match pubsub {
             Ok(p) => p,
             Err(e) => {
                 if !was_down {
@@ -245,7 +267,7 @@ async fn listen(
                 msg = stream.next() => {
                     let Some(msg) = msg else { break };
                     let channel = msg.get_channel_name();
-                    let Some(id) = channel.strip_prefix(&channel_prefix) else { continue };
+                    let Some(id) = keys.done_channel_id(channel) else { continue };
                     let payload = msg.get_payload_bytes();
                     let event = if payload.is_empty() {
                         Event::Done(None)
@@ -257,6 +279,144 @@ async fn listen(
             }
         }
         tracing::warn!("result listener lost its Redis connection; reconnecting");
+        was_down = true;
+    }
+}
+
+/// What the sharded listener takes from a batch of commands: ids to subscribe, ids to drop.
+fn split_commands(watches: &Watches, batch: Vec<Command>) -> Option<(Vec<String>, Vec<String>)> {
+    let w = watches.lock().ok()?;
+    let (mut subs, mut unsubs) = (Vec::new(), Vec::new());
+    for c in batch {
+        match c {
+            Command::Subscribe(id) if w.contains_key(&id) => subs.push(id),
+            Command::Unsubscribe(id) if !w.contains_key(&id) => unsubs.push(id),
+            _ => {}
+        }
+    }
+    Some((subs, unsubs))
+}
+
+/// The first element of a push message's data as text (the channel).
+fn push_channel(push: &PushInfo) -> Option<String> {
+    match push.data.first()? {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The listener on a Redis Cluster: sharded subscriptions over one RESP3 cluster connection.
+async fn listen_sharded(
+    seeds: Vec<String>,
+    keys: Keys,
+    watches: std::sync::Weak<Mutex<HashMap<String, Watch>>>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    let mut was_down = false;
+    loop {
+        let Some(watches) = watches.upgrade() else {
+            return;
+        };
+        let (push_tx, mut pushes) = mpsc::unbounded_channel();
+        let conn = match ClusterClientBuilder::new(seeds.clone())
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(push_tx)
+            .build()
+        {
+            Ok(client) => client.get_async_connection().await,
+            Err(e) => Err(e),
+        };
+        let mut conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                if !was_down {
+                    tracing::warn!(error = %e, "result listener cannot reach the cluster; retrying");
+                    was_down = true;
+                }
+                drop(watches);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        // Each done channel is in its own task's slot: one SSUBSCRIBE per channel.
+        let current: Vec<String> = watches
+            .lock()
+            .map(|w| w.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut ok = true;
+        for id in &current {
+            if conn.ssubscribe(keys.done_channel(id)).await.is_err() {
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            drop(watches);
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        notify(&watches, &current, &Event::Recheck);
+        if was_down {
+            tracing::info!("result listener reconnected to the cluster");
+        }
+        backoff = Duration::from_millis(50);
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    let mut batch = vec![cmd];
+                    while let Ok(more) = commands.try_recv() {
+                        batch.push(more);
+                    }
+                    let Some((subs, unsubs)) = split_commands(&watches, batch) else { return };
+                    let mut failed = false;
+                    for id in &unsubs {
+                        failed |= conn.sunsubscribe(keys.done_channel(id)).await.is_err();
+                    }
+                    for id in &subs {
+                        failed |= conn.ssubscribe(keys.done_channel(id)).await.is_err();
+                    }
+                    // Subscribed (or not: then they read now rather than wait for nothing).
+                    notify(&watches, &subs, &Event::Recheck);
+                    if failed {
+                        break;
+                    }
+                }
+                push = pushes.recv() => {
+                    let Some(push) = push else { break };
+                    let Some(channel) = push_channel(&push) else { continue };
+                    let Some(id) = keys.done_channel_id(&channel) else { continue };
+                    let id = id.to_string();
+                    match push.kind {
+                        PushKind::SMessage => {
+                            let event = match push.data.get(1) {
+                                Some(Value::BulkString(b)) if !b.is_empty() => {
+                                    Event::Done(Some(Arc::new(b.clone())))
+                                }
+                                _ => Event::Done(None),
+                            };
+                            notify(&watches, &[id], &event);
+                        }
+                        // (Re)subscribed, by us or by redis-rs after a reconnect or slot move.
+                        PushKind::SSubscribe => notify(&watches, &[id], &Event::Recheck),
+                        // Dropped by the server (its slot moved): subscribe again, where the
+                        // slot is now, if anyone still waits.
+                        PushKind::SUnsubscribe => {
+                            let watched = watches.lock().map(|w| w.contains_key(&id)).unwrap_or(false);
+                            if watched {
+                                let _ = conn.ssubscribe(keys.done_channel(&id)).await;
+                                notify(&watches, &[id], &Event::Recheck);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        tracing::warn!("result listener lost its cluster connection; reconnecting");
         was_down = true;
     }
 }

@@ -1,0 +1,494 @@
+//! Real Redis topologies for tests, started from `redis-server`: a Redis Cluster (masters, and
+//! replicas where a test needs failover), and a primary + replica watched by three Sentinels.
+//! [`TestRedis`] is whichever of single, cluster or Sentinel the `KIQ_TEST_TOPOLOGY`
+//! environment variable names (default single), so one suite runs on all three.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{free_port, RedisOptions, RedisServer, StartError};
+
+/// Which kind of deployment a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One `redis-server`.
+    Single,
+    /// A 3-master Redis Cluster.
+    Cluster,
+    /// A primary and a replica under three Sentinels.
+    Sentinel,
+}
+
+impl Topology {
+    /// The topology `KIQ_TEST_TOPOLOGY` names (`single`, `cluster`, `sentinel`; default single).
+    pub fn from_env() -> Self {
+        match std::env::var("KIQ_TEST_TOPOLOGY").as_deref() {
+            Ok("cluster") => Topology::Cluster,
+            Ok("sentinel") => Topology::Sentinel,
+            _ => Topology::Single,
+        }
+    }
+}
+
+/// Sends one command (inline syntax) to a port and returns the raw reply.
+pub fn command_at(port: u16, line: &str) -> Result<String, StartError> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .map_err(|e| StartError(format!("connect {port}: {e}")))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.write_all(format!("{line}\r\n").as_bytes())
+        .map_err(|e| StartError(format!("write: {e}")))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = s
+        .read(&mut buf)
+        .map_err(|e| StartError(format!("read: {e}")))?;
+    // Replies larger than one read: keep reading while more is ready.
+    s.set_read_timeout(Some(Duration::from_millis(30))).ok();
+    while n < buf.len() {
+        match s.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(m) => n += m,
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// A Redis Cluster of private `redis-server` processes on free loopback ports.
+#[derive(Debug)]
+pub struct RedisCluster {
+    /// Masters first, then replicas (as created; failovers change roles).
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `masters` masters with `replicas` replicas each, joins them with
+    /// `redis-cli --cluster create`, and waits until every node says the cluster is ok.
+    pub fn start(masters: usize, replicas: usize) -> Result<Self, StartError> {
+        Self::start_with(masters, replicas, RedisOptions::default())
+    }
+
+    /// Like [`RedisCluster::start`], with `options` for every node.
+    pub fn start_with(
+        masters: usize,
+        replicas: usize,
+        options: RedisOptions,
+    ) -> Result<Self, StartError> {
+        let mut nodes = Vec::new();
+        for _ in 0..masters * (1 + replicas) {
+            let mut o = options.clone();
+            o.extra_args.extend(
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1500",
+                ]
+                .map(String::from),
+            );
+            nodes.push(RedisServer::start_with(o)?);
+        }
+        let mut cmd = Command::new("redis-cli");
+        cmd.arg("--cluster").arg("create");
+        for n in &nodes {
+            cmd.arg(format!("127.0.0.1:{}", n.port()));
+        }
+        cmd.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| StartError(format!("cannot run redis-cli ({e}); install redis-tools")))?;
+        if !out.status.success() {
+            return Err(StartError(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )));
+        }
+        let cluster = Self { nodes };
+        cluster.wait_ok(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    /// Waits until every running node reports `cluster_state:ok` and knows every node.
+    pub fn wait_ok(&self, timeout: Duration) -> Result<(), StartError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ok = self.nodes.iter().filter(|n| n.pid().is_some()).all(|n| {
+                n.command("CLUSTER INFO")
+                    .map(|i| i.contains("cluster_state:ok"))
+                    .unwrap_or(false)
+            });
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(StartError("the cluster did not become ok".into()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis+cluster://127.0.0.1:<p1>,127.0.0.1:<p2>,...` (every node as a seed).
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// The nodes, masters first (as created).
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// Node `i`, to kill or restart.
+    pub fn node_mut(&mut self, i: usize) -> &mut RedisServer {
+        &mut self.nodes[i]
+    }
+
+    /// The port of the node that serves `key` now (found by following `MOVED`).
+    pub fn port_for(&self, key: &str) -> Result<u16, StartError> {
+        self.last_port(&format!("EXISTS {key}"))
+    }
+
+    fn last_port(&self, line: &str) -> Result<u16, StartError> {
+        let mut port = self.any_port()?;
+        for _ in 0..5 {
+            let reply = command_at(port, line)?;
+            match moved_to(&reply) {
+                Some(p) => port = p,
+                None => return Ok(port),
+            }
+        }
+        Err(StartError(format!("too many redirections for {line:?}")))
+    }
+
+    fn any_port(&self) -> Result<u16, StartError> {
+        self.nodes
+            .iter()
+            .find(|n| n.pid().is_some())
+            .map(|n| n.port())
+            .ok_or_else(|| StartError("no cluster node is running".into()))
+    }
+
+    /// Sends one command (inline syntax) to the node that owns its key, following `MOVED`.
+    pub fn command(&self, line: &str) -> Result<String, StartError> {
+        let port = self.last_port(line)?;
+        command_at(port, line)
+    }
+
+    /// Sends one command to every running master, e.g. `INFO commandstats`.
+    pub fn on_masters(&self, line: &str) -> Vec<(u16, String)> {
+        self.nodes
+            .iter()
+            .filter(|n| n.pid().is_some())
+            .filter(|n| {
+                n.command("ROLE")
+                    .map(|r| r.contains("master"))
+                    .unwrap_or(false)
+            })
+            .filter_map(|n| n.command(line).ok().map(|r| (n.port(), r)))
+            .collect()
+    }
+
+    /// Kills every node (SIGKILL).
+    pub fn kill(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+    }
+
+    /// Starts every node again; they find each other from their saved cluster config.
+    pub fn restart(&mut self) -> Result<(), StartError> {
+        for n in &mut self.nodes {
+            n.restart()?;
+        }
+        self.wait_ok(Duration::from_secs(30))
+    }
+}
+
+/// The port of a `-MOVED <slot> <host>:<port>` or `-ASK` reply.
+fn moved_to(reply: &str) -> Option<u16> {
+    let rest = reply
+        .strip_prefix("-MOVED ")
+        .or_else(|| reply.strip_prefix("-ASK "))?;
+    rest.split_whitespace()
+        .nth(1)?
+        .rsplit(':')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A Sentinel process.
+#[derive(Debug)]
+struct SentinelProcess {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Drop for SentinelProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A primary and a replica under three Sentinels (quorum 2, 1 s down-after), master name
+/// `kiq`.
+#[derive(Debug)]
+pub struct RedisSentinels {
+    /// The primary first, then the replica (as created; a failover swaps them).
+    servers: Vec<RedisServer>,
+    sentinels: Vec<SentinelProcess>,
+    dir: std::path::PathBuf,
+}
+
+/// The master name the Sentinels of [`RedisSentinels`] monitor.
+pub const SENTINEL_MASTER: &str = "kiq";
+
+impl RedisSentinels {
+    /// Starts the set and waits until the Sentinels see the replica.
+    pub fn start() -> Result<Self, StartError> {
+        Self::start_with(RedisOptions::default())
+    }
+
+    /// Like [`RedisSentinels::start`], with `options` for the primary and replica.
+    pub fn start_with(options: RedisOptions) -> Result<Self, StartError> {
+        let primary = RedisServer::start_with(options.clone())?;
+        let mut o = options;
+        o.extra_args.extend([
+            "--replicaof".to_string(),
+            "127.0.0.1".to_string(),
+            primary.port().to_string(),
+        ]);
+        let replica = RedisServer::start_with(o)?;
+        let dir = primary.dir().join("sentinels");
+        std::fs::create_dir_all(&dir).map_err(|e| StartError(format!("sentinel dir: {e}")))?;
+        let mut sentinels = Vec::new();
+        for i in 0..3 {
+            let port = free_port()?;
+            let conf = dir.join(format!("sentinel-{i}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {m} 127.0.0.1 {p} 2\n\
+                     sentinel down-after-milliseconds {m} 1000\n\
+                     sentinel failover-timeout {m} 4000\n\
+                     sentinel parallel-syncs {m} 1\n",
+                    dir = dir.display(),
+                    m = SENTINEL_MASTER,
+                    p = primary.port()
+                ),
+            )
+            .map_err(|e| StartError(format!("sentinel conf: {e}")))?;
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| StartError(format!("cannot run redis-server --sentinel: {e}")))?;
+            sentinels.push(SentinelProcess {
+                child: Some(child),
+                port,
+            });
+        }
+        let set = Self {
+            servers: vec![primary, replica],
+            sentinels,
+            dir,
+        };
+        // Ready when every Sentinel answers and knows the replica.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = set.sentinels.iter().all(|s| {
+                command_at(s.port, &format!("SENTINEL replicas {SENTINEL_MASTER}"))
+                    .map(|r| r.contains("slave") || r.contains("replica"))
+                    .unwrap_or(false)
+            });
+            if ready {
+                return Ok(set);
+            }
+            if Instant::now() > deadline {
+                return Err(StartError(format!(
+                    "the Sentinels did not see the replica (dir {})",
+                    set.dir.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis+sentinel://127.0.0.1:<s1>,127.0.0.1:<s2>,127.0.0.1:<s3>/kiq`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!("redis+sentinel://{}/{SENTINEL_MASTER}", hosts.join(","))
+    }
+
+    /// The port the Sentinels name as the primary now.
+    pub fn primary_port(&self) -> Result<u16, StartError> {
+        for s in &self.sentinels {
+            let Ok(r) = command_at(
+                s.port,
+                &format!("SENTINEL get-master-addr-by-name {SENTINEL_MASTER}"),
+            ) else {
+                continue;
+            };
+            // *2 $9 127.0.0.1 $<n> <port>
+            if let Some(port) = r.lines().nth(4).and_then(|p| p.trim().parse().ok()) {
+                return Ok(port);
+            }
+        }
+        Err(StartError("no Sentinel names a primary".into()))
+    }
+
+    /// The server the Sentinels name as the primary now.
+    pub fn primary_mut(&mut self) -> Result<&mut RedisServer, StartError> {
+        let port = self.primary_port()?;
+        self.servers
+            .iter_mut()
+            .find(|s| s.port() == port)
+            .ok_or_else(|| StartError("the primary is not one of ours".into()))
+    }
+
+    /// The servers (primary and replica, as created).
+    pub fn servers(&self) -> &[RedisServer] {
+        &self.servers
+    }
+
+    /// Sends one command to the primary.
+    pub fn command(&self, line: &str) -> Result<String, StartError> {
+        command_at(self.primary_port()?, line)
+    }
+
+    /// Kills the primary and the replica (the Sentinels stay).
+    pub fn kill(&mut self) {
+        for s in &mut self.servers {
+            s.kill();
+        }
+    }
+
+    /// Starts the primary and the replica again.
+    pub fn restart(&mut self) -> Result<(), StartError> {
+        for s in &mut self.servers {
+            s.restart()?;
+        }
+        Ok(())
+    }
+}
+
+/// The Redis a parametrised test runs on: see [`Topology::from_env`].
+#[derive(Debug)]
+pub enum TestRedis {
+    /// One server.
+    Single(RedisServer),
+    /// A 3-master cluster.
+    Cluster(RedisCluster),
+    /// A primary + replica under three Sentinels.
+    Sentinel(RedisSentinels),
+}
+
+impl TestRedis {
+    /// Starts the topology `KIQ_TEST_TOPOLOGY` names.
+    pub fn start() -> Result<Self, StartError> {
+        Self::start_with(RedisOptions::default())
+    }
+
+    /// Starts the topology `KIQ_TEST_TOPOLOGY` names, with `options` for every data node.
+    pub fn start_with(options: RedisOptions) -> Result<Self, StartError> {
+        Ok(match Topology::from_env() {
+            Topology::Single => TestRedis::Single(RedisServer::start_with(options)?),
+            Topology::Cluster => TestRedis::Cluster(RedisCluster::start_with(3, 0, options)?),
+            Topology::Sentinel => TestRedis::Sentinel(RedisSentinels::start_with(options)?),
+        })
+    }
+
+    /// Which topology this is.
+    pub fn topology(&self) -> Topology {
+        match self {
+            TestRedis::Single(_) => Topology::Single,
+            TestRedis::Cluster(_) => Topology::Cluster,
+            TestRedis::Sentinel(_) => Topology::Sentinel,
+        }
+    }
+
+    /// The URL kiq connects with.
+    pub fn url(&self) -> String {
+        match self {
+            TestRedis::Single(r) => r.url(),
+            TestRedis::Cluster(c) => c.url(),
+            TestRedis::Sentinel(s) => s.url(),
+        }
+    }
+
+    /// Sends one command (inline syntax) where its key lives, for assertions in tests.
+    pub fn command(&self, line: &str) -> Result<String, StartError> {
+        match self {
+            TestRedis::Single(r) => r.command(line),
+            TestRedis::Cluster(c) => c.command(line),
+            TestRedis::Sentinel(s) => s.command(line),
+        }
+    }
+
+    /// Kills every data node (SIGKILL).
+    pub fn kill(&mut self) {
+        match self {
+            TestRedis::Single(r) => r.kill(),
+            TestRedis::Cluster(c) => c.kill(),
+            TestRedis::Sentinel(s) => s.kill(),
+        }
+    }
+
+    /// Starts every data node again.
+    pub fn restart(&mut self) -> Result<(), StartError> {
+        match self {
+            TestRedis::Single(r) => r.restart(),
+            TestRedis::Cluster(c) => c.restart(),
+            TestRedis::Sentinel(s) => s.restart(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moved_replies_name_the_port() {
+        assert_eq!(moved_to("-MOVED 3999 127.0.0.1:6381\r\n"), Some(6381));
+        assert_eq!(moved_to("-ASK 3999 127.0.0.1:7002\r\n"), Some(7002));
+        assert_eq!(moved_to("+OK\r\n"), None);
+    }
+
+    #[test]
+    fn a_cluster_starts_and_routes_commands() {
+        let c = RedisCluster::start(3, 0).unwrap();
+        for key in ["{kiq:default}:stream", "{kiq:t:abc}", "{kiq}:queues"] {
+            assert!(c
+                .command(&format!("SET {key} 1"))
+                .unwrap()
+                .starts_with("+OK"));
+        }
+        assert!(c.url().starts_with("redis+cluster://127.0.0.1:"));
+    }
+
+    #[test]
+    fn sentinels_name_the_primary() {
+        let s = RedisSentinels::start().unwrap();
+        assert_eq!(s.primary_port().unwrap(), s.servers()[0].port());
+        assert!(s.command("SET a 1").unwrap().starts_with("+OK"));
+    }
+}
