@@ -32,6 +32,14 @@ pub struct BrokerConfig {
     /// per task, see docs/performance.md), and a wait on a task with no record yet runs to its
     /// timeout (`WaitError::Timeout`) instead of returning `NotFound`.
     pub track_pending: bool,
+    /// Replicas that must acknowledge a batch of writes (a dispatch, a worker's completions
+    /// and acks) before it counts as done, with Redis's `WAIT` (default 0: asynchronous
+    /// replication, as Redis does by default). With Sentinel or a cluster with replicas, 1
+    /// closes the window in which a failover loses writes the old primary had accepted, at
+    /// the cost of a replication round trip per batch (see docs/guarantees.md).
+    pub replica_acks: usize,
+    /// How long a batch waits for its replica acknowledgements before it fails (default 1 s).
+    pub replica_ack_timeout: Duration,
     /// Layers every dispatch passes through, in order (see [`crate::DispatchLayer`]).
     pub dispatch_layers: Vec<std::sync::Arc<dyn crate::DispatchLayer>>,
     /// The wire format of envelopes and records, which also names the codec of task
@@ -51,6 +59,8 @@ impl Default for BrokerConfig {
             command_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             track_pending: true,
+            replica_acks: 0,
+            replica_ack_timeout: Duration::from_secs(1),
             dispatch_layers: Vec::new(),
             wire: std::sync::Arc::new(KiqWire),
         }
@@ -109,6 +119,13 @@ impl BrokerConfig {
     /// Adds a layer every dispatch passes through (after those added before it).
     pub fn dispatch_layer(mut self, layer: impl crate::DispatchLayer) -> Self {
         self.dispatch_layers.push(std::sync::Arc::new(layer));
+        self
+    }
+
+    /// Sets how many replicas must acknowledge each batch of writes (the field of the
+    /// same name says what it costs and buys).
+    pub fn replica_acks(mut self, replicas: usize) -> Self {
+        self.replica_acks = replicas;
         self
     }
 

@@ -34,6 +34,15 @@ pub enum BrokerError {
     /// Redis Cluster node, say): the message names the URL form to use.
     #[error("{0}")]
     Topology(String),
+    /// Fewer replicas than [`BrokerConfig::replica_acks`](crate::BrokerConfig) acknowledged a
+    /// batch of writes in time: it may not survive a failover, so it does not count as done.
+    #[error("only {got} of {wanted} replicas acknowledged the write in time")]
+    NotReplicated {
+        /// Replicas asked for.
+        wanted: usize,
+        /// Replicas that acknowledged.
+        got: usize,
+    },
 }
 
 // By hand rather than `#[from]`: the message already includes the cause, so it is not also
@@ -53,8 +62,18 @@ impl BrokerError {
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
                     || e.is_timeout()
+                    // A cluster with no reachable node for the slot, or in failover.
+                    || matches!(
+                        e.kind(),
+                        redis::ErrorKind::ClusterConnectionNotFound
+                            | redis::ErrorKind::Server(
+                                redis::ServerErrorKind::ClusterDown
+                                    | redis::ServerErrorKind::MasterDown
+                                    | redis::ServerErrorKind::TryAgain
+                            )
+                    )
             }
-            BrokerError::Pool(_) => true,
+            BrokerError::Pool(_) | BrokerError::NotReplicated { .. } => true,
             _ => false,
         }
     }

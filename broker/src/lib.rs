@@ -24,6 +24,7 @@ pub mod keys;
 pub mod model;
 
 pub use backend::memory::LocalRunner;
+pub use backend::redis::connection::{connect_redis, RedisConnection};
 pub use client::{
     group, valid_queue_name, workflow, Broker, Call, CancelOutcome, Chain, Chord, DispatchLayer,
     Group, GroupHandle, Kicker, Link, OutgoingMessage, RawDispatch, TaskHandle, TaskSpec,

@@ -175,12 +175,16 @@ async fn undecodable_messages_are_dead_lettered_and_the_worker_survives() {
     }
     let h = math::add::kiq(&broker, 20, 22).await.unwrap();
     assert_eq!(h.wait_result(WAIT).await.unwrap(), 42);
-    assert!(support::wait_until(Duration::from_secs(10), || {
-        redis
-            .command("XLEN {kiq:default}:dead")
-            .map(|r| r.trim() == ":3")
-            .unwrap_or(false)
-    }));
+    assert!(
+        support::wait_until(Duration::from_secs(10), || {
+            redis
+                .command("XLEN {kiq:default}:dead")
+                .map(|r| r.trim() == ":3")
+                .unwrap_or(false)
+        }),
+        "dead letters: {:?}",
+        redis.command("XLEN {kiq:default}:dead")
+    );
     let dead = redis.command("XRANGE {kiq:default}:dead - +").unwrap();
     assert!(dead.contains("malformed"), "{dead}");
     assert!(

@@ -90,10 +90,15 @@ async fn a_sigkilled_workers_messages_are_redelivered_within_the_visibility_time
         .await
         .unwrap();
     // Wait until the worker holds all six, then SIGKILL it mid-task.
-    assert!(wait_until(Duration::from_secs(10), || redis
-        .command("XPENDING {kiq:default}:stream kiq")
-        .map(|r| r.starts_with("*4\r\n:6"))
-        .unwrap_or(false)));
+    assert!(
+        wait_until(Duration::from_secs(10), || redis
+            .command("XPENDING {kiq:default}:stream kiq")
+            .map(|r| r.starts_with("*4\r\n:6"))
+            .unwrap_or(false)),
+        "pending: {:?}\n{}",
+        redis.command("XPENDING {kiq:default}:stream kiq"),
+        w.log_text()
+    );
     let victim = w.children()[0];
     kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
     let killed_at = Instant::now();

@@ -13,19 +13,44 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use support::{redis_and_broker, wait_until, RedisServer, Workers};
 
-fn scheduler(url: &str, extra: &[&str]) -> Child {
-    Command::new(support::taskctl())
-        .args(["scheduler", "--redis-url", url])
-        .args(extra)
-        .env("KIQ_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// A scheduler process, killed if the test ends (or panics) before [`stop`].
+struct Scheduler(Child);
+
+impl std::ops::Deref for Scheduler {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
 }
 
-fn stop(mut c: Child) {
+impl std::ops::DerefMut for Scheduler {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scheduler(url: &str, extra: &[&str]) -> Scheduler {
+    Scheduler(
+        Command::new(support::taskctl())
+            .args(["scheduler", "--redis-url", url])
+            .args(extra)
+            .env("KIQ_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn stop(mut c: Scheduler) {
     let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
     if support::wait_exit(&mut c, Duration::from_secs(20)).is_none() {
         let _ = c.kill();
@@ -43,11 +68,7 @@ fn taskctl(redis: &RedisServer, args: &[&str]) -> (bool, String, String) {
 
 /// Task ids of everything enqueued on `queue`, in stream order.
 async fn enqueued_ids(url: &str, queue: &str) -> Vec<String> {
-    let mut conn = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = kiq::broker::connect_redis(url).await.unwrap();
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(format!("{{kiq:{queue}}}:stream"))
         .arg("-")
@@ -84,7 +105,7 @@ async fn three_replicas_every_second_fires_exactly_once_across_a_sigkill() {
     let mut def = ScheduleDef::new("tick", math::add::SPEC.name, "@every 1s");
     def.args = serde_json::json!([1, 2]);
     Schedules::new(&broker).put(def).await.unwrap();
-    let mut replicas: Vec<Child> = (0..3)
+    let mut replicas: Vec<Scheduler> = (0..3)
         .map(|_| scheduler(&redis.url(), &["--lease-ttl", "2s"]))
         .collect();
     let count = || async { enqueued_ids(&redis.url(), "default").await.len() };

@@ -85,7 +85,7 @@ pub async fn attendance_for(date: String) -> Result<DailyReport, String> {
 }
 
 async fn redis_cmd<T: redis::FromRedisValue>(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut kiq::broker::RedisConnection,
     cmd: &redis::Cmd,
 ) -> Result<T, String> {
     cmd.query_async(conn).await.map_err(|e| e.to_string())

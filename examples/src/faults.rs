@@ -78,20 +78,11 @@ pub async fn gate(key: String) -> Result<String, String> {
     }
 }
 
-/// A connection for the example tasks' own side effects (not kiq's): `KIQ_REDIS_URL`.
-pub(crate) async fn side_effect_redis() -> Result<redis::aio::MultiplexedConnection, String> {
-    static CLIENT: std::sync::OnceLock<redis::Client> = std::sync::OnceLock::new();
-    let client = match CLIENT.get() {
-        Some(c) => c,
-        None => {
-            let url = std::env::var("KIQ_REDIS_URL")
-                .map_err(|_| "KIQ_REDIS_URL is not set".to_string())?;
-            let c = redis::Client::open(url).map_err(|e| e.to_string())?;
-            CLIENT.get_or_init(|| c)
-        }
-    };
-    client
-        .get_multiplexed_async_connection()
+/// A connection for the example tasks' own side effects (not kiq's): `KIQ_REDIS_URL`, in any
+/// form kiq takes (one Redis, Sentinel, cluster).
+pub(crate) async fn side_effect_redis() -> Result<kiq::broker::RedisConnection, String> {
+    let url = std::env::var("KIQ_REDIS_URL").map_err(|_| "KIQ_REDIS_URL is not set".to_string())?;
+    kiq::broker::connect_redis(&url)
         .await
         .map_err(|e| e.to_string())
 }

@@ -44,7 +44,9 @@ pub struct Cli {
 /// Options every subcommand takes.
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
-    /// Redis URL: redis://[user:password@]host:port[/db], or rediss:// for TLS.
+    /// Redis URL: redis://[user:password@]host:port[/db] (rediss:// for TLS); a Redis Cluster:
+    /// redis+cluster://[user:password@]host:port[,host:port...]; a primary found through
+    /// Sentinels: redis+sentinel://[user:password@]host:port[,host:port...]/<master name>.
     #[arg(long, global = true, env = "KIQ_REDIS_URL", default_value = kiq_broker::config::DEFAULT_REDIS_URL, hide_env_values = true)]
     pub redis_url: String,
     /// Prefix of every Redis key.
@@ -53,6 +55,11 @@ pub struct GlobalArgs {
     /// How long finished tasks' results are kept.
     #[arg(long, global = true, env = "KIQ_RESULT_TTL", default_value = "1day", value_parser = humantime::parse_duration)]
     pub result_ttl: Duration,
+    /// Replicas that must acknowledge each batch of writes (Redis WAIT) before it counts as
+    /// done: 1 closes the window in which a failover loses acknowledged writes (Sentinel, or a
+    /// cluster with replicas), at a replication round trip per batch.
+    #[arg(long, global = true, env = "KIQ_REPLICA_ACKS", default_value_t = 0)]
+    pub replica_acks: usize,
     /// Log filter (tracing's EnvFilter syntax), e.g. `info`, `kiq_worker=debug`.
     #[arg(long, global = true, env = "KIQ_LOG", default_value = "info")]
     pub log: String,
@@ -64,6 +71,7 @@ impl GlobalArgs {
         BrokerConfig::new(self.redis_url.clone())
             .prefix(self.prefix.clone())
             .result_ttl(self.result_ttl)
+            .replica_acks(self.replica_acks)
     }
 
     /// Connects, checking Redis answers.

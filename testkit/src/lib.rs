@@ -96,6 +96,9 @@ impl RedisServer {
             .arg("")
             .arg("--daemonize")
             .arg("no")
+            // Replicas sync at once (Redis 7 waits 5 s by default for more to come).
+            .arg("--repl-diskless-sync-delay")
+            .arg("0")
             .arg("--logfile")
             .arg(self.dir.join("redis.log"));
         if self.options.aof {

@@ -108,6 +108,7 @@ impl RedisCluster {
         }
         let cluster = Self { nodes };
         cluster.wait_ok(Duration::from_secs(30))?;
+        cluster.wait_replicas_synced(Duration::from_secs(30))?;
         Ok(cluster)
     }
 
@@ -125,6 +126,25 @@ impl RedisCluster {
             }
             if Instant::now() > deadline {
                 return Err(StartError("the cluster did not become ok".into()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until every running replica's link to its primary is up (synced).
+    pub fn wait_replicas_synced(&self, timeout: Duration) -> Result<(), StartError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let synced = self.nodes.iter().filter(|n| n.pid().is_some()).all(|n| {
+                n.command("INFO replication")
+                    .map(|i| i.contains("role:master") || i.contains("master_link_status:up"))
+                    .unwrap_or(false)
+            });
+            if synced {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(StartError("the cluster's replicas did not sync".into()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -152,16 +172,18 @@ impl RedisCluster {
 
     /// The port of the node that serves `key` now (found by following `MOVED`).
     pub fn port_for(&self, key: &str) -> Result<u16, StartError> {
-        self.last_port(&format!("EXISTS {key}"))
+        Ok(self.routed(&format!("EXISTS {key}"))?.0)
     }
 
-    fn last_port(&self, line: &str) -> Result<u16, StartError> {
+    /// Runs `line` where its key lives (following `MOVED`, each hop runs it once: a node
+    /// that redirects has not run it) and returns that node's port and reply.
+    fn routed(&self, line: &str) -> Result<(u16, String), StartError> {
         let mut port = self.any_port()?;
         for _ in 0..5 {
             let reply = command_at(port, line)?;
             match moved_to(&reply) {
                 Some(p) => port = p,
-                None => return Ok(port),
+                None => return Ok((port, reply)),
             }
         }
         Err(StartError(format!("too many redirections for {line:?}")))
@@ -177,8 +199,83 @@ impl RedisCluster {
 
     /// Sends one command (inline syntax) to the node that owns its key, following `MOVED`.
     pub fn command(&self, line: &str) -> Result<String, StartError> {
-        let port = self.last_port(line)?;
-        command_at(port, line)
+        Ok(self.routed(line)?.1)
+    }
+
+    /// The index (in [`RedisCluster::nodes`]) of the node serving `key` now.
+    pub fn index_for(&self, key: &str) -> Result<usize, StartError> {
+        let port = self.port_for(key)?;
+        self.nodes
+            .iter()
+            .position(|n| n.port() == port)
+            .ok_or_else(|| StartError(format!("no node on port {port}")))
+    }
+
+    /// Node `i`'s cluster id.
+    pub fn node_id(&self, i: usize) -> Result<String, StartError> {
+        let r = self.nodes[i].command("CLUSTER MYID")?;
+        r.lines()
+            .nth(1)
+            .map(|l| l.trim().to_string())
+            .ok_or_else(|| StartError(format!("CLUSTER MYID said {r:?}")))
+    }
+
+    /// `key`'s hash slot.
+    pub fn keyslot(&self, key: &str) -> Result<u16, StartError> {
+        let r = self.command(&format!("CLUSTER KEYSLOT {key}"))?;
+        r.trim()
+            .trim_start_matches(':')
+            .parse()
+            .map_err(|_| StartError(format!("CLUSTER KEYSLOT said {r:?}")))
+    }
+
+    /// Moves the slot of `key` to master `to` while clients keep using it: the slot is marked
+    /// migrating/importing (clients are sent `ASK` for keys already moved), its keys are
+    /// moved with `MIGRATE` in batches, then every master is told the new owner.
+    pub fn migrate_slot_of(&self, key: &str, to: usize) -> Result<(), StartError> {
+        let slot = self.keyslot(key)?;
+        let from = self.index_for(key)?;
+        if from == to {
+            return Ok(());
+        }
+        let (from_id, to_id) = (self.node_id(from)?, self.node_id(to)?);
+        let expect_ok = |r: String, what: &str| {
+            if r.starts_with("+OK") || r.starts_with("+NOKEY") {
+                Ok(())
+            } else {
+                Err(StartError(format!("{what}: {r:?}")))
+            }
+        };
+        expect_ok(
+            self.nodes[to].command(&format!("CLUSTER SETSLOT {slot} IMPORTING {from_id}"))?,
+            "importing",
+        )?;
+        expect_ok(
+            self.nodes[from].command(&format!("CLUSTER SETSLOT {slot} MIGRATING {to_id}"))?,
+            "migrating",
+        )?;
+        loop {
+            let keys = resp_strings(
+                &self.nodes[from].command(&format!("CLUSTER GETKEYSINSLOT {slot} 50"))?,
+            );
+            if keys.is_empty() {
+                break;
+            }
+            expect_ok(
+                self.nodes[from].command(&format!(
+                    "MIGRATE 127.0.0.1 {} \"\" 0 5000 REPLACE KEYS {}",
+                    self.nodes[to].port(),
+                    keys.join(" ")
+                ))?,
+                "migrate",
+            )?;
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].pid().is_some() {
+                let _ = self.nodes[i].command(&format!("CLUSTER SETSLOT {slot} NODE {to_id}"));
+            }
+        }
+        Ok(())
     }
 
     /// Sends one command to every running master, e.g. `INFO commandstats`.
@@ -209,6 +306,20 @@ impl RedisCluster {
         }
         self.wait_ok(Duration::from_secs(30))
     }
+}
+
+/// The bulk strings of a flat RESP array reply (keys hold no line breaks).
+fn resp_strings(reply: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = reply.split("\r\n");
+    while let Some(l) = lines.next() {
+        if l.starts_with('$') && l != "$-1" {
+            if let Some(v) = lines.next() {
+                out.push(v.to_string());
+            }
+        }
+    }
+    out
 }
 
 /// The port of a `-MOVED <slot> <host>:<port>` or `-ASK` reply.
@@ -307,7 +418,17 @@ impl RedisSentinels {
             sentinels,
             dir,
         };
-        // Ready when every Sentinel answers and knows the replica.
+        // Ready when the replica has synced, and every Sentinel answers and knows it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !set.servers[1]
+            .command("INFO replication")
+            .is_ok_and(|i| i.contains("master_link_status:up"))
+        {
+            if Instant::now() > deadline {
+                return Err(StartError("the replica did not sync".into()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ready = set.sentinels.iter().all(|s| {
@@ -372,6 +493,40 @@ impl RedisSentinels {
     /// Sends one command to the primary.
     pub fn command(&self, line: &str) -> Result<String, StartError> {
         command_at(self.primary_port()?, line)
+    }
+
+    /// Starts again the servers that were killed (an old primary comes back, and the
+    /// Sentinels make it a replica of the new one), and waits until the replica has synced.
+    pub fn restart_stopped(&mut self) -> Result<(), StartError> {
+        for s in &mut self.servers {
+            if s.pid().is_none() {
+                s.restart()?;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let primary = self.primary_port()?;
+            let synced = self
+                .servers
+                .iter()
+                .filter(|s| s.port() != primary)
+                .all(|s| {
+                    s.command("INFO replication").is_ok_and(|i| {
+                        i.contains("master_link_status:up") && i.contains(&format!(":{primary}"))
+                            || i.contains(&format!("master_port:{primary}"))
+                                && i.contains("master_link_status:up")
+                    })
+                });
+            if synced {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(StartError(
+                    "the old primary did not sync as a replica".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Kills the primary and the replica (the Sentinels stay).
@@ -474,6 +629,12 @@ mod tests {
     }
 
     #[test]
+    fn resp_arrays_are_read() {
+        assert_eq!(resp_strings("*2\r\n$1\r\na\r\n$3\r\nb:c\r\n"), ["a", "b:c"]);
+        assert!(resp_strings("*0\r\n").is_empty());
+    }
+
+    #[test]
     fn a_cluster_starts_and_routes_commands() {
         let c = RedisCluster::start(3, 0).unwrap();
         for key in ["{kiq:default}:stream", "{kiq:t:abc}", "{kiq}:queues"] {
@@ -483,6 +644,12 @@ mod tests {
                 .starts_with("+OK"));
         }
         assert!(c.url().starts_with("redis+cluster://127.0.0.1:"));
+        // A slot moves with its keys, and commands follow it.
+        let key = "{kiq:default}:stream";
+        let to = (c.index_for(key).unwrap() + 1) % 3;
+        c.migrate_slot_of(key, to).unwrap();
+        assert_eq!(c.index_for(key).unwrap(), to);
+        assert!(c.command(&format!("GET {key}")).unwrap().contains('1'));
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub(crate) struct Fetcher {
     pub consumer: Consumer,
     pub lanes: Vec<String>,
     pub slots: Arc<Semaphore>,
+    /// Whether other fetchers share `slots`.
+    pub shared: bool,
     pub executions: Executions,
     pub recoverer: Recoverer,
     pub config: WorkerConfig,
@@ -44,8 +46,16 @@ impl Fetcher {
                 _ = shutdown.cancelled() => break,
             };
             let mut permits = vec![first];
-            while let Ok(p) = self.slots.clone().try_acquire_owned() {
-                permits.push(p);
+            // A fetcher that shares the slots with others (one per queue on a cluster) holds
+            // one slot while it waits on an idle queue: the first message it gets switches it
+            // to draining, which takes every free slot. Otherwise a fetcher blocked on an idle
+            // queue would sit on every slot while another queue's messages wait.
+            let waiting = self.shared && reader.as_ref().is_some_and(|r| r.will_block());
+            while !waiting {
+                match self.slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
             }
             if tokio::time::Instant::now() >= next_reclaim {
                 done.reclaimed += self

@@ -260,13 +260,18 @@ impl Worker {
         ];
 
         // One fetch loop per reader the broker asks for (one in all on one Redis, one per
-        // queue on a cluster), sharing the worker's slots.
-        let slots = Arc::new(Semaphore::new(capacity));
-        let fetchers = consumer.reader_groups(&lanes).into_iter().map(|group| {
+        // queue on a cluster), sharing the worker's slots. A fetcher waiting on an idle queue
+        // holds one slot, so each fetcher beyond the first brings one: a busy queue keeps the
+        // whole capacity, and a worker holds at most one message more per extra queue.
+        let groups = consumer.reader_groups(&lanes);
+        let shared = groups.len() > 1;
+        let slots = Arc::new(Semaphore::new(capacity + groups.len().saturating_sub(1)));
+        let fetchers = groups.into_iter().map(|group| {
             Fetcher {
                 consumer: consumer.clone(),
                 lanes: group,
                 slots: slots.clone(),
+                shared,
                 executions: executions.clone(),
                 recoverer: Recoverer {
                     consumer: consumer.clone(),

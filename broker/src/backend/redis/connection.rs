@@ -30,7 +30,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{AsyncConnectionConfig, Client, RedisError, RedisFuture, Value};
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::Mutex;
 
 use crate::config::{redact, BrokerConfig};
 use crate::error::BrokerError;
@@ -111,8 +111,7 @@ impl Target {
                 .iter()
                 .map(|h| format!("{scheme}://{auth}{h}"))
                 .collect();
-            let client = ClusterClient::builder(seeds.clone())
-                .connection_timeout(config.connect_timeout)
+            let client = cluster_builder(&seeds, config)
                 .response_timeout(config.command_timeout)
                 .build()
                 .map_err(|e| invalid(e.to_string()))?;
@@ -256,12 +255,13 @@ pub(crate) enum Pool {
         inner: managed::Pool<RedisManager>,
         target: Target,
         url: String,
+        acks: ReplicaAcks,
     },
     /// One shared cluster connection, made on first use.
     Cluster {
-        client: ClusterClient,
-        conn: Arc<OnceCell<ClusterConnection>>,
+        shared: Arc<SharedCluster>,
         target: Target,
+        acks: ReplicaAcks,
     },
 }
 
@@ -290,11 +290,18 @@ fn is_broken(e: &RedisError) -> bool {
 impl Pool {
     /// Builds the connections for `config` (made lazily, on first use).
     pub fn new(target: Target, config: &BrokerConfig) -> Result<Self, BrokerError> {
+        let acks = ReplicaAcks {
+            wanted: config.replica_acks,
+            timeout_ms: config.replica_ack_timeout.as_millis().max(1) as u64,
+        };
         if let Target::Cluster { client, .. } = &target {
             return Ok(Pool::Cluster {
-                client: client.clone(),
-                conn: Arc::new(OnceCell::new()),
+                shared: Arc::new(SharedCluster {
+                    client: client.clone(),
+                    conn: Mutex::new(None),
+                }),
                 target,
+                acks,
             });
         }
         let conn_config = AsyncConnectionConfig::new()
@@ -316,6 +323,7 @@ impl Pool {
             inner,
             target,
             url: redact(&config.redis_url),
+            acks,
         })
     }
 
@@ -340,16 +348,6 @@ impl Pool {
         BrokerError::Redis(e)
     }
 
-    async fn cluster(
-        client: &ClusterClient,
-        conn: &OnceCell<ClusterConnection>,
-    ) -> Result<ClusterConnection, BrokerError> {
-        Ok(conn
-            .get_or_try_init(|| client.get_async_connection())
-            .await?
-            .clone())
-    }
-
     /// Runs `cmd` (a command, a pipeline or a script invocation). On one server, a connection
     /// that failed with an I/O error is dropped rather than returned to the pool; a pipeline
     /// must keep to one slot on a cluster (see [`Batch`] for one that does not).
@@ -371,12 +369,13 @@ impl Pool {
                     }
                 }
             }
-            Pool::Cluster { client, conn, .. } => {
+            Pool::Cluster { shared, .. } => {
                 // Boxed: the cluster client's futures are deep enough to overflow the compiler's
                 // layout depth in every async fn that awaits this one.
                 let fut: Erased<'_, T> = Box::pin(async move {
-                    let mut c = Self::cluster(client, conn).await?;
-                    Ok(cmd.run(&mut c).await?)
+                    let mut c = shared.get().await?;
+                    let r = cmd.run(&mut c).await;
+                    shared.check(r).await
                 });
                 fut.await
             }
@@ -402,10 +401,11 @@ impl Pool {
                     }
                 }
             }
-            Pool::Cluster { client, conn, .. } => {
+            Pool::Cluster { shared, .. } => {
                 let fut: Erased<'_, T> = Box::pin(async move {
-                    let mut c = Self::cluster(client, conn).await?;
-                    Ok(inv.invoke_async(&mut c).await?)
+                    let mut c = shared.get().await?;
+                    let r = inv.invoke_async(&mut c).await;
+                    shared.check(r).await
                 });
                 fut.await
             }
@@ -420,16 +420,19 @@ impl Pool {
             return Ok(Vec::new());
         }
         match self {
-            Pool::Pooled { .. } => {
-                let mut pipe = redis::Pipeline::with_capacity(batch.cmds.len());
+            Pool::Pooled { acks, .. } => {
+                let mut pipe = redis::Pipeline::with_capacity(batch.cmds.len() + 1);
                 for (_, cmd) in batch.cmds {
                     pipe.add_command(cmd);
                 }
-                self.query(&pipe).await
+                acks.add_wait(&mut pipe);
+                let mut replies: Vec<Value> = self.query(&pipe).await?;
+                acks.check(&mut replies)?;
+                Ok(replies)
             }
-            Pool::Cluster { client, conn, .. } => {
+            Pool::Cluster { shared, acks, .. } => {
                 let fut: Erased<'_, Vec<Value>> = Box::pin(async move {
-                    let c = Self::cluster(client, conn).await?;
+                    let c = shared.get().await?;
                     let total = batch.cmds.len();
                     let mut by_slot: BTreeMap<u16, (Vec<usize>, redis::Pipeline)> = BTreeMap::new();
                     for (i, (slot, cmd)) in batch.cmds.into_iter().enumerate() {
@@ -437,11 +440,15 @@ impl Pool {
                         idx.push(i);
                         pipe.add_command(cmd);
                     }
-                    let runs = by_slot.into_values().map(|(idx, pipe)| {
+                    let runs = by_slot.into_values().map(|(idx, mut pipe)| {
                         let mut c = c.clone();
+                        // WAIT goes in each slot's pipeline, to the primary that took it.
+                        acks.add_wait(&mut pipe);
                         async move {
-                            let replies: Vec<Value> = pipe.query_async(&mut c).await?;
-                            Ok::<_, RedisError>((idx, replies))
+                            let r = pipe.query_async(&mut c).await;
+                            let mut replies: Vec<Value> = shared.check(r).await?;
+                            acks.check(&mut replies)?;
+                            Ok::<_, BrokerError>((idx, replies))
                         }
                     });
                     let mut out = vec![Value::Nil; total];
@@ -460,14 +467,14 @@ impl Pool {
     /// Opens a connection of its own for a blocking reader: no response timeout, since the
     /// server holds XREADGROUP BLOCK replies back on purpose. (On Sentinel, it goes to the
     /// primary named now.)
-    pub async fn dedicated(&self, config: &BrokerConfig) -> Result<Dedicated, BrokerError> {
+    pub async fn dedicated(&self, config: &BrokerConfig) -> Result<RedisConnection, BrokerError> {
         match self {
             Pool::Pooled { target, .. } => {
                 let conn_config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(config.connect_timeout))
                     .set_response_timeout(None);
                 let client = target.node_client(0).await?;
-                Ok(Dedicated::Plain(
+                Ok(RedisConnection::Plain(
                     client
                         .get_multiplexed_async_connection_with_config(&conn_config)
                         .await?,
@@ -477,15 +484,96 @@ impl Pool {
                 let Target::Cluster { seeds, .. } = target else {
                     return Err(BrokerError::Config("cluster pool without a cluster".into()));
                 };
-                let client = ClusterClient::builder(seeds.clone())
-                    .connection_timeout(config.connect_timeout)
-                    .build()?;
+                let client = cluster_builder(seeds, config).build()?;
                 let fut: Erased<'_, ClusterConnection> =
                     Box::pin(async move { Ok(client.get_async_connection().await?) });
                 let conn = fut.await?;
-                Ok(Dedicated::Cluster(conn))
+                Ok(RedisConnection::Cluster(conn))
             }
         }
+    }
+}
+
+/// The cluster connection every command of a broker shares (one multiplexed socket per node),
+/// made on first use and made afresh after a failure redis-rs does not recover from itself:
+/// after its primary died, it keeps retrying the dead node's address instead of asking the
+/// other nodes who serves its slots now, so commands time out until a new connection reads the
+/// topology again.
+pub(crate) struct SharedCluster {
+    client: ClusterClient,
+    conn: Mutex<Option<ClusterConnection>>,
+}
+
+impl SharedCluster {
+    async fn get(&self) -> Result<ClusterConnection, BrokerError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = self.client.get_async_connection().await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Passes `r` on, dropping the connection first if it failed for good.
+    async fn check<T>(&self, r: Result<T, RedisError>) -> Result<T, BrokerError> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let err = BrokerError::Redis(e);
+                if err.is_unavailable() {
+                    self.conn.lock().await.take();
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// How redis-rs's cluster client is set up for kiq. A node that stops answering is given up
+/// after a few reconnect attempts, so that the client asks the other nodes who serves its
+/// slots now: by default it would reconnect to the dead node forever and never learn that
+/// its replica was promoted.
+pub(crate) fn cluster_builder(
+    seeds: &[String],
+    config: &BrokerConfig,
+) -> redis::cluster::ClusterClientBuilder {
+    ClusterClient::builder(seeds.to_vec())
+        .connection_timeout(config.connect_timeout)
+        .max_connection_attempts(std::num::NonZeroUsize::MIN.saturating_add(2))
+}
+
+/// How many replicas must acknowledge a batch (`WAIT`), and for how long to wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReplicaAcks {
+    wanted: usize,
+    timeout_ms: u64,
+}
+
+impl ReplicaAcks {
+    /// Appends `WAIT` to `pipe` when acknowledgements are wanted.
+    fn add_wait(&self, pipe: &mut redis::Pipeline) {
+        if self.wanted > 0 {
+            pipe.cmd("WAIT").arg(self.wanted).arg(self.timeout_ms);
+        }
+    }
+
+    /// Takes `WAIT`'s reply off `replies` and fails if too few replicas acknowledged.
+    fn check(&self, replies: &mut Vec<Value>) -> Result<(), BrokerError> {
+        if self.wanted == 0 {
+            return Ok(());
+        }
+        let got = match replies.pop() {
+            Some(Value::Int(n)) => n.max(0) as usize,
+            _ => 0,
+        };
+        if got < self.wanted {
+            return Err(BrokerError::NotReplicated {
+                wanted: self.wanted,
+                got,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -528,19 +616,33 @@ impl Batch {
     }
 }
 
-/// A reader's own connection.
-pub enum Dedicated {
+/// A connection of its own to the Redis a kiq URL names: one server, the primary the
+/// Sentinels name, or a cluster (its own sockets, one per node). Blocking readers get one
+/// each; applications get one from [`connect_redis`] for their own commands. It implements
+/// redis-rs's `ConnectionLike`, so `redis::cmd(..).query_async(&mut conn)` works on it.
+pub enum RedisConnection {
     /// To one server.
     Plain(MultiplexedConnection),
-    /// To a cluster (its own sockets, one per node).
+    /// To a cluster.
     Cluster(ClusterConnection),
 }
 
-impl ConnectionLike for Dedicated {
+/// Connects to the Redis `url` names, in any of the forms kiq takes (`redis://`,
+/// `redis+sentinel://`, `redis+cluster://`), for an application's own commands beside kiq's:
+/// a task's side effects, a test's checks. On a cluster, a command's keys must keep to one
+/// slot, as always.
+pub async fn connect_redis(url: &str) -> Result<RedisConnection, BrokerError> {
+    let config = BrokerConfig::new(url);
+    Pool::new(Target::parse(url, &config)?, &config)?
+        .dedicated(&config)
+        .await
+}
+
+impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Dedicated::Plain(c) => c.req_packed_command(cmd),
-            Dedicated::Cluster(c) => c.req_packed_command(cmd),
+            RedisConnection::Plain(c) => c.req_packed_command(cmd),
+            RedisConnection::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -551,15 +653,15 @@ impl ConnectionLike for Dedicated {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Dedicated::Plain(c) => c.req_packed_commands(cmd, offset, count),
-            Dedicated::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            RedisConnection::Plain(c) => c.req_packed_commands(cmd, offset, count),
+            RedisConnection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Dedicated::Plain(c) => c.get_db(),
-            Dedicated::Cluster(c) => c.get_db(),
+            RedisConnection::Plain(c) => c.get_db(),
+            RedisConnection::Cluster(c) => c.get_db(),
         }
     }
 }

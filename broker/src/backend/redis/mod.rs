@@ -51,7 +51,7 @@ impl RedisBackend {
         let target = connection::Target::parse(&config.redis_url, config)?;
         let pool = Pool::new(target.clone(), config)?;
         let keys = Keys::new(config.prefix.clone());
-        let waiters = Waiters::new(target, keys.clone());
+        let waiters = Waiters::new(target, keys.clone(), config.clone());
         Ok(Self {
             config: config.clone(),
             keys,

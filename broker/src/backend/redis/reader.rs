@@ -9,7 +9,7 @@ use crate::consumer::delivery::{Delivery, ReadBatch};
 use crate::error::BrokerError;
 use crate::keys::CONSUMER_GROUP;
 
-use super::connection::Dedicated;
+use super::connection::RedisConnection;
 use super::scripts::{self, LANE_LENGTHS, READ_BY_PRIORITY};
 use super::{data_field, RedisBackend};
 
@@ -73,7 +73,7 @@ impl RedisBackend {
 
 /// Reads a set of lanes through the consumer group, on a dedicated connection.
 pub struct StreamReader {
-    conn: Dedicated,
+    conn: RedisConnection,
     /// The cancel flags of the queues read.
     cancel_flags: Vec<String>,
     streams: Vec<String>,
@@ -93,6 +93,11 @@ impl StreamReader {
     /// The consumer name this reader reads as.
     pub fn consumer(&self) -> &str {
         &self.consumer
+    }
+
+    /// Whether the next read blocks (the last one found nothing) rather than drains a backlog.
+    pub fn will_block(&self) -> bool {
+        !self.backlog
     }
 
     /// Reads up to `count` new messages per queue, waiting at most `block` for the first.

@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::cluster::ClusterClientBuilder;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{mpsc, watch};
 
@@ -59,6 +58,7 @@ type Watches = Arc<Mutex<HashMap<String, Watch>>>;
 /// The shared subscriber of one broker.
 pub(crate) struct Waiters {
     target: Target,
+    config: crate::config::BrokerConfig,
     keys: Keys,
     watches: Watches,
     commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
@@ -96,9 +96,10 @@ impl Drop for Registration {
 }
 
 impl Waiters {
-    pub(crate) fn new(target: Target, keys: Keys) -> Self {
+    pub(crate) fn new(target: Target, keys: Keys, config: crate::config::BrokerConfig) -> Self {
         Self {
             target,
+            config,
             keys,
             watches: Arc::new(Mutex::new(HashMap::new())),
             commands: Mutex::new(None),
@@ -147,6 +148,7 @@ impl Waiters {
         if let Target::Cluster { seeds, .. } = &self.target {
             tokio::spawn(listen_sharded(
                 seeds.clone(),
+                self.config.clone(),
                 self.keys.clone(),
                 Arc::downgrade(&self.watches),
                 rx,
@@ -309,6 +311,7 @@ fn push_channel(push: &PushInfo) -> Option<String> {
 /// The listener on a Redis Cluster: sharded subscriptions over one RESP3 cluster connection.
 async fn listen_sharded(
     seeds: Vec<String>,
+    config: crate::config::BrokerConfig,
     keys: Keys,
     watches: std::sync::Weak<Mutex<HashMap<String, Watch>>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -320,7 +323,7 @@ async fn listen_sharded(
             return;
         };
         let (push_tx, mut pushes) = mpsc::unbounded_channel();
-        let conn = match ClusterClientBuilder::new(seeds.clone())
+        let conn = match super::connection::cluster_builder(&seeds, &config)
             .use_protocol(redis::ProtocolVersion::RESP3)
             .push_sender(push_tx)
             .build()

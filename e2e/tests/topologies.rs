@@ -1,0 +1,233 @@
+//! What only a Redis Cluster or Sentinel can do to kiq: a plain URL that reaches a cluster
+//! node, a primary SIGKILLed and its replica promoted mid-run, slots migrated under load, a
+//! Sentinel failover. Each test starts its own topology from `redis-server` (whatever
+//! `KIQ_TEST_TOPOLOGY` says; the parametrised suites cover the rest).
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kiq::{Broker, BrokerConfig, TaskHandle};
+use kiq_examples::faults;
+use kiq_testkit::{RedisCluster, RedisOptions, RedisSentinels};
+use support::{wait_until, Workers};
+
+/// `HGETALL key` as item → executions (the `tally` task's side effects).
+fn tallies(reply: &str) -> HashMap<u64, u64> {
+    let vals: Vec<&str> = reply
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+        .collect();
+    vals.chunks(2)
+        .filter_map(|kv| Some((kv[0].parse().ok()?, kv.get(1)?.parse().ok()?)))
+        .collect()
+}
+
+/// Waits for every handle; returns how many succeeded and the errors of the others.
+async fn wait_all(handles: Vec<TaskHandle<u64>>, timeout: Duration) -> (usize, Vec<String>) {
+    let mut waits = tokio::task::JoinSet::new();
+    for h in handles {
+        waits.spawn(async move { h.wait_result(timeout).await });
+    }
+    let (mut ok, mut errors) = (0, Vec::new());
+    while let Some(r) = waits.join_next().await {
+        match r.expect("waiter task") {
+            Ok(_) => ok += 1,
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    (ok, errors)
+}
+
+#[test]
+fn a_plain_url_to_a_cluster_node_fails_fast_naming_the_cluster_form() {
+    let cluster = RedisCluster::start(3, 0).unwrap();
+    let plain = format!("redis://127.0.0.1:{}", cluster.nodes()[0].port());
+    let started = Instant::now();
+    let out = support::taskctl_at(
+        &plain,
+        &["kiq", "kiq_examples::math::add", "--args", "[1,2]"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("redis+cluster://"), "{err}");
+    // The worker says so and stops, rather than retrying forever.
+    let out = std::process::Command::new(support::taskctl())
+        .args(["worker", "--workers", "1", "--redis-url", &plain])
+        .env("KIQ_LOG", "info")
+        .output()
+        .unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("redis+cluster://"), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_cluster_primary_sigkilled_and_replica_promoted_loses_nothing() {
+    let mut cluster = RedisCluster::start(3, 1).unwrap();
+    let url = cluster.url();
+    let broker = Broker::from_config(BrokerConfig::new(&url).replica_acks(1))
+        .await
+        .unwrap();
+    let w = Workers::start_env(
+        &url,
+        2,
+        &["--replica-acks", "1", "--visibility-timeout", "3s"],
+        &[("KIQ_REDIS_URL", &url)],
+    );
+    const N: u64 = 400;
+    let handles = faults::tally::kiq_many(&broker, (0..N).map(|n| ("failover".to_string(), n, 5)))
+        .await
+        .unwrap();
+    // Kill the primary of the queue's slot mid-run; its replica takes over.
+    let victim = cluster.index_for("{kiq:default}:stream").unwrap();
+    assert!(wait_until(Duration::from_secs(60), || cluster
+        .command("HLEN failover")
+        .map(|r| r.trim_start_matches(':').trim().parse::<u64>().unwrap_or(0) > N / 4)
+        .unwrap_or(false)));
+    let killed = Instant::now();
+    cluster.node_mut(victim).kill();
+    // Its replica is promoted once the others have timed the primary out.
+    assert!(wait_until(Duration::from_secs(30), || cluster
+        .index_for("{kiq:default}:stream")
+        .is_ok_and(|i| i != victim)));
+    cluster.wait_ok(Duration::from_secs(30)).unwrap();
+    println!(
+        "cluster failover: replica promoted {:?} after the kill",
+        killed.elapsed()
+    );
+    // With replica acknowledgements on, writes wait for a replica: the old primary comes back
+    // as the new one's replica (until then, batches fail and are retried: nothing is lost).
+    cluster.node_mut(victim).restart().unwrap();
+    cluster.wait_ok(Duration::from_secs(30)).unwrap();
+    cluster
+        .wait_replicas_synced(Duration::from_secs(30))
+        .unwrap();
+    let (ok, errors) = wait_all(handles, Duration::from_secs(120)).await;
+    let counts = tallies(&cluster.command("HGETALL failover").unwrap());
+    let executions: u64 = counts.values().sum();
+    let lost = (0..N).filter(|n| !counts.contains_key(n)).count();
+    println!(
+        "cluster failover: {N} tasks, {ok} results, {} waiter errors, {lost} without a side \
+         effect, {} duplicate executions, finished {:?} after the kill",
+        errors.len(),
+        executions.saturating_sub(N - lost as u64),
+        killed.elapsed()
+    );
+    let log = w.log_text();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    assert!(
+        errors.is_empty(),
+        "{:?}; worker log tail:\n{}",
+        &errors[..errors.len().min(3)],
+        tail.join("\n")
+    );
+    assert_eq!(ok, N as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_migrated_under_load_lose_nothing_and_no_waiter_hangs() {
+    let cluster = RedisCluster::start(3, 0).unwrap();
+    let url = cluster.url();
+    let broker = Broker::connect(&url).await.unwrap();
+    const N: u64 = 300;
+    let handles = faults::tally::kiq_many(&broker, (0..N).map(|n| ("moved".to_string(), n, 20)))
+        .await
+        .unwrap();
+    let moved_tasks: Vec<String> = handles.iter().take(5).map(|h| h.id().to_string()).collect();
+    // The waiters subscribe before anything runs.
+    let waiters = tokio::spawn(wait_all(handles, Duration::from_secs(120)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _w = Workers::start_env(&url, 2, &[], &[("KIQ_REDIS_URL", &url)]);
+    assert!(wait_until(Duration::from_secs(60), || cluster
+        .command("HLEN moved")
+        .map(|r| r.trim_start_matches(':').trim().parse::<u64>().unwrap_or(0) > 20)
+        .unwrap_or(false)));
+    // Move the queue's slot, then the slots of five waited-on tasks, while tasks run.
+    let queue_key = "{kiq:default}:stream";
+    let to = (cluster.index_for(queue_key).unwrap() + 1) % 3;
+    cluster.migrate_slot_of(queue_key, to).unwrap();
+    for id in &moved_tasks {
+        let key = format!("{{kiq:t:{id}}}");
+        let to = (cluster.index_for(&key).unwrap() + 1) % 3;
+        cluster.migrate_slot_of(&key, to).unwrap();
+    }
+    let (ok, errors) = waiters.await.unwrap();
+    let counts = tallies(&cluster.command("HGETALL moved").unwrap());
+    let executions: u64 = counts.values().sum();
+    println!(
+        "slot migration: {N} tasks, {ok} results, {} duplicate executions",
+        executions.saturating_sub(N)
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(ok, N as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_sentinel_primary_killed_everything_follows_the_new_primary() {
+    let mut set = RedisSentinels::start_with(RedisOptions::default()).unwrap();
+    let url = set.url();
+    let broker = Broker::from_config(BrokerConfig::new(&url).replica_acks(1))
+        .await
+        .unwrap();
+    let _w = Workers::start_env(
+        &url,
+        2,
+        &["--replica-acks", "1", "--visibility-timeout", "3s"],
+        &[("KIQ_REDIS_URL", &url)],
+    );
+    const N: u64 = 300;
+    let handles = faults::tally::kiq_many(&broker, (0..N).map(|n| ("sentinel".to_string(), n, 10)))
+        .await
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(60), || set
+        .command("HLEN sentinel")
+        .map(|r| r.trim_start_matches(':').trim().parse::<u64>().unwrap_or(0) > N / 4)
+        .unwrap_or(false)));
+    let old = set.primary_port().unwrap();
+    let killed = Instant::now();
+    set.primary_mut().unwrap().kill();
+    assert!(wait_until(Duration::from_secs(30), || set
+        .primary_port()
+        .is_ok_and(|p| p != old)));
+    println!(
+        "sentinel failover: new primary named {:?} after the kill",
+        killed.elapsed()
+    );
+    // The old primary comes back as the new one's replica (with replica acknowledgements on,
+    // writes wait for one).
+    set.restart_stopped().unwrap();
+    // Producers follow too: a dispatch after the failover lands on the new primary (the first
+    // may meet a connection the failover broke, and says so: the caller retries).
+    let mut after = None;
+    for _ in 0..50 {
+        match faults::tally::kiq(&broker, "sentinel".to_string(), N, 0).await {
+            Ok(h) => {
+                after = Some(h);
+                break;
+            }
+            Err(e) => {
+                println!("dispatch during the failover: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let after = after.expect("a dispatch after the failover");
+    let mut handles = handles;
+    handles.push(after);
+    let (ok, errors) = wait_all(handles, Duration::from_secs(120)).await;
+    let counts = tallies(&set.command("HGETALL sentinel").unwrap());
+    let executions: u64 = counts.values().sum();
+    println!(
+        "sentinel failover: {} tasks, {ok} results, {} duplicate executions, finished {:?} \
+         after the kill",
+        N + 1,
+        executions.saturating_sub(N + 1),
+        killed.elapsed()
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(ok, N as usize + 1);
+}
