@@ -41,6 +41,10 @@ struct Args {
     /// Use this Redis instead of starting a private one (it is written to under prefix `kiqbench*`).
     #[arg(long)]
     redis_url: Option<String>,
+    /// Only compare one Redis with Redis Clusters of 1, 2 and 3 masters (started here): drain
+    /// rate, and Redis CPU and commands per task on every node
+    #[arg(long)]
+    cluster: bool,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -57,6 +61,9 @@ struct Row {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.cluster {
+        return cluster_comparison(args.tasks.max(100)).await;
+    }
     let _private;
     let url = match &args.redis_url {
         Some(u) => u.clone(),
@@ -772,6 +779,114 @@ async fn drain(
         ),
         rss,
     ))
+}
+
+/// `--cluster`: the same no-op drain on one Redis and on Redis Clusters of 1, 2 and 3 masters,
+/// each started here, with every node's Redis CPU and command count per task.
+async fn cluster_comparison(n: usize) -> anyhow::Result<()> {
+    let taskctl = std::env::current_exe()?
+        .parent()
+        .context("no binary directory")?
+        .join("taskctl");
+    println!(
+        "kiq-bench --cluster: {n} no-op tasks per run, 2 worker processes, one queue; Redis CPU \
+         and commands per task on every node"
+    );
+    println!(
+        "{:<10} {:>12} {:>12} {:>14}  per node: Redis CPU µs/task, share of commands",
+        "topology", "enqueue/s", "drain/s", "Redis µs/task"
+    );
+    // (name, URL, every node's port, the servers, kept alive until the end)
+    type Run = (String, String, Vec<u16>, Box<dyn std::any::Any>);
+    let mut runs: Vec<Run> = Vec::new();
+    let single = RedisServer::start()?;
+    runs.push((
+        "single".into(),
+        single.url(),
+        vec![single.port()],
+        Box::new(single),
+    ));
+    for masters in [1usize, 2, 3] {
+        let c = kiq_testkit::RedisCluster::start(masters, 0)?;
+        let ports = c.nodes().iter().map(|n| n.port()).collect();
+        runs.push((format!("cluster {masters}"), c.url(), ports, Box::new(c)));
+    }
+    for (name, url, ports, _keep) in &runs {
+        let mut nodes = Vec::new();
+        for p in ports {
+            nodes.push(
+                redis::Client::open(format!("redis://127.0.0.1:{p}"))?
+                    .get_multiplexed_async_connection()
+                    .await?,
+            );
+        }
+        let mut before = Vec::new();
+        for c in &mut nodes {
+            before.push((redis_cpu(c).await?, command_calls(c).await?));
+        }
+        let b = broker(url, "kiqbench-topo").await?;
+        let t = Instant::now();
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(10_000);
+            bench::noop::kiq_many(&b, (0..k).map(|_| ())).await?;
+            left -= k;
+        }
+        let enqueue = n as f64 / t.elapsed().as_secs_f64();
+        let mut poll = kiq::broker::connect_redis(url).await?;
+        let stream = "{kiqbench-topo:bench}:stream";
+        let t = Instant::now();
+        let workers = Workers::start(&taskctl, url, "kiqbench-topo", 2)?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let (len, pending): (u64, Vec<redis::Value>) = redis::pipe()
+                .cmd("XLEN")
+                .arg(stream)
+                .cmd("XPENDING")
+                .arg(stream)
+                .arg("kiq")
+                .arg("-")
+                .arg("+")
+                .arg(1)
+                .query_async(&mut poll)
+                .await?;
+            if len == 0 && pending.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("drain of {n} tasks did not finish in 10 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let drain = n as f64 / t.elapsed().as_secs_f64();
+        workers.stop();
+        let mut per_node = Vec::new();
+        for (c, (cpu0, calls0)) in nodes.iter_mut().zip(&before) {
+            let cpu = (redis_cpu(c).await? - cpu0) * 1e6 / n as f64;
+            let calls: u64 = delta(&command_calls(c).await?, calls0)
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "xlen" | "xpending" | "info" | "cluster"))
+                .map(|(_, v)| v)
+                .sum();
+            per_node.push((cpu, calls));
+        }
+        let total_cpu: f64 = per_node.iter().map(|(c, _)| c).sum();
+        let total_calls: u64 = per_node.iter().map(|(_, k)| k).sum::<u64>().max(1);
+        let nodes_text: Vec<String> = per_node
+            .iter()
+            .map(|(cpu, calls)| {
+                format!(
+                    "{cpu:.1} µs {:.0} %",
+                    100.0 * *calls as f64 / total_calls as f64
+                )
+            })
+            .collect();
+        println!(
+            "{name:<10} {enqueue:>12.0} {drain:>12.0} {total_cpu:>14.1}  {}",
+            nodes_text.join(" | ")
+        );
+    }
+    Ok(())
 }
 
 /// `samples` sequential round trips; milliseconds, sorted.

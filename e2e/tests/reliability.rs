@@ -23,14 +23,7 @@ fn workers(redis: &RedisServer, n: usize, extra: &[&str]) -> Workers {
 
 /// Executions per item, from the `tally` task's hash.
 fn tallies(redis: &RedisServer, key: &str) -> HashMap<u64, u64> {
-    let raw = redis.command(&format!("HGETALL {key}")).unwrap();
-    let vals: Vec<&str> = raw
-        .lines()
-        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
-        .collect();
-    vals.chunks(2)
-        .filter_map(|kv| Some((kv[0].parse().ok()?, kv.get(1)?.parse().ok()?)))
-        .collect()
+    support::parse_tallies(&redis.command(&format!("HGETALL {key}")).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

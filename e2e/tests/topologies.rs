@@ -5,24 +5,12 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use kiq::{Broker, BrokerConfig, TaskHandle};
 use kiq_examples::faults;
 use kiq_testkit::{RedisCluster, RedisOptions, RedisSentinels};
 use support::{wait_until, Workers};
-
-/// `HGETALL key` as item → executions (the `tally` task's side effects).
-fn tallies(reply: &str) -> HashMap<u64, u64> {
-    let vals: Vec<&str> = reply
-        .lines()
-        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
-        .collect();
-    vals.chunks(2)
-        .filter_map(|kv| Some((kv[0].parse().ok()?, kv.get(1)?.parse().ok()?)))
-        .collect()
-}
 
 /// Waits for every handle; returns how many succeeded and the errors of the others.
 async fn wait_all(handles: Vec<TaskHandle<u64>>, timeout: Duration) -> (usize, Vec<String>) {
@@ -107,7 +95,7 @@ async fn chaos_cluster_primary_sigkilled_and_replica_promoted_loses_nothing() {
         .wait_replicas_synced(Duration::from_secs(30))
         .unwrap();
     let (ok, errors) = wait_all(handles, Duration::from_secs(120)).await;
-    let counts = tallies(&cluster.command("HGETALL failover").unwrap());
+    let counts = support::parse_tallies(&cluster.command("HGETALL failover").unwrap());
     let executions: u64 = counts.values().sum();
     let lost = (0..N).filter(|n| !counts.contains_key(n)).count();
     println!(
@@ -156,7 +144,7 @@ async fn slots_migrated_under_load_lose_nothing_and_no_waiter_hangs() {
         cluster.migrate_slot_of(&key, to).unwrap();
     }
     let (ok, errors) = waiters.await.unwrap();
-    let counts = tallies(&cluster.command("HGETALL moved").unwrap());
+    let counts = support::parse_tallies(&cluster.command("HGETALL moved").unwrap());
     let executions: u64 = counts.values().sum();
     println!(
         "slot migration: {N} tasks, {ok} results, {} duplicate executions",
@@ -219,7 +207,7 @@ async fn chaos_sentinel_primary_killed_everything_follows_the_new_primary() {
     let mut handles = handles;
     handles.push(after);
     let (ok, errors) = wait_all(handles, Duration::from_secs(120)).await;
-    let counts = tallies(&set.command("HGETALL sentinel").unwrap());
+    let counts = support::parse_tallies(&set.command("HGETALL sentinel").unwrap());
     let executions: u64 = counts.values().sum();
     println!(
         "sentinel failover: {} tasks, {ok} results, {} duplicate executions, finished {:?} \

@@ -57,6 +57,18 @@ pub async fn wait_for_state(broker: &Broker, id: &str, state: kiq::TaskState) ->
     false
 }
 
+/// An `HGETALL` reply of the `tally` task's hash as item → executions, so tests can tell lost
+/// work (absent) from duplicates (more than 1).
+pub fn parse_tallies(reply: &str) -> std::collections::HashMap<u64, u64> {
+    let vals: Vec<&str> = reply
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+        .collect();
+    vals.chunks(2)
+        .filter_map(|kv| Some((kv[0].parse().ok()?, kv.get(1)?.parse().ok()?)))
+        .collect()
+}
+
 /// Runs `taskctl <args> --redis-url <url>` to completion.
 pub fn taskctl_at(url: &str, args: &[&str]) -> std::process::Output {
     Command::new(taskctl())

@@ -51,10 +51,9 @@ impl Fetcher {
             // to draining, which takes every free slot. Otherwise a fetcher blocked on an idle
             // queue would sit on every slot while another queue's messages wait.
             let waiting = self.shared && reader.as_ref().is_some_and(|r| r.will_block());
-            while !waiting {
-                match self.slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
+            if !waiting {
+                while let Ok(p) = self.slots.clone().try_acquire_owned() {
+                    permits.push(p);
                 }
             }
             if tokio::time::Instant::now() >= next_reclaim {

@@ -5,7 +5,6 @@ use crate::error::BrokerError;
 use crate::model::envelope::now_ms;
 use crate::model::record::{TaskRecord, TaskState};
 
-use super::connection::Batch;
 use super::scripts::{self, CANCEL};
 use super::RedisBackend;
 
@@ -27,7 +26,7 @@ impl RedisBackend {
         } else {
             vec![record.queue.clone()]
         };
-        let mut flags = Batch::new();
+        let mut flags = self.pool().new_batch();
         for q in &queues {
             let flag = k.cancel_flag(q);
             flags.add(
@@ -55,7 +54,7 @@ impl RedisBackend {
         if n != 1 {
             return Ok(false);
         }
-        let mut after = Batch::new();
+        let mut after = self.pool().new_batch();
         if !record.queue.is_empty() {
             let index = k.index(&record.queue, TaskState::Cancelled);
             after.add(

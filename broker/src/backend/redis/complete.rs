@@ -11,7 +11,7 @@ use crate::model::record::{TaskRecord, TaskState};
 
 use super::connection::Batch;
 use super::scripts::{self, ENQUEUE_ONCE, GROUP_MEMBER_DONE, RELEASE_UNIQUE};
-use super::RedisBackend;
+use super::{set_record_at, RedisBackend};
 
 /// Results up to this size are published with the completion, sparing waiters a GET.
 const INLINE_RESULT_MAX: usize = 64 * 1024;
@@ -32,16 +32,14 @@ impl RedisBackend {
         let pending_ttl = self.pending_ttl_s();
         // One pipeline on one Redis; one per slot on a cluster (each keeps this order, so a
         // task's record is stored before its completion is announced).
-        let mut writes = Batch::new();
+        let mut writes = self.pool().new_batch();
         let mut indexed: HashMap<(&str, TaskState), Vec<(u64, &str)>> = HashMap::new();
         for w in batch {
             let c = match w {
                 Write::State(s) => {
                     let record = self.wire.encode_record(&s.record)?;
-                    writes.add(
-                        &keys.task(&s.id),
-                        self.set_record(&s.id, &record, pending_ttl),
-                    );
+                    let key = keys.task(&s.id);
+                    writes.add(&key, set_record_at(&key, &record, pending_ttl));
                     continue;
                 }
                 Write::Completion(c) => c,
@@ -49,7 +47,7 @@ impl RedisBackend {
             if let Some(task) = &c.task {
                 let record = self.wire.encode_record(&task.record)?;
                 let task_key = keys.task(&task.id);
-                writes.add(&task_key, self.set_record(&task.id, &record, ttl));
+                writes.add(&task_key, set_record_at(&task_key, &record, ttl));
                 // Only final records are announced and listed.
                 if c.end.is_final() {
                     let inline: &[u8] = if record.len() <= INLINE_RESULT_MAX {
@@ -57,13 +55,9 @@ impl RedisBackend {
                     } else {
                         b""
                     };
-                    writes.add(
-                        &task_key,
-                        redis::cmd(self.publish_command())
-                            .arg(keys.done_channel(&task.id))
-                            .arg(inline)
-                            .clone(),
-                    );
+                    let mut publish = redis::cmd(self.publish_command());
+                    publish.arg(keys.done_channel(&task.id)).arg(inline);
+                    writes.add(&task_key, publish);
                     if task.record.state.is_final() {
                         indexed
                             .entry((task.record.queue.as_str(), task.record.state))
@@ -118,19 +112,16 @@ impl RedisBackend {
         if by_lane.is_empty() {
             return Ok(());
         }
-        let mut acks = Batch::new();
+        let mut acks = self.pool().new_batch();
         for (lane, ids) in by_lane {
             let stream = keys.stream(lane);
-            acks.add(
-                &stream,
-                redis::cmd("XACK")
-                    .arg(&stream)
-                    .arg(CONSUMER_GROUP)
-                    .arg(&ids)
-                    .clone(),
-            );
+            let mut ack = redis::cmd("XACK");
+            ack.arg(&stream).arg(CONSUMER_GROUP).arg(&ids);
+            acks.add(&stream, ack);
             // Acked entries are deleted at once: the stream only ever holds live work.
-            acks.add(&stream, redis::cmd("XDEL").arg(&stream).arg(&ids).clone());
+            let mut del = redis::cmd("XDEL");
+            del.arg(&stream).arg(&ids);
+            acks.add(&stream, del);
         }
         self.pool().batch(acks).await.map(drop)
     }
@@ -154,14 +145,10 @@ impl RedisBackend {
             Effect::Finish(s) => {
                 let record = self.wire.encode_record(&s.record)?;
                 let task_key = keys.task(&s.id);
-                writes.add(&task_key, self.set_record(&s.id, &record, ttl));
-                writes.add(
-                    &task_key,
-                    redis::cmd(self.publish_command())
-                        .arg(keys.done_channel(&s.id))
-                        .arg(&record)
-                        .clone(),
-                );
+                writes.add(&task_key, set_record_at(&task_key, &record, ttl));
+                let mut publish = redis::cmd(self.publish_command());
+                publish.arg(keys.done_channel(&s.id)).arg(&record);
+                writes.add(&task_key, publish);
             }
             Effect::GroupMemberDone(group) => {
                 let k = scripts::group_member_done_keys(

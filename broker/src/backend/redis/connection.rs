@@ -42,7 +42,7 @@ const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub(crate) enum Target {
     /// One Redis.
-    Single(Client),
+    Single(Box<Client>),
     /// The primary named by a set of Sentinels (looked up for each new connection).
     Sentinel {
         sentinels: Arc<Mutex<SentinelClient>>,
@@ -50,7 +50,7 @@ pub(crate) enum Target {
     },
     /// A Redis Cluster, with its seed nodes' URLs.
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         seeds: Vec<String>,
     },
 }
@@ -115,7 +115,10 @@ impl Target {
                 .response_timeout(config.command_timeout)
                 .build()
                 .map_err(|e| invalid(e.to_string()))?;
-            return Ok(Target::Cluster { client, seeds });
+            return Ok(Target::Cluster {
+                client: Box::new(client),
+                seeds,
+            });
         }
         if let Some(m) = split_multi_host(url, "sentinel") {
             let mut path = m.path.split('/');
@@ -172,7 +175,7 @@ impl Target {
             ));
         }
         Client::open(url)
-            .map(Target::Single)
+            .map(|c| Target::Single(Box::new(c)))
             .map_err(|e| invalid(e.to_string()))
     }
 
@@ -195,7 +198,7 @@ impl Target {
     /// Cluster spreads to every node.
     pub(crate) async fn node_client(&self, n: usize) -> Result<Client, BrokerError> {
         match self {
-            Target::Single(c) => Ok(c.clone()),
+            Target::Single(c) => Ok((**c).clone()),
             Target::Sentinel { sentinels, master } => {
                 let fut: Erased<'_, Client> = Box::pin(async move {
                     let mut s = sentinels.lock().await;
@@ -297,7 +300,7 @@ impl Pool {
         if let Target::Cluster { client, .. } = &target {
             return Ok(Pool::Cluster {
                 shared: Arc::new(SharedCluster {
-                    client: client.clone(),
+                    client: (**client).clone(),
                     conn: Mutex::new(None),
                 }),
                 target,
@@ -325,6 +328,14 @@ impl Pool {
             url: redact(&config.redis_url),
             acks,
         })
+    }
+
+    /// An empty batch for these connections.
+    pub(crate) fn new_batch(&self) -> Batch {
+        Batch {
+            cluster: matches!(self, Pool::Cluster { .. }),
+            cmds: Vec::new(),
+        }
     }
 
     /// Where the connections go.
@@ -597,21 +608,19 @@ pub(crate) fn cluster_node_error(url: &str) -> BrokerError {
     ))
 }
 
-/// Commands that may touch several hash slots, grouped by slot when sent to a cluster.
+/// Commands that may touch several hash slots, grouped by slot when sent to a cluster. Made by
+/// [`Pool::new_batch`]: slots are computed only for a cluster.
 #[derive(Default)]
 pub(crate) struct Batch {
+    cluster: bool,
     cmds: Vec<(u16, redis::Cmd)>,
 }
 
 impl Batch {
-    /// An empty batch.
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
     /// Adds `cmd`, whose keys (and shard channel) are all in the slot of `route`.
     pub(crate) fn add(&mut self, route: &str, cmd: redis::Cmd) -> &mut Self {
-        self.cmds.push((slot(route), cmd));
+        let slot = if self.cluster { slot(route) } else { 0 };
+        self.cmds.push((slot, cmd));
         self
     }
 }

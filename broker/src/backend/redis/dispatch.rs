@@ -9,7 +9,6 @@ use crate::keys::DATA_FIELD;
 use crate::model::envelope::Envelope;
 use crate::model::record::TaskRecord;
 
-use super::connection::Batch;
 use super::scripts::{self, ENQUEUE_ONCE, ENQUEUE_UNIQUE};
 use super::RedisBackend;
 
@@ -50,7 +49,7 @@ impl RedisBackend {
             // overwritten by a late "pending". On one Redis the records and the entries go in
             // one pipeline, in that order; on a cluster they live in different slots (sent
             // side by side), so the records go in a round trip of their own before.
-            let mut batch = Batch::new();
+            let mut batch = self.pool().new_batch();
             if track {
                 for m in chunk {
                     batch.add(
@@ -197,7 +196,7 @@ impl RedisBackend {
         if later.is_empty() {
             return Ok(());
         }
-        let mut batch = Batch::new();
+        let mut batch = self.pool().new_batch();
         for step in later {
             // The worker that finishes the step before sends it: its lane must have a group.
             self.ensure_group(&step.priority.lane(&step.queue))
@@ -244,7 +243,7 @@ impl RedisBackend {
             group_id,
             callback.map(|cb| crate::model::priority::split_lane(&cb.lane).0),
         );
-        let mut batch = Batch::new();
+        let mut batch = self.pool().new_batch();
         let mut hset = redis::cmd("HSET");
         hset.arg(&key).arg("size").arg(size);
         if let Some(cb) = callback {

@@ -93,9 +93,7 @@ impl RedisBackend {
 
     /// `SET <task record> <bytes> EX <ttl_s>` of task `id`: how every record is stored.
     pub(crate) fn set_record(&self, id: &str, bytes: &[u8], ttl_s: u64) -> redis::Cmd {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.keys.task(id)).arg(bytes).arg("EX").arg(ttl_s);
-        cmd
+        set_record_at(&self.keys.task(id), bytes, ttl_s)
     }
 
     /// Checks that Redis answers, and that it is what the URL says: a plain URL that reaches
@@ -161,7 +159,7 @@ impl RedisBackend {
         if !self.target().is_cluster() {
             return self.pool.query(redis::cmd("MGET").arg(keys)).await;
         }
-        let mut batch = connection::Batch::new();
+        let mut batch = self.pool.new_batch();
         for k in keys {
             batch.add(k, redis::cmd("GET").arg(k).clone());
         }
@@ -238,6 +236,13 @@ impl RedisBackend {
             .map(|r| r.contains(lane))
             .unwrap_or(false)
     }
+}
+
+/// `SET <key> <bytes> EX <ttl_s>`: a record stored under its key (when the caller has it).
+pub(crate) fn set_record_at(key: &str, bytes: &[u8], ttl_s: u64) -> redis::Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(bytes).arg("EX").arg(ttl_s);
+    cmd
 }
 
 /// The `data` field of a stream entry's field map.

@@ -237,21 +237,7 @@ async fn listen(
             tokio::select! {
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { return };
-                    let mut batch = vec![cmd];
-                    while let Ok(more) = commands.try_recv() {
-                        batch.push(more);
-                    }
-                    let (mut subs, mut unsubs) = (Vec::new(), Vec::new());
-                    {
-                        let w = match watches.lock() { Ok(w) => w, Err(_) => return };
-                        for c in batch {
-                            match c {
-                                Command::Subscribe(id) if w.contains_key(&id) => subs.push(id),
-                                Command::Unsubscribe(id) if !w.contains_key(&id) => unsubs.push(id),
-                                _ => {}
-                            }
-                        }
-                    }
+                    let Some((subs, unsubs)) = take_commands(&watches, cmd, &mut commands) else { return };
                     if !unsubs.is_empty() {
                         let channels: Vec<String> = unsubs.iter().map(|id| keys.done_channel(id)).collect();
                         if sink.unsubscribe(channels).await.is_err() {
@@ -285,8 +271,17 @@ async fn listen(
     }
 }
 
-/// What the sharded listener takes from a batch of commands: ids to subscribe, ids to drop.
-fn split_commands(watches: &Watches, batch: Vec<Command>) -> Option<(Vec<String>, Vec<String>)> {
+/// `first` and every command queued behind it, as the ids to subscribe (still watched) and the
+/// ids to drop (no longer watched); `None` if the watches are gone.
+fn take_commands(
+    watches: &Watches,
+    first: Command,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> Option<(Vec<String>, Vec<String>)> {
+    let mut batch = vec![first];
+    while let Ok(more) = commands.try_recv() {
+        batch.push(more);
+    }
     let w = watches.lock().ok()?;
     let (mut subs, mut unsubs) = (Vec::new(), Vec::new());
     for c in batch {
@@ -370,11 +365,7 @@ async fn listen_sharded(
             tokio::select! {
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { return };
-                    let mut batch = vec![cmd];
-                    while let Ok(more) = commands.try_recv() {
-                        batch.push(more);
-                    }
-                    let Some((subs, unsubs)) = split_commands(&watches, batch) else { return };
+                    let Some((subs, unsubs)) = take_commands(&watches, cmd, &mut commands) else { return };
                     let mut failed = false;
                     for id in &unsubs {
                         failed |= conn.sunsubscribe(keys.done_channel(id)).await.is_err();
