@@ -796,22 +796,35 @@ async fn cluster_comparison(n: usize) -> anyhow::Result<()> {
         "{:<10} {:>12} {:>12} {:>14}  per node: Redis CPU µs/task, share of commands",
         "topology", "enqueue/s", "drain/s", "Redis µs/task"
     );
-    // (name, URL, every node's port, the servers, kept alive until the end)
-    type Run = (String, String, Vec<u16>, Box<dyn std::any::Any>);
+    // (name, URL, every node's port, replica acknowledgements, the servers, kept alive)
+    type Run = (String, String, Vec<u16>, usize, Box<dyn std::any::Any>);
     let mut runs: Vec<Run> = Vec::new();
     let single = RedisServer::start()?;
     runs.push((
         "single".into(),
         single.url(),
         vec![single.port()],
+        0,
         Box::new(single),
     ));
     for masters in [1usize, 2, 3] {
         let c = kiq_testkit::RedisCluster::start(masters, 0)?;
         let ports = c.nodes().iter().map(|n| n.port()).collect();
-        runs.push((format!("cluster {masters}"), c.url(), ports, Box::new(c)));
+        runs.push((format!("cluster {masters}"), c.url(), ports, 0, Box::new(c)));
     }
-    for (name, url, ports, _keep) in &runs {
+    // With a replica per master, without and with replica acknowledgements (WAIT 1 per batch).
+    for acks in [0usize, 1] {
+        let c = kiq_testkit::RedisCluster::start(3, 1)?;
+        let ports = c.nodes().iter().map(|n| n.port()).collect();
+        runs.push((
+            format!("3+3 acks {acks}"),
+            c.url(),
+            ports,
+            acks,
+            Box::new(c),
+        ));
+    }
+    for (name, url, ports, acks, _keep) in &runs {
         let mut nodes = Vec::new();
         for p in ports {
             nodes.push(
@@ -824,7 +837,12 @@ async fn cluster_comparison(n: usize) -> anyhow::Result<()> {
         for c in &mut nodes {
             before.push((redis_cpu(c).await?, command_calls(c).await?));
         }
-        let b = broker(url, "kiqbench-topo").await?;
+        let b = Broker::from_config(
+            BrokerConfig::new(url.as_str())
+                .prefix("kiqbench-topo")
+                .replica_acks(*acks),
+        )
+        .await?;
         let t = Instant::now();
         let mut left = n;
         while left > 0 {
@@ -836,7 +854,9 @@ async fn cluster_comparison(n: usize) -> anyhow::Result<()> {
         let mut poll = kiq::broker::connect_redis(url).await?;
         let stream = "{kiqbench-topo:bench}:stream";
         let t = Instant::now();
+        std::env::set_var("KIQ_REPLICA_ACKS", acks.to_string());
         let workers = Workers::start(&taskctl, url, "kiqbench-topo", 2)?;
+        std::env::remove_var("KIQ_REPLICA_ACKS");
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             let (len, pending): (u64, Vec<redis::Value>) = redis::pipe()

@@ -1,6 +1,6 @@
 //! What only a Redis Cluster or Sentinel can do to kiq: a plain URL that reaches a cluster
 //! node, a primary SIGKILLed and its replica promoted mid-run, slots migrated under load, a
-//! Sentinel failover. Each test starts its own topology from `redis-server` (whatever
+//! Sentinel failover (producers, workers, waiters and the scheduler follow the new primary). Each test starts its own topology from `redis-server` (whatever
 //! `KIQ_TEST_TOPOLOGY` says; the parametrised suites cover the rest).
 
 mod support;
@@ -167,6 +167,19 @@ async fn chaos_sentinel_primary_killed_everything_follows_the_new_primary() {
         &["--replica-acks", "1", "--visibility-timeout", "3s"],
         &[("KIQ_REDIS_URL", &url)],
     );
+    // A scheduler too, firing every second: it must go on firing on the new primary.
+    let mut def = kiq::ScheduleDef::new("tick", kiq_examples::math::add::SPEC.name, "@every 1s");
+    def.args = serde_json::json!([1, 2]);
+    kiq::Schedules::new(&broker).put(def).await.unwrap();
+    let _scheduler = KillOnDrop(
+        std::process::Command::new(support::taskctl())
+            .args(["scheduler", "--redis-url", &url, "--lease-ttl", "2s"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     const N: u64 = 300;
     let handles = faults::tally::kiq_many(&broker, (0..N).map(|n| ("sentinel".to_string(), n, 10)))
         .await
@@ -177,6 +190,10 @@ async fn chaos_sentinel_primary_killed_everything_follows_the_new_primary() {
         .unwrap_or(false)));
     let old = set.primary_port().unwrap();
     let killed = Instant::now();
+    let killed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     set.primary_mut().unwrap().kill();
     assert!(wait_until(Duration::from_secs(30), || set
         .primary_port()
@@ -218,4 +235,30 @@ async fn chaos_sentinel_primary_killed_everything_follows_the_new_primary() {
     );
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(ok, N as usize + 1);
+    // The scheduler fired ticks due after the failover (fire ids are `s:tick:<tick ms>`).
+    let newest_tick = || {
+        set.command("LRANGE {kiq}:schedule:tick:fires 0 0")
+            .ok()
+            .and_then(|r| {
+                r.lines()
+                    .find_map(|l| l.strip_prefix("s:tick:"))
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || newest_tick() > killed_ms + 1000),
+        "no tick fired after the failover (newest {})",
+        newest_tick()
+    );
+}
+
+/// A child process killed when the test ends, even when it fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

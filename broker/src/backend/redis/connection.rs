@@ -609,8 +609,8 @@ pub(crate) fn cluster_node_error(url: &str) -> BrokerError {
 }
 
 /// Commands that may touch several hash slots, grouped by slot when sent to a cluster. Made by
-/// [`Pool::new_batch`]: slots are computed only for a cluster.
-#[derive(Default)]
+/// [`Pool::new_batch`]: slots are computed only for a cluster. (No `Default`: a batch made
+/// without its pool would send a cluster every command in one pipeline.)
 pub(crate) struct Batch {
     cluster: bool,
     cmds: Vec<(u16, redis::Cmd)>,

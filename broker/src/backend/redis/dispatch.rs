@@ -59,7 +59,7 @@ impl RedisBackend {
                 }
                 if self.target().is_cluster() {
                     self.pool()
-                        .batch(std::mem::take(&mut batch))
+                        .batch(std::mem::replace(&mut batch, self.pool().new_batch()))
                         .await
                         .map_err(|e| broker_err(&chunk[0].task, e))?;
                 }
