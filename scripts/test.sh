@@ -30,7 +30,7 @@ cargo test --workspace --all-targets --locked
 # The end-to-end, workflow, scheduler and chaos suites again on a 3-master Redis Cluster and
 # on a primary + replica under three Sentinels (the harness starts them from redis-server).
 TOPOLOGY_SUITES=(--test end_to_end --test workflows --test delays --test priority
-  --test reliability --test scheduler --test operations --test middleware --test topologies)
+  --test reliability --test scheduler --test operations --test middleware)
 for topology in cluster sentinel; do
   step "cargo test: e2e suites on $topology"
   KIQ_TEST_TOPOLOGY=$topology cargo test --locked -p kiq-e2e "${TOPOLOGY_SUITES[@]}"
