@@ -399,28 +399,7 @@ impl Pool {
         &self,
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T, BrokerError> {
-        match self {
-            Pool::Pooled { inner, .. } => {
-                let mut conn = inner.get().await.map_err(pool_error)?;
-                match inv.invoke_async(&mut *conn).await {
-                    Ok(v) => Ok(v),
-                    Err(e) => {
-                        if is_broken(&e) {
-                            let _ = managed::Object::take(conn);
-                        }
-                        Err(self.error(e))
-                    }
-                }
-            }
-            Pool::Cluster { shared, .. } => {
-                let fut: Erased<'_, T> = Box::pin(async move {
-                    let mut c = shared.get().await?;
-                    let r = inv.invoke_async(&mut c).await;
-                    shared.check(r).await
-                });
-                fut.await
-            }
-        }
+        self.query(inv).await
     }
 
     /// Runs a batch of commands that may touch several slots: one pipeline on one server, one
@@ -678,14 +657,14 @@ impl ConnectionLike for RedisConnection {
 /// A command or a pipeline that [`Pool::query`] can run.
 pub trait Queryable: Sync {
     /// Sends it on `conn`.
-    fn run<T: redis::FromRedisValue, C: ConnectionLike + Send>(
+    fn run<T: redis::FromRedisValue + Send, C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
     ) -> impl std::future::Future<Output = Result<T, RedisError>> + Send;
 }
 
 impl Queryable for redis::Cmd {
-    fn run<T: redis::FromRedisValue, C: ConnectionLike + Send>(
+    fn run<T: redis::FromRedisValue + Send, C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
     ) -> impl std::future::Future<Output = Result<T, RedisError>> + Send {
@@ -693,8 +672,17 @@ impl Queryable for redis::Cmd {
     }
 }
 
+impl Queryable for redis::ScriptInvocation<'_> {
+    fn run<T: redis::FromRedisValue + Send, C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+    ) -> impl std::future::Future<Output = Result<T, RedisError>> + Send {
+        self.invoke_async(conn)
+    }
+}
+
 impl Queryable for redis::Pipeline {
-    fn run<T: redis::FromRedisValue, C: ConnectionLike + Send>(
+    fn run<T: redis::FromRedisValue + Send, C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
     ) -> impl std::future::Future<Output = Result<T, RedisError>> + Send {

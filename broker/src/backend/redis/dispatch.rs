@@ -10,7 +10,7 @@ use crate::model::envelope::Envelope;
 use crate::model::record::TaskRecord;
 
 use super::scripts::{self, ENQUEUE_ONCE, ENQUEUE_UNIQUE};
-use super::RedisBackend;
+use super::{set_record_at, RedisBackend};
 
 /// Most messages sent in one pipeline by [`RedisBackend::enqueue_many`].
 const ENQUEUE_CHUNK: usize = 1000;
@@ -52,10 +52,8 @@ impl RedisBackend {
             let mut batch = self.pool().new_batch();
             if track {
                 for m in chunk {
-                    batch.add(
-                        &self.keys.task(&m.id),
-                        self.set_record(&m.id, &m.pending_record, ttl),
-                    );
+                    let key = self.keys.task(&m.id);
+                    batch.add(&key, set_record_at(&key, &m.pending_record, ttl));
                 }
                 if self.target().is_cluster() {
                     self.pool()
