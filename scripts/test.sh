@@ -12,6 +12,8 @@ kiq_need_python_venv
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+# A run from a clean clone gains nothing from incremental caches; they would double the disk used.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 step() { echo; echo "==> $*"; }
 
@@ -21,10 +23,7 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo build (every example and binary)"
-cargo build --workspace --all-targets --locked
-
-step "cargo test"
+step "cargo test (builds every example, binary and test first)"
 cargo test --workspace --all-targets --locked
 
 # The end-to-end, workflow, scheduler and chaos suites again on a 3-master Redis Cluster and
@@ -33,14 +32,15 @@ TOPOLOGY_SUITES=(--test end_to_end --test workflows --test delays --test priorit
   --test reliability --test scheduler --test operations --test middleware)
 for topology in cluster sentinel; do
   step "cargo test: e2e suites on $topology"
-  KIQ_TEST_TOPOLOGY=$topology cargo test --locked -p kiq-e2e "${TOPOLOGY_SUITES[@]}"
+  # --workspace keeps the feature set of the run above, so nothing is built again.
+  KIQ_TEST_TOPOLOGY=$topology cargo test --workspace --locked "${TOPOLOGY_SUITES[@]}"
 done
 
 step "doc tests"
 cargo test --workspace --doc --locked
 
 step "benchmark smoke run (tiny numbers: proves it works, measures nothing)"
-cargo build --locked -p kiq-bench -p kiq-examples --bins  # kiq-bench runs kiq-examples' taskctl
+cargo build --workspace --bins --locked  # kiq-bench runs kiq-examples' taskctl
 target/debug/kiq-bench --tasks 2000 --samples 50 --load-rate 200
 
 echo
