@@ -796,8 +796,9 @@ async fn cluster_comparison(n: usize) -> anyhow::Result<()> {
         "{:<10} {:>12} {:>12} {:>14}  per node: Redis CPU µs/task, share of commands",
         "topology", "enqueue/s", "drain/s", "Redis µs/task"
     );
-    // (name, URL, every node's port, replica acknowledgements, the servers, kept alive)
-    type Run = (String, String, Vec<u16>, usize, Box<dyn std::any::Any>);
+    // (name, URL, every node's port, replica acknowledgements, partitions of the queue, the
+    // servers, kept alive)
+    type Run = (String, String, Vec<u16>, usize, u16, Box<dyn std::any::Any>);
     let mut runs: Vec<Run> = Vec::new();
     let single = RedisServer::start()?;
     runs.push((
@@ -805,12 +806,33 @@ async fn cluster_comparison(n: usize) -> anyhow::Result<()> {
         single.url(),
         vec![single.port()],
         0,
+        1,
         Box::new(single),
     ));
     for masters in [1usize, 2, 3] {
         let c = kiq_testkit::RedisCluster::start(masters, 0)?;
         let ports = c.nodes().iter().map(|n| n.port()).collect();
-        runs.push((format!("cluster {masters}"), c.url(), ports, 0, Box::new(c)));
+        runs.push((
+            format!("cluster {masters}"),
+            c.url(),
+            ports,
+            0,
+            1,
+            Box::new(c),
+        ));
+    }
+    // The queue spread over partitions (each its own hash tag, so its own slot).
+    for partitions in [3u16, 6, 12] {
+        let c = kiq_testkit::RedisCluster::start(3, 0)?;
+        let ports = c.nodes().iter().map(|n| n.port()).collect();
+        runs.push((
+            format!("3, {partitions} parts"),
+            c.url(),
+            ports,
+            0,
+            partitions,
+            Box::new(c),
+        ));
     }
     // With a replica per master, without and with replica acknowledgements (WAIT 1 per batch).
     for acks in [0usize, 1] {
@@ -821,10 +843,11 @@ async fn cluster_comparison(n: usize) -> anyhow::Result<()> {
             c.url(),
             ports,
             acks,
+            1,
             Box::new(c),
         ));
     }
-    for (name, url, ports, acks, _keep) in &runs {
+    for (name, url, ports, acks, partitions, _keep) in &runs {
         let mut nodes = Vec::new();
         for p in ports {
             nodes.push(
@@ -843,6 +866,7 @@ async fn cluster_comparison(n: usize) -> anyhow::Result<()> {
                 .replica_acks(*acks),
         )
         .await?;
+        b.inspector().set_partitions("bench", *partitions).await?;
         let t = Instant::now();
         let mut left = n;
         while left > 0 {
@@ -852,25 +876,32 @@ async fn cluster_comparison(n: usize) -> anyhow::Result<()> {
         }
         let enqueue = n as f64 / t.elapsed().as_secs_f64();
         let mut poll = kiq::broker::connect_redis(url).await?;
-        let stream = "{kiqbench-topo:bench}:stream";
+        let streams: Vec<String> = kiq::broker::partition::physical_queues("bench", *partitions)
+            .iter()
+            .map(|q| format!("{{kiqbench-topo:{q}}}:stream"))
+            .collect();
         let t = Instant::now();
         std::env::set_var("KIQ_REPLICA_ACKS", acks.to_string());
         let workers = Workers::start(&taskctl, url, "kiqbench-topo", 2)?;
         std::env::remove_var("KIQ_REPLICA_ACKS");
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
-            let (len, pending): (u64, Vec<redis::Value>) = redis::pipe()
-                .cmd("XLEN")
-                .arg(stream)
-                .cmd("XPENDING")
-                .arg(stream)
-                .arg("kiq")
-                .arg("-")
-                .arg("+")
-                .arg(1)
-                .query_async(&mut poll)
-                .await?;
-            if len == 0 && pending.is_empty() {
+            let mut left = 0;
+            for stream in &streams {
+                let (len, pending): (u64, Vec<redis::Value>) = redis::pipe()
+                    .cmd("XLEN")
+                    .arg(stream)
+                    .cmd("XPENDING")
+                    .arg(stream)
+                    .arg("kiq")
+                    .arg("-")
+                    .arg("+")
+                    .arg(1)
+                    .query_async(&mut poll)
+                    .await?;
+                left += len + pending.len() as u64;
+            }
+            if left == 0 {
                 break;
             }
             if Instant::now() > deadline {

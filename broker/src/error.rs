@@ -34,6 +34,9 @@ pub enum BrokerError {
     /// Redis Cluster node, say): the message names the URL form to use.
     #[error("{0}")]
     Topology(String),
+    /// An argument of an operator's call is unusable (the message says why).
+    #[error("{0}")]
+    Invalid(String),
     /// Fewer replicas than [`BrokerConfig::replica_acks`](crate::BrokerConfig) acknowledged a
     /// batch of writes in time: it may not survive a failover, so it does not count as done.
     #[error("only {got} of {wanted} replicas acknowledged the write in time")]

@@ -178,6 +178,18 @@ impl Keys {
         format!("{{{}}}:queues", self.prefix)
     }
 
+    /// How many partitions producers spread each partitioned queue over (queue → count; a
+    /// queue without a field has one).
+    pub fn partitions(&self) -> String {
+        format!("{{{}}}:partitions", self.prefix)
+    }
+
+    /// How many partitions workers read of each partitioned queue: the most it ever had, so
+    /// that lowering the count strands nothing.
+    pub fn partitions_read(&self) -> String {
+        format!("{{{}}}:partitions:read", self.prefix)
+    }
+
     /// Where kiq 0.1 (data model v1) kept its queue registry: a v2 worker that finds it warns
     /// that v1 data is not read.
     pub fn v1_queues(&self) -> String {
@@ -241,6 +253,8 @@ mod tests {
         assert_eq!(k.stream("mail"), "{app:mail}:stream");
         assert_eq!(k.stream("mail:high"), "{app:mail}:high:stream");
         assert_eq!(k.dead("mail:low"), "{app:mail}:low:dead");
+        // A partition is a queue of its own tag.
+        assert_eq!(k.stream("mail#2:high"), "{app:mail#2}:high:stream");
         assert_eq!(k.task("abc"), "{app:t:abc}");
         assert_eq!(k.done_channel("abc"), "{app:t:abc}:done");
         assert_eq!(k.done_channel_id("{app:t:a:b}:done"), Some("a:b"));

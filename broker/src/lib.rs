@@ -40,6 +40,7 @@ pub use error::{BrokerError, DispatchError, WaitError};
 pub use inspector::{DeadEntry, DeadFilter, Inspector, QueueStats, TaskSummary};
 pub use keys::Keys;
 pub use model::envelope::{self, Envelope, GroupRef};
+pub use model::partition;
 pub use model::priority::{self, Priority};
 pub use model::record::{self, FailureKind, StateChange, TaskFailure, TaskRecord, TaskState};
 pub use model::retry::{self, Backoff, RetryPolicy};

@@ -209,3 +209,131 @@ async fn trace_context_travels_from_the_producer_to_the_worker() {
     let t = TraceParent::parse(r.trace.as_deref().unwrap()).unwrap();
     assert_ne!(t.trace_id, parent.trace_id);
 }
+
+/// A queue spread over partitions: its tasks land on every partition, each partition is
+/// listed with its numbers (and its node on a cluster), unique keys, cancellation, chains and
+/// a group's callback behave as on a queue of one partition, and workers start reading the
+/// partitions a queue gains while they run. Lowering the count strands nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_queue_spreads_its_tasks_and_keeps_every_guarantee() {
+    use std::collections::BTreeMap;
+
+    let (redis, broker) = redis_and_broker().await;
+    let inspector = broker.inspector();
+    let (before, after) = inspector.set_partitions("default", 3).await.unwrap();
+    assert_eq!((before.spread, after.spread, after.read), (1, 3, 3));
+    assert!(inspector.set_partitions("default", 0).await.is_err());
+    assert!(inspector.set_partitions("no{tag}", 2).await.is_err());
+
+    // Dispatched before any worker runs, so that they wait where they landed.
+    let mut handles = Vec::new();
+    for i in 0..60 {
+        handles.push(math::add::kiq(&broker, i, 1).await.unwrap());
+    }
+    // One key is checked on one partition: a second dispatch gets the first one's id.
+    let unique = |n| {
+        math::add::kicker()
+            .unique("partitioned-unique", Duration::from_secs(60))
+            .kiq(&broker, (n, n))
+    };
+    let first = unique(1).await.unwrap();
+    let second = unique(2).await.unwrap();
+    assert_eq!(first.id(), second.id());
+    // A cancelled pending task never runs, whichever partition it waits on.
+    let cancelled = math::add::kiq(&broker, 100, 1).await.unwrap();
+    assert_eq!(
+        cancelled.cancel().await.unwrap(),
+        kiq::CancelOutcome::Cancelled
+    );
+
+    let stats = inspector.all_queue_stats().await.unwrap();
+    let q = stats.iter().find(|q| q.queue == "default").unwrap();
+    assert_eq!(q.waiting, 62, "{q:?}");
+    let names: Vec<&str> = q.partitions.iter().map(|p| p.queue.as_str()).collect();
+    assert_eq!(names, ["default", "default#1", "default#2"]);
+    assert!(q.partitions.iter().all(|p| p.waiting > 0), "{q:?}");
+    assert_eq!(
+        q.partitions.iter().map(|p| p.waiting).sum::<u64>(),
+        q.waiting
+    );
+    let on_cluster = redis.topology() == kiq_testkit::Topology::Cluster;
+    assert_eq!(
+        q.partitions.iter().all(|p| p.node.is_some()),
+        on_cluster,
+        "{q:?}"
+    );
+    // The queue registry shows the queue once, partitions folded in.
+    let names = inspector.queue_names().await.unwrap();
+    assert_eq!(names.iter().filter(|n| n.starts_with("default")).count(), 1);
+
+    let _w = Workers::start(&redis.url(), 2, &["--queues", "default"]);
+    let mut landed: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, h) in handles.iter().enumerate() {
+        assert_eq!(h.wait_result(WAIT).await.unwrap(), i as i64 + 1);
+        let r = h.record().await.unwrap().unwrap();
+        *landed.entry(r.queue).or_default() += 1;
+    }
+    println!("60 tasks over 3 partitions: {landed:?}");
+    assert_eq!(
+        landed.keys().collect::<Vec<_>>(),
+        ["default", "default#1", "default#2"]
+    );
+    assert_eq!(first.wait_result(WAIT).await.unwrap(), 2);
+    // The key is released when its task finishes (in its partition's slot).
+    let third = unique(3).await.unwrap();
+    assert_ne!(third.id(), first.id());
+    assert_eq!(third.wait_result(WAIT).await.unwrap(), 6);
+    // Listed by queue: the queue's partitions together.
+    let done = listed(&broker, TaskState::Succeeded, Some("default")).await;
+    assert!(done.len() >= 62, "{}", done.len());
+
+    // A chain's steps and a group's callback land on partitions too, each sent once.
+    let last = math::add::call(1, 2)
+        .then(math::double::link())
+        .then(math::double::link())
+        .kiq(&broker)
+        .await
+        .unwrap();
+    assert_eq!(last.wait_result(WAIT).await.unwrap(), 12);
+    let (members, sum) = kiq::group((1..=30).map(|i| math::add::call(i, 0)))
+        .then(math::total::link())
+        .kiq(&broker)
+        .await
+        .unwrap();
+    assert_eq!(sum.wait_result(WAIT).await.unwrap(), 465);
+    assert_eq!(members.handles.len(), 30);
+
+    // The cancelled task never ran.
+    let r = cancelled.record().await.unwrap().unwrap();
+    assert_eq!(r.state, TaskState::Cancelled);
+    assert!(r.started_at_ms.is_none());
+
+    // More partitions while the workers run: they read the new ones within seconds.
+    inspector.set_partitions("default", 5).await.unwrap();
+    let mut more = Vec::new();
+    for i in 0..50 {
+        more.push(math::add::kiq(&broker, i, 2).await.unwrap());
+    }
+    let mut new_partitions = 0;
+    for (i, h) in more.iter().enumerate() {
+        assert_eq!(h.wait_result(WAIT).await.unwrap(), i as i64 + 2);
+        let q = h.record().await.unwrap().unwrap().queue;
+        new_partitions += usize::from(q == "default#3" || q == "default#4");
+    }
+    assert!(new_partitions > 0, "no task landed on the new partitions");
+
+    // Fewer: producers use 2, workers still read all 5.
+    let (_, after) = inspector.set_partitions("default", 2).await.unwrap();
+    assert_eq!((after.spread, after.read), (2, 5));
+    let shown = inspector.partitions().await.unwrap();
+    assert_eq!(shown, [("default".to_string(), after)]);
+    let out = support::taskctl_at(&redis.url(), &["queue", "partitions", "default"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("2 partition(s); workers read 5"),
+        "{text}"
+    );
+    let out = support::taskctl_at(&redis.url(), &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("default#4"), "{text}");
+}

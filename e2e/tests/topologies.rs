@@ -28,6 +28,14 @@ async fn wait_all(handles: Vec<TaskHandle<u64>>, timeout: Duration) -> (usize, V
     (ok, errors)
 }
 
+/// How many tasks of the failover run have left their side effect.
+fn tallied(cluster: &RedisCluster) -> u64 {
+    cluster
+        .command("HLEN failover")
+        .map(|r| r.trim_start_matches(':').trim().parse::<u64>().unwrap_or(0))
+        .unwrap_or(0)
+}
+
 #[test]
 fn a_plain_url_to_a_cluster_node_fails_fast_naming_the_cluster_form() {
     let cluster = RedisCluster::start(3, 0).unwrap();
@@ -94,6 +102,21 @@ async fn chaos_cluster_primary_sigkilled_and_replica_promoted_loses_nothing() {
     cluster
         .wait_replicas_synced(Duration::from_secs(30))
         .unwrap();
+    // Workers resume on their own: tasks finish again within the node timeout (1.5 s) plus a
+    // margin of the workers' reconnect backoff, counted from when the cluster is whole again.
+    let whole = Instant::now();
+    let done_then = tallied(&cluster);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let now = tallied(&cluster);
+            now > done_then || now == N
+        }),
+        "no task finished in the 20 s after the cluster was whole again"
+    );
+    println!(
+        "cluster failover: workers finished tasks again {:?} after the cluster was whole",
+        whole.elapsed()
+    );
     let (ok, errors) = wait_all(handles, Duration::from_secs(120)).await;
     let counts = support::parse_tallies(&cluster.command("HGETALL failover").unwrap());
     let executions: u64 = counts.values().sum();

@@ -9,11 +9,12 @@
 //!
 //! Subcommands: `worker` (supervised worker processes), `tasks` (what is linked in), `kiq`
 //! (dispatch a task by name with JSON arguments), `result` (a task's state or result), `dead`
-//! (dead letters: list, show, replay, purge).
+//! (dead letters: list, show, replay, purge), `queue partitions` (spread a hot queue).
 
 mod dead;
 mod kiq;
 mod progress;
+mod queue;
 mod schedule;
 mod serve;
 mod status;
@@ -104,6 +105,9 @@ enum Command {
     Cancel(tasks::CancelArgs),
     /// Dead letters: list, show, replay, purge.
     Dead(dead::DeadArgs),
+    /// Queue settings: `queue partitions <queue> [N]` spreads a hot queue over N partitions
+    /// (on a Redis Cluster, over several masters).
+    Queue(queue::QueueArgs),
     /// Run a cron scheduler replica (any number may run; one is active).
     Scheduler(schedule::SchedulerArgs),
     /// Manage schedules: add, list, show, rm, pause, resume, trigger, leader.
@@ -145,6 +149,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Wait(args) => wait::wait_many(&cli.global, args).await,
             Command::Cancel(args) => tasks::cancel(&cli.global, args).await,
             Command::Dead(args) => dead::run(&cli.global, args).await,
+            Command::Queue(args) => queue::run(&cli.global, args).await,
             Command::Scheduler(args) => schedule::run_scheduler(&cli.global, args).await,
             Command::Schedule(args) => schedule::run_schedule(&cli.global, args).await,
             Command::Serve(args) => serve::run(&cli.global, args).await,

@@ -40,15 +40,37 @@ pub(crate) async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result
         return Ok(ExitCode::SUCCESS);
     }
     println!("QUEUES");
-    println!(
-        "  {:<20} {:>10} {:>10} {:>10} {:>10} {:>8}",
-        "queue", "waiting", "in flight", "delayed", "dead", "depth"
-    );
+    // On a cluster, each queue (and each partition) names the node serving its slot.
+    let nodes = queues.iter().any(|q| q.node.is_some());
+    // Each line is trimmed, so that without a node column no line ends in blanks.
+    let line = |text: String| println!("{}", text.trim_end());
+    let row = |name: &str, q: &kiq_broker::QueueStats| {
+        let node = if nodes {
+            q.node.as_deref().unwrap_or("?")
+        } else {
+            ""
+        };
+        line(format!(
+            "  {:<20} {:>10} {:>10} {:>10} {:>10} {:>8}  {}",
+            name, q.waiting, q.in_flight, q.delayed, q.dead, q.depth, node
+        ));
+    };
+    line(format!(
+        "  {:<20} {:>10} {:>10} {:>10} {:>10} {:>8}  {}",
+        "queue",
+        "waiting",
+        "in flight",
+        "delayed",
+        "dead",
+        "depth",
+        if nodes { "node" } else { "" }
+    ));
     for q in &queues {
-        println!(
-            "  {:<20} {:>10} {:>10} {:>10} {:>10} {:>8}",
-            q.queue, q.waiting, q.in_flight, q.delayed, q.dead, q.depth
-        );
+        row(&q.queue, q);
+        // A partitioned queue's partitions, below it.
+        for p in &q.partitions {
+            row(&format!("  {}", p.queue), p);
+        }
     }
     println!();
     println!("WORKERS");

@@ -73,6 +73,18 @@ impl Backend {
         }
     }
 
+    /// The lane a message for `lane` keyed by `key` is written to: its partition's, when its
+    /// queue is partitioned (Redis only; in memory every queue is one).
+    pub(crate) async fn route_lane(&self, lane: &str, key: &str) -> Result<String, BrokerError> {
+        match self {
+            Backend::Redis(r) => {
+                r.refresh_partitions(false).await?;
+                Ok(r.route(lane, key))
+            }
+            Backend::Memory(_) => Ok(lane.to_string()),
+        }
+    }
+
     /// Writes the pending records of a chain's later steps.
     pub(crate) async fn prepare_chain(&self, later: &[Envelope]) -> Result<(), DispatchError> {
         match self {

@@ -281,7 +281,21 @@ async fn send_group<T: DeserializeOwned>(
         None => None,
         Some(k) => Some(step_envelope(broker, &k, Ok(Vec::new()), now)?.0),
     };
-    let callback_lane = callback.as_ref().map(|c| c.priority.lane(&c.queue));
+    // On a partitioned queue, the callback's id picks its partition now: the group's hash
+    // lives in that partition's slot.
+    let callback_lane = match &callback {
+        None => None,
+        Some(c) => Some(
+            broker
+                .backend()
+                .route_lane(&c.priority.lane(&c.queue), &c.id)
+                .await
+                .map_err(|error| DispatchError::Broker {
+                    task: c.task.clone(),
+                    error,
+                })?,
+        ),
+    };
     let mut msgs = Vec::with_capacity(members.len());
     for (index, m) in members.into_iter().enumerate() {
         let args = (m.args)(broker.codec());
@@ -297,7 +311,11 @@ async fn send_group<T: DeserializeOwned>(
         None => None,
         Some(mut env) => {
             env.gather = msgs.iter().map(|m| m.id.clone()).collect();
-            Some(broker.outgoing(env, None, None)?)
+            let mut msg = broker.outgoing(env, None, None)?;
+            if let Some(lane) = &callback_lane {
+                msg.lane = lane.clone();
+            }
+            Some(msg)
         }
     };
     let callback_id = callback.as_ref().map(|c| c.id.clone());

@@ -67,6 +67,19 @@ impl Consumer {
         self.redis("checking for v1 data")?.has_v1_keys().await
     }
 
+    /// The physical queues to read for `queues`: each queue, and its partitions if it has
+    /// several (`mail`, `mail#1`, …), as stored in Redis now. Without Redis, the queues.
+    pub async fn physical_queues(&self, queues: &[String]) -> Result<Vec<String>, BrokerError> {
+        let Ok(redis) = self.redis("partitions") else {
+            return Ok(queues.to_vec());
+        };
+        redis.refresh_partitions(true).await?;
+        Ok(queues
+            .iter()
+            .flat_map(|q| redis.physical_queues(q))
+            .collect())
+    }
+
     /// Opens a reader of `lanes` (most urgent first), on a connection of its own.
     pub async fn reader(&self, lanes: &[String]) -> Result<StreamReader, BrokerError> {
         self.redis("reading through a consumer group")?

@@ -10,6 +10,7 @@ use crate::client::broker::Broker;
 use crate::consumer::delivery::WorkerInfo;
 use crate::control::LeaseInfo;
 use crate::error::BrokerError;
+use crate::model::partition::PartitionCount;
 use crate::model::record::{TaskRecord, TaskState};
 
 /// Operators' reads and admin over one broker: obtained with [`Broker::inspector`].
@@ -40,6 +41,42 @@ impl Inspector {
     /// Every queue's numbers, its priority lanes summed into it, sorted by name.
     pub async fn all_queue_stats(&self) -> Result<Vec<QueueStats>, BrokerError> {
         self.redis("queue statistics")?.all_queue_stats().await
+    }
+
+    /// Every partitioned queue and its counts (a queue not listed has one partition).
+    pub async fn partitions(&self) -> Result<Vec<(String, PartitionCount)>, BrokerError> {
+        let mut v: Vec<(String, PartitionCount)> = self
+            .redis("partitions")?
+            .read_partition_counts()
+            .await?
+            .into_iter()
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(v)
+    }
+
+    /// Spreads new tasks of `queue` over `count` partitions (1 to
+    /// [`MAX_PARTITIONS`](crate::partition::MAX_PARTITIONS)). Producers follow within
+    /// seconds, workers within their next check. Lowering the count stops producers using the
+    /// partitions above it; workers keep reading them, so nothing is stranded. Returns the
+    /// counts before and after.
+    pub async fn set_partitions(
+        &self,
+        queue: &str,
+        count: u16,
+    ) -> Result<(PartitionCount, PartitionCount), BrokerError> {
+        if !crate::client::dispatch::valid_queue_name(queue) {
+            return Err(BrokerError::Invalid(format!(
+                "{queue:?} is not a queue name (1-64 letters, digits, '-', '_', '.')"
+            )));
+        }
+        if count == 0 || count > crate::partition::MAX_PARTITIONS {
+            return Err(BrokerError::Invalid(format!(
+                "a queue has 1 to {} partitions, not {count}",
+                crate::partition::MAX_PARTITIONS
+            )));
+        }
+        self.redis("partitions")?.set_partitions(queue, count).await
     }
 
     /// The numbers of one lane.

@@ -17,4 +17,22 @@ pub struct QueueStats {
     pub delayed: u64,
     /// Dead letters.
     pub dead: u64,
+    /// On a Redis Cluster, the node (`host:port`) serving the queue's (or partition's) slot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// A partitioned queue's partitions, each with its own numbers and node (the queue's
+    /// numbers are their sums). Empty for a queue of one partition.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<QueueStats>,
+}
+
+impl QueueStats {
+    /// Adds `other`'s numbers to these.
+    pub fn add(&mut self, other: &QueueStats) {
+        self.depth += other.depth;
+        self.in_flight += other.in_flight;
+        self.waiting += other.waiting;
+        self.delayed += other.delayed;
+        self.dead += other.dead;
+    }
 }

@@ -23,10 +23,13 @@ impl Decoded {
     }
 }
 
-/// The queue `envelope` was dispatched to, read from `lane`.
+/// The queue `envelope` was dispatched to, read from `lane`: the partition it was read from
+/// when its queue is partitioned (`mail#2`), so that its unique key, index entries and
+/// record name the slot they live in.
 pub(crate) fn queue_of(envelope: &Envelope, lane: &str) -> String {
-    if envelope.queue.is_empty() {
-        kiq_broker::priority::split_lane(lane).0.to_string()
+    let read_from = kiq_broker::priority::split_lane(lane).0;
+    if envelope.queue.is_empty() || kiq_broker::partition::logical(read_from) == envelope.queue {
+        read_from.to_string()
     } else {
         envelope.queue.clone()
     }

@@ -174,9 +174,13 @@ impl Worker {
                 }
             }
         }
-        // Every queue is read as its priority lanes, most urgent first.
-        let lanes = kiq_broker::priority::lanes(&queues);
-        tracing::info!(consumer = %config.consumer, queues = ?queues, concurrency, prefetch = config.prefetch,
+        // Every queue is read as its partitions' priority lanes, most urgent first. (Redis
+        // down at start: its queues alone, until the partition check reads the counts.)
+        let mut physical = consumer
+            .physical_queues(&queues)
+            .await
+            .unwrap_or_else(|_| queues.clone());
+        tracing::info!(consumer = %config.consumer, queues = ?queues, partitions = ?physical, concurrency, prefetch = config.prefetch,
             visibility_timeout_ms = config.visibility_timeout.as_millis() as u64, "worker started");
 
         // The completer: every write goes through its queue, in order.
@@ -236,63 +240,86 @@ impl Worker {
             self.metrics.clone(),
             stop_leases.clone(),
         ));
-        let background = [
-            tokio::spawn(subscriber::run(
-                consumer.clone(),
-                lanes.clone(),
-                delayed.clone(),
-                executor.clone(),
-                shutdown.clone(),
-            )),
-            tokio::spawn(forwarder::run(
-                consumer.clone(),
-                lanes.clone(),
-                delayed,
-                shutdown.clone(),
-            )),
-            tokio::spawn(janitor::run(
+        // The fetch stage runs in epochs: a queue that gains partitions ends the epoch, and the
+        // next one reads them too. In-flight tasks, the completer and leases carry on across.
+        let mut report = WorkerReport::default();
+        let mut lanes;
+        loop {
+            lanes = kiq_broker::priority::lanes(&physical);
+            let epoch = shutdown.child_token();
+            let watch = tokio::spawn(watch_partitions(
                 consumer.clone(),
                 queues.clone(),
-                lanes.clone(),
-                config.consumer_retention,
-                shutdown.clone(),
-            )),
-        ];
+                physical.clone(),
+                epoch.clone(),
+            ));
+            let background = [
+                tokio::spawn(subscriber::run(
+                    consumer.clone(),
+                    lanes.clone(),
+                    delayed.clone(),
+                    executor.clone(),
+                    epoch.clone(),
+                )),
+                tokio::spawn(forwarder::run(
+                    consumer.clone(),
+                    lanes.clone(),
+                    delayed.clone(),
+                    epoch.clone(),
+                )),
+                tokio::spawn(janitor::run(
+                    consumer.clone(),
+                    physical.clone(),
+                    lanes.clone(),
+                    config.consumer_retention,
+                    epoch.clone(),
+                )),
+            ];
 
-        // One fetch loop per reader the broker asks for (one in all on one Redis, one per
-        // queue on a cluster), sharing the worker's slots. A fetcher waiting on an idle queue
-        // holds one slot, so each fetcher beyond the first brings one: a busy queue keeps the
-        // whole capacity, and a worker holds at most one message more per extra queue.
-        let groups = consumer.reader_groups(&lanes);
-        let shared = groups.len() > 1;
-        let slots = Arc::new(Semaphore::new(capacity + groups.len().saturating_sub(1)));
-        let fetchers = groups.into_iter().map(|group| {
-            Fetcher {
-                consumer: consumer.clone(),
-                lanes: group,
-                slots: slots.clone(),
-                shared,
-                executions: executions.clone(),
-                recoverer: Recoverer {
+            // One fetch loop per reader the broker asks for (one in all on one Redis, one per
+            // queue on a cluster), sharing the worker's slots. A fetcher waiting on an idle
+            // queue holds one slot, so each fetcher beyond the first brings one: a busy queue
+            // keeps the whole capacity, and a worker holds at most one message more per extra
+            // queue.
+            let groups = consumer.reader_groups(&lanes);
+            let shared = groups.len() > 1;
+            let slots = Arc::new(Semaphore::new(capacity + groups.len().saturating_sub(1)));
+            let fetchers = groups.into_iter().map(|group| {
+                Fetcher {
                     consumer: consumer.clone(),
-                    registry: self.registry.clone(),
+                    lanes: group,
+                    slots: slots.clone(),
+                    shared,
+                    executions: executions.clone(),
+                    recoverer: Recoverer {
+                        consumer: consumer.clone(),
+                        registry: self.registry.clone(),
+                        config: config.clone(),
+                        metrics: self.metrics.clone(),
+                    },
                     config: config.clone(),
-                    metrics: self.metrics.clone(),
-                },
-                config: config.clone(),
+                }
+                .run(epoch.clone())
+            });
+            for fetched in futures_util::future::join_all(fetchers).await {
+                report.received += fetched.received;
+                report.reclaimed += fetched.reclaimed;
             }
-            .run(shutdown.clone())
-        });
-        let mut report = WorkerReport::default();
-        for fetched in futures_util::future::join_all(fetchers).await {
-            report.received += fetched.received;
-            report.reclaimed += fetched.reclaimed;
+            epoch.cancel();
+            for task in background {
+                let _ = task.await;
+            }
+            let grown = watch.await.ok().flatten();
+            match grown {
+                Some(next) if !shutdown.is_cancelled() => {
+                    tracing::info!(partitions = ?next, "a queue gained partitions: reading them too");
+                    physical = next;
+                }
+                _ => break,
+            }
         }
 
         tracing::info!("worker stopping: no more fetching, draining in-flight tasks");
-        for task in background {
-            let _ = task.await;
-        }
         executions.tracker.close();
         if tokio::time::timeout(config.shutdown_timeout, executions.tracker.wait())
             .await
@@ -327,5 +354,31 @@ impl Worker {
             "worker stopped"
         );
         Ok(report)
+    }
+}
+
+/// How often a worker checks whether its queues gained partitions.
+const PARTITION_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Ends `epoch` and returns the new physical queues once `queues` have more partitions than
+/// `reading`; returns `None` when the epoch ends otherwise (shutdown). A failed check is
+/// tried again at the next tick.
+async fn watch_partitions(
+    consumer: kiq_broker::Consumer,
+    queues: Vec<String>,
+    reading: Vec<String>,
+    epoch: CancellationToken,
+) -> Option<Vec<String>> {
+    loop {
+        tokio::select! {
+            _ = epoch.cancelled() => return None,
+            _ = tokio::time::sleep(PARTITION_CHECK) => {}
+        }
+        if let Ok(now) = consumer.physical_queues(&queues).await {
+            if now.iter().any(|q| !reading.contains(q)) {
+                epoch.cancel();
+                return Some(now);
+            }
+        }
     }
 }

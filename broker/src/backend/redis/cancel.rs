@@ -19,12 +19,14 @@ impl RedisBackend {
     pub(crate) async fn cancel(&self, id: &str, record: &TaskRecord) -> Result<bool, BrokerError> {
         let k = &self.keys;
         let mark_ttl = self.pending_ttl_s();
-        // The queue a task is on is known from its record; without one, every known queue's
-        // workers are told to look.
+        // The queue a task is on is known from its record (every partition of it, as a
+        // pending record does not say which); without one, every known queue's workers are
+        // told to look.
         let queues: Vec<String> = if record.queue.is_empty() {
-            self.queue_names().await?
+            self.physical_queue_names().await?
         } else {
-            vec![record.queue.clone()]
+            self.refresh_partitions(false).await?;
+            self.physical_queues(&record.queue)
         };
         let mut flags = self.pool().new_batch();
         for q in &queues {

@@ -27,6 +27,13 @@ impl RedisBackend {
         if batch.is_empty() {
             return Ok(());
         }
+        // A chain's next step goes to the partition its id picks: counts must be at hand.
+        let sends = batch.iter().any(|w| {
+            matches!(w, Write::Completion(c) if c.effects.iter().any(|e| matches!(e, Effect::Send(_))))
+        });
+        if sends {
+            self.refresh_partitions(false).await?;
+        }
         let keys = &self.keys;
         let ttl = self.result_ttl_s();
         let pending_ttl = self.pending_ttl_s();
@@ -133,7 +140,7 @@ impl RedisBackend {
                 // A chain's next step is enqueued once, keyed by its id in its queue's slot,
                 // however often the step before is delivered (its record was written when the
                 // chain was dispatched).
-                let lane = envelope.priority.lane(&envelope.queue);
+                let lane = self.route(&envelope.priority.lane(&envelope.queue), &envelope.id);
                 let k = scripts::enqueue_once_keys(keys, &lane, &envelope.id);
                 let mut cmd = ENQUEUE_ONCE.eval(&k);
                 cmd.arg(ttl.saturating_mul(1000).max(1))

@@ -28,11 +28,19 @@ impl RedisBackend {
     /// enqueued; the error says which task the failure hit.
     pub(crate) async fn enqueue_many(
         &self,
-        msgs: Vec<OutgoingMessage>,
+        mut msgs: Vec<OutgoingMessage>,
     ) -> Result<Vec<String>, DispatchError> {
         let Some(first) = msgs.first() else {
             return Ok(Vec::new());
         };
+        // A partitioned queue's messages go to the partition their id picks.
+        self.refresh_partitions(false)
+            .await
+            .map_err(|e| broker_err(&first.task, e))?;
+        for m in &mut msgs {
+            m.lane = self.route(&m.lane, &m.id);
+        }
+        let first = &msgs[0];
         let lanes: HashSet<&str> = msgs.iter().map(|m| m.lane.as_str()).collect();
         for lane in lanes {
             self.ensure_group(lane)
@@ -104,13 +112,20 @@ impl RedisBackend {
     /// the id of the task that holds the key (this one, or the earlier one).
     pub(crate) async fn enqueue_unique(
         &self,
-        msg: OutgoingMessage,
+        mut msg: OutgoingMessage,
         key: &str,
         ttl: Duration,
     ) -> Result<String, DispatchError> {
+        self.refresh_partitions(false)
+            .await
+            .map_err(|e| broker_err(&msg.task, e))?;
+        // On a partitioned queue the key picks the partition, so that one key is always
+        // checked in one place.
+        msg.lane = self.route(&msg.lane, key);
         let err = |e| broker_err(&msg.task, e);
         self.ensure_group(&msg.lane).await.map_err(err)?;
-        let keys = scripts::enqueue_unique_keys(&self.keys, &msg.queue, key, &msg.lane);
+        let queue = crate::model::priority::split_lane(&msg.lane).0;
+        let keys = scripts::enqueue_unique_keys(&self.keys, queue, key, &msg.lane);
         let mut inv = ENQUEUE_UNIQUE.with_keys(&keys);
         inv.arg(&msg.id)
             .arg(ttl.as_secs().max(1))
@@ -152,7 +167,10 @@ impl RedisBackend {
         ttl: Duration,
     ) -> Result<bool, DispatchError> {
         let err = |e| broker_err(&msg.task, e);
-        self.ensure_group(&msg.lane).await.map_err(err)?;
+        self.refresh_partitions(false).await.map_err(err)?;
+        // The id picks the partition: a delivery tried again lands where the first did.
+        let lane = self.route(&msg.lane, &msg.id);
+        self.ensure_group(&lane).await.map_err(err)?;
         // The pending record first, in the task's slot, written only if absent: delivering
         // again after the task ran must not turn its result back into "pending".
         if self.config.track_pending {
@@ -160,7 +178,7 @@ impl RedisBackend {
             set.arg("NX");
             self.pool().query::<(), _>(&set).await.map_err(err)?;
         }
-        let keys = scripts::enqueue_once_keys(&self.keys, &msg.lane, &msg.id);
+        let keys = scripts::enqueue_once_keys(&self.keys, &lane, &msg.id);
         let mut inv = ENQUEUE_ONCE.with_keys(&keys);
         inv.arg(ttl.as_millis().max(1) as u64)
             .arg(&msg.payload)
@@ -169,7 +187,7 @@ impl RedisBackend {
         let n: i64 = self.pool().invoke(&inv).await.map_err(err)?;
         if n == 1 {
             if let Some(due) = msg.due_ms {
-                self.announce_delayed(&msg.lane, due).await;
+                self.announce_delayed(&lane, due).await;
             }
         }
         Ok(n == 1)
@@ -194,10 +212,13 @@ impl RedisBackend {
         if later.is_empty() {
             return Ok(());
         }
+        self.refresh_partitions(false)
+            .await
+            .map_err(|e| broker_err(&later[0].task, e))?;
         let mut batch = self.pool().new_batch();
         for step in later {
             // The worker that finishes the step before sends it: its lane must have a group.
-            self.ensure_group(&step.priority.lane(&step.queue))
+            self.ensure_group(&self.route(&step.priority.lane(&step.queue), &step.id))
                 .await
                 .map_err(|e| broker_err(&step.task, e))?;
             let record = self

@@ -12,6 +12,7 @@ use crate::inspector::status::QueueStats;
 use crate::inspector::tasks::{TaskSummary, INDEX_MAX};
 use crate::keys::{CONSUMER_GROUP, DATA_FIELD};
 use crate::model::envelope::now_ms;
+use crate::model::partition;
 use crate::model::priority::{self, Priority};
 use crate::model::record::TaskState;
 
@@ -19,23 +20,61 @@ use super::scripts::{self, REPLAY_DEAD};
 use super::{data_field, RedisBackend};
 
 impl RedisBackend {
-    /// Every queue's numbers, its priority lanes summed into it, sorted by name.
+    /// Every queue's numbers, its priority lanes summed into it, sorted by name; a partitioned
+    /// queue's partitions summed into it too, and listed in it one by one. On a cluster, each
+    /// row names the node that serves its slot.
     pub(crate) async fn all_queue_stats(&self) -> Result<Vec<QueueStats>, BrokerError> {
-        let mut by_queue: std::collections::BTreeMap<String, QueueStats> = Default::default();
+        let owners = self.slot_owners().await?;
+        let mut by_physical: std::collections::BTreeMap<String, QueueStats> = Default::default();
         for lane in self.lanes().await? {
             let s = self.queue_stats(&lane).await?;
-            let name = crate::priority::split_lane(&lane).0.to_string();
-            let q = by_queue.entry(name.clone()).or_insert_with(|| QueueStats {
-                queue: name,
-                ..QueueStats::default()
-            });
-            q.depth += s.depth;
-            q.in_flight += s.in_flight;
-            q.waiting += s.waiting;
-            q.delayed += s.delayed;
-            q.dead += s.dead;
+            let name = priority::split_lane(&lane).0.to_string();
+            let q = by_physical
+                .entry(name.clone())
+                .or_insert_with(|| QueueStats {
+                    node: node_of(&owners, &self.keys.queue_tag(&name)),
+                    queue: name,
+                    ..QueueStats::default()
+                });
+            q.add(&s);
         }
-        Ok(by_queue.into_values().collect())
+        let mut by_queue: std::collections::BTreeMap<String, QueueStats> = Default::default();
+        for (name, stats) in by_physical {
+            let queue = partition::logical(&name);
+            let q = by_queue
+                .entry(queue.to_string())
+                .or_insert_with(|| QueueStats {
+                    queue: queue.to_string(),
+                    node: node_of(&owners, &self.keys.queue_tag(queue)),
+                    ..QueueStats::default()
+                });
+            q.add(&stats);
+            q.partitions.push(stats);
+        }
+        Ok(by_queue
+            .into_values()
+            .map(|mut q| {
+                // Partitions are listed only when there are several.
+                if q.partitions.len() < 2 {
+                    q.partitions.clear();
+                } else {
+                    q.partitions.sort_by_key(|p| partition::split(&p.queue).1);
+                }
+                q
+            })
+            .collect())
+    }
+
+    /// Which node serves each slot range, on a cluster (empty elsewhere).
+    async fn slot_owners(&self) -> Result<Vec<(u16, u16, String)>, BrokerError> {
+        if !self.target().is_cluster() {
+            return Ok(Vec::new());
+        }
+        let reply: Value = self
+            .pool()
+            .query(redis::cmd("CLUSTER").arg("SLOTS"))
+            .await?;
+        Ok(parse_cluster_slots(reply))
     }
 
     /// The numbers of `queue` (one lane), in one round trip.
@@ -75,6 +114,7 @@ impl RedisBackend {
             waiting: depth.saturating_sub(in_flight),
             delayed,
             dead,
+            ..QueueStats::default()
         })
     }
 
@@ -127,8 +167,19 @@ impl RedisBackend {
 }
 
 impl RedisBackend {
-    /// The queues operators see: every queue used, with priority lanes folded into their queue.
+    /// The queues operators see: every queue used, with priority lanes and partitions folded
+    /// into their queue.
     pub(crate) async fn queue_names(&self) -> Result<Vec<String>, BrokerError> {
+        let all = self.physical_queue_names().await?;
+        let set: BTreeSet<String> = all
+            .iter()
+            .map(|q| partition::logical(q).to_string())
+            .collect();
+        Ok(set.into_iter().collect())
+    }
+
+    /// Every queue used, each partition on its own (`mail`, `mail#1`), priority lanes folded.
+    pub(crate) async fn physical_queue_names(&self) -> Result<Vec<String>, BrokerError> {
         let all = self.lanes().await?;
         let set: BTreeSet<String> = all
             .iter()
@@ -145,9 +196,20 @@ impl RedisBackend {
         queue: Option<&str>,
         limit: usize,
     ) -> Result<Vec<TaskSummary>, BrokerError> {
-        let queues = match queue {
-            Some(q) => vec![q.to_string()],
-            None => self.queue_names().await?,
+        let all = self.physical_queue_names().await?;
+        let queues: Vec<String> = match queue {
+            // A queue's partitions are listed with it (or one partition, named as such).
+            Some(q) => {
+                let mut v: Vec<String> = all
+                    .into_iter()
+                    .filter(|p| p == q || partition::logical(p) == q)
+                    .collect();
+                if v.is_empty() {
+                    v.push(q.to_string());
+                }
+                v
+            }
+            None => all,
         };
         let limit = limit.clamp(1, 10_000);
         let ids: Vec<String> = if state.is_final() {
@@ -354,7 +416,8 @@ impl RedisBackend {
         let mut out = Vec::new();
         for lane in self.lanes().await? {
             if let Some(q) = &filter.queue {
-                if *q != lane && crate::priority::split_lane(&lane).0 != q {
+                let physical = crate::priority::split_lane(&lane).0;
+                if *q != lane && physical != q && partition::logical(physical) != q {
                     continue;
                 }
             }
@@ -427,4 +490,49 @@ impl RedisBackend {
             .query(redis::cmd("HGETALL").arg(self.keys.stats()))
             .await
     }
+}
+
+/// The node (`host:port`) serving `key`'s slot, by a `CLUSTER SLOTS` table.
+fn node_of(owners: &[(u16, u16, String)], key: &str) -> Option<String> {
+    if owners.is_empty() {
+        return None;
+    }
+    let slot = super::connection::slot(key);
+    owners
+        .iter()
+        .find(|(start, end, _)| (*start..=*end).contains(&slot))
+        .map(|(_, _, node)| node.clone())
+}
+
+/// `CLUSTER SLOTS` as `(first slot, last slot, primary's host:port)`; malformed rows are
+/// skipped.
+fn parse_cluster_slots(reply: Value) -> Vec<(u16, u16, String)> {
+    let Value::Array(rows) = reply else {
+        return Vec::new();
+    };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let int = |v: &Value| match v {
+        Value::Int(n) => u16::try_from(*n).ok(),
+        _ => None,
+    };
+    rows.into_iter()
+        .filter_map(|row| {
+            let Value::Array(row) = row else { return None };
+            let start = int(row.first()?)?;
+            let end = int(row.get(1)?)?;
+            let Value::Array(primary) = row.get(2)? else {
+                return None;
+            };
+            let host = text(primary.first()?)?;
+            let port = match primary.get(1)? {
+                Value::Int(p) => *p,
+                _ => return None,
+            };
+            Some((start, end, format!("{host}:{port}")))
+        })
+        .collect()
 }

@@ -16,6 +16,7 @@ pub(crate) mod delayed;
 pub(crate) mod dispatch;
 pub(crate) mod inspect;
 pub(crate) mod notices;
+pub(crate) mod partitions;
 pub(crate) mod rate_limit;
 pub(crate) mod reader;
 pub(crate) mod recovery;
@@ -43,6 +44,8 @@ pub(crate) struct RedisBackend {
     waiters: Waiters,
     /// Lanes whose consumer group this process has already made sure of.
     groups_ready: Mutex<HashSet<String>>,
+    /// The partition counts this process last read.
+    partitions: partitions::PartitionCache,
 }
 
 impl RedisBackend {
@@ -59,6 +62,7 @@ impl RedisBackend {
             pool,
             waiters,
             groups_ready: Mutex::new(HashSet::new()),
+            partitions: Default::default(),
         })
     }
 

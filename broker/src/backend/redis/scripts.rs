@@ -45,6 +45,7 @@ lua!(LEASE_ACQUIRE, "lease_acquire");
 lua!(LEASE_RELEASE, "lease_release");
 lua!(SCHEDULE_DECIDE, "schedule_decide");
 lua!(SCHEDULE_SKIP, "schedule_skip");
+lua!(SET_PARTITIONS, "set_partitions");
 
 impl Lua {
     /// An invocation with `keys` declared, ready for arguments.
@@ -152,6 +153,10 @@ pub(crate) fn schedule_skip_keys(k: &Keys, schedule: &str) -> Vec<String> {
     vec![k.lease(), k.schedule_state(schedule)]
 }
 
+pub(crate) fn set_partitions_keys(k: &Keys) -> Vec<String> {
+    vec![k.partitions(), k.partitions_read()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +192,17 @@ mod tests {
             (&LEASE_RELEASE, lease_release_keys(&k)),
             (&SCHEDULE_DECIDE, schedule_decide_keys(&k, "nightly", "f1")),
             (&SCHEDULE_SKIP, schedule_skip_keys(&k, "nightly")),
+            (&SET_PARTITIONS, set_partitions_keys(&k)),
+            // A partition's keys keep to its own slot.
+            (
+                &ENQUEUE_UNIQUE,
+                enqueue_unique_keys(&k, "mail#3", "u1", "mail#3:high"),
+            ),
+            (&ENQUEUE_ONCE, enqueue_once_keys(&k, "mail#3:low", "t1")),
+            (
+                &GROUP_MEMBER_DONE,
+                group_member_done_keys(&k, "g1", Some("sums#2:high")),
+            ),
         ];
         let mut cross = Vec::new();
         for (lua, keys) in &table {
