@@ -516,6 +516,20 @@ impl RedisSentinels {
     /// Starts again the servers that were killed (an old primary comes back, and the
     /// Sentinels make it a replica of the new one), and waits until the replica has synced.
     pub fn restart_stopped(&mut self) -> Result<(), StartError> {
+        // Not before the server the Sentinels name has been made a primary: a promoted replica
+        // still replicating from the old address would resync from the old primary restarting
+        // (empty, or with its old data) and drop what it holds.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self
+            .primary_port()
+            .and_then(|p| command_at(p, "INFO replication"))
+            .is_ok_and(|i| i.contains("role:master"))
+        {
+            if Instant::now() > deadline {
+                return Err(StartError("the named primary did not become one".into()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         for s in &mut self.servers {
             if s.pid().is_none() {
                 s.restart()?;
