@@ -866,7 +866,7 @@ async fn cluster_comparison(n: usize) -> anyhow::Result<()> {
                 .replica_acks(*acks),
         )
         .await?;
-        b.inspector().set_partitions("bench", *partitions).await?;
+        let (_, layout) = b.inspector().set_partitions("bench", *partitions).await?;
         let t = Instant::now();
         let mut left = n;
         while left > 0 {
@@ -876,7 +876,8 @@ async fn cluster_comparison(n: usize) -> anyhow::Result<()> {
         }
         let enqueue = n as f64 / t.elapsed().as_secs_f64();
         let mut poll = kiq::broker::connect_redis(url).await?;
-        let streams: Vec<String> = kiq::broker::partition::physical_queues("bench", *partitions)
+        let streams: Vec<String> = layout
+            .names
             .iter()
             .map(|q| format!("{{kiqbench-topo:{q}}}:stream"))
             .collect();

@@ -52,8 +52,11 @@ async fn partitions(global: &GlobalArgs, args: PartitionsArgs) -> anyhow::Result
                 );
             } else {
                 println!(
-                    "{queue}: producers spread new tasks over {} partition(s) (was {}); workers read {}",
-                    after.spread, before.spread, after.read
+                    "{queue}: producers spread new tasks over {} partition(s) (was {}); workers read {}: {}",
+                    after.spread,
+                    before.spread,
+                    after.names.len(),
+                    after.names.join(" ")
                 );
             }
         }
@@ -77,8 +80,10 @@ async fn partitions(global: &GlobalArgs, args: PartitionsArgs) -> anyhow::Result
             } else {
                 for (q, c) in shown {
                     println!(
-                        "{q}: producers spread over {} partition(s); workers read {}",
-                        c.spread, c.read
+                        "{q}: producers spread over {} partition(s); workers read {}: {}",
+                        c.spread,
+                        c.names.len(),
+                        c.names.join(" ")
                     );
                 }
             }

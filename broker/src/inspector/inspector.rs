@@ -10,7 +10,7 @@ use crate::client::broker::Broker;
 use crate::consumer::delivery::WorkerInfo;
 use crate::control::LeaseInfo;
 use crate::error::BrokerError;
-use crate::model::partition::PartitionCount;
+use crate::model::partition::Partitions;
 use crate::model::record::{TaskRecord, TaskState};
 
 /// Operators' reads and admin over one broker: obtained with [`Broker::inspector`].
@@ -43,11 +43,11 @@ impl Inspector {
         self.redis("queue statistics")?.all_queue_stats().await
     }
 
-    /// Every partitioned queue and its counts (a queue not listed has one partition).
-    pub async fn partitions(&self) -> Result<Vec<(String, PartitionCount)>, BrokerError> {
-        let mut v: Vec<(String, PartitionCount)> = self
+    /// Every partitioned queue with its partitions (a queue not listed has one).
+    pub async fn partitions(&self) -> Result<Vec<(String, Partitions)>, BrokerError> {
+        let mut v: Vec<(String, Partitions)> = self
             .redis("partitions")?
-            .read_partition_counts()
+            .read_partitions()
             .await?
             .into_iter()
             .collect();
@@ -56,15 +56,16 @@ impl Inspector {
     }
 
     /// Spreads new tasks of `queue` over `count` partitions (1 to
-    /// [`MAX_PARTITIONS`](crate::partition::MAX_PARTITIONS)). Producers follow within
-    /// seconds, workers within their next check. Lowering the count stops producers using the
-    /// partitions above it; workers keep reading them, so nothing is stranded. Returns the
-    /// counts before and after.
+    /// [`MAX_PARTITIONS`](crate::partition::MAX_PARTITIONS)), making the ones it does not have
+    /// yet: on a Redis Cluster each new one goes to the master holding the fewest of the
+    /// queue's partitions. Producers follow within seconds, workers within their next check.
+    /// Lowering the count stops producers using the partitions above it; workers keep reading
+    /// them, so nothing is stranded. Returns the partitions before and after.
     pub async fn set_partitions(
         &self,
         queue: &str,
         count: u16,
-    ) -> Result<(PartitionCount, PartitionCount), BrokerError> {
+    ) -> Result<(Partitions, Partitions), BrokerError> {
         if !crate::client::dispatch::valid_queue_name(queue) {
             return Err(BrokerError::Invalid(format!(
                 "{queue:?} is not a queue name (1-64 letters, digits, '-', '_', '.')"

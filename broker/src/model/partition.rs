@@ -1,52 +1,74 @@
 //! Queue partitions: one hot queue spread over several hash tags, so that on a Redis Cluster
 //! its traffic is shared by several masters.
 //!
-//! A queue with `n` partitions is read as `n` physical queues: partition 0 is the queue itself
-//! (`mail`, tag `{kiq:mail}`), partition `i` is `mail#i` (tag `{kiq:mail#i}`). Each physical
-//! queue has its own lanes, delayed set, dead letters, unique keys and indexes, exactly as any
-//! queue; `#` cannot appear in a queue name, so no queue collides with a partition. A task's
-//! envelope keeps the queue it was dispatched to (`mail`); only the lane it is written to names
-//! the partition. Producers pick a partition from a stable hash of the task's unique key (so
-//! one key always lands on one partition and uniqueness holds) or else of its id (so a retried
-//! enqueue-once lands where the first try did). Order is FIFO per partition.
+//! A queue with partitions is read as several physical queues, listed in Redis in order:
+//! partition 0 is the queue itself (`mail`, tag `{kiq:mail}`), each other one is
+//! `mail#<n>` (tag `{kiq:mail#<n>}`), where `n` is a number chosen when the partition is made:
+//! on one Redis the next one (`mail#1`, `mail#2`, …); on a cluster one whose slot lies on the
+//! master that holds the fewest of the queue's partitions, so that the masters share the
+//! queue evenly. Each physical queue has its own lanes, delayed set, dead letters, unique keys
+//! and indexes, exactly as any queue; `#` cannot appear in a queue name, so no queue collides
+//! with a partition. A task's envelope keeps the queue it was dispatched to (`mail`); only the
+//! lane it is written to names the partition. Producers pick a partition from a stable hash of
+//! the task's unique key (so one key always lands on one partition and uniqueness holds) or
+//! else of its id (so a retried enqueue-once lands where the first try did). Order is FIFO per
+//! partition.
+
+use serde::Serialize;
 
 use super::priority::{split_lane, Priority};
 
-/// Separates a queue's name from its partition number in a physical queue name.
+/// Separates a queue's name from its partition's number in a physical queue name.
 pub const SEPARATOR: char = '#';
 
 /// Most partitions a queue can have.
 pub const MAX_PARTITIONS: u16 = 256;
 
-/// One queue's partition counts, as stored in Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct PartitionCount {
-    /// How many partitions producers spread new tasks over.
+/// A partitioned queue, as stored in Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Partitions {
+    /// How many partitions producers spread new tasks over: the first `spread` of `names`.
     pub spread: u16,
-    /// How many partitions workers read: the most the queue ever had, so that lowering the
-    /// count strands no message.
-    pub read: u16,
+    /// Every physical queue workers read, partition 0 (the queue itself) first: every
+    /// partition the queue ever had, so that lowering `spread` strands no message.
+    pub names: Vec<String>,
 }
 
-/// The physical queue of `queue`'s partition `index` (partition 0 is the queue itself).
-pub fn physical(queue: &str, index: u16) -> String {
-    if index == 0 {
-        queue.to_string()
-    } else {
-        format!("{queue}{SEPARATOR}{index}")
+impl Partitions {
+    /// A queue of one partition.
+    pub fn single(queue: &str) -> Self {
+        Self {
+            spread: 1,
+            names: vec![queue.to_string()],
+        }
+    }
+
+    /// The lane a message for `lane` (of this queue, not yet partitioned) keyed by `key` goes
+    /// to.
+    pub fn route(&self, lane: &str, key: &str) -> String {
+        let spread = usize::from(self.spread).clamp(1, self.names.len().max(1));
+        let (_, level): (&str, Priority) = split_lane(lane);
+        match self.names.get(pick(key, spread as u16) as usize) {
+            Some(name) if spread > 1 => level.lane(name),
+            _ => lane.to_string(),
+        }
     }
 }
 
-/// Every physical queue of `queue` when it has `count` partitions, partition 0 first.
-pub fn physical_queues(queue: &str, count: u16) -> Vec<String> {
-    (0..count.max(1)).map(|i| physical(queue, i)).collect()
+/// The physical queue of `queue` numbered `n` (0 is the queue itself).
+pub fn physical(queue: &str, n: u32) -> String {
+    if n == 0 {
+        queue.to_string()
+    } else {
+        format!("{queue}{SEPARATOR}{n}")
+    }
 }
 
-/// The queue a physical queue belongs to, and its partition number.
-pub fn split(physical: &str) -> (&str, u16) {
-    if let Some((queue, index)) = physical.rsplit_once(SEPARATOR) {
-        if let Ok(i) = index.parse::<u16>() {
-            return (queue, i);
+/// The queue a physical queue belongs to, and its partition's number (0 for the queue itself).
+pub fn split(physical: &str) -> (&str, u32) {
+    if let Some((queue, n)) = physical.rsplit_once(SEPARATOR) {
+        if let Ok(n) = n.parse::<u32>() {
+            return (queue, n);
         }
     }
     (physical, 0)
@@ -71,15 +93,24 @@ pub fn pick(key: &str, count: u16) -> u16 {
     (h % u64::from(count)) as u16
 }
 
-/// The lane that carries a message of `lane` (a queue's lane, not yet partitioned) keyed by
-/// `key`, when its queue has `count` partitions. A lane that already names a partition is
-/// returned as it is.
-pub fn route(lane: &str, key: &str, count: u16) -> String {
-    let (queue, level): (&str, Priority) = split_lane(lane);
-    if count <= 1 || queue.contains(SEPARATOR) {
-        return lane.to_string();
+/// `names` grown to `count` partitions of `queue`, each new one numbered by `place`: given
+/// the names so far, it returns the number of the next (see the module's documentation).
+pub fn grow(
+    queue: &str,
+    names: &[String],
+    count: u16,
+    mut place: impl FnMut(&[String]) -> u32,
+) -> Vec<String> {
+    let mut names: Vec<String> = if names.is_empty() {
+        vec![queue.to_string()]
+    } else {
+        names.to_vec()
+    };
+    while names.len() < usize::from(count) {
+        let n = place(&names);
+        names.push(physical(queue, n));
     }
-    level.lane(&physical(queue, pick(key, count)))
+    names
 }
 
 #[cfg(test)]
@@ -93,24 +124,39 @@ mod tests {
         assert_eq!(split("mail#3"), ("mail", 3));
         assert_eq!(split("mail"), ("mail", 0));
         assert_eq!(logical("mail#12"), "mail");
-        assert_eq!(physical_queues("q", 3), ["q", "q#1", "q#2"]);
-        assert_eq!(physical_queues("q", 0), ["q"]);
+        let next = |names: &[String]| names.len() as u32;
+        assert_eq!(grow("q", &[], 3, next), ["q", "q#1", "q#2"]);
+        assert_eq!(
+            grow("q", &["q".into(), "q#7".into()], 2, next),
+            ["q", "q#7"]
+        );
     }
 
     #[test]
     fn routes_keep_the_priority_and_spread_evenly() {
-        assert_eq!(route("mail:high", "x", 1), "mail:high");
-        assert_eq!(route("mail#1:high", "x", 4), "mail#1:high");
-        let mut counts = [0u32; 4];
+        let p = Partitions {
+            spread: 4,
+            names: grow("mail", &[], 6, |n| n.len() as u32 * 10),
+        };
+        assert_eq!(
+            Partitions::single("mail").route("mail:high", "x"),
+            "mail:high"
+        );
+        let mut counts = std::collections::BTreeMap::new();
         for i in 0..40_000 {
-            let lane = route("mail:high", &format!("{i:08x}-task"), 4);
-            let (q, p) = split_lane(&lane);
-            assert_eq!(p, Priority::High);
-            counts[split(q).1 as usize] += 1;
+            let lane = p.route("mail:high", &format!("{i:08x}-task"));
+            let (q, level) = split_lane(&lane);
+            assert_eq!(level, Priority::High);
+            *counts.entry(q.to_string()).or_insert(0) += 1;
         }
-        // A fixed input: the spread is deterministic, and even within 5 %.
-        for c in counts {
-            assert!((9_500..=10_500).contains(&c), "{counts:?}");
+        // Only the first `spread` names; a fixed input, so the spread is deterministic, and
+        // even within 5 %.
+        assert_eq!(
+            counts.keys().collect::<Vec<_>>(),
+            ["mail", "mail#10", "mail#20", "mail#30"]
+        );
+        for c in counts.values() {
+            assert!((9_500..=10_500).contains(c), "{counts:?}");
         }
         // The same key always picks the same partition.
         assert_eq!(pick("order-17", 8), pick("order-17", 8));

@@ -66,7 +66,7 @@ impl RedisBackend {
     }
 
     /// Which node serves each slot range, on a cluster (empty elsewhere).
-    async fn slot_owners(&self) -> Result<Vec<(u16, u16, String)>, BrokerError> {
+    pub(crate) async fn slot_owners(&self) -> Result<Vec<(u16, u16, String)>, BrokerError> {
         if !self.target().is_cluster() {
             return Ok(Vec::new());
         }
@@ -493,7 +493,7 @@ impl RedisBackend {
 }
 
 /// The node (`host:port`) serving `key`'s slot, by a `CLUSTER SLOTS` table.
-fn node_of(owners: &[(u16, u16, String)], key: &str) -> Option<String> {
+pub(crate) fn node_of(owners: &[(u16, u16, String)], key: &str) -> Option<String> {
     if owners.is_empty() {
         return None;
     }
