@@ -1,7 +1,9 @@
 //! What only a Redis Cluster or Sentinel can do to kiq: a plain URL that reaches a cluster
-//! node, a primary SIGKILLed and its replica promoted mid-run, slots migrated under load, a
-//! Sentinel failover (producers, workers, waiters and the scheduler follow the new primary). Each test starts its own topology from `redis-server` (whatever
-//! `KIQ_TEST_TOPOLOGY` says; the parametrised suites cover the rest).
+//! node, a primary SIGKILLed and its replica promoted mid-run, the control slot's primary and a
+//! scheduler replica killed together, slots migrated under load, a Sentinel failover
+//! (producers, workers, waiters and the scheduler follow the new primary). Each test starts its
+//! own topology from `redis-server` (whatever `KIQ_TEST_TOPOLOGY` says; the parametrised suites
+//! cover the rest).
 
 mod support;
 
@@ -274,6 +276,95 @@ async fn chaos_sentinel_primary_killed_everything_follows_the_new_primary() {
         "no tick fired after the failover (newest {})",
         newest_tick()
     );
+}
+
+/// The control slot's primary SIGKILLed (and with it, at the same moment, one of two scheduler
+/// replicas) while a schedule fires every second: the ticks go on after the failover, and every
+/// tick of the run is enqueued exactly once, the ones due during the outage caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_failover_under_the_scheduler_fires_every_tick_once() {
+    let mut cluster = RedisCluster::start(3, 1).unwrap();
+    let url = cluster.url();
+    let broker = Broker::connect(&url).await.unwrap();
+    let _w = Workers::start_env(&url, 1, &[], &[("KIQ_REDIS_URL", &url)]);
+    let mut def = kiq::ScheduleDef::new("tick", kiq_examples::math::add::SPEC.name, "@every 1s");
+    def.args = serde_json::json!([1, 2]);
+    kiq::Schedules::new(&broker).put(def).await.unwrap();
+    let scheduler = || {
+        KillOnDrop(
+            std::process::Command::new(support::taskctl())
+                .args(["scheduler", "--redis-url", &url, "--lease-ttl", "2s"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut first = scheduler();
+    let _second = scheduler();
+    assert!(wait_until(Duration::from_secs(30), || fires(&cluster)
+        .len()
+        >= 3));
+    let victim = cluster.index_for("{kiq}:scheduler:lease").unwrap();
+    let killed = Instant::now();
+    let killed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    cluster.node_mut(victim).kill();
+    let _ = first.0.kill();
+    assert!(wait_until(Duration::from_secs(30), || cluster
+        .index_for("{kiq}:scheduler:lease")
+        .is_ok_and(|i| i != victim)));
+    cluster.wait_ok(Duration::from_secs(30)).unwrap();
+    println!(
+        "scheduler under a cluster failover: control slot's replica promoted {:?} after the kill",
+        killed.elapsed()
+    );
+    // Ticks due well after the failover fire, and the 20 newest are one per second, each once:
+    // none missed during the outage, none doubled by the replica that took over.
+    let after = killed_ms + killed.elapsed().as_millis() as u64 + 3_000;
+    assert!(
+        wait_until(Duration::from_secs(40), || {
+            let f = fires(&cluster);
+            f.first().is_some_and(|t| *t > after) && f.len() >= 20
+        }),
+        "no tick after the failover: {:?}",
+        fires(&cluster)
+    );
+    let mut f = fires(&cluster);
+    f.reverse();
+    let gaps: Vec<u64> = f.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
+    println!(
+        "scheduler under a cluster failover: ticks {} .. {} (killed at {killed_ms})",
+        f[0],
+        f[f.len() - 1]
+    );
+    assert!(
+        f[0] < killed_ms,
+        "the kept ticks do not span the failover: {f:?}"
+    );
+    assert!(gaps.iter().all(|g| *g == 1000), "{gaps:?}");
+    // The newest tick's task ran.
+    let newest: TaskHandle<i64> = broker.handle(format!("s:tick:{}", f[f.len() - 1]));
+    assert_eq!(
+        newest.wait_result(Duration::from_secs(30)).await.unwrap(),
+        3
+    );
+}
+
+/// Schedule `tick`'s fire times (fire ids are `s:tick:<tick ms>`), newest first, the last 20.
+fn fires(cluster: &RedisCluster) -> Vec<u64> {
+    cluster
+        .command("LRANGE {kiq}:schedule:tick:fires 0 -1")
+        .map(|r| {
+            r.lines()
+                .filter_map(|l| l.trim().strip_prefix("s:tick:"))
+                .filter_map(|t| t.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A child process killed when the test ends, even when it fails.
