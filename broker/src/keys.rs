@@ -184,8 +184,8 @@ impl Keys {
         format!("{{{}}}:partitions", self.prefix)
     }
 
-    /// How many partitions workers read of each partitioned queue: the most it ever had, so
-    /// that lowering the count strands nothing.
+    /// The physical queues of each partitioned queue (queue → comma-separated names, the queue
+    /// itself first): every partition it ever had, so that lowering the count strands nothing.
     pub fn partitions_read(&self) -> String {
         format!("{{{}}}:partitions:read", self.prefix)
     }

@@ -213,6 +213,21 @@ async fn the_cli_dispatches_with_a_priority_and_shows_a_task() {
     assert_eq!(code, Some(2));
     let (code, _) = run(&["kiq", "x", "--priority", "urgent"]);
     assert_eq!(code, Some(2));
+    // A delay past ten years is refused; it once wrapped around to a task due in 47 minutes.
+    let out = support::taskctl_at(
+        &redis.url(),
+        &[
+            "kiq",
+            "kiq_examples::math::add",
+            "--args",
+            "[1,2]",
+            "--delay",
+            "18446744073709551615s",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("10 years"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -248,6 +248,28 @@ async fn bad_requests_are_400_with_a_json_error() {
             StatusCode::BAD_REQUEST,
             "bad_request",
         ),
+        // Numbers too large for a Duration (these panicked the handler), or past 10 years
+        // (these wrapped around: a task due in 387 ms).
+        (
+            json!({"task": ADD, "args": [1, 2], "delay": 1e300}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            json!({"task": ADD, "args": [1, 2], "timeout": 2e19}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            json!({"task": ADD, "args": [1, 2], "delay": 18446744073709551u64}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            json!({"task": ADD, "args": [1, 2], "delay": "18446744073709551615s"}),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
         (
             json!({"task": ADD, "args": [1, 2], "queue": "bad queue"}),
             StatusCode::BAD_REQUEST,
@@ -307,6 +329,30 @@ async fn bad_requests_are_400_with_a_json_error() {
         assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}: {err}");
         assert_eq!(err["error"]["code"], "bad_request", "{uri}");
     }
+}
+
+/// A dead letter's lane may name a partition (`default#2:high`): the lane check lets it
+/// through (it answered 400 "invalid queue" once), and only a bad queue name is refused.
+#[tokio::test]
+async fn dead_letter_lanes_of_partitions_are_accepted() {
+    let app = app();
+    let (code, err) = call(
+        &app,
+        "POST",
+        "/api/dead/default%232%3Ahigh/1-0/replay",
+        None,
+    )
+    .await;
+    // Past the check: the in-memory broker has no dead-letter streams.
+    assert_ne!(code, StatusCode::BAD_REQUEST, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("needs Redis")),
+        "{err}"
+    );
+    let (code, err) = call(&app, "POST", "/api/dead/bad%20queue/1-0/replay", None).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{err}");
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ pub(crate) struct DeadArgs {
 
 #[derive(Debug, Args, Clone)]
 struct Filter {
-    /// Only this queue, its priority lanes included (default: every known queue).
+    /// Only this queue, its priority lanes and partitions included (default: every known queue).
     #[arg(long, short = 'q')]
     queue: Option<String>,
     /// Only dead letters with this reason (malformed, unknown_task, bad_arguments,
@@ -44,7 +44,7 @@ enum DeadCommand {
     Show {
         /// The dead letter's id (from `list`).
         id: String,
-        /// Its queue.
+        /// Its queue (any of its priority lanes and partitions is searched), or its exact lane.
         #[arg(long, short = 'q', default_value = "default")]
         queue: String,
     },
@@ -103,24 +103,16 @@ pub(crate) async fn run(global: &GlobalArgs, args: DeadArgs) -> anyhow::Result<E
             }
             Ok(ExitCode::SUCCESS)
         }
-        DeadCommand::Show { id, queue } => {
-            let entry = broker
-                .inspector()
-                .dead_letters(&queue, &id, 1)
-                .await?
-                .into_iter()
-                .find(|e| e.id == id);
-            match entry {
-                Some(e) => {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&to_json(&e, true)).unwrap_or_default()
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                None => anyhow::bail!("no dead letter {id} in queue {queue}"),
+        DeadCommand::Show { id, queue } => match locate(&broker, &queue, &id).await? {
+            Some(e) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&to_json(&e, true)).unwrap_or_default()
+                );
+                Ok(ExitCode::SUCCESS)
             }
-        }
+            None => anyhow::bail!("no dead letter {id} in queue {queue}"),
+        },
         DeadCommand::Replay { id, filter, all } => {
             let targets = targets(&broker, id, &filter, all).await?;
             let mut n = 0;
@@ -156,10 +148,13 @@ async fn targets(
     all: bool,
 ) -> anyhow::Result<Vec<(String, String)>> {
     match (id, all) {
-        (Some(id), false) => Ok(vec![(
-            filter.queue.clone().unwrap_or_else(|| "default".into()),
-            id,
-        )]),
+        (Some(id), false) => {
+            let queue = filter.queue.clone().unwrap_or_else(|| "default".into());
+            Ok(vec![match locate(broker, &queue, &id).await? {
+                Some(e) => (e.queue, e.id),
+                None => (queue, id),
+            }])
+        }
         (None, true) => Ok(matching(broker, filter, usize::MAX)
             .await?
             .into_iter()
@@ -170,6 +165,26 @@ async fn targets(
             anyhow::bail!("give a dead letter id, or --all (with --queue/--reason/--task filters)")
         }
     }
+}
+
+/// Dead letter `id` in `queue`'s lane of that name, or else in any lane of the queue (its
+/// priority lanes and partitions): users name the queue, the id says the rest.
+async fn locate(broker: &Broker, queue: &str, id: &str) -> anyhow::Result<Option<DeadEntry>> {
+    let inspector = broker.inspector();
+    let exact = inspector.dead_letters(queue, id, 1).await?;
+    if let Some(e) = exact.into_iter().find(|e| e.id == id) {
+        return Ok(Some(e));
+    }
+    let filter = DeadFilter {
+        queue: Some(queue.to_string()),
+        reason: None,
+        task: None,
+    };
+    Ok(inspector
+        .find_dead_letters(&filter, usize::MAX)
+        .await?
+        .into_iter()
+        .find(|e| e.id == id))
 }
 
 async fn matching(

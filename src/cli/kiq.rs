@@ -52,9 +52,7 @@ pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<Ex
         labels: Default::default(),
         retry: None,
         timeout: None,
-        due_ms: args
-            .delay
-            .map(|d| kiq_broker::envelope::now_ms() + d.as_millis() as u64),
+        due_ms: args.delay.map(kiq_broker::envelope::due_in),
         unique_key: None,
         priority: args.priority,
     })?;

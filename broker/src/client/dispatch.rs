@@ -82,7 +82,7 @@ impl Broker {
         let task = kicker.spec.name;
         let queue = kicker.queue.as_deref().unwrap_or(kicker.spec.queue);
         let now = envelope::now_ms();
-        let delayed = kicker.due.map(envelope::system_ms).is_some_and(|d| d > now);
+        let delayed = kicker.due.is_some_and(|d| d > now);
         let pending = Arc::new(
             self.wire()
                 .encode_record(&TaskRecord::accepted(task, queue, now, delayed))
@@ -152,6 +152,21 @@ impl Broker {
                 value: queue.to_string(),
             });
         }
+        // Durations a caller could get wrong by orders of magnitude are checked, not wrapped.
+        if let Some(t) = timeout.filter(|t| *t > envelope::MAX_DELAY) {
+            return Err(DispatchError::Invalid {
+                what: "timeout (at most 10 years)",
+                value: format!("{t:?}"),
+            });
+        }
+        if let Some(due) =
+            due_ms.filter(|d| *d > now.saturating_add(envelope::duration_ms(envelope::MAX_DELAY)))
+        {
+            return Err(DispatchError::Invalid {
+                what: "delay (at most 10 years)",
+                value: format!("due at {due} ms since the Unix epoch"),
+            });
+        }
         let id = match task_id {
             Some(id) if envelope::validate_task_id(id) => id.to_string(),
             Some(id) => {
@@ -172,7 +187,7 @@ impl Broker {
             enqueued_at_ms: now,
             attempt: 0,
             retry,
-            timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            timeout_ms: timeout.map(envelope::duration_ms),
             unique_key,
             priority,
             due_ms: due_ms.filter(|d| *d > now),
@@ -308,6 +323,49 @@ pub fn valid_queue_name(q: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Delays and timeouts past ten years are refused, not wrapped around (a delay of
+    /// 18446744073709551 s once made a task due 387 ms later) or panicked on.
+    #[test]
+    fn huge_delays_and_timeouts_are_refused() {
+        // Preparing a dispatch never touches Redis: a lazy broker of a closed port will do.
+        let broker = Broker::lazy(crate::BrokerConfig::new("redis://127.0.0.1:1")).unwrap();
+        let raw = |due_ms, timeout| RawDispatch {
+            task: "t",
+            queue: "default",
+            args: Vec::new(),
+            task_id: None,
+            labels: Default::default(),
+            retry: None,
+            timeout,
+            due_ms,
+            unique_key: None,
+            priority: Default::default(),
+        };
+        let year = Duration::from_secs(366 * 86_400);
+        for (due, timeout) in [
+            (Some(envelope::due_in(Duration::MAX)), None),
+            (
+                Some(envelope::due_in(Duration::from_secs(
+                    18_446_744_073_709_551,
+                ))),
+                None,
+            ),
+            (Some(envelope::due_in(11 * year)), None),
+            (None, Some(Duration::MAX)),
+            (None, Some(11 * year)),
+        ] {
+            match broker.prepare_raw(raw(due, timeout)) {
+                Err(DispatchError::Invalid { what, .. }) => assert!(what.contains("10 years")),
+                other => panic!("{due:?} {timeout:?}: {other:?}"),
+            }
+        }
+        // Up to ten years is fine, and lands where it says.
+        let msg = broker
+            .prepare_raw(raw(Some(envelope::due_in(9 * year)), Some(9 * year)))
+            .unwrap();
+        assert!(msg.due_ms.unwrap() > envelope::now_ms() + envelope::duration_ms(8 * year));
+    }
 
     #[test]
     fn queue_names_are_checked() {

@@ -32,7 +32,9 @@ pub struct Kicker<A, T> {
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) retry: Option<crate::model::retry::RetryPolicy>,
     pub(crate) timeout: Option<std::time::Duration>,
-    pub(crate) due: Option<std::time::SystemTime>,
+    /// When it is due, in ms since the Unix epoch (saturating: a dispatch refuses a due time
+    /// beyond [`MAX_DELAY`](crate::envelope::MAX_DELAY)).
+    pub(crate) due: Option<u64>,
     pub(crate) unique: Option<(String, std::time::Duration)>,
     pub(crate) priority: crate::model::priority::Priority,
     _types: PhantomData<fn(A) -> T>,
@@ -66,7 +68,7 @@ impl<A, T> Kicker<A, T> {
             labels: self.labels.clone(),
             retry: self.retry,
             timeout: self.timeout,
-            due_ms: self.due.map(system_ms),
+            due_ms: self.due,
             unique_key: self.unique.as_ref().map(|(k, _)| k.clone()),
             priority: self.priority,
         }
@@ -135,13 +137,13 @@ impl<A: Serialize, T: DeserializeOwned> Kicker<A, T> {
     /// Starts the task no earlier than `delay` from now. It waits in Redis (the queue's delayed
     /// set), not in a worker.
     pub fn delay(mut self, delay: std::time::Duration) -> Self {
-        self.due = Some(std::time::SystemTime::now() + delay);
+        self.due = Some(crate::envelope::due_in(delay));
         self
     }
 
     /// Starts the task no earlier than `at`.
     pub fn at(mut self, at: std::time::SystemTime) -> Self {
-        self.due = Some(at);
+        self.due = Some(system_ms(at));
         self
     }
 

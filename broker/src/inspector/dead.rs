@@ -27,7 +27,7 @@ pub struct DeadEntry {
 /// Which dead letters [`Broker::find_dead_letters`] returns: every field that is set must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeadFilter {
-    /// A queue (with its priority lanes), or one lane.
+    /// A queue (with its priority lanes and partitions), or one lane.
     pub queue: Option<String>,
     /// A reason: `malformed`, `unknown_task`, `bad_arguments`, `retries_exhausted`,
     /// `too_many_deliveries`.

@@ -1,7 +1,7 @@
 //! The message envelope: what one stream entry carries.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -88,17 +88,27 @@ pub fn new_task_id() -> String {
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    system_ms(SystemTime::now())
+}
+
+/// The longest delay and the longest per-attempt timeout a dispatch may ask for (about ten
+/// years): larger values are refused with a clear error rather than wrapped around.
+pub const MAX_DELAY: Duration = Duration::from_secs(10 * 366 * 86_400);
+
+/// `d` in whole milliseconds, saturating at `u64::MAX` (a `Duration` holds more).
+pub fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// When a task delayed by `delay` from now is due, in milliseconds since the Unix epoch,
+/// saturating (a dispatch refuses a due time beyond [`MAX_DELAY`] from now).
+pub fn due_in(delay: Duration) -> u64 {
+    now_ms().saturating_add(duration_ms(delay))
 }
 
 /// `t` in milliseconds since the Unix epoch (0 before it).
 pub fn system_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(duration_ms).unwrap_or(0)
 }
 
 /// Checks that a caller-supplied task id is usable as part of a Redis key.

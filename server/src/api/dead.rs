@@ -55,7 +55,9 @@ pub(crate) async fn list(
 }
 
 fn check_lane(lane: &str) -> Result<(), ApiError> {
-    match kiq_broker::valid_queue_name(kiq_broker::priority::split_lane(lane).0) {
+    // A lane of a queue, or of one of its partitions (`mail#2:high`).
+    let physical = kiq_broker::priority::split_lane(lane).0;
+    match kiq_broker::valid_queue_name(kiq_broker::partition::logical(physical)) {
         true => Ok(()),
         false => Err(ApiError::bad_request(format!("invalid queue {lane:?}"))),
     }

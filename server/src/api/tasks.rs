@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
+use kiq_broker::envelope::MAX_DELAY;
 use kiq_broker::{CancelOutcome, Priority, RawDispatch, TaskState};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -42,13 +43,23 @@ fn duration(v: &Value, what: &str) -> Result<Duration, ApiError> {
     match v {
         Value::Number(n) => n
             .as_f64()
-            .filter(|s| *s >= 0.0 && s.is_finite())
-            .map(Duration::from_secs_f64)
+            .filter(|s| *s >= 0.0)
+            // `try_`: a number too large for a Duration is an error, not a panic.
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .filter(|d| *d <= MAX_DELAY)
             .ok_or_else(|| {
-                ApiError::bad_request(format!("{what} must be a non-negative number of seconds"))
+                ApiError::bad_request(format!(
+                    "{what} must be a number of seconds from 0 to {} (10 years)",
+                    MAX_DELAY.as_secs()
+                ))
             }),
-        Value::String(s) => humantime::parse_duration(s)
-            .map_err(|e| ApiError::bad_request(format!("{what} {s:?}: {e}"))),
+        Value::String(s) => match humantime::parse_duration(s) {
+            Ok(d) if d <= MAX_DELAY => Ok(d),
+            Ok(_) => Err(ApiError::bad_request(format!(
+                "{what} {s:?} is over 10 years"
+            ))),
+            Err(e) => Err(ApiError::bad_request(format!("{what} {s:?}: {e}"))),
+        },
         _ => Err(ApiError::bad_request(format!(
             "{what} must be seconds or a duration like \"30s\""
         ))),
@@ -114,7 +125,7 @@ async fn create_task(
         labels: t.labels.clone(),
         retry: t.retries.map(kiq_broker::RetryPolicy::retries),
         timeout,
-        due_ms: delay.map(|d| kiq_broker::envelope::now_ms() + d.as_millis() as u64),
+        due_ms: delay.map(kiq_broker::envelope::due_in),
         unique_key: None,
         priority,
     })?;

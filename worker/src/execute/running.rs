@@ -93,6 +93,14 @@ impl RunningTasks {
         }
     }
 
+    /// The ids of the tasks running here now.
+    pub(crate) fn ids(&self) -> Vec<String> {
+        self.table
+            .lock()
+            .map(|t| t.tasks.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Task `id` is no longer running here.
     pub(crate) fn finish(&self, id: &str) {
         if let Ok(mut t) = self.table.lock() {

@@ -38,8 +38,22 @@ pub(crate) async fn run(
                     tracing::info!(task_id = %id, "cancelling a running task");
                 }
             }
-            // Anything announced while we were not subscribed is found by a re-plan.
-            Some(Notice::Wake) | Some(Notice::Resubscribed) => wake.notify_one(),
+            Some(Notice::Wake) => wake.notify_one(),
+            // Anything announced while we were not subscribed (a reconnect, or the switch to
+            // a new set of partitions) is found again: delayed work by a re-plan, a running
+            // task's cancellation by its mark.
+            Some(Notice::Resubscribed) => {
+                wake.notify_one();
+                let ids = executor.running.ids();
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                if let Ok(marked) = consumer.cancelled(&refs).await {
+                    for (id, _) in ids.iter().zip(marked).filter(|(_, m)| *m) {
+                        if executor.running.cancel(id) {
+                            tracing::info!(task_id = %id, "cancelling a running task (marked while not subscribed)");
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -244,6 +244,11 @@ impl Worker {
         // next one reads them too. In-flight tasks, the completer and leases carry on across.
         let mut report = WorkerReport::default();
         let mut lanes;
+        // The fetch slots outlive an epoch: messages fetched in one still hold theirs in the
+        // next, so a switch never lets the worker hold more than its capacity (plus one per
+        // extra fetcher).
+        let slots = Arc::new(Semaphore::new(capacity));
+        let mut extra_slots = 0;
         loop {
             lanes = kiq_broker::priority::lanes(&physical);
             let epoch = shutdown.child_token();
@@ -283,7 +288,11 @@ impl Worker {
             // queue.
             let groups = consumer.reader_groups(&lanes);
             let shared = groups.len() > 1;
-            let slots = Arc::new(Semaphore::new(capacity + groups.len().saturating_sub(1)));
+            let extra = groups.len().saturating_sub(1);
+            if extra > extra_slots {
+                slots.add_permits(extra - extra_slots);
+                extra_slots = extra;
+            }
             let fetchers = groups.into_iter().map(|group| {
                 Fetcher {
                     consumer: consumer.clone(),

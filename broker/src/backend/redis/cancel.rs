@@ -25,8 +25,13 @@ impl RedisBackend {
         let queues: Vec<String> = if record.queue.is_empty() {
             self.physical_queue_names().await?
         } else {
-            self.refresh_partitions(false).await?;
-            self.physical_queues(&record.queue)
+            // Fresh lists (a cancel is rare): a partition made a moment ago gets its flag too.
+            self.refresh_partitions(true).await?;
+            let mut queues = self.physical_queues(&record.queue);
+            if !queues.contains(&record.queue) {
+                queues.push(record.queue.clone());
+            }
+            queues
         };
         let mut flags = self.pool().new_batch();
         for q in &queues {

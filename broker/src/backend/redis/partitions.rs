@@ -20,6 +20,10 @@ use super::RedisBackend;
 /// How long a process trusts its cached lists before reading them again.
 pub(crate) const FRESH_FOR: Duration = Duration::from_secs(2);
 
+/// How long a dispatch that holds lists already waits for them to be read again before it goes
+/// on with the ones it has.
+const STALE_READ_WAIT: Duration = Duration::from_millis(250);
+
 /// The lists this process last read, and when.
 #[derive(Default)]
 pub(crate) struct PartitionCache {
@@ -40,6 +44,10 @@ impl PartitionCache {
             .read()
             .map(|c| c.at.is_some_and(|at| at.elapsed() < FRESH_FOR))
             .unwrap_or(false)
+    }
+
+    fn loaded(&self) -> bool {
+        self.cached.read().map(|c| c.at.is_some()).unwrap_or(false)
     }
 
     fn route(&self, queue: &str, lane: &str, key: &str) -> Option<String> {
@@ -63,28 +71,45 @@ impl RedisBackend {
         if !force && cache.fresh() {
             return Ok(());
         }
-        let _gate = cache.refreshing.lock().await;
+        // With lists at hand, no dispatch waits for another's read, nor long for its own: the
+        // control slot's node may be slow or failing over while the queue's node is fine.
+        let have = cache.loaded();
+        let _gate = if !force && have {
+            match cache.refreshing.try_lock() {
+                Ok(gate) => gate,
+                Err(_) => return Ok(()),
+            }
+        } else {
+            cache.refreshing.lock().await
+        };
         if !force && cache.fresh() {
             return Ok(());
         }
-        let read = self.read_partitions().await;
+        let read = if !force && have {
+            tokio::time::timeout(STALE_READ_WAIT, self.read_partitions())
+                .await
+                .ok()
+        } else {
+            Some(self.read_partitions().await)
+        };
         let mut c = match cache.cached.write() {
             Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),
         };
         match read {
-            Ok(queues) => {
+            Some(Ok(queues)) => {
                 c.at = Some(Instant::now());
                 c.queues = queues;
                 Ok(())
             }
             // Lists read before stay in use (a dispatch to a queue's node need not fail
             // because the control slot's node is out); tried again after FRESH_FOR.
-            Err(_) if !force && c.at.is_some() => {
+            Some(Err(_)) | None if !force && c.at.is_some() => {
                 c.at = Some(Instant::now());
                 Ok(())
             }
-            Err(e) => Err(e),
+            Some(Err(e)) => Err(e),
+            None => Ok(()),
         }
     }
 
