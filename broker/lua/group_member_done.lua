@@ -7,7 +7,9 @@
 -- KEYS[2]  {<prefix>:<callback queue>}:[<level>:]stream  the callback's lane (absent without one)
 -- ARGV     member index, data field name
 --
--- Returns 0 (already counted), 1 (counted), 2 (counted, and it was the last).
+-- Returns 0 (already counted), 1 (counted), 2 (counted, and it was the last), 3 (the group is
+-- gone: it expired, so there is nothing left to count or send, and nothing is written).
+if redis.call('EXISTS', KEYS[1]) == 0 then return 3 end
 if redis.call('HSETNX', KEYS[1], 'm' .. ARGV[1], 1) == 0 then return 0 end
 local done = redis.call('HINCRBY', KEYS[1], 'done', 1)
 local size = tonumber(redis.call('HGET', KEYS[1], 'size'))

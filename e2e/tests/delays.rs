@@ -242,3 +242,36 @@ async fn a_running_task_reports_progress_to_its_caller() {
     // Called directly (no worker), the task still runs; reporting is a no-op.
     assert_eq!(kiq_examples::faults::crunch(1).await, Ok(1));
 }
+
+/// Task ids that spell other keys' names are tasks like any other (#17): a task `active` after
+/// a cancellation was once cancelled too (`kiq:cancel:active` beside the queue's cancel flag),
+/// and a task `X:progress` had its record overwritten by X's progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_ids_that_spell_other_keys_are_ordinary_tasks() {
+    let (redis, broker) = redis_and_broker().await;
+    // A cancellation first: the queue's cancel flag is set from now on.
+    let cancelled = kiq_examples::math::add::kiq(&broker, 1, 1).await.unwrap();
+    cancelled.cancel().await.unwrap();
+    let _w = Workers::start(&redis.url(), 1, &[]);
+    for id in ["active", "cancels", "x:progress", "x:cancel", "default"] {
+        let h = kiq_examples::math::add::kicker()
+            .task_id(id)
+            .kiq(&broker, (40, 2))
+            .await
+            .unwrap();
+        assert_eq!(
+            h.wait_result(Duration::from_secs(30)).await.unwrap(),
+            42,
+            "{id}"
+        );
+    }
+    // X's progress does not land on the record of `x:progress`.
+    let x = kiq_examples::faults::crunch::kicker()
+        .task_id("x")
+        .kiq(&broker, (3,))
+        .await
+        .unwrap();
+    x.wait_result(Duration::from_secs(30)).await.unwrap();
+    let r = broker.record("x:progress").await.unwrap().unwrap();
+    assert_eq!(r.state, TaskState::Succeeded);
+}

@@ -367,3 +367,72 @@ async fn shared_state_is_injected_and_not_sent() {
         "Hi, Ben!"
     );
 }
+
+/// Messages written straight into Redis are checked by the rules dispatch applies before a
+/// worker acts on them: an empty or CRLF task id, a queue name that breaks out of its hash tag,
+/// a chain step bound for such a queue. Each becomes a `malformed` dead letter, and nothing is
+/// written to the key it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafted_messages_with_bad_ids_or_queues_are_dead_lettered() {
+    let (redis, broker) = redis_and_broker().await;
+    let _w = Workers::start(&redis.url(), 1, &[]);
+    let good = |id: &str| kiq::broker::Envelope {
+        v: 1,
+        id: id.to_string(),
+        task: math::add::SPEC.name.to_string(),
+        queue: "default".to_string(),
+        args: broker.codec().encode(&(1i64, 2i64)).unwrap(),
+        ..Default::default()
+    };
+    let mut crafted = Vec::new();
+    crafted.push(good(""));
+    crafted.push(good("a\r\nb"));
+    crafted.push(good(".."));
+    let mut e = good("escape-queue");
+    e.queue = "x}{y".to_string();
+    crafted.push(e);
+    let mut e = good("escape-step");
+    e.then = vec![kiq::broker::Envelope {
+        queue: "x}{y".to_string(),
+        ..good("step-2")
+    }];
+    crafted.push(e);
+    let mut conn = kiq::broker::connect_redis(&redis.url()).await.unwrap();
+    for e in &crafted {
+        let payload = broker.wire().encode_envelope(e).unwrap();
+        let _: String = redis::cmd("XADD")
+            .arg("{kiq:default}:stream")
+            .arg("*")
+            .arg("data")
+            .arg(payload)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    // A good task after them runs: they were dealt with, not stuck.
+    let h = math::add::kiq(&broker, 20, 22).await.unwrap();
+    assert_eq!(h.wait_result(WAIT).await.unwrap(), 42);
+    assert!(
+        support::wait_until(Duration::from_secs(10), || {
+            redis
+                .command("XLEN {kiq:default}:dead")
+                .map(|r| r.trim() == format!(":{}", crafted.len()))
+                .unwrap_or(false)
+        }),
+        "dead letters: {:?}",
+        redis.command("XRANGE {kiq:default}:dead - +")
+    );
+    let dead = redis.command("XRANGE {kiq:default}:dead - +").unwrap();
+    assert!(dead.contains("invalid task id"), "{dead}");
+    assert!(dead.contains("invalid queue"), "{dead}");
+    assert!(dead.contains("invalid chain step"), "{dead}");
+    // Nothing ran: no record under the crafted ids, no stream for the escaped queue.
+    for key in [
+        "{kiq:t:escape-queue}",
+        "{kiq:t:escape-step}",
+        "{kiq:x}{y}:stream",
+    ] {
+        let n = redis.command(&format!("EXISTS {key}")).unwrap();
+        assert_eq!(n.trim(), ":0", "{key}");
+    }
+}

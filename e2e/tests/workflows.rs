@@ -123,3 +123,29 @@ async fn a_chain_step_keeps_its_own_options() {
     assert_eq!(last.wait_result(WAIT).await.unwrap(), 42);
     assert_eq!(last.record().await.unwrap().unwrap().queue, "other");
 }
+
+/// A member that finishes after its group's hash expired counts nothing and creates nothing:
+/// the hash once came back without a TTL, and stayed for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_finishing_after_its_group_expired_leaves_no_key_behind() {
+    let (redis, broker) = redis_and_broker().await;
+    let (members, _sum) = kiq::group((1..=3).map(|i| add::call(i, 0)))
+        .then(total::link())
+        .kiq(&broker)
+        .await
+        .unwrap();
+    let key = format!("{{kiq:default}}:group:{}", members.id);
+    assert_eq!(
+        redis.command(&format!("EXISTS {key}")).unwrap().trim(),
+        ":1"
+    );
+    // As if it expired before the members ran.
+    redis.command(&format!("DEL {key}")).unwrap();
+    let _w = Workers::start(&redis.url(), 1, &[]);
+    let outputs = members.gather_all(WAIT).await.unwrap();
+    assert_eq!(outputs, [1, 2, 3]);
+    assert_eq!(
+        redis.command(&format!("EXISTS {key}")).unwrap().trim(),
+        ":0"
+    );
+}

@@ -118,12 +118,114 @@ pub fn validate_task_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        // `.` and `..` are path segments: a URL naming them does not reach the task.
+        && !id.bytes().all(|b| b == b'.')
+}
+
+impl Envelope {
+    /// Checks what a worker is about to act on in a message it read, by the rules dispatch
+    /// applies: the task id, the queue, and those of every chain step and of the group's
+    /// callback lane (a message written to Redis by someone else may break them). Returns
+    /// what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if !validate_task_id(&self.id) {
+            return Err(format!("invalid task id {:?}", self.id));
+        }
+        let queue_ok = |q: &str| {
+            q.is_empty() || crate::client::dispatch::valid_queue_name(crate::partition::logical(q))
+        };
+        if !queue_ok(&self.queue) {
+            return Err(format!("invalid queue {:?}", self.queue));
+        }
+        for step in &self.then {
+            if !validate_task_id(&step.id) || !queue_ok(&step.queue) || step.queue.is_empty() {
+                return Err(format!(
+                    "invalid chain step (id {:?}, queue {:?})",
+                    step.id, step.queue
+                ));
+            }
+        }
+        if let Some(g) = &self.group {
+            let lane_ok = g
+                .callback_lane
+                .as_deref()
+                .is_none_or(|l| queue_ok(crate::priority::split_lane(l).0));
+            if !validate_task_id(&g.id) || !lane_ok {
+                return Err(format!(
+                    "invalid group reference (id {:?}, callback lane {:?})",
+                    g.id, g.callback_lane
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::codec;
+
+    /// One rule for ids and queues, on dispatch and on read: nothing a crafted message carries
+    /// can reach another key.
+    #[test]
+    fn read_messages_are_checked_like_dispatches() {
+        assert!(!validate_task_id(".") && !validate_task_id(".."));
+        assert!(validate_task_id("a.b") && validate_task_id("s:tick:1"));
+        let ok = Envelope {
+            id: "t1".into(),
+            queue: "mail".into(),
+            ..Envelope::default()
+        };
+        assert_eq!(ok.check(), Ok(()));
+        let partition = Envelope {
+            queue: "mail#2".into(),
+            ..ok.clone()
+        };
+        assert_eq!(partition.check(), Ok(()));
+        for bad in [
+            Envelope {
+                id: String::new(),
+                ..ok.clone()
+            },
+            Envelope {
+                id: "a\r\nb".into(),
+                ..ok.clone()
+            },
+            Envelope {
+                id: "a}b".into(),
+                ..ok.clone()
+            },
+            Envelope {
+                queue: "x}{y".into(),
+                ..ok.clone()
+            },
+            Envelope {
+                then: vec![Envelope {
+                    queue: "x}{y".into(),
+                    ..ok.clone()
+                }],
+                ..ok.clone()
+            },
+            Envelope {
+                then: vec![Envelope {
+                    id: "".into(),
+                    ..ok.clone()
+                }],
+                ..ok.clone()
+            },
+            Envelope {
+                group: Some(GroupRef {
+                    id: "g".into(),
+                    index: 0,
+                    callback_lane: Some("x}{y:high".into()),
+                }),
+                ..ok.clone()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn round_trips_and_ids_look_like_taskiq() {

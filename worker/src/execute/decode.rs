@@ -44,7 +44,11 @@ pub(crate) fn decode(consumer: &Consumer, delivery: Delivery) -> Result<Decoded,
         ..
     } = delivery;
     let payload = payload.unwrap_or_default();
-    match consumer.decode(&payload) {
+    match consumer
+        .decode(&payload)
+        .map_err(|e| e.to_string())
+        .and_then(|e| e.check().map(|()| e))
+    {
         Ok(envelope) => Ok(Decoded {
             lane,
             stream_id,
@@ -57,7 +61,7 @@ pub(crate) fn decode(consumer: &Consumer, delivery: Delivery) -> Result<Decoded,
                 lane,
                 stream_id,
                 "malformed",
-                e.to_string(),
+                e,
                 payload,
             )))
         }
