@@ -57,6 +57,23 @@ impl From<redis::RedisError> for BrokerError {
 }
 
 impl BrokerError {
+    /// Whether Redis refused the credentials (a wrong password or user): a mistake to report,
+    /// not an outage to wait out.
+    pub fn is_auth_failure(&self) -> bool {
+        match self {
+            BrokerError::Redis(e) => {
+                e.kind() == redis::ErrorKind::AuthenticationFailed
+                    || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether Redis refused a write because it reached `maxmemory` (an `OOM` reply).
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, BrokerError::Redis(e) if e.code() == Some("OOM"))
+    }
+
     /// Whether the error means Redis could not be reached (as opposed to a refused command or bad data).
     pub fn is_unavailable(&self) -> bool {
         match self {

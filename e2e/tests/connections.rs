@@ -29,6 +29,18 @@ async fn acl_user_and_password() {
     let wrong = format!("redis://kiq:wrong@127.0.0.1:{}", redis.port());
     let err = Broker::connect(&wrong).await.unwrap_err();
     assert!(!err.to_string().contains("wrong"), "password leaked: {err}");
+    assert!(err.is_auth_failure(), "{err}");
+    // A worker told a wrong password says so and exits 2, rather than restarting forever.
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(support::taskctl())
+        .args(["worker", "--workers", "1", "--redis-url", &wrong])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(log.to_lowercase().contains("auth"), "{log}");
+    assert!(!log.contains(":wrong@"), "password leaked: {log}");
+    assert!(started.elapsed() < Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

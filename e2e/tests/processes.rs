@@ -228,6 +228,15 @@ async fn the_cli_dispatches_with_a_priority_and_shows_a_task() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("10 years"), "{err}");
+    // Bad input exits 2: an id that is no dead-letter id (purge said "purged 0" and exited 0),
+    // and waiting on an unknown task (exited 1, as if it had failed).
+    let (code, _) = run(&["dead", "purge", "notanid"]);
+    assert_eq!(code, Some(2));
+    let (code, _) = run(&["dead", "replay", "notanid"]);
+    assert_eq!(code, Some(2));
+    let (code, out) = run(&["wait", "no-such-task", &id, "--timeout", "20s"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("1 unknown"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,8 +13,11 @@ pub(crate) async fn page() -> impl IntoResponse {
             (header::CACHE_CONTROL, "no-store"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 frame-ancestors 'none'",
             ),
+            // For browsers that predate frame-ancestors: the dashboard is never framed.
+            (header::X_FRAME_OPTIONS, "DENY"),
         ],
         PAGE,
     )

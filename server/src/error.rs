@@ -47,6 +47,16 @@ impl IntoResponse for ApiError {
 
 impl From<BrokerError> for ApiError {
     fn from(e: BrokerError) -> Self {
+        if let BrokerError::Invalid(m) = &e {
+            return Self::bad_request(m.clone());
+        }
+        if e.is_out_of_memory() {
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "redis_out_of_memory",
+                format!("Redis is out of memory (maxmemory reached) and refused the write: {e}"),
+            );
+        }
         if e.is_unavailable() {
             Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,

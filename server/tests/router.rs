@@ -331,6 +331,37 @@ async fn bad_requests_are_400_with_a_json_error() {
     }
 }
 
+/// A body over the 2 MB limit is 413 (it was 400), and a dead-letter id that is no stream id
+/// is 400 before Redis is asked (it was 500 with Redis's own error).
+#[tokio::test]
+async fn oversized_bodies_and_bad_dead_letter_ids_have_their_own_codes() {
+    let app = app();
+    let big = format!(
+        "{{\"task\": \"{ADD}\", \"args\": [\"{}\"]}}",
+        "x".repeat(3 << 20)
+    );
+    let r = send(
+        &app,
+        request("POST", "/api/tasks", Some(TOKEN), Some(big.as_bytes())),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json_of(r).await["error"]["code"], "payload_too_large");
+    for (method, uri) in [
+        ("POST", "/api/dead/default/not-an-id/replay"),
+        ("DELETE", "/api/dead/default/1-x"),
+    ] {
+        let (code, err) = call(&app, method, uri, None).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}: {err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not a dead-letter id")),
+            "{err}"
+        );
+    }
+}
+
 /// A dead letter's lane may name a partition (`default#2:high`): the lane check lets it
 /// through (it answered 400 "invalid queue" once), and only a bad queue name is refused.
 #[tokio::test]
@@ -441,7 +472,12 @@ async fn the_dashboard_is_served_without_a_token() {
         "text/html; charset=utf-8"
     );
     assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
-    assert!(r.headers().contains_key(header::CONTENT_SECURITY_POLICY));
+    // Never framed (clickjacking): CSP frame-ancestors, and X-Frame-Options for old browsers.
+    let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(r.headers()[header::X_FRAME_OPTIONS], "DENY");
     let page = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
     let page = String::from_utf8(page.to_vec()).unwrap();
     assert!(page.starts_with("<!doctype html>"));

@@ -94,7 +94,8 @@ enum Command {
     /// Show a task's state or result, optionally waiting for it.
     Result(wait::ResultArgs),
     /// Wait for many tasks (ids as arguments, or `-` to read them from stdin), with a progress
-    /// bar; exits 0 if all succeeded, 1 if any failed, 3 if any did not finish in time.
+    /// bar; exits 0 if all succeeded, 2 if any id is unknown, else 1 if any failed, 3 if any
+    /// did not finish in time.
     Wait(wait::WaitArgs),
     /// Show everything known about a task: state, attempts, times, worker, error, result, progress.
     Task(tasks::TaskArgs),

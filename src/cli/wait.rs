@@ -75,6 +75,7 @@ pub(crate) async fn wait_many(global: &GlobalArgs, args: WaitArgs) -> anyhow::Re
         })
         .collect();
     let (mut ok, mut failed, mut late, mut done) = (0usize, 0usize, 0usize, 0usize);
+    let mut unknown = 0usize;
     while let Some((id, r)) = pending.next().await {
         done += 1;
         super::progress::show("waiting", done, ids.len());
@@ -94,6 +95,10 @@ pub(crate) async fn wait_many(global: &GlobalArgs, args: WaitArgs) -> anyhow::Re
                 late += 1;
                 ("timeout".into(), None)
             }
+            Err(e @ WaitError::NotFound(_)) => {
+                unknown += 1;
+                ("unknown".into(), Some(e.to_string()))
+            }
             Err(e) => {
                 failed += 1;
                 ("error".into(), Some(e.to_string()))
@@ -108,8 +113,14 @@ pub(crate) async fn wait_many(global: &GlobalArgs, args: WaitArgs) -> anyhow::Re
     }
     if !args.json {
         println!("{ok} succeeded, {failed} failed, {late} still running after the timeout");
+        if unknown > 0 {
+            println!("{unknown} unknown (no such task, or its result expired)");
+        }
     }
-    Ok(if failed > 0 {
+    // An unknown id is bad input (exit 2), as for `taskctl result`.
+    Ok(if unknown > 0 {
+        ExitCode::from(2)
+    } else if failed > 0 {
         ExitCode::FAILURE
     } else if late > 0 {
         ExitCode::from(3)

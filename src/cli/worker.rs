@@ -91,12 +91,16 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result
         kiq_broker::config::redact(&global.redis_url)
     );
     if let Err(e) = global.connect().await {
-        // A URL of the wrong kind is a mistake to report now; Redis being down is waited out.
-        if matches!(
-            e.downcast_ref::<kiq_broker::BrokerError>(),
-            Some(kiq_broker::BrokerError::Topology(_) | kiq_broker::BrokerError::InvalidUrl { .. })
-        ) {
-            return Err(e);
+        // A URL of the wrong kind, or credentials Redis refuses, are mistakes to report now;
+        // Redis being down is waited out.
+        if let Some(b) = e.downcast_ref::<kiq_broker::BrokerError>() {
+            if matches!(
+                b,
+                kiq_broker::BrokerError::Topology(_) | kiq_broker::BrokerError::InvalidUrl { .. }
+            ) || b.is_auth_failure()
+            {
+                return Err(e);
+            }
         }
         tracing::warn!(error = %e, "Redis is not reachable yet; workers will keep retrying");
     }

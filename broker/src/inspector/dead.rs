@@ -45,3 +45,17 @@ impl DeadFilter {
                 .is_none_or(|t| e.task.as_deref() == Some(t))
     }
 }
+
+/// Whether `id` is a stream entry id (`<ms>-<seq>`, or `<ms>`), as dead letters have: anything
+/// else is refused before Redis is asked.
+pub fn valid_dead_letter_id(id: &str) -> bool {
+    let mut parts = id.splitn(2, '-');
+    let digits = |p: Option<&str>| {
+        p.is_some_and(|p| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let ms = parts.next();
+    match parts.next() {
+        None => digits(ms),
+        seq => digits(ms) && digits(seq),
+    }
+}

@@ -123,6 +123,11 @@ impl Inspector {
         start: &str,
         count: usize,
     ) -> Result<Vec<DeadEntry>, BrokerError> {
+        // `-` and `(<id>` are range bounds too.
+        let bound = start.strip_prefix('(').unwrap_or(start);
+        if bound != "-" {
+            check_dead_letter_ids(&[bound])?;
+        }
         self.redis("dead letters")?
             .dead_letters(lane, start, count)
             .await
@@ -147,6 +152,7 @@ impl Inspector {
     /// Puts dead letter `id` of `lane` back into its lane with its attempt count reset.
     /// Returns whether it existed.
     pub async fn replay_dead_letter(&self, lane: &str, id: &str) -> Result<bool, BrokerError> {
+        check_dead_letter_ids(std::slice::from_ref(&id))?;
         self.redis("dead letters")?
             .replay_dead_letter(lane, id)
             .await
@@ -154,6 +160,7 @@ impl Inspector {
 
     /// Deletes dead letters `ids` of `lane`; returns how many existed.
     pub async fn purge_dead_letters(&self, lane: &str, ids: &[String]) -> Result<u64, BrokerError> {
+        check_dead_letter_ids(ids)?;
         self.redis("dead letters")?
             .purge_dead_letters(lane, ids)
             .await
@@ -175,5 +182,20 @@ impl Inspector {
     /// The scheduler lease, if a scheduler holds it.
     pub async fn scheduler_lease(&self) -> Result<Option<LeaseInfo>, BrokerError> {
         self.redis("the scheduler lease")?.lease().await
+    }
+}
+
+/// Refuses ids that are no stream entry ids, before Redis is asked (it would answer with an
+/// error of its own, which reads like a fault).
+fn check_dead_letter_ids<S: AsRef<str>>(ids: &[S]) -> Result<(), BrokerError> {
+    match ids
+        .iter()
+        .find(|id| !super::dead::valid_dead_letter_id(id.as_ref()))
+    {
+        Some(bad) => Err(BrokerError::Invalid(format!(
+            "{:?} is not a dead-letter id (they look like 1700000000000-0)",
+            bad.as_ref()
+        ))),
+        None => Ok(()),
     }
 }

@@ -7,7 +7,7 @@ pub(crate) mod inspector;
 pub(crate) mod status;
 pub(crate) mod tasks;
 
-pub use dead::{DeadEntry, DeadFilter};
+pub use dead::{valid_dead_letter_id, DeadEntry, DeadFilter};
 pub use inspector::Inspector;
 pub use status::QueueStats;
 pub use tasks::{TaskSummary, INDEX_MAX};

@@ -42,8 +42,17 @@ pub(crate) fn routes() -> Router<AppState> {
 pub(crate) fn body<T>(
     b: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>,
 ) -> Result<T, crate::ApiError> {
-    b.map(|axum::Json(v)| v)
-        .map_err(|e| crate::ApiError::bad_request(format!("bad JSON body: {}", e.body_text())))
+    b.map(|axum::Json(v)| v).map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            crate::ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("body too large: {}", e.body_text()),
+            )
+        } else {
+            crate::ApiError::bad_request(format!("bad JSON body: {}", e.body_text()))
+        }
+    })
 }
 
 /// Query parameters, with malformed ones answered as JSON errors.
