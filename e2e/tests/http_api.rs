@@ -228,6 +228,33 @@ async fn the_api_manages_schedules_and_dead_letters() {
         Some(json!({"id": "bad", "task": "t", "schedule": "61 * * * *"})),
     );
     assert_eq!(code, 400, "{err}");
+    // A task the server does not know (404, as for a dispatch), an expression that never
+    // fires (400): both were saved once.
+    let (code, err) = api.call(
+        "POST",
+        "/api/schedules",
+        Some(
+            json!({"id": "typo", "task": "kiq_examples::maintenance::health_chek",
+            "schedule": "@daily"}),
+        ),
+    );
+    assert_eq!(
+        (code, err["error"]["code"].as_str()),
+        (404, Some("unknown_task")),
+        "{err}"
+    );
+    for never in ["0 0 31 2 *", "@at 2001-01-01T00:00:00Z"] {
+        let (code, err) = api.call(
+            "POST",
+            "/api/schedules",
+            Some(
+                json!({"id": "never", "task": "kiq_examples::maintenance::health_check",
+                "schedule": never}),
+            ),
+        );
+        assert_eq!(code, 400, "{never}: {err}");
+        assert!(err.to_string().contains("never fire"), "{err}");
+    }
     let (_, s) = api.call("POST", "/api/schedules/nightly/pause", None);
     assert_eq!(s["schedule"]["enabled"], false);
     let (_, s) = api.call("POST", "/api/schedules/nightly/resume", None);
@@ -246,6 +273,17 @@ async fn the_api_manages_schedules_and_dead_letters() {
     );
     assert_eq!(code, 200);
     assert_eq!(s["schedule"]["schedule"], "@every 1h");
+    // The creation time is the store's: a client's is ignored (`1` once made an `@every 1s`
+    // schedule owe every second since 1970).
+    let created = s["schedule"]["created_at_ms"].as_u64().unwrap();
+    let (code, s) = api.call(
+        "PUT",
+        "/api/schedules/nightly",
+        Some(json!({"id": "nightly", "created_at_ms": 1,
+        "task": "kiq_examples::maintenance::health_check", "schedule": "@every 1h"})),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(s["schedule"]["created_at_ms"].as_u64(), Some(created));
     assert_eq!(
         api.call(
             "PUT",

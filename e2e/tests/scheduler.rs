@@ -378,3 +378,117 @@ async fn seeds_002_004_a_table_of_scheduled_tasks_managed_at_run_time() {
     assert!(!store.get("health_check").await.unwrap().unwrap().enabled);
     stop(sched);
 }
+
+/// Tick times of schedule `id`'s recent fires (fire ids are `s:<id>:<tick ms>`).
+async fn fired_ticks(store: &Schedules, id: &str) -> Vec<u64> {
+    let prefix = format!("s:{id}:");
+    store
+        .status(id)
+        .await
+        .map(|s| {
+            s.recent_fires
+                .iter()
+                .filter_map(|f| f.strip_prefix(&prefix)?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A schedule enabled again by replacing its whole definition (GET, edit, PUT: what an API
+/// client does) owes nothing for the pause, as `resume` never did. It once replayed every tick
+/// missed while paused (11 fires after a 10 s pause). Expressions that never fire, and task
+/// names the binary does not link, are refused by `schedule add`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enabling_a_schedule_by_replacing_it_does_not_replay_the_pause() {
+    let (redis, broker) = redis_and_broker().await;
+    let store = Schedules::new(&broker);
+    let _sched = scheduler(&redis.url(), &["--lease-ttl", "2s"]);
+    let mut def = ScheduleDef::new("tick", math::add::SPEC.name, "@every 1s");
+    def.args = serde_json::json!([1, 2]);
+    store.put(def).await.unwrap();
+    let now_ms = kiq::broker::envelope::now_ms;
+    let started = now_ms();
+    let mut seen = false;
+    for _ in 0..200 {
+        if fired_ticks(&store, "tick")
+            .await
+            .iter()
+            .any(|t| *t > started)
+        {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the schedule never fired");
+    store.set_enabled("tick", false).await.unwrap();
+    let paused_at = now_ms();
+    // The pause itself: ticks fall due meanwhile, and are not owed.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut d = store.get("tick").await.unwrap().unwrap();
+    d.enabled = true;
+    let resumed_at = now_ms();
+    store.put(d).await.unwrap();
+    let mut after = false;
+    for _ in 0..200 {
+        if fired_ticks(&store, "tick")
+            .await
+            .iter()
+            .any(|t| *t > resumed_at)
+        {
+            after = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(after, "no tick after the schedule was enabled again");
+    // Allow a tick decided as the pause began, and one as it ended.
+    let fired = fired_ticks(&store, "tick").await;
+    let in_pause: Vec<&u64> = fired
+        .iter()
+        .filter(|t| **t > paused_at + 2_000 && **t < resumed_at - 1_000)
+        .collect();
+    assert!(
+        in_pause.is_empty(),
+        "ticks of the pause fired: {in_pause:?} of {fired:?}"
+    );
+
+    for (args, wanted) in [
+        (
+            vec!["--task", math::add::SPEC.name, "--cron", "0 0 31 2 *"],
+            "never fire",
+        ),
+        (
+            vec![
+                "--task",
+                math::add::SPEC.name,
+                "--cron",
+                "@at 2001-01-01T00:00:00Z",
+            ],
+            "never fire",
+        ),
+        (
+            vec!["--task", "kiq_examples::math::ad", "--cron", "@daily"],
+            "no task named",
+        ),
+    ] {
+        let mut all = vec!["schedule", "add", "mistake"];
+        all.extend(args);
+        let (ok, _, err) = taskctl(&redis, &all);
+        assert!(!ok && err.contains(wanted), "{all:?}: {err}");
+    }
+    let (ok, _, err) = taskctl(
+        &redis,
+        &[
+            "schedule",
+            "add",
+            "elsewhere",
+            "--task",
+            "other_service::task",
+            "--cron",
+            "@daily",
+            "--force",
+        ],
+    );
+    assert!(ok, "{err}");
+}

@@ -56,7 +56,8 @@ pub struct ScheduleDef {
     /// Free text for operators.
     #[serde(default)]
     pub description: Option<String>,
-    /// When it was created (ms since the epoch); no tick before this fires.
+    /// When it was created (ms since the epoch); no tick before this fires. Set by the store
+    /// when the schedule is first saved; a value sent by a caller is ignored.
     #[serde(default)]
     pub created_at_ms: u64,
 }

@@ -26,9 +26,33 @@ impl Schedules {
 
     /// Creates or replaces a schedule, after validating it.
     pub async fn put(&self, mut def: ScheduleDef) -> Result<(), SchedulerError> {
-        def.validate()?;
-        if def.created_at_ms == 0 {
-            def.created_at_ms = kiq_broker::envelope::now_ms();
+        let expr = def.validate()?;
+        let stored = self.get(&def.id).await?;
+        let now = kiq_broker::envelope::now_ms();
+        // Kept by the store, never taken from the caller: a client that sent
+        // `created_at_ms: 1` made an `@every 1s` schedule owe every second since 1970.
+        def.created_at_ms = stored
+            .as_ref()
+            .map(|s| s.created_at_ms)
+            .filter(|c| *c > 0)
+            .unwrap_or(now);
+        // A new or changed expression must fire some day: a cron of February 31st, or an
+        // `@at` in the past, is a mistake to say now rather than a schedule that never runs.
+        let changed = stored
+            .as_ref()
+            .is_none_or(|s| s.schedule != def.schedule || s.tz != def.tz);
+        if changed && expr.next_after(chrono::Utc::now()).is_none() {
+            return Err(SchedulerError::Invalid(format!(
+                "schedule {:?} never fires from now on (a date that does not exist, or a time \
+                 in the past)",
+                def.schedule
+            )));
+        }
+        // Enabled again, by whatever call (resume, or a PUT of the whole definition): the
+        // ticks of the pause are not owed. The last tick moves first, so that an active
+        // scheduler reloading on the new definition never sees the pause as missed ticks.
+        if def.enabled && stored.as_ref().is_some_and(|s| !s.enabled) {
+            self.control().set_last_tick(&def.id, now).await?;
         }
         let json =
             serde_json::to_string(&def).map_err(|e| SchedulerError::Invalid(e.to_string()))?;
@@ -73,14 +97,9 @@ impl Schedules {
         let Some(mut def) = self.get(id).await? else {
             return Ok(false);
         };
-        let was_enabled = def.enabled;
+        // `put` resumes from now (the ticks of the pause are not owed).
         def.enabled = enabled;
         self.put(def).await?;
-        if enabled && !was_enabled {
-            // Ticks during the pause are not owed: resume from now.
-            let now = kiq_broker::envelope::now_ms();
-            self.control().set_last_tick(id, now).await?;
-        }
         Ok(true)
     }
 

@@ -66,6 +66,10 @@ enum ScheduleCommand {
         /// A description for operators.
         #[arg(long)]
         description: Option<String>,
+        /// Save it even though no task of that name is linked into this binary (one that only
+        /// other workers know).
+        #[arg(long)]
+        force: bool,
     },
     /// List schedules with their last and next fire.
     List {
@@ -177,6 +181,7 @@ pub(crate) async fn run_schedule(
             skip_missed,
             disabled,
             description,
+            force,
         } => {
             let mut d = ScheduleDef::new(id, task, schedule);
             d.tz = tz;
@@ -194,6 +199,19 @@ pub(crate) async fn run_schedule(
             d.enabled = !disabled;
             d.description = description;
             let expr = d.validate()?;
+            // A task name this binary does not link is most likely a typo: say so, with what
+            // it does link (a binary that links no task cannot tell, and does not check).
+            if let Ok(registry) = kiq_worker::Registry::linked() {
+                let names: Vec<&str> = registry.tasks().iter().map(|t| t.name).collect();
+                if !force && !names.is_empty() && !names.contains(&d.task.as_str()) {
+                    anyhow::bail!(
+                        "no task named {:?} is linked into this binary (it links: {}); \
+                         --force saves the schedule anyway",
+                        d.task,
+                        names.join(", ")
+                    );
+                }
+            }
             let next = expr.next_after(chrono_now());
             store.put(d.clone()).await?;
             println!(

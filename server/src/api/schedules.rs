@@ -25,6 +25,22 @@ fn missing(id: &str) -> ApiError {
     ApiError::not_found(format!("no schedule {id:?}"))
 }
 
+/// A schedule for a task this server does not know is refused, as a dispatch of it is (a
+/// server that knows no tasks cannot tell, and does not check).
+fn check_task(state: &AppState, def: &ScheduleDef) -> Result<(), ApiError> {
+    // A definition that is wrong in itself says so first.
+    def.validate()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if state.tasks.is_empty() || state.tasks.contains_key(&def.task) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_task",
+        format!("no task named {:?} is known to this server", def.task),
+    ))
+}
+
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let store = Schedules::new(&state.broker);
     let mut out = Vec::new();
@@ -39,6 +55,7 @@ pub(crate) async fn create(
     b: Result<Json<ScheduleDef>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let def = body(b)?;
+    check_task(&state, &def)?;
     let store = Schedules::new(&state.broker);
     if store.get(&def.id).await?.is_some() {
         return Err(ApiError::new(
@@ -51,6 +68,8 @@ pub(crate) async fn create(
         ));
     }
     store.put(def.clone()).await?;
+    // As stored (the store sets some fields, such as the creation time).
+    let def = store.get(&def.id).await?.ok_or_else(|| missing(&def.id))?;
     Ok((StatusCode::CREATED, Json(view(&store, &def).await?)))
 }
 
@@ -75,8 +94,10 @@ pub(crate) async fn update(
             def.id
         )));
     }
+    check_task(&state, &def)?;
     let store = Schedules::new(&state.broker);
     store.put(def.clone()).await?;
+    let def = store.get(&id).await?.ok_or_else(|| missing(&id))?;
     Ok(Json(view(&store, &def).await?))
 }
 
