@@ -426,6 +426,43 @@ async fn crafted_messages_with_bad_ids_or_queues_are_dead_lettered() {
     assert!(dead.contains("invalid task id"), "{dead}");
     assert!(dead.contains("invalid queue"), "{dead}");
     assert!(dead.contains("invalid chain step"), "{dead}");
+    // Larger than the dispatch limit: dead-lettered without being decoded.
+    let huge = vec![0x91u8; 9 << 20];
+    let _: String = redis::cmd("XADD")
+        .arg("{kiq:default}:stream")
+        .arg("*")
+        .arg("data")
+        .arg(huge)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        support::wait_until(Duration::from_secs(20), || {
+            redis
+                .command("XLEN {kiq:default}:dead")
+                .map(|r| r.trim() == format!(":{}", crafted.len() + 1))
+                .unwrap_or(false)
+        }),
+        "no too_large dead letter"
+    );
+    let too_large = broker
+        .inspector()
+        .find_dead_letters(
+            &kiq::broker::DeadFilter {
+                queue: None,
+                reason: Some("too_large".into()),
+                task: None,
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(too_large.len(), 1);
+    assert_eq!(
+        too_large[0].payload.len(),
+        9 << 20,
+        "the original bytes are kept"
+    );
     // Nothing ran: no record under the crafted ids, no stream for the escaped queue.
     for key in [
         "{kiq:t:escape-queue}",

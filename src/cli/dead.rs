@@ -18,7 +18,7 @@ struct Filter {
     /// Only this queue, its priority lanes and partitions included (default: every known queue).
     #[arg(long, short = 'q')]
     queue: Option<String>,
-    /// Only dead letters with this reason (malformed, unknown_task, bad_arguments,
+    /// Only dead letters with this reason (malformed, too_large, unknown_task, bad_arguments,
     /// retries_exhausted, too_many_deliveries).
     #[arg(long)]
     reason: Option<String>,

@@ -87,6 +87,9 @@ impl Metrics {
     }
 }
 
+/// The label under which messages of tasks the worker does not link are counted.
+pub const UNKNOWN_TASK: &str = "unknown";
+
 /// How a task's attempt ended, for the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {

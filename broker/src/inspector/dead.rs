@@ -7,7 +7,7 @@ pub struct DeadEntry {
     pub id: String,
     /// The queue it came from.
     pub queue: String,
-    /// Why it is dead: `malformed`, `unknown_task`, `bad_arguments`, `retries_exhausted`,
+    /// Why it is dead: `malformed`, `too_large`, `unknown_task`, `bad_arguments`, `retries_exhausted`,
     /// `too_many_deliveries`.
     pub reason: String,
     /// The last error.
@@ -29,7 +29,7 @@ pub struct DeadEntry {
 pub struct DeadFilter {
     /// A queue (with its priority lanes and partitions), or one lane.
     pub queue: Option<String>,
-    /// A reason: `malformed`, `unknown_task`, `bad_arguments`, `retries_exhausted`,
+    /// A reason: `malformed`, `too_large`, `unknown_task`, `bad_arguments`, `retries_exhausted`,
     /// `too_many_deliveries`.
     pub reason: Option<String>,
     /// A task name.

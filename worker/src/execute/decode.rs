@@ -44,6 +44,22 @@ pub(crate) fn decode(consumer: &Consumer, delivery: Delivery) -> Result<Decoded,
         ..
     } = delivery;
     let payload = payload.unwrap_or_default();
+    // The dispatch limit holds on read too: a message larger than it (written to Redis by
+    // someone else) is not decoded at all.
+    let limit = consumer.broker().config().max_payload_bytes;
+    if payload.len() > limit {
+        tracing::error!(%lane, %stream_id, size = payload.len(), limit, "oversized message moved to dead letters");
+        return Err(Box::new(dead_only(
+            lane,
+            stream_id,
+            "too_large",
+            format!(
+                "the message is {} bytes, over the {limit}-byte limit (max_payload_bytes)",
+                payload.len()
+            ),
+            payload,
+        )));
+    }
     match consumer
         .decode(&payload)
         .map_err(|e| e.to_string())

@@ -26,8 +26,11 @@ pub(crate) fn dispose(exec: &Executor, msg: Decoded, attempt: Attempt) -> Comple
     let result = match ran {
         Ran::Finished(r) => r,
         Ran::Deferred { after } => {
-            exec.metrics
-                .ended(&msg.envelope.task, metrics::Ended::Deferred, None);
+            exec.metrics.ended(
+                exec.metric_name(&msg.envelope.task),
+                metrics::Ended::Deferred,
+                None,
+            );
             return deferred(exec.consumer.name(), msg, after);
         }
     };
@@ -48,7 +51,7 @@ pub(crate) fn dispose(exec: &Executor, msg: Decoded, attempt: Attempt) -> Comple
         .find(|h| h.state == TaskState::Running)
         .map(|h| h.at_ms);
     exec.metrics.ended(
-        &envelope.task,
+        exec.metric_name(&envelope.task),
         match decision {
             Decision::Finish(TaskState::Succeeded) => metrics::Ended::Succeeded,
             Decision::Retry { .. } => metrics::Ended::Retried,

@@ -43,6 +43,16 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
+    /// The name `task` is counted under in the metrics: its own if this worker links it, else
+    /// `unknown`, so that messages naming random tasks cannot grow the metrics without bound.
+    pub(crate) fn metric_name<'a>(&self, task: &'a str) -> &'a str {
+        if self.registry.get(task).is_some() {
+            task
+        } else {
+            crate::metrics::UNKNOWN_TASK
+        }
+    }
+
     /// An executor of `registry`'s tasks, writing as `consumer`.
     pub fn new(
         registry: Arc<Registry>,

@@ -56,7 +56,7 @@ pub(crate) async fn attempt(exec: &Executor, msg: &mut Decoded, precancelled: bo
     let started = now_ms();
     let queued_since = envelope.due_ms.unwrap_or(envelope.enqueued_at_ms);
     exec.metrics.received(
-        &envelope.task,
+        exec.metric_name(&envelope.task),
         started.saturating_sub(queued_since) as f64 / 1000.0,
     );
     let mut history = start_history(envelope);
