@@ -48,9 +48,8 @@ impl ValueCodec {
     /// Decodes a `T` from `bytes`.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
         match self {
-            ValueCodec::MsgPack => {
-                rmp_serde::from_slice(bytes).map_err(|e| CodecError::Decode(e.to_string()))
-            }
+            ValueCodec::MsgPack => T::deserialize(&mut msgpack_reader(bytes))
+                .map_err(|e| CodecError::Decode(e.to_string())),
         }
     }
 
@@ -72,7 +71,7 @@ impl ValueCodec {
     pub fn to_json(self, bytes: &[u8]) -> Result<serde_json::Value, CodecError> {
         match self {
             ValueCodec::MsgPack => {
-                let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+                let mut de = msgpack_reader(bytes);
                 let mut out = Vec::new();
                 {
                     let mut ser = serde_json::Serializer::new(&mut out);
@@ -101,6 +100,20 @@ impl ValueCodec {
             ValueCodec::MsgPack => matches!(bytes, [] | [0xc0] | [0x90]),
         }
     }
+}
+
+/// The deepest nesting a decoded value may have (serde_json's own limit). rmp-serde allows
+/// 1,024 levels, and a payload of 1,024 one-byte arrays (`[[[[…`) overflowed the stack of a
+/// debug build's thread while being shown as JSON: deeper input is now refused with an error.
+pub const MAX_DEPTH: usize = 128;
+
+/// A MessagePack reader of `bytes` that refuses nesting deeper than [`MAX_DEPTH`].
+fn msgpack_reader(
+    bytes: &[u8],
+) -> rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'_, [u8]>> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_DEPTH);
+    de
 }
 
 /// Encodes with kiq's codec (MessagePack). Code holding a broker uses its codec instead.
