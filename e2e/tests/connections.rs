@@ -162,3 +162,40 @@ fn make_ca_and_server_cert(dir: &std::path::Path) {
         );
     }
 }
+
+/// Redis at its `maxmemory` (no eviction) is reported as out of memory, not as unreachable or
+/// an internal error: `.kiq()` says OOM, the API answers 503 `redis_out_of_memory` (it was
+/// 500 `internal`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_memory_is_reported_as_such() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let broker = Broker::connect(&url).await.unwrap();
+    let api = support::ApiServer::start(&url);
+    // 2 MB of data, then a limit of 1 MB: every write that needs memory is refused.
+    let mut conn = kiq::broker::connect_redis(&url).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("filler")
+        .arg(vec![7u8; 2 << 20])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    redis
+        .command("CONFIG SET maxmemory-policy noeviction")
+        .unwrap();
+    redis.command("CONFIG SET maxmemory 1mb").unwrap();
+    match math::add::kiq(&broker, 1, 2).await {
+        Err(kiq::DispatchError::Broker { error, .. }) => {
+            assert!(error.is_out_of_memory(), "{error}");
+            assert!(!error.is_unavailable(), "{error}");
+        }
+        other => panic!("expected an out-of-memory error, got {other:?}"),
+    }
+    let (code, err) = api.call(
+        "POST",
+        "/api/tasks",
+        Some(serde_json::json!({"task": math::add::SPEC.name, "args": [1, 2]})),
+    );
+    assert_eq!(code, 503, "{err}");
+    assert_eq!(err["error"]["code"], "redis_out_of_memory", "{err}");
+}

@@ -131,7 +131,11 @@ async fn write_with_retry(
             }
             Err(e) => {
                 if !failing {
-                    tracing::warn!(error = %e, count = batch.len(), "cannot write completions; retrying");
+                    if e.is_out_of_memory() {
+                        tracing::error!(error = %e, count = batch.len(), "Redis is out of memory (maxmemory reached) and refuses the completions; retrying");
+                    } else {
+                        tracing::warn!(error = %e, count = batch.len(), "cannot write completions; retrying");
+                    }
                     failing = true;
                 }
             }

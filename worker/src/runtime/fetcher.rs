@@ -144,7 +144,13 @@ impl Outage {
         shutdown: &CancellationToken,
     ) -> bool {
         if !self.down {
-            tracing::warn!(%error, "{what}");
+            // Out of memory is no outage: Redis answers, and refuses writes until memory is
+            // freed or maxmemory raised (reads go on), so say that instead.
+            if error.is_out_of_memory() {
+                tracing::error!(%error, "Redis is out of memory (maxmemory reached) and refuses writes; retrying");
+            } else {
+                tracing::warn!(%error, "{what}");
+            }
             self.down = true;
         }
         let slept = shutdown
