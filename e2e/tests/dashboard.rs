@@ -15,7 +15,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_system_and_its_buttons_act() {
-    let (redis, _broker) = redis_and_broker().await;
+    let (redis, broker) = redis_and_broker().await;
     let _w = Workers::start(&redis.url(), 1, &["--queues", "default"]);
     let api = ApiServer::start(&redis.url());
     // Something to look at: a finished task, a dead letter, a delayed task, a schedule.
@@ -43,6 +43,24 @@ async fn the_dashboard_shows_the_system_and_its_buttons_act() {
         .1["state"]
         == "dead"));
 
+    // A queue in two partitions, which no worker reads: its tasks wait in both (once the
+    // server's producer has read the new count, within 2 s).
+    broker.inspector().set_partitions("hot", 2).await.unwrap();
+    assert!(wait_until(WAIT, || {
+        let (code, _) = api.call(
+            "POST",
+            "/api/tasks",
+            Some(json!({"task": ADD, "args": [1, 1], "queue": "hot"})),
+        );
+        assert_eq!(code, 201);
+        let (_, stats) = api.call("GET", "/api/stats", None);
+        stats["queues"]
+            .as_array()
+            .and_then(|qs| qs.iter().find(|q| q["queue"] == "hot"))
+            .and_then(|q| q["partitions"].as_array())
+            .is_some_and(|p| p.len() == 2)
+    }));
+
     let b = Browser::start().expect("headless chromium");
     b.goto(&format!("{}/", api.base)).unwrap();
 
@@ -58,6 +76,8 @@ async fn the_dashboard_shows_the_system_and_its_buttons_act() {
 
     // Overview: queues, workers, scheduler, and the charts once two polls are in.
     b.wait_for_text("#queues", "default", WAIT).unwrap();
+    // A partitioned queue is followed by its partitions.
+    b.wait_for_text("#queues", "hot#1", WAIT).unwrap();
     b.wait_for_text("#workers", "127.0.0.1", WAIT)
         .or_else(|_| {
             // The host is the machine's name: any row with the worker's concurrency will do.

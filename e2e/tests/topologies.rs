@@ -196,15 +196,7 @@ async fn chaos_sentinel_primary_killed_everything_follows_the_new_primary() {
     let mut def = kiq::ScheduleDef::new("tick", kiq_examples::math::add::SPEC.name, "@every 1s");
     def.args = serde_json::json!([1, 2]);
     kiq::Schedules::new(&broker).put(def).await.unwrap();
-    let _scheduler = KillOnDrop(
-        std::process::Command::new(support::taskctl())
-            .args(["scheduler", "--redis-url", &url, "--lease-ttl", "2s"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _scheduler = scheduler(&url);
     const N: u64 = 300;
     let handles = faults::tally::kiq_many(&broker, (0..N).map(|n| ("sentinel".to_string(), n, 10)))
         .await
@@ -290,19 +282,8 @@ async fn cluster_failover_under_the_scheduler_fires_every_tick_once() {
     let mut def = kiq::ScheduleDef::new("tick", kiq_examples::math::add::SPEC.name, "@every 1s");
     def.args = serde_json::json!([1, 2]);
     kiq::Schedules::new(&broker).put(def).await.unwrap();
-    let scheduler = || {
-        KillOnDrop(
-            std::process::Command::new(support::taskctl())
-                .args(["scheduler", "--redis-url", &url, "--lease-ttl", "2s"])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let mut first = scheduler();
-    let _second = scheduler();
+    let mut first = scheduler(&url);
+    let _second = scheduler(&url);
     assert!(wait_until(Duration::from_secs(30), || fires(&cluster)
         .len()
         >= 3));
@@ -365,6 +346,19 @@ fn fires(cluster: &RedisCluster) -> Vec<u64> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A scheduler replica on `url` (lease TTL 2 s), killed when the test ends.
+fn scheduler(url: &str) -> KillOnDrop {
+    KillOnDrop(
+        std::process::Command::new(support::taskctl())
+            .args(["scheduler", "--redis-url", url, "--lease-ttl", "2s"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// A child process killed when the test ends, even when it fails.

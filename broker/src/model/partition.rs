@@ -93,6 +93,11 @@ pub fn pick(key: &str, count: u16) -> u16 {
     (h % u64::from(count)) as u16
 }
 
+/// The smallest partition number above every one in `names` (1 for a queue of one).
+pub fn next_number(names: &[String]) -> u32 {
+    names.iter().map(|n| split(n).1).max().unwrap_or(0) + 1
+}
+
 /// `names` grown to `count` partitions of `queue`, each new one numbered by `place`: given
 /// the names so far, it returns the number of the next (see the module's documentation).
 pub fn grow(

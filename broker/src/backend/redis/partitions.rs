@@ -182,14 +182,7 @@ impl RedisBackend {
                     self.place_on_cluster(queue, names, &owners)
                 })
             } else {
-                partition::grow(queue, &before.names, count, |names| {
-                    names
-                        .iter()
-                        .map(|n| partition::split(n).1)
-                        .max()
-                        .unwrap_or(0)
-                        + 1
-                })
+                partition::grow(queue, &before.names, count, partition::next_number)
             };
             let joined = |names: &[String]| {
                 if names.len() > 1 {
@@ -236,14 +229,7 @@ impl RedisBackend {
                 }
             }
         }
-        let next_free = || {
-            names
-                .iter()
-                .map(|n| partition::split(n).1)
-                .max()
-                .unwrap_or(0)
-                + 1
-        };
+        let next_free = || partition::next_number(names);
         let Some(target) = load
             .iter()
             .min_by_key(|(_, l)| **l)
