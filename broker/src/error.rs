@@ -136,14 +136,50 @@ pub enum DispatchError {
         /// The layer's reason.
         reason: String,
     },
-    /// Redis did not accept the message.
-    #[error("could not enqueue {task}: {error}")]
+    /// Redis did not accept the message, or did not answer: see
+    /// [`DispatchError::maybe_enqueued`].
+    #[error("{}", broker_message(task, id.as_deref(), error))]
     Broker {
         /// The task name.
         task: String,
+        /// The id of the task whose write failed, when one message was being sent (for a
+        /// batch, its first message's).
+        id: Option<String>,
         /// The underlying error.
         error: BrokerError,
     },
+}
+
+impl DispatchError {
+    /// Whether the task may have been enqueued after all: the connection broke or timed out
+    /// after the write was sent, so Redis may have applied it without the reply arriving.
+    /// Check with [`Broker::record`](crate::Broker::record) of [`DispatchError::task_id`]
+    /// before sending it again (or send it again with the same task id and a unique key).
+    /// Every other error means nothing was enqueued (for a `kiq_many` batch: nothing from the
+    /// failed chunk on).
+    pub fn maybe_enqueued(&self) -> bool {
+        matches!(self, DispatchError::Broker { error, .. } if error.is_unavailable())
+    }
+
+    /// The id of the task the error is about, when known.
+    pub fn task_id(&self) -> Option<&str> {
+        match self {
+            DispatchError::Broker { id, .. } => id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+fn broker_message(task: &str, id: Option<&str>, error: &BrokerError) -> String {
+    let which = id.map(|id| format!(" (task {id})")).unwrap_or_default();
+    if error.is_unavailable() {
+        format!(
+            "could not confirm the enqueue of {task}{which}: {error}; it may have been enqueued \
+             before the connection broke (check its record before sending it again)"
+        )
+    } else {
+        format!("could not enqueue {task}{which}: {error}")
+    }
 }
 
 /// Why `wait_result` returned without the task's output.
@@ -164,4 +200,45 @@ pub enum WaitError {
     /// Redis could not be reached.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An `Err` from dispatch says which of two things happened: refused (not enqueued), or
+    /// unconfirmed (the connection broke after the write was sent: it may have been), naming
+    /// the task id to check. It once said neither, and carried no id.
+    #[test]
+    fn dispatch_errors_say_whether_the_task_may_have_been_enqueued() {
+        let broken: redis::RedisError =
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe").into();
+        let e = DispatchError::Broker {
+            task: "app::send".into(),
+            id: Some("t-17".into()),
+            error: BrokerError::Redis(broken),
+        };
+        assert!(e.maybe_enqueued());
+        assert_eq!(e.task_id(), Some("t-17"));
+        let text = e.to_string();
+        assert!(
+            text.contains("t-17") && text.contains("may have been enqueued"),
+            "{text}"
+        );
+
+        let refused = DispatchError::Broker {
+            task: "app::send".into(),
+            id: Some("t-18".into()),
+            error: BrokerError::Config("refused".into()),
+        };
+        assert!(!refused.maybe_enqueued());
+        assert!(refused
+            .to_string()
+            .starts_with("could not enqueue app::send (task t-18)"));
+        let invalid = DispatchError::Invalid {
+            what: "queue name",
+            value: "x y".into(),
+        };
+        assert!(!invalid.maybe_enqueued() && invalid.task_id().is_none());
+    }
 }

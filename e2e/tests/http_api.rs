@@ -174,7 +174,27 @@ async fn the_api_creates_lists_and_cancels_tasks_behind_a_token() {
     assert_eq!(stats["workers"].as_array().unwrap().len(), 1);
     assert!(stats["totals"]["succeeded"].as_u64().unwrap() >= 1);
 
-    // Prometheus, from the server and from the worker process.
+    // Prometheus, from the server and from the worker process. A worker that died ten
+    // minutes ago (its heartbeat entry lingers up to an hour) counts in neither the worker
+    // count nor the utilization: its 1,000 held messages once made that read 0.98.
+    let dead = kiq::broker::WorkerInfo {
+        consumer: "dead-worker".into(),
+        host: "gone".into(),
+        pid: 1,
+        concurrency: 1000,
+        queues: vec!["default".into()],
+        started_ms: 1,
+        heartbeat_ms: kiq::broker::envelope::now_ms() - 600_000,
+        in_flight: 1000,
+    };
+    let mut conn = kiq::broker::connect_redis(&redis.url()).await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("{kiq}:workers")
+        .arg("dead-worker")
+        .arg(kiq::broker::codec::encode(&dead).unwrap())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let m = request(
         "GET",
         &format!("{}/metrics", api.base),
@@ -186,12 +206,18 @@ async fn the_api_creates_lists_and_cancels_tasks_behind_a_token() {
     let text = m.text();
     for needle in [
         "kiq_queue_waiting{queue=\"default\"}",
-        "kiq_workers 1",
+        "kiq_workers 1\n",
         "kiq_scheduler_leader 0",
         "kiq_tasks_finished_total{state=\"succeeded\"}",
     ] {
         assert!(text.contains(needle), "{needle} missing:\n{text}");
     }
+    let utilization: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kiq_workers_utilization "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(utilization < 0.5, "utilization {utilization}:\n{text}");
     // Messages naming tasks the worker does not link are counted under one label: random
     // names once each got their own, and 20,000 of them made the worker's /metrics 70 MB.
     let random: Vec<String> = (0..3).map(|i| format!("no_such::task_{i}_x7q")).collect();

@@ -71,8 +71,15 @@ impl From<BrokerError> for ApiError {
 
 impl From<DispatchError> for ApiError {
     fn from(e: DispatchError) -> Self {
+        let message = e.to_string();
         match e {
-            DispatchError::Broker { error, .. } => error.into(),
+            // The status of the underlying error, with the dispatch's message: it names the
+            // task id, and says when the task may have been enqueued after all.
+            DispatchError::Broker { error, .. } => {
+                let mut api: ApiError = error.into();
+                api.message = message;
+                api
+            }
             DispatchError::PayloadTooLarge { .. } => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",

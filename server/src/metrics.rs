@@ -63,19 +63,22 @@ pub(crate) async fn server_metrics(
     }
     let workers = state.inspector.workers(3_600_000).await?;
     let now = now_ms();
-    let live = workers
+    // Only workers heard from in the last minute count: a dead one's last heartbeat stays
+    // up to an hour, and counting its concurrency and held messages made the figures lie.
+    let live: Vec<_> = workers
         .iter()
         .filter(|w| now.saturating_sub(w.heartbeat_ms) < 60_000)
-        .count();
+        .collect();
     let _ = writeln!(
         out,
-        "# HELP kiq_workers Worker processes with a heartbeat in the last minute.\n# TYPE kiq_workers gauge\nkiq_workers {live}"
+        "# HELP kiq_workers Worker processes with a heartbeat in the last minute.\n# TYPE kiq_workers gauge\nkiq_workers {}",
+        live.len()
     );
-    let concurrency: usize = workers.iter().map(|w| w.concurrency).sum();
-    let in_flight: u64 = workers.iter().map(|w| w.in_flight).sum();
+    let concurrency: usize = live.iter().map(|w| w.concurrency).sum();
+    let in_flight: u64 = live.iter().map(|w| w.in_flight).sum();
     let _ = writeln!(
         out,
-        "# HELP kiq_workers_utilization Messages held by workers / their total concurrency.\n# TYPE kiq_workers_utilization gauge\nkiq_workers_utilization {}",
+        "# HELP kiq_workers_utilization Messages held by live workers / their total concurrency.\n# TYPE kiq_workers_utilization gauge\nkiq_workers_utilization {}",
         if concurrency == 0 { 0.0 } else { in_flight as f64 / concurrency as f64 }
     );
     let leader = state.inspector.scheduler_lease().await?;

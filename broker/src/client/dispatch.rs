@@ -305,6 +305,7 @@ impl Broker {
             .redis("an idempotent enqueue")
             .map_err(|error| DispatchError::Broker {
                 task: msg.task.clone(),
+                id: Some(msg.id.clone()),
                 error,
             })?
             .enqueue_once(msg, ttl)

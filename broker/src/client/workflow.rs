@@ -292,6 +292,7 @@ async fn send_group<T: DeserializeOwned>(
                 .await
                 .map_err(|error| DispatchError::Broker {
                     task: c.task.clone(),
+                    id: Some(c.id.clone()),
                     error,
                 })?,
         ),

@@ -173,6 +173,7 @@ impl Control {
     ) -> Result<TickOutcome, DispatchError> {
         let err = |error| DispatchError::Broker {
             task: msg.task.clone(),
+            id: Some(msg.id.clone()),
             error,
         };
         let parked = Parked {

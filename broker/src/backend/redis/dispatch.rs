@@ -15,9 +15,10 @@ use super::{set_record_at, RedisBackend};
 /// Most messages sent in one pipeline by [`RedisBackend::enqueue_many`].
 const ENQUEUE_CHUNK: usize = 1000;
 
-fn broker_err(task: &str, error: BrokerError) -> DispatchError {
+fn broker_err(task: &str, id: &str, error: BrokerError) -> DispatchError {
     DispatchError::Broker {
         task: task.to_string(),
+        id: Some(id.to_string()),
         error,
     }
 }
@@ -36,7 +37,7 @@ impl RedisBackend {
         // A partitioned queue's messages go to the partition their id picks.
         self.refresh_partitions(false)
             .await
-            .map_err(|e| broker_err(&first.task, e))?;
+            .map_err(|e| broker_err(&first.task, &first.id, e))?;
         for m in &mut msgs {
             m.lane = self.route(&m.lane, &m.id);
         }
@@ -45,7 +46,7 @@ impl RedisBackend {
         for lane in lanes {
             self.ensure_group(lane)
                 .await
-                .map_err(|e| broker_err(&first.task, e))?;
+                .map_err(|e| broker_err(&first.task, &first.id, e))?;
         }
         let ttl = self.pending_ttl_s();
         let track = self.config.track_pending;
@@ -67,7 +68,7 @@ impl RedisBackend {
                     self.pool()
                         .batch(std::mem::replace(&mut batch, self.pool().new_batch()))
                         .await
-                        .map_err(|e| broker_err(&chunk[0].task, e))?;
+                        .map_err(|e| broker_err(&chunk[0].task, &chunk[0].id, e))?;
                 }
             }
             for m in chunk {
@@ -102,7 +103,7 @@ impl RedisBackend {
             self.pool()
                 .batch(batch)
                 .await
-                .map_err(|e| broker_err(&chunk[0].task, e))?;
+                .map_err(|e| broker_err(&chunk[0].task, &chunk[0].id, e))?;
             ids.extend(chunk.iter().map(|m| m.id.clone()));
         }
         Ok(ids)
@@ -118,11 +119,11 @@ impl RedisBackend {
     ) -> Result<String, DispatchError> {
         self.refresh_partitions(false)
             .await
-            .map_err(|e| broker_err(&msg.task, e))?;
+            .map_err(|e| broker_err(&msg.task, &msg.id, e))?;
         // On a partitioned queue the key picks the partition, so that one key is always
         // checked in one place.
         msg.lane = self.route(&msg.lane, key);
-        let err = |e| broker_err(&msg.task, e);
+        let err = |e| broker_err(&msg.task, &msg.id, e);
         self.ensure_group(&msg.lane).await.map_err(err)?;
         let queue = crate::model::priority::split_lane(&msg.lane).0;
         let keys = scripts::enqueue_unique_keys(&self.keys, queue, key, &msg.lane);
@@ -166,7 +167,7 @@ impl RedisBackend {
         msg: &OutgoingMessage,
         ttl: Duration,
     ) -> Result<bool, DispatchError> {
-        let err = |e| broker_err(&msg.task, e);
+        let err = |e| broker_err(&msg.task, &msg.id, e);
         self.refresh_partitions(false).await.map_err(err)?;
         // The id picks the partition: a delivery tried again lands where the first did.
         let lane = self.route(&msg.lane, &msg.id);
@@ -214,13 +215,13 @@ impl RedisBackend {
         }
         self.refresh_partitions(false)
             .await
-            .map_err(|e| broker_err(&later[0].task, e))?;
+            .map_err(|e| broker_err(&later[0].task, &later[0].id, e))?;
         let mut batch = self.pool().new_batch();
         for step in later {
             // The worker that finishes the step before sends it: its lane must have a group.
             self.ensure_group(&self.route(&step.priority.lane(&step.queue), &step.id))
                 .await
-                .map_err(|e| broker_err(&step.task, e))?;
+                .map_err(|e| broker_err(&step.task, &step.id, e))?;
             let record = self
                 .wire
                 .encode_record(&TaskRecord::accepted(
@@ -242,7 +243,7 @@ impl RedisBackend {
             .batch(batch)
             .await
             .map(drop)
-            .map_err(|e| broker_err(&later[0].task, e))
+            .map_err(|e| broker_err(&later[0].task, &later[0].id, e))
     }
 
     /// Stores a group's size and callback (with the callback's pending record) before its
@@ -254,7 +255,11 @@ impl RedisBackend {
         callback: Option<&OutgoingMessage>,
         task: &str,
     ) -> Result<(), DispatchError> {
-        let err = |e| broker_err(task, e);
+        let err = |error| DispatchError::Broker {
+            task: task.to_string(),
+            id: callback.map(|cb| cb.id.clone()),
+            error,
+        };
         let ttl = self.pending_ttl_s();
         // The group lives in its callback's queue's slot, so that the last member's count and
         // the callback's send are one script.
