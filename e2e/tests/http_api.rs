@@ -25,6 +25,10 @@ fn wait_for(server: &ApiServer, id: &str, state: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_creates_lists_and_cancels_tasks_behind_a_token() {
     let (redis, broker) = redis_and_broker().await;
+    // The API server first, listening before the worker's metrics port is picked: picked
+    // first, that port was not yet bound when the server picked its own, and both once got the
+    // same one (the API's requests reached the worker's metrics server).
+    let api = ApiServer::start(&redis.url());
     let metrics_port = kiq_testkit::free_port().unwrap();
     let _w = Workers::start(
         &redis.url(),
@@ -36,7 +40,6 @@ async fn the_api_creates_lists_and_cancels_tasks_behind_a_token() {
             &metrics_port.to_string(),
         ],
     );
-    let api = ApiServer::start(&redis.url());
 
     // Every API route needs the token; errors are JSON.
     let r = request("GET", &format!("{}/api/stats", api.base), &[], None).unwrap();
