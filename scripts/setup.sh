@@ -57,3 +57,26 @@ kiq_need_python_venv() {
   fi
   export KIQ_PYTHON="$venv/bin/python"
 }
+
+# The Taskiq interop tests (e2e/tests/taskiq.rs) run real Python Taskiq producers and workers:
+# taskiq and taskiq-redis, pinned with their dependencies in e2e/python/requirements.txt.
+KIQ_TASKIQ_VENV_NAME=venv-taskiq-0.13.0-redis-1.2.4
+
+# Creates, when missing, a Python venv with e2e/python/requirements.txt from PyPI, and exports
+# KIQ_TASKIQ_PYTHON, its python, for the Taskiq interop tests.
+kiq_need_taskiq_venv() {
+  local root
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/kiq/${KIQ_TASKIQ_VENV_NAME}"
+  if ! "$venv/bin/python" -c "from importlib.metadata import version; import sys; sys.exit(version('taskiq') != '0.13.0' or version('taskiq-redis') != '1.2.4')" >/dev/null 2>&1; then
+    if ! command -v python3 >/dev/null 2>&1; then
+      echo "kiq: python3 is required for the Taskiq interop tests (apt-get install python3 python3-venv)" >&2
+      return 1
+    fi
+    echo "kiq: creating $venv with taskiq 0.13.0 and taskiq-redis 1.2.4 from PyPI" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/e2e/python/requirements.txt"
+  fi
+  export KIQ_TASKIQ_PYTHON="$venv/bin/python"
+}

@@ -9,6 +9,7 @@ source scripts/setup.sh
 kiq_need_cargo
 kiq_need_packages --browser
 kiq_need_python_venv
+kiq_need_taskiq_venv
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}

@@ -8,6 +8,7 @@
 //! - [`Control`] ([`control`]): the scheduler's lease and schedules, from [`Broker::control`].
 //! - The backend (Redis, or in-memory for unit tests) is chosen when the broker is made; all
 //!   Redis commands and Lua scripts (`broker/lua/*.lua`) live in its Redis variant.
+//! - [`taskiq`]: Python Taskiq producers and workers exchange tasks and results with kiq.
 //! - [`model`]: the stable types every role speaks ([`Envelope`], [`TaskRecord`], ...), and
 //!   [`codec`]: the value codec and the wire format a broker holds.
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@ pub mod error;
 pub mod inspector;
 pub mod keys;
 pub mod model;
+pub mod taskiq;
 
 pub use backend::memory::LocalRunner;
 pub use backend::redis::connection::{connect_redis, RedisConnection};

@@ -4,6 +4,7 @@
 pub mod attendance;
 pub mod bench;
 pub mod faults;
+pub mod interop;
 pub mod maintenance;
 pub mod math;
 pub mod text;

@@ -150,6 +150,11 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 #krate::__private::decode_args(SPEC.name, &__kiq_inv)?;
         }
     };
+    // Parameter names, for callers that bind arguments by name (Taskiq's kwargs).
+    let param_names: Vec<String> = arg_names
+        .iter()
+        .map(|n| n.to_string().trim_start_matches("r#").to_string())
+        .collect();
     let arg_checks = arg_types.iter().map(|ty| {
         quote_spanned! {ty.span()=>
             const _: () = #krate::__private::assert_task_value::<#ty>();
@@ -246,6 +251,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     visibility_timeout: #visibility,
                     schedule: #schedule,
                     handler: __kiq_handler,
+                    params: &[#(#param_names),*],
                     location: ::core::concat!(::core::file!(), ":", ::core::line!()),
                 }
             }

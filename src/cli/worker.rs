@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use kiq_broker::taskiq::TaskiqStream;
 use kiq_broker::Broker;
 use kiq_worker::middleware::{CircuitBreaker, RateLimit, RateLimitRule, Trace};
 use kiq_worker::supervisor::{self, SupervisorConfig, CHILD_ENV};
@@ -56,6 +57,34 @@ pub(crate) struct WorkerArgs {
     /// Log every task's start and outcome with its duration (the `Trace` middleware).
     #[arg(long, env = "KIQ_TRACE_TASKS")]
     trace_tasks: bool,
+    /// Also serve these Taskiq streams (taskiq-redis's `queue_name`), comma-separated: a
+    /// Python `task.kiq()` runs the linked task of the same name (`#[task(name = "...")]`).
+    #[arg(long = "taskiq", value_delimiter = ',', env = "KIQ_TASKIQ_STREAMS")]
+    taskiq: Vec<String>,
+    /// The Taskiq consumer group (the same as the Python workers').
+    #[arg(long, default_value = "taskiq", env = "KIQ_TASKIQ_GROUP")]
+    taskiq_group: String,
+    /// How the Python side reads results: `pickle` (Taskiq's default) or `json`.
+    #[arg(long, default_value = "pickle", env = "KIQ_TASKIQ_RESULTS")]
+    taskiq_results: kiq_broker::taskiq::ResultFormat,
+    /// The Python result backend's `prefix_str`: results go under `<prefix>:<task id>`.
+    #[arg(long, env = "KIQ_TASKIQ_RESULT_PREFIX")]
+    taskiq_result_prefix: Option<String>,
+    /// How long results written for Python are kept (default: kiq's result TTL).
+    #[arg(long, value_parser = humantime::parse_duration, env = "KIQ_TASKIQ_RESULT_TTL")]
+    taskiq_result_ttl: Option<Duration>,
+    /// Python workers read these streams too: a message for a task no linked task serves is
+    /// left to them instead of being dead-lettered at once.
+    #[arg(long, env = "KIQ_TASKIQ_SHARED")]
+    taskiq_shared: bool,
+    /// A Taskiq entry a stopped kiq worker held is taken over after this long (Python
+    /// workers' entries never are).
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration, env = "KIQ_TASKIQ_RECLAIM_AFTER")]
+    taskiq_reclaim_after: Duration,
+    /// On a shared stream, a message for a task kiq does not run is passed back for Python
+    /// workers at most this many times, then dead-lettered.
+    #[arg(long, default_value_t = 30, env = "KIQ_TASKIQ_MAX_HOPS")]
+    taskiq_max_hops: u64,
 }
 
 fn parse_rate_limit(s: &str) -> Result<(String, RateLimitRule), String> {
@@ -139,6 +168,21 @@ fn worker_config(args: &WorkerArgs, registry: &Registry) -> WorkerConfig {
         visibility_timeout: args.visibility_timeout,
         max_deliveries: args.max_deliveries.max(1),
         cancel_grace: args.cancel_grace,
+        taskiq: args
+            .taskiq
+            .iter()
+            .map(|name| {
+                let mut s = TaskiqStream::new(name.trim())
+                    .group(args.taskiq_group.clone())
+                    .results(args.taskiq_results)
+                    .shared(args.taskiq_shared);
+                s.result_prefix = args.taskiq_result_prefix.clone();
+                s.result_ttl = args.taskiq_result_ttl;
+                s.reclaim_after = args.taskiq_reclaim_after;
+                s.max_hops = args.taskiq_max_hops;
+                s
+            })
+            .collect(),
         ..WorkerConfig::default()
     }
 }

@@ -31,6 +31,9 @@ pub struct WorkerConfig {
     /// How long a cancelled running task may go on (its token has fired) before its future is
     /// dropped (default 5 s).
     pub cancel_grace: Duration,
+    /// Taskiq streams this worker also serves: each message is handed on to its task's kiq
+    /// queue (which this worker must read) and its result written where Python reads it.
+    pub taskiq: Vec<kiq_broker::taskiq::TaskiqStream>,
 }
 
 impl Default for WorkerConfig {
@@ -46,6 +49,7 @@ impl Default for WorkerConfig {
             max_deliveries: 5,
             consumer_retention: Duration::from_secs(3600),
             cancel_grace: Duration::from_secs(5),
+            taskiq: Vec::new(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //!   keeper, forwarder, subscriber, janitor), one per file.
 //! - [`local`]: the same execution path behind an in-memory broker, for unit tests.
 //! - [`supervisor`]: `taskctl worker --workers N`.
+//! - [`taskiq`]: serving Taskiq messages (the pure part; the loop is `runtime/taskiq_bridge.rs`).
 #![warn(missing_docs)]
 
 pub mod config;
@@ -24,6 +25,7 @@ pub mod registry;
 pub mod runtime;
 pub mod state;
 pub mod supervisor;
+pub mod taskiq;
 pub mod workflow;
 
 pub use config::WorkerConfig;

@@ -48,6 +48,9 @@ pub struct TaskDef {
     pub schedule: Option<DeclaredSchedule>,
     /// Runs it.
     pub handler: Handler,
+    /// The names of the parameters sent as arguments, in order (injected `State`s excluded):
+    /// how keyword arguments (a Taskiq message's `kwargs`) are bound.
+    pub params: &'static [&'static str],
     /// Where it is declared, for messages (`file:line`).
     pub location: &'static str,
 }
@@ -173,6 +176,7 @@ mod tests {
         visibility_timeout: None,
         schedule: None,
         handler: nop,
+        params: &[],
         location: "x.rs:1",
     };
     static A2: TaskDef = TaskDef {
@@ -183,6 +187,7 @@ mod tests {
         visibility_timeout: None,
         schedule: None,
         handler: nop,
+        params: &[],
         location: "y.rs:2",
     };
 

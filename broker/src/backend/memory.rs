@@ -215,6 +215,8 @@ impl Memory {
                                 st.unique.remove(&k);
                             }
                         }
+                        // Values for other frameworks' readers: nobody reads them in memory.
+                        Effect::StoreValue { .. } => {}
                     }
                 }
                 match &c.end {

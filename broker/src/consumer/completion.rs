@@ -92,6 +92,15 @@ pub enum Effect {
         /// The task that holds it (the key is released only if it still does).
         holder: String,
     },
+    /// Store bytes under a key outside kiq's own (a Taskiq result, where Python reads it).
+    StoreValue {
+        /// The key.
+        key: String,
+        /// The bytes.
+        value: Vec<u8>,
+        /// How long it is kept (ms); `None`: as long as kiq keeps results.
+        ttl_ms: Option<u64>,
+    },
 }
 
 /// A message that could not be processed, with why.

@@ -22,6 +22,9 @@ pub struct DeadEntry {
     pub at_ms: u64,
     /// The original payload.
     pub payload: Vec<u8>,
+    /// Where the message came from when not from a kiq queue: `taskiq:<stream>` for a
+    /// Taskiq message (a replay sends it back there).
+    pub origin: Option<String>,
 }
 
 /// Which dead letters [`Broker::find_dead_letters`] returns: every field that is set must match.

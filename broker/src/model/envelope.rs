@@ -66,6 +66,9 @@ pub struct Envelope {
     /// The W3C `traceparent` of the dispatch: the worker's execution joins this trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// For a task that came from a Taskiq message: where its result goes for the Python side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taskiq: Option<crate::model::reply::TaskiqReply>,
 }
 
 /// A task's place in a group.

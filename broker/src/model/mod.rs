@@ -5,5 +5,6 @@ pub mod envelope;
 pub mod partition;
 pub mod priority;
 pub mod record;
+pub mod reply;
 pub mod retry;
 pub mod trace_context;

@@ -3,6 +3,7 @@
 //! end, and the effects.
 
 use kiq_broker::envelope::now_ms;
+use kiq_broker::taskiq::TaskiqResult;
 use kiq_broker::{
     Completion, Consumer, DeadLetter, Delivery, Effect, End, Envelope, FailureKind, RetryPolicy,
     StateChange, StoredRecord, TaskFailure, TaskRecord, TaskState,
@@ -122,9 +123,18 @@ pub(crate) fn dispose(exec: &Executor, msg: Decoded, attempt: Attempt) -> Comple
 }
 
 /// What a task that finished for good sets off: its chain's next step (or the aborted rest),
-/// its group's count, and the release of its uniqueness key.
+/// its group's count, the release of its uniqueness key, and, for a task that came from a
+/// Taskiq message, its result where the Python side reads it.
 fn final_effects(consumer: &Consumer, envelope: &Envelope, record: &TaskRecord) -> Vec<Effect> {
     let mut effects = workflow::effects(consumer, envelope, record);
+    if let Some(reply) = &envelope.taskiq {
+        let result = TaskiqResult::from_record(reply, record, consumer.codec());
+        effects.push(Effect::StoreValue {
+            key: reply.key.clone(),
+            value: result.encode(reply.format),
+            ttl_ms: reply.ttl_ms,
+        });
+    }
     if let Some(key) = &envelope.unique_key {
         effects.push(Effect::ReleaseUnique {
             queue: record.queue.clone(),

@@ -6,7 +6,8 @@
 //! - `lease_keeper`: keeps held messages' leases and the heartbeat fresh;
 //! - `forwarder`: promotes due delayed messages;
 //! - `subscriber`: wake and cancel notices;
-//! - `janitor`: index trims and consumer pruning.
+//! - `janitor`: index trims and consumer pruning;
+//! - `taskiq_bridge`: hands a Taskiq stream's messages on to kiq's queues.
 
 mod completer;
 mod executions;
@@ -17,6 +18,7 @@ mod janitor;
 mod lease_keeper;
 mod recoverer;
 mod subscriber;
+mod taskiq_bridge;
 mod worker;
 
 pub use completer::MAX_BATCH;

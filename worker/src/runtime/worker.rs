@@ -19,7 +19,7 @@ use super::executions::Executions;
 use super::fetcher::Fetcher;
 use super::inflight::InFlight;
 use super::recoverer::Recoverer;
-use super::{forwarder, janitor, lease_keeper, subscriber};
+use super::{forwarder, janitor, lease_keeper, subscriber, taskiq_bridge};
 use crate::config::WorkerConfig;
 use crate::execute::Executor;
 use crate::metrics::Metrics;
@@ -143,6 +143,9 @@ impl Worker {
         if let Some(q) = queues.iter().find(|q| !kiq_broker::valid_queue_name(q)) {
             return Err(WorkerError::Config(format!("invalid queue name {q:?}")));
         }
+        for s in &self.config.taskiq {
+            s.check().map_err(WorkerError::Config)?;
+        }
         if self.config.visibility_timeout < Duration::from_millis(300) {
             return Err(WorkerError::Config(
                 "visibility timeout must be at least 300 ms".into(),
@@ -240,6 +243,20 @@ impl Worker {
             self.metrics.clone(),
             stop_leases.clone(),
         ));
+        // Taskiq streams: their messages are handed on to the tasks' queues, read below.
+        let bridges: Vec<_> = config
+            .taskiq
+            .iter()
+            .map(|stream| {
+                tokio::spawn(taskiq_bridge::run(
+                    consumer.clone(),
+                    self.registry.clone(),
+                    stream.clone(),
+                    config.block,
+                    shutdown.clone(),
+                ))
+            })
+            .collect();
         // The fetch stage runs in epochs: a queue that gains partitions ends the epoch, and the
         // next one reads them too. In-flight tasks, the completer and leases carry on across.
         let mut report = WorkerReport::default();
@@ -328,6 +345,9 @@ impl Worker {
             }
         }
 
+        for bridge in bridges {
+            let _ = bridge.await;
+        }
         tracing::info!("worker stopping: no more fetching, draining in-flight tasks");
         executions.tracker.close();
         if tokio::time::timeout(config.shutdown_timeout, executions.tracker.wait())

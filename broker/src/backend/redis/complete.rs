@@ -176,6 +176,10 @@ impl RedisBackend {
                 let k = scripts::release_unique_keys(keys, queue, key);
                 writes.add(&k[0], RELEASE_UNIQUE.eval(&k).arg(holder).clone());
             }
+            Effect::StoreValue { key, value, ttl_ms } => {
+                let ttl = ttl_ms.unwrap_or(ttl.saturating_mul(1000));
+                writes.add(key, super::taskiq::set_value(key, value, Some(ttl)));
+            }
         }
         Ok(())
     }

@@ -367,6 +367,28 @@ impl RedisBackend {
         if entry.id != id {
             return Ok(false);
         }
+        // A Taskiq message goes back to the Taskiq stream it came from, as it was (then the
+        // dead letter is deleted: a crash between the two replays it twice, never loses it).
+        if let Some(stream) = entry
+            .origin
+            .as_deref()
+            .and_then(|o| o.strip_prefix("taskiq:"))
+        {
+            self.pool()
+                .query::<String, _>(
+                    redis::cmd("XADD")
+                        .arg(stream)
+                        .arg("*")
+                        .arg(DATA_FIELD)
+                        .arg(&entry.payload),
+                )
+                .await?;
+            let n: u64 = self
+                .pool()
+                .query(redis::cmd("XDEL").arg(self.keys.dead(queue)).arg(id))
+                .await?;
+            return Ok(n == 1);
+        }
         // An undecodable payload is put back as it was: the operator may have deployed a fix.
         let payload = match self.wire.decode_envelope(&entry.payload) {
             Ok(mut env) => {
@@ -465,6 +487,7 @@ fn to_entry(queue: &str, id: String, mut map: HashMap<String, Value>) -> DeadEnt
     let task = text("task");
     let attempts = text("attempts").and_then(|a| a.parse().ok()).unwrap_or(0);
     let at_ms = text("at_ms").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let origin = text("origin");
     let payload = match map.remove("payload") {
         Some(Value::BulkString(b)) => b,
         _ => Vec::new(),
@@ -479,6 +502,7 @@ fn to_entry(queue: &str, id: String, mut map: HashMap<String, Value>) -> DeadEnt
         attempts,
         at_ms,
         payload,
+        origin,
     }
 }
 

@@ -21,6 +21,7 @@ pub(crate) mod rate_limit;
 pub(crate) mod reader;
 pub(crate) mod recovery;
 pub(crate) mod scripts;
+pub(crate) mod taskiq;
 pub(crate) mod waiter;
 
 use std::collections::HashSet;
@@ -234,7 +235,13 @@ impl RedisBackend {
         }
     }
 
-    fn group_known(&self, lane: &str) -> bool {
+    pub(crate) fn mark_group_known(&self, name: &str) {
+        if let Ok(mut ready) = self.groups_ready.lock() {
+            ready.insert(name.to_string());
+        }
+    }
+
+    pub(crate) fn group_known(&self, lane: &str) -> bool {
         self.groups_ready
             .lock()
             .map(|r| r.contains(lane))

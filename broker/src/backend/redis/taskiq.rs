@@ -1,0 +1,323 @@
+//! Taskiq's Redis keys: its stream (read through its consumer group, beside Python workers),
+//! its result keys, and the sends of a kiq producer to Python workers.
+//!
+//! These keys are Taskiq's, not kiq's: no hash tag, names chosen by the Python side. Every
+//! command here touches one of them at a time, so each works on a cluster as it is.
+
+use std::time::Duration;
+
+use redis::Value;
+
+use crate::consumer::completion::DeadLetter;
+use crate::error::BrokerError;
+use crate::keys::DATA_FIELD;
+use crate::model::envelope::now_ms;
+use crate::taskiq::{TaskiqEntry, TaskiqStream, HOPS_FIELD};
+
+use super::complete::DEAD_LETTER_MAX_LEN;
+use super::connection::RedisConnection;
+use super::RedisBackend;
+
+/// What a bridge pass settles for one Taskiq entry.
+#[derive(Debug, Clone)]
+pub struct Settle {
+    /// The Taskiq stream entry id.
+    pub entry_id: String,
+    /// A dead letter for it, on a kiq lane (`None` when it was handed on to kiq's queue).
+    pub dead: Option<(String, DeadLetter)>,
+    /// A result to write for the Python side (a dead message's error), `(key, bytes, ttl)`.
+    pub result: Option<(String, Vec<u8>, Option<u64>)>,
+    /// Pass the message back to the stream for Python workers: `(data, hops)`, sent as a new
+    /// entry with its hop count in a field Python ignores.
+    pub pass_back: Option<(Vec<u8>, u64)>,
+}
+
+impl RedisBackend {
+    /// `XGROUP CREATE <stream> <group> $ MKSTREAM`, as Taskiq does (BUSYGROUP is fine): a
+    /// group made before the first send delivers everything sent after.
+    pub(crate) async fn taskiq_group(&self, s: &TaskiqStream) -> Result<(), BrokerError> {
+        let memo = format!("\u{0}taskiq\u{0}{}\u{0}{}", s.stream, s.group);
+        if self.group_known(&memo) {
+            return Ok(());
+        }
+        let create = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&s.stream)
+            .arg(&s.group)
+            .arg("$")
+            .arg("MKSTREAM")
+            .clone();
+        match self.pool().query::<(), _>(&create).await {
+            Ok(()) => {}
+            Err(BrokerError::Redis(e)) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(e),
+        }
+        self.mark_group_known(&memo);
+        Ok(())
+    }
+
+    /// Sends one Taskiq message (its JSON) to `s`'s stream.
+    pub(crate) async fn taskiq_send(
+        &self,
+        s: &TaskiqStream,
+        data: &[u8],
+    ) -> Result<String, BrokerError> {
+        self.taskiq_group(s).await?;
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&s.stream).arg("*").arg(DATA_FIELD).arg(data);
+        self.pool().query(&cmd).await
+    }
+
+    /// The stored result under `key`, if any.
+    pub(crate) async fn taskiq_result(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
+        self.pool().query(redis::cmd("GET").arg(key)).await
+    }
+
+    /// A dedicated connection reading `s` as `consumer` (the group is made if missing).
+    pub(crate) async fn taskiq_connection(
+        &self,
+        s: &TaskiqStream,
+        consumer: &str,
+    ) -> Result<RedisConnection, BrokerError> {
+        self.forget_group(&format!("\u{0}taskiq\u{0}{}\u{0}{}", s.stream, s.group));
+        self.taskiq_group(s).await?;
+        self.pool()
+            .query::<(), _>(
+                redis::cmd("XGROUP")
+                    .arg("CREATECONSUMER")
+                    .arg(&s.stream)
+                    .arg(&s.group)
+                    .arg(consumer),
+            )
+            .await?;
+        // The lane its dead letters go to is a kiq queue: make it known to the inspector.
+        self.ensure_group(&s.queue).await?;
+        self.pool().dedicated(&self.config).await
+    }
+
+    /// Takes over entries of `s` that other kiq consumers (names starting with `kiq_prefix`)
+    /// have held for longer than `s.reclaim_after`: a bridge that stopped between reading and
+    /// settling. Python consumers' entries are never touched (Taskiq reclaims its own), so kiq and
+    /// Taskiq never fight over one.
+    pub(crate) async fn taskiq_claim(
+        &self,
+        s: &TaskiqStream,
+        consumer: &str,
+        kiq_prefix: &str,
+        count: usize,
+    ) -> Result<Vec<TaskiqEntry>, BrokerError> {
+        let idle = s.reclaim_after.as_millis().max(1) as u64;
+        let pending: Vec<(String, String, u64, u64)> = self
+            .pool()
+            .query(
+                redis::cmd("XPENDING")
+                    .arg(&s.stream)
+                    .arg(&s.group)
+                    .arg("IDLE")
+                    .arg(idle)
+                    .arg("-")
+                    .arg("+")
+                    .arg(count.max(1)),
+            )
+            .await?;
+        let mine: Vec<(String, u64)> = pending
+            .into_iter()
+            .filter(|(_, c, _, _)| c.starts_with(kiq_prefix) && c != consumer)
+            .map(|(id, _, _, n)| (id, n))
+            .collect();
+        if mine.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(&s.stream).arg(&s.group).arg(consumer).arg(idle);
+        for (id, _) in &mine {
+            cmd.arg(id);
+        }
+        let claimed: Vec<Value> = self.pool().query(&cmd).await?;
+        let mut out = Vec::new();
+        for entry in claimed {
+            let Some(mut e) = entry_of(entry, 1) else {
+                continue;
+            };
+            if let Some((_, n)) = mine.iter().find(|(i, _)| *i == e.id) {
+                e.deliveries = n.saturating_add(1);
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// Writes what a bridge pass decided (dead letters, results for Python), then acks and
+    /// deletes the settled entries. If the writes fail nothing is acked.
+    pub(crate) async fn taskiq_settle(
+        &self,
+        s: &TaskiqStream,
+        settled: &[Settle],
+    ) -> Result<(), BrokerError> {
+        if settled.is_empty() {
+            return Ok(());
+        }
+        let mut writes = self.pool().new_batch();
+        let mut any = false;
+        for x in settled {
+            if let Some((lane, letter)) = &x.dead {
+                let key = self.keys.dead(lane);
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(&key)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(DEAD_LETTER_MAX_LEN)
+                    .arg("*")
+                    .arg("reason")
+                    .arg(&letter.reason)
+                    .arg("error")
+                    .arg(&letter.error)
+                    .arg("stream_id")
+                    .arg(&x.entry_id)
+                    .arg("attempts")
+                    .arg(letter.attempts)
+                    .arg("at_ms")
+                    .arg(now_ms())
+                    .arg("payload")
+                    .arg(&letter.payload)
+                    .arg("origin")
+                    .arg(format!("taskiq:{}", s.stream));
+                if let Some(id) = &letter.task_id {
+                    cmd.arg("task_id").arg(id);
+                }
+                if let Some(t) = &letter.task {
+                    cmd.arg("task").arg(t);
+                }
+                writes.add(&key, cmd);
+                any = true;
+            }
+            if let Some((data, hops)) = &x.pass_back {
+                let mut cmd = redis::cmd("XADD");
+                cmd.arg(&s.stream)
+                    .arg("*")
+                    .arg(DATA_FIELD)
+                    .arg(data)
+                    .arg(HOPS_FIELD)
+                    .arg(*hops);
+                writes.add(&s.stream, cmd);
+                any = true;
+            }
+            if let Some((key, bytes, ttl)) = &x.result {
+                writes.add(key, set_value(key, bytes, *ttl));
+                any = true;
+            }
+        }
+        if any {
+            self.pool().batch(writes).await?;
+        }
+        let ids: Vec<&str> = settled.iter().map(|x| x.entry_id.as_str()).collect();
+        let mut acks = self.pool().new_batch();
+        acks.add(
+            &s.stream,
+            redis::cmd("XACK")
+                .arg(&s.stream)
+                .arg(&s.group)
+                .arg(&ids)
+                .clone(),
+        );
+        // kiq deletes what it acked: the stream holds only live work (Taskiq never trims).
+        acks.add(
+            &s.stream,
+            redis::cmd("XDEL").arg(&s.stream).arg(&ids).clone(),
+        );
+        self.pool().batch(acks).await.map(drop)
+    }
+}
+
+/// `SET key bytes [PX ttl]`.
+pub(crate) fn set_value(key: &str, bytes: &[u8], ttl_ms: Option<u64>) -> redis::Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(bytes);
+    if let Some(ttl) = ttl_ms {
+        cmd.arg("PX").arg(ttl.max(1));
+    }
+    cmd
+}
+
+/// One entry of an XREADGROUP or XCLAIM reply (`None` for a deleted entry).
+fn entry_of(v: Value, deliveries: u64) -> Option<TaskiqEntry> {
+    let Value::Array(mut parts) = v else {
+        return None;
+    };
+    if parts.len() != 2 {
+        return None;
+    }
+    let fields = parts.pop()?;
+    let id: String = redis::from_redis_value(parts.pop()?).ok()?;
+    let pairs: Vec<(Value, Value)> = match fields {
+        Value::Array(kv) => {
+            let mut it = kv.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                pairs.push((k, v));
+            }
+            pairs
+        }
+        Value::Map(kv) => kv,
+        _ => Vec::new(),
+    };
+    let mut data = None;
+    let mut hops = 0;
+    for (k, v) in pairs {
+        match redis::from_redis_value::<String>(k).ok().as_deref() {
+            Some(DATA_FIELD) => data = redis::from_redis_value::<Vec<u8>>(v).ok(),
+            Some(HOPS_FIELD) => hops = redis::from_redis_value::<u64>(v).unwrap_or(0),
+            _ => {}
+        }
+    }
+    Some(TaskiqEntry {
+        id,
+        data,
+        deliveries,
+        hops,
+    })
+}
+
+/// Reads new entries of `s` as `consumer`: up to `count`, blocking up to `block`.
+pub(crate) async fn taskiq_read(
+    conn: &mut RedisConnection,
+    s: &TaskiqStream,
+    consumer: &str,
+    count: usize,
+    block: Duration,
+) -> Result<Vec<TaskiqEntry>, BrokerError> {
+    let reply: Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(&s.group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count.max(1))
+        .arg("BLOCK")
+        .arg(block.as_millis().max(1) as u64)
+        .arg("STREAMS")
+        .arg(&s.stream)
+        .arg(">")
+        .query_async(conn)
+        .await?;
+    // [[stream, [entry, ...]]] (RESP2) or {stream: [entry, ...]} (RESP3); nil when none came.
+    let per_stream: Vec<Value> = match reply {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => streams
+            .into_iter()
+            .filter_map(|s| match s {
+                Value::Array(mut kv) if kv.len() == 2 => kv.pop(),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(kv) => kv.into_iter().map(|(_, v)| v).collect(),
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for entries in per_stream {
+        let Value::Array(entries) = entries else {
+            continue;
+        };
+        out.extend(entries.into_iter().filter_map(|e| entry_of(e, 1)));
+    }
+    Ok(out)
+}

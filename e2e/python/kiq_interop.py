@@ -1,0 +1,57 @@
+"""The Python side of kiq's Taskiq interop tests: a taskiq-redis app configured from the
+environment, as a team following a Taskiq standard would write it.
+
+  KIQ_TEST_REDIS_URL   the private Redis of the test
+  KIQ_TEST_STREAM      the stream (RedisStreamBroker's queue_name), default "taskiq"
+  KIQ_TEST_RESULTS     "pickle" (Taskiq's default) or "json"
+  KIQ_TEST_IDLE_MS     Taskiq's reclaim min-idle (idle_timeout), default 600000
+  KIQ_TEST_PREFIX      the result backend's prefix_str, if any
+
+Run a worker with `taskiq worker kiq_interop:broker`; `producer.py` sends calls.
+"""
+
+import os
+
+import redis.asyncio as aioredis
+from taskiq.serializers import JSONSerializer
+from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
+
+URL = os.environ.get("KIQ_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+STREAM = os.environ.get("KIQ_TEST_STREAM", "taskiq")
+RESULTS = os.environ.get("KIQ_TEST_RESULTS", "pickle")
+IDLE_MS = int(os.environ.get("KIQ_TEST_IDLE_MS", "600000"))
+PREFIX = os.environ.get("KIQ_TEST_PREFIX") or None
+
+backend_options = {"prefix_str": PREFIX}
+if RESULTS == "json":
+    backend_options["serializer"] = JSONSerializer()
+backend = RedisAsyncResultBackend(URL, **backend_options)
+
+broker = RedisStreamBroker(URL, queue_name=STREAM, idle_timeout=IDLE_MS).with_result_backend(backend)
+
+
+@broker.task(task_name="py.mul")
+async def mul(a: int, b: int) -> int:
+    return a * b
+
+
+@broker.task(task_name="py.fail")
+async def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@broker.task(task_name="py.describe")
+async def describe(name: str, size: int = 1, tags: list | None = None) -> dict:
+    return {"name": name, "size": size, "tags": tags or []}
+
+
+@broker.task(task_name="interop.add")
+async def add(a: int, b: int) -> int:
+    """The Python version of a task being moved to kiq: both serve it during the move. Counts
+    its runs so a test can see that both sides took some."""
+    r = aioredis.from_url(URL)
+    try:
+        await r.incr("kiq-test:python-ran:interop.add")
+    finally:
+        await r.aclose()
+    return a + b
