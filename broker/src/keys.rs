@@ -162,6 +162,13 @@ impl Keys {
         format!("{{{}:{}}}:once:{}", self.prefix, queue, id)
     }
 
+    /// The idempotency mark of a message sent to the Taskiq stream `stream`: in the stream's
+    /// own hash slot (its tag is the stream's hash tag, or its whole name), so a script can
+    /// check the mark and send in one step.
+    pub fn taskiq_once(&self, stream: &str, id: &str) -> String {
+        format!("{{{}}}:{}:once:{}", hash_tag(stream), self.prefix, id)
+    }
+
     /// The hash of live workers' heartbeats (consumer → encoded `WorkerInfo`).
     pub fn workers(&self) -> String {
         format!("{{{}}}:workers", self.prefix)
@@ -243,9 +250,32 @@ impl Default for Keys {
     }
 }
 
+/// The part of `key` Redis Cluster hashes: the content of its first non-empty `{...}`, or the
+/// whole key.
+pub fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{') {
+        if let Some(len) = key[open + 1..].find('}') {
+            if len > 0 {
+                return &key[open + 1..open + 1 + len];
+            }
+        }
+    }
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_taskiq_once_mark_shares_its_streams_slot() {
+        assert_eq!(hash_tag("taskiq"), "taskiq");
+        assert_eq!(hash_tag("{app}:tasks"), "app");
+        assert_eq!(hash_tag("a{}b"), "a{}b");
+        let k = Keys::new("kiq");
+        assert_eq!(k.taskiq_once("taskiq", "f1"), "{taskiq}:kiq:once:f1");
+        assert_eq!(k.taskiq_once("{app}:tasks", "f1"), "{app}:kiq:once:f1");
+    }
 
     #[test]
     fn keys_carry_their_hash_tags() {

@@ -570,3 +570,147 @@ async fn broker_for(url: &str) -> kiq::broker::taskiq::TaskiqClient {
         .unwrap()
         .taskiq(TaskiqStream::default())
 }
+
+/// A `taskctl scheduler` replica, SIGKILLed when dropped.
+struct SchedulerProcess(Child);
+
+impl SchedulerProcess {
+    fn start(url: &str) -> Self {
+        Self(
+            Command::new(support::taskctl())
+                .args(["scheduler", "--redis-url", url, "--lease-ttl", "2s"])
+                .args([
+                    "--taskiq-schedules",
+                    "schedule",
+                    "--taskiq-stream",
+                    "sched-out",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start taskctl scheduler"),
+        )
+    }
+}
+
+impl Drop for SchedulerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One stream entry as XRANGE gives it: its id and its fields.
+type Entry = (String, Vec<(String, Vec<u8>)>);
+
+/// The Taskiq messages in `stream`, oldest first.
+fn sent(conn: &mut redis::Connection, stream: &str) -> Vec<Value> {
+    let entries: Vec<Entry> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(conn)
+        .unwrap();
+    entries
+        .into_iter()
+        .filter_map(|(_, fields)| {
+            fields
+                .into_iter()
+                .find(|(k, _)| k == "data")
+                .map(|(_, v)| serde_json::from_slice(&v).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_schedules_fire_once_per_tick_under_kiqs_scheduler() {
+    let redis = RedisServer::start().expect("redis");
+    let url = redis.url();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    // Python stores its schedules (then exits: it keeps owning them, kiq only reads them).
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(3))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let out = PySide::new(&url, "taskiq")
+        .command()
+        .args(["schedules.py", &at])
+        .output()
+        .expect("schedules.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Two replicas: one is active under the lease.
+    let first = SchedulerProcess::start(&url);
+    let _second = SchedulerProcess::start(&url);
+    let ticks = |conn: &mut redis::Connection, schedule: &str| {
+        sent(conn, "sched-out")
+            .into_iter()
+            .filter(|m| m["labels"]["schedule_id"] == json!(schedule))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || ticks(&mut conn, "every-second")
+            .len()
+            >= 3),
+        "the interval schedule did not fire"
+    );
+    // The active replica dies; the other takes over and carries on, firing missed ticks once.
+    drop(first);
+    let before = ticks(&mut conn, "every-second").len();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            ticks(&mut conn, "every-second").len() >= before + 4
+                && ticks(&mut conn, "one-shot").len() == 1
+        }),
+        "the schedules did not go on after a failover"
+    );
+    let every = ticks(&mut conn, "every-second");
+    let mut at_ms: Vec<u64> = every
+        .iter()
+        .map(|m| {
+            let id = m["task_id"].as_str().unwrap();
+            assert!(id.starts_with("s:taskiq.every-second:"), "{id}");
+            id.rsplit(':').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    let n = at_ms.len();
+    at_ms.dedup();
+    assert_eq!(at_ms.len(), n, "a tick was sent twice: {at_ms:?}");
+    assert!(
+        at_ms.windows(2).all(|w| w[1] - w[0] == 1000),
+        "a tick was skipped or sent out of order: {at_ms:?}"
+    );
+    // Sent as `taskiq scheduler` sends them: stored labels and the schedule id, all as strings.
+    let m = &every[0];
+    assert_eq!(m["task_name"], json!("interop.add"));
+    assert_eq!(m["args"], json!([3, 4]));
+    assert_eq!(m["labels"]["retry_on_error"], json!("False"));
+    assert_eq!(m["labels_types"]["schedule_id"], json!(3));
+    let two = ticks(&mut conn, "every-2s-timedelta");
+    assert!(!two.is_empty());
+    assert_eq!(two[0]["kwargs"], json!({"a": 1, "b": 1}));
+    // The one-shot fired once; the nightly cron (02:00 Berlin) is not due.
+    assert_eq!(ticks(&mut conn, "one-shot").len(), 1);
+    assert!(ticks(&mut conn, "nightly-berlin").is_empty());
+    // A kiq worker serving the stream runs them, and the results are where Python reads them.
+    let _worker = Workers::start(&url, 1, &["--taskiq", "sched-out"]);
+    let one_shot_id = ticks(&mut conn, "one-shot")[0]["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let py = kiq::Broker::connect(&url)
+        .await
+        .unwrap()
+        .taskiq(TaskiqStream::new("sched-out"));
+    assert_eq!(
+        py.handle::<String>(one_shot_id)
+            .wait_result(Duration::from_secs(30))
+            .await
+            .unwrap(),
+        "hello once."
+    );
+}

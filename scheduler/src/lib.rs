@@ -7,6 +7,7 @@
 //! - [`runner`]: the scheduler loop ([`Scheduler::run`]): one active scheduler under the
 //!   broker's lease ([`kiq_broker::Control`]) with a fencing token; each tick is decided under
 //!   the lease in one step, then delivered through the broker's idempotent enqueue.
+//! - [`taskiq`]: a Python Taskiq app's stored schedules, served read-only by the same loop.
 #![warn(missing_docs)]
 
 pub mod def;
@@ -14,9 +15,11 @@ pub mod error;
 pub mod expr;
 pub mod runner;
 pub mod store;
+pub mod taskiq;
 
 pub use def::{fire_id, Misfire, ScheduleDef, ScheduleStatus};
 pub use error::SchedulerError;
 pub use expr::{ScheduleError, ScheduleExpr};
 pub use runner::{Scheduler, SchedulerConfig, SchedulerReport};
 pub use store::Schedules;
+pub use taskiq::TaskiqSchedules;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kiq_broker::envelope::now_ms;
+use kiq_broker::taskiq::{TaskiqMessage, TaskiqStream};
 use kiq_broker::{Broker, Control, Tick, TickOutcome};
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +30,8 @@ pub struct SchedulerConfig {
     pub declared: Vec<ScheduleDef>,
     /// Default queue per task name (from the linked tasks).
     pub task_queues: HashMap<String, String>,
+    /// Also serve the schedules a Python Taskiq app keeps in Redis (read only).
+    pub taskiq: Option<crate::taskiq::TaskiqSchedules>,
 }
 
 impl SchedulerConfig {
@@ -45,6 +48,7 @@ impl SchedulerConfig {
             catch_up: Duration::from_secs(3600),
             declared: Vec::new(),
             task_queues: HashMap::new(),
+            taskiq: None,
         }
     }
 }
@@ -73,7 +77,12 @@ pub struct Scheduler {
 struct Loaded {
     def: ScheduleDef,
     expr: ScheduleExpr,
+    /// For a Taskiq schedule: where its ticks go and the message they send.
+    taskiq: Option<(TaskiqStream, TaskiqMessage)>,
 }
+
+/// How often Taskiq's schedules are read again (the Python side announces no change).
+const TASKIQ_RELOAD: Duration = Duration::from_secs(5);
 
 impl Scheduler {
     /// A scheduler over `broker`'s Redis.
@@ -101,6 +110,9 @@ impl Scheduler {
         tracing::info!(holder = %self.config.holder, "scheduler started; standing by for the lease");
         let control = self.broker.control();
         let mut parked = false;
+        let mut taskiq: Vec<Loaded> = Vec::new();
+        let mut taskiq_loaded_at: Option<tokio::time::Instant> = None;
+        let mut first_seen = HashMap::new();
         while !shutdown.is_cancelled() {
             // Hold (or try to take) the lease.
             if token.is_none() || renewed_at.elapsed() >= renew_every {
@@ -159,9 +171,27 @@ impl Scheduler {
                 schedules = load(&store).await;
                 version = Some(v);
             }
+            if let Some(source) = &self.config.taskiq {
+                if taskiq_loaded_at.is_none_or(|at| at.elapsed() >= TASKIQ_RELOAD) {
+                    taskiq = source
+                        .load(&control, self.config.catch_up, &mut first_seen)
+                        .await
+                        .into_iter()
+                        .filter_map(|s| match s.def.validate() {
+                            Ok(expr) => Some(Loaded {
+                                def: s.def,
+                                expr,
+                                taskiq: Some((s.stream, s.message)),
+                            }),
+                            Err(_) => None,
+                        })
+                        .collect();
+                    taskiq_loaded_at = Some(tokio::time::Instant::now());
+                }
+            }
             let lease_value = format!("{} {}", self.config.holder, t);
             let mut next_wake = now_ms() + 250;
-            for s in &schedules {
+            for s in schedules.iter().chain(&taskiq) {
                 match self.tick(&control, s, &lease_value).await {
                     Ok(pass) => {
                         report.fired += pass.fired;
@@ -199,10 +229,13 @@ impl Scheduler {
         let now = now_ms();
         let last: Option<u64> = control.last_tick(&s.def.id).await.unwrap_or(None);
         // Resume after the last handled tick; never before the schedule existed or the window.
-        let floor = s
-            .def
-            .created_at_ms
-            .max(now.saturating_sub(self.config.catch_up.as_millis() as u64));
+        // (A Taskiq schedule's creation time is when this process first saw it: once a tick
+        // of it was handled, by any replica, its last tick says where to resume.)
+        let created = match (&s.taskiq, last) {
+            (Some(_), Some(_)) => 0,
+            _ => s.def.created_at_ms,
+        };
+        let floor = created.max(now.saturating_sub(self.config.catch_up.as_millis() as u64));
         let from = last.unwrap_or(0).max(floor.saturating_sub(1));
         let mut cursor = to_dt(from);
         let mut fired = 0;
@@ -236,6 +269,16 @@ impl Scheduler {
             let mut after_decision = false;
             let r = if skip {
                 control.skip(&t).await.map_err(|e| e.to_string())
+            } else if let Some((stream, message)) = &s.taskiq {
+                after_decision = true;
+                let message = TaskiqMessage {
+                    task_id: id.clone(),
+                    ..message.clone()
+                };
+                control
+                    .fire_taskiq(&t, stream, &message)
+                    .await
+                    .map_err(|e| e.to_string())
             } else {
                 match prepare(&self.broker, &s.def, &id, default_queue) {
                     Ok(msg) => {
@@ -294,7 +337,11 @@ async fn load(store: &Schedules) -> Vec<Loaded> {
         Ok(defs) => defs
             .into_iter()
             .filter_map(|def| match def.validate() {
-                Ok(expr) => Some(Loaded { def, expr }),
+                Ok(expr) => Some(Loaded {
+                    def,
+                    expr,
+                    taskiq: None,
+                }),
                 Err(e) => {
                     tracing::error!(schedule = %def.id, error = %e, "invalid stored schedule ignored");
                     None

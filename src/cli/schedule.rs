@@ -19,6 +19,13 @@ pub(crate) struct SchedulerArgs {
     /// Missed ticks younger than this are fired after a takeover; older ones are skipped.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, env = "KIQ_CATCH_UP")]
     catch_up: Duration,
+    /// Also serve the schedules a Python Taskiq app keeps with `ListRedisScheduleSource`
+    /// under this key prefix (its `prefix`, `schedule` by default). Read only.
+    #[arg(long, env = "KIQ_TASKIQ_SCHEDULES")]
+    taskiq_schedules: Option<String>,
+    /// The Taskiq stream their ticks are sent to (a schedule's `queue_name` label wins).
+    #[arg(long, default_value = "taskiq", env = "KIQ_TASKIQ_STREAM")]
+    taskiq_stream: String,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +106,13 @@ pub(crate) async fn run_scheduler(
     let mut config = SchedulerConfig::new();
     config.lease_ttl = args.lease_ttl;
     config.catch_up = args.catch_up;
+    config.taskiq = args
+        .taskiq_schedules
+        .as_ref()
+        .map(|prefix| kiq_scheduler::TaskiqSchedules {
+            prefix: prefix.clone(),
+            stream: kiq_broker::taskiq::TaskiqStream::new(args.taskiq_stream.as_str()),
+        });
     let mut task_queues = HashMap::new();
     if let Ok(registry) = kiq_worker::Registry::linked() {
         for def in registry.tasks() {

@@ -8,6 +8,7 @@ use crate::backend::RedisBackend;
 use crate::client::broker::Broker;
 use crate::client::dispatch::OutgoingMessage;
 use crate::error::{BrokerError, DispatchError};
+use crate::taskiq::{TaskiqMessage, TaskiqStream};
 
 /// Who holds the scheduler lease now, and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +75,10 @@ struct Parked {
     pending_record: Vec<u8>,
     due_ms: Option<u64>,
     retention_ms: u64,
+    /// For a tick of a Taskiq schedule: the stream and group it goes to (the payload is the
+    /// Taskiq message's JSON).
+    #[serde(default)]
+    taskiq: Option<(String, String)>,
 }
 
 /// The scheduler's primitives over one broker: obtained with [`Broker::control`]. Redis only.
@@ -185,6 +190,7 @@ impl Control {
             pending_record: msg.pending_record.to_vec(),
             due_ms: msg.due_ms,
             retention_ms: tick.retention.as_millis() as u64,
+            taskiq: None,
         };
         let parked = crate::codec::encode(&parked).map_err(|e| err(e.into()))?;
         let r = self.redis().map_err(err)?;
@@ -194,6 +200,55 @@ impl Control {
             r.clear_outbox(tick.fire_id).await.map_err(err)?;
         }
         Ok(decision)
+    }
+
+    /// Fires `tick` of a Taskiq schedule: as [`Control::fire`], but the decided tick is
+    /// delivered to the Taskiq stream `stream`, once per fire id (`message`'s task id), as
+    /// `taskiq scheduler` would send it.
+    pub async fn fire_taskiq(
+        &self,
+        tick: &Tick<'_>,
+        stream: &TaskiqStream,
+        message: &TaskiqMessage,
+    ) -> Result<TickOutcome, DispatchError> {
+        let err = |error| DispatchError::Broker {
+            task: message.task_name.clone(),
+            id: Some(message.task_id.clone()),
+            error,
+        };
+        let data = message.to_json();
+        let parked = Parked {
+            id: message.task_id.clone(),
+            lane: String::new(),
+            queue: String::new(),
+            task: message.task_name.clone(),
+            payload: data.clone(),
+            pending_record: Vec::new(),
+            due_ms: None,
+            retention_ms: tick.retention.as_millis() as u64,
+            taskiq: Some((stream.stream.clone(), stream.group.clone())),
+        };
+        let parked = crate::codec::encode(&parked).map_err(|e| err(e.into()))?;
+        let r = self.redis().map_err(err)?;
+        let decision = r.decide(tick, &parked).await.map_err(err)?;
+        if decision == TickOutcome::Decided {
+            r.taskiq_send_once(stream, &message.task_id, &data, tick.retention)
+                .await
+                .map_err(err)?;
+            r.clear_outbox(tick.fire_id).await.map_err(err)?;
+        }
+        Ok(decision)
+    }
+
+    /// The schedules a Python `ListRedisScheduleSource(prefix=prefix)` keeps, as `(schedule
+    /// id, stored pickle)`: every cron and interval schedule, and the one-shot schedules due in
+    /// the minutes named by `time_buckets` (`YYYY-MM-DDTHH:MM`, UTC). Read only.
+    pub async fn taskiq_schedules(
+        &self,
+        prefix: &str,
+        time_buckets: &[String],
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, BrokerError> {
+        self.redis()?.taskiq_schedules(prefix, time_buckets).await
     }
 
     /// Marks `tick` handled without firing it (a skipped misfire), under the lease.
@@ -215,6 +270,25 @@ impl Control {
                 r.clear_outbox(&fire_id).await?;
                 continue;
             };
+            let ttl = Duration::from_millis(p.retention_ms.max(1));
+            if let Some((stream, group)) = &p.taskiq {
+                let s = TaskiqStream::new(stream.as_str()).group(group.as_str());
+                match r.taskiq_send_once(&s, &p.id, &p.payload, ttl).await {
+                    Ok(enqueued) => {
+                        sent += usize::from(enqueued);
+                        r.clear_outbox(&fire_id).await?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%fire_id, error = %e, "cannot deliver a parked tick; will retry");
+                        first_error.get_or_insert(DispatchError::Broker {
+                            task: p.task.clone(),
+                            id: Some(p.id.clone()),
+                            error: e,
+                        });
+                    }
+                }
+                continue;
+            }
             let msg = OutgoingMessage {
                 id: p.id,
                 queue: p.queue,
@@ -224,7 +298,6 @@ impl Control {
                 pending_record: std::sync::Arc::new(p.pending_record),
                 due_ms: p.due_ms,
             };
-            let ttl = Duration::from_millis(p.retention_ms.max(1));
             match self.broker.enqueue_once(&msg, ttl).await {
                 Ok(enqueued) => {
                     sent += usize::from(enqueued);

@@ -46,6 +46,7 @@ lua!(LEASE_RELEASE, "lease_release");
 lua!(SCHEDULE_DECIDE, "schedule_decide");
 lua!(SCHEDULE_SKIP, "schedule_skip");
 lua!(SET_PARTITIONS, "set_partitions");
+lua!(TASKIQ_SEND_ONCE, "taskiq_send_once");
 
 impl Lua {
     /// An invocation with `keys` declared, ready for arguments.
@@ -157,6 +158,10 @@ pub(crate) fn set_partitions_keys(k: &Keys) -> Vec<String> {
     vec![k.partitions(), k.partitions_read()]
 }
 
+pub(crate) fn taskiq_send_once_keys(k: &Keys, stream: &str, id: &str) -> Vec<String> {
+    vec![k.taskiq_once(stream, id), stream.to_string()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +198,12 @@ mod tests {
             (&SCHEDULE_DECIDE, schedule_decide_keys(&k, "nightly", "f1")),
             (&SCHEDULE_SKIP, schedule_skip_keys(&k, "nightly")),
             (&SET_PARTITIONS, set_partitions_keys(&k)),
+            // Taskiq's stream is named by the Python side, tagged or not.
+            (&TASKIQ_SEND_ONCE, taskiq_send_once_keys(&k, "taskiq", "f1")),
+            (
+                &TASKIQ_SEND_ONCE,
+                taskiq_send_once_keys(&k, "{app}:tasks", "f1"),
+            ),
             // A partition's keys keep to its own slot.
             (
                 &ENQUEUE_UNIQUE,

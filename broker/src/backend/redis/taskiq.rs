@@ -16,6 +16,7 @@ use crate::taskiq::{TaskiqEntry, TaskiqStream, HOPS_FIELD};
 
 use super::complete::DEAD_LETTER_MAX_LEN;
 use super::connection::RedisConnection;
+use super::scripts::{self, TASKIQ_SEND_ONCE};
 use super::RedisBackend;
 
 /// What a bridge pass settles for one Taskiq entry.
@@ -66,6 +67,54 @@ impl RedisBackend {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&s.stream).arg("*").arg(DATA_FIELD).arg(data);
         self.pool().query(&cmd).await
+    }
+
+    /// Sends one Taskiq message at most once per `id` within `ttl` (a scheduler tick);
+    /// returns whether this call sent it.
+    pub(crate) async fn taskiq_send_once(
+        &self,
+        s: &TaskiqStream,
+        id: &str,
+        data: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        self.taskiq_group(s).await?;
+        let keys = scripts::taskiq_send_once_keys(&self.keys, &s.stream, id);
+        let mut inv = TASKIQ_SEND_ONCE.with_keys(&keys);
+        inv.arg(ttl.as_millis().max(1) as u64)
+            .arg(DATA_FIELD)
+            .arg(data);
+        let n: i64 = self.pool().invoke(&inv).await?;
+        Ok(n == 1)
+    }
+
+    /// The schedules taskiq-redis's `ListRedisScheduleSource` (key prefix `prefix`) keeps:
+    /// the ids in its `cron` and `interval` lists and in the one-shot minute buckets named
+    /// (`<prefix>:time:<YYYY-MM-DDTHH:MM>`), each with its stored data (a pickle), if any.
+    /// Bucket keys are named rather than scanned, so this works alike on a cluster.
+    pub(crate) async fn taskiq_schedules(
+        &self,
+        prefix: &str,
+        time_buckets: &[String],
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, BrokerError> {
+        let mut lists = vec![format!("{prefix}:cron"), format!("{prefix}:interval")];
+        lists.extend(time_buckets.iter().map(|b| format!("{prefix}:time:{b}")));
+        let mut batch = self.pool().new_batch();
+        for l in &lists {
+            batch.add(l, redis::cmd("LRANGE").arg(l).arg(0).arg(-1).clone());
+        }
+        let mut ids: Vec<String> = Vec::new();
+        for v in self.pool().batch(batch).await? {
+            let list: Vec<String> = redis::from_redis_value(v).unwrap_or_default();
+            for id in list {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        let keys: Vec<String> = ids.iter().map(|id| format!("{prefix}:data:{id}")).collect();
+        let data = self.get_many(&keys).await?;
+        Ok(ids.into_iter().zip(data).collect())
     }
 
     /// The stored result under `key`, if any.
