@@ -2,9 +2,10 @@
 //! record), apart from the codec of the values inside them.
 //!
 //! A broker holds one [`WireFormat`] as a value. kiq's own, [`KiqWire`], writes envelopes and
-//! records as MessagePack maps with kiq's field names. Another framework's messages (Taskiq's
-//! JSON, say) are one more implementation of this trait: the rest of the broker and the worker
-//! only ever see [`Envelope`] and [`TaskRecord`].
+//! records as MessagePack maps with kiq's field names: the rest of the broker and the worker
+//! only ever see [`Envelope`] and [`TaskRecord`]. (Taskiq's messages are not a wire format of
+//! kiq's queues: they live in Taskiq's own streams, which a worker bridges, see
+//! [`crate::taskiq`].)
 
 use std::fmt::Debug;
 
