@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use kiq_broker::taskiq::{pickle, ResultFormat, TaskiqMessage, TaskiqResult};
 use kiq_broker::{Envelope, KiqWire, ValueCodec, WireFormat};
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -41,6 +42,25 @@ proptest! {
         let _ = KiqWire.task_id(&bytes);
         let _ = KiqWire.decode_record(&bytes);
         let _ = ValueCodec::MsgPack.to_json(&bytes);
+    }
+
+    /// Any bytes from the Python side (a Taskiq message, a stored result or schedule pickle):
+    /// read, or refused with an error.
+    #[test]
+    fn arbitrary_bytes_never_panic_the_taskiq_decoders(bytes in vec(any::<u8>(), 0..4096)) {
+        if let Ok(m) = TaskiqMessage::parse(&bytes) {
+            let _ = m.known_labels();
+            let _ = m.typed_labels();
+        }
+        let _ = pickle::loads(&bytes);
+        let _ = TaskiqResult::decode(&bytes, ResultFormat::Pickle);
+        let _ = TaskiqResult::decode(&bytes, ResultFormat::Json);
+    }
+
+    /// Any JSON data kiq writes as a pickle reads back the same.
+    #[test]
+    fn pickles_round_trip(json in arb_json()) {
+        prop_assert_eq!(pickle::loads(&pickle::dumps(&json)).unwrap(), json);
     }
 
     /// Well-typed but hostile envelopes (any characters, any numbers, many labels) survive
@@ -122,4 +142,14 @@ fn deeply_nested_payloads_are_refused() {
         assert!(ValueCodec::MsgPack.to_json(&bytes).is_err());
         let _ = KiqWire.task_id(&bytes);
     }
+}
+
+/// A pickle nested a million levels deep is refused, not a stack overflow.
+#[test]
+fn deeply_nested_pickles_are_refused() {
+    let mut p = vec![0x80, 4];
+    p.extend(std::iter::repeat_n(b']', 1_000_000));
+    p.extend(std::iter::repeat_n(b'a', 1_000_000));
+    p.push(b'.');
+    assert!(pickle::loads(&p).is_err());
 }

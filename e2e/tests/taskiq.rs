@@ -190,11 +190,13 @@ fn python_calls() -> Value {
         {"name": "interop.add", "args": [1], "kwargs": {"c": 2}},
         {"name": "interop.add", "args": ["x", "y"]},
         {"name": "interop.no_such_task", "args": []},
+        // A delay past ten years: kiq refuses the dispatch, and says so to the caller.
+        {"name": "interop.add", "args": [1, 2], "labels": {"delay": "400000000"}},
     ])
 }
 
 fn check_python_results(r: &[Value]) {
-    assert_eq!(r.len(), 11, "{r:?}");
+    assert_eq!(r.len(), 12, "{r:?}");
     assert_eq!(ok(&r[0]), &json!(5));
     assert_eq!(ok(&r[1]), &json!(42));
     assert_eq!(ok(&r[2]), &json!(11));
@@ -213,6 +215,9 @@ fn check_python_results(r: &[Value]) {
     let (t, m) = err(&r[10]);
     assert_eq!(t, "UnknownTask");
     assert!(m.contains("interop.no_such_task"), "{m}");
+    let (t, m) = err(&r[11]);
+    assert_eq!(t, "Refused");
+    assert!(m.contains("10 years"), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -281,6 +286,8 @@ async fn python_calls_run_on_kiq_with_pickle_and_json_results() {
         [
             "bad_arguments",
             "bad_arguments",
+            "refused",
+            "refused",
             "unknown_task",
             "unknown_task"
         ]

@@ -94,6 +94,15 @@ impl<'a> Reader<'a> {
         self.pos += end + 1;
         std::str::from_utf8(&rest[..end]).map_err(|_| invalid("line is not UTF-8"))
     }
+    fn raw_line(&mut self) -> Result<&'a [u8], PickleError> {
+        let rest = &self.bytes[self.pos..];
+        let end = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or_else(|| invalid("unterminated line"))?;
+        self.pos += end + 1;
+        Ok(&rest[..end])
+    }
     fn utf8(&mut self, n: usize) -> Result<String, PickleError> {
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| invalid("string is not UTF-8"))
     }
@@ -250,13 +259,8 @@ pub fn loads(bytes: &[u8]) -> Result<Value, PickleError> {
                 push(&mut arena, &mut stack, Node::Str(s))
             }
             b'V' => {
-                let l = r.line()?;
-                if l.contains('\\') {
-                    return Err(invalid(
-                        "escaped protocol-0 unicode strings are not supported",
-                    ));
-                }
-                push(&mut arena, &mut stack, Node::Str(l.to_string()))
+                let s = raw_unicode_escape(r.raw_line()?)?;
+                push(&mut arena, &mut stack, Node::Str(s))
             }
             b'B' | b'C' | 0x8e | 0x96 => {
                 return Err(invalid("bytes values are not supported (only str)"));
@@ -366,6 +370,33 @@ pub fn loads(bytes: &[u8]) -> Result<Value, PickleError> {
         _ => return Err(invalid("the pickle does not end with one value")),
     };
     to_value(&arena, root, 0)
+}
+
+/// Python's `raw-unicode-escape` (protocol 0's `UNICODE`): Latin-1 bytes, with `\uXXXX` and
+/// `\UXXXXXXXX` escapes.
+fn raw_unicode_escape(b: &[u8]) -> Result<String, PickleError> {
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let len = match (b[i], b.get(i + 1)) {
+            (b'\\', Some(b'u')) => 4,
+            (b'\\', Some(b'U')) => 8,
+            _ => 0,
+        };
+        if len > 0 && i + 2 + len <= b.len() {
+            let c = std::str::from_utf8(&b[i + 2..i + 2 + len])
+                .ok()
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .and_then(char::from_u32)
+                .ok_or_else(|| invalid("bad escape in a protocol-0 string"))?;
+            out.push(c);
+            i += 2 + len;
+        } else {
+            out.push(char::from(b[i]));
+            i += 1;
+        }
+    }
+    Ok(out)
 }
 
 fn to_value(arena: &[Node], i: usize, depth: usize) -> Result<Value, PickleError> {
@@ -527,6 +558,36 @@ mod tests {
         assert_eq!(e["execution_time"], json!(0.01));
         assert_eq!(e["error"]["exc_message"], json!(["boom: kiq interop"]));
         assert_eq!(e["error"]["exc_type"], json!("ValueError"));
+    }
+
+    fn unhex(h: &str) -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// `pickle.dumps(d, protocol=p)` for p = 0..=5 by CPython 3.11, of
+    /// `{"is_err": False, "log": None, "return_value": [1, -2, 300, 70000, 2**40, -(2**63), 1.5,
+    /// "h\u00e9llo \u2713", (1, "t"), {"k": True}], "execution_time": 0.25, "labels": {"n": 3},
+    /// "error": None}`.
+    const EVERY_PROTOCOL: [&str; 6] = [
+        "286470300a5669735f6572720a70310a4930300a73566c6f670a70320a4e735672657475726e5f76616c75650a70330a286c70340a49310a61492d320a61493330300a614937303030300a614c313039393531313632373737364c0a614c2d393232333337323033363835343737353830384c0a6146312e350a615668e96c6c6f205c75323731330a70350a612849310a56740a70360a7470370a61286470380a566b0a70390a4930310a73617356657865637574696f6e5f74696d650a7031300a46302e32350a73566c6162656c730a7031310a28647031320a566e0a7031330a49330a7373566572726f720a7031340a4e732e",
+        "7d710028580600000069735f65727271014930300a58030000006c6f6771024e580c00000072657475726e5f76616c756571035d7104284b014afeffffff4d2c014a701101004c313039393531313632373737364c0a4c2d393232333337323033363835343737353830384c0a473ff8000000000000580a00000068c3a96c6c6f20e29c937105284b0158010000007471067471077d710858010000006b71094930310a7365580e000000657865637574696f6e5f74696d65710a473fd000000000000058060000006c6162656c73710b7d710c58010000006e710d4b037358050000006572726f72710e4e752e",
+        "80027d710028580600000069735f65727271018958030000006c6f6771024e580c00000072657475726e5f76616c756571035d7104284b014afeffffff4d2c014a701101008a060000000000018a080000000000000080473ff8000000000000580a00000068c3a96c6c6f20e29c9371054b0158010000007471068671077d710858010000006b7109887365580e000000657865637574696f6e5f74696d65710a473fd000000000000058060000006c6162656c73710b7d710c58010000006e710d4b037358050000006572726f72710e4e752e",
+        "80037d710028580600000069735f65727271018958030000006c6f6771024e580c00000072657475726e5f76616c756571035d7104284b014afeffffff4d2c014a701101008a060000000000018a080000000000000080473ff8000000000000580a00000068c3a96c6c6f20e29c9371054b0158010000007471068671077d710858010000006b7109887365580e000000657865637574696f6e5f74696d65710a473fd000000000000058060000006c6162656c73710b7d710c58010000006e710d4b037358050000006572726f72710e4e752e",
+        "800495a5000000000000007d94288c0669735f65727294898c036c6f67944e8c0c72657475726e5f76616c7565945d94284b014afeffffff4d2c014a701101008a060000000000018a080000000000000080473ff80000000000008c0a68c3a96c6c6f20e29c93944b018c01749486947d948c016b948873658c0e657865637574696f6e5f74696d6594473fd00000000000008c066c6162656c73947d948c016e944b03738c056572726f72944e752e",
+        "800595a5000000000000007d94288c0669735f65727294898c036c6f67944e8c0c72657475726e5f76616c7565945d94284b014afeffffff4d2c014a701101008a060000000000018a080000000000000080473ff80000000000008c0a68c3a96c6c6f20e29c93944b018c01749486947d948c016b948873658c0e657865637574696f6e5f74696d6594473fd00000000000008c066c6162656c73947d948c016e944b03738c056572726f72944e752e",
+    ];
+
+    #[test]
+    fn reads_every_protocol_python_writes() {
+        let expected = json!({"is_err": false, "log": null, "return_value": [1, -2, 300, 70000,
+            1099511627776i64, i64::MIN, 1.5, "h\u{e9}llo \u{2713}", [1, "t"], {"k": true}],
+            "execution_time": 0.25, "labels": {"n": 3}, "error": null});
+        for (p, hex) in EVERY_PROTOCOL.iter().enumerate() {
+            assert_eq!(loads(&unhex(hex)).unwrap(), expected, "protocol {p}");
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiq_broker::taskiq::{Settle, TaskiqEntry, TaskiqReader, TaskiqStream};
+use kiq_broker::taskiq::{
+    Settle, TaskiqEntry, TaskiqException, TaskiqReader, TaskiqReply, TaskiqResult, TaskiqStream,
+};
 use kiq_broker::{BrokerError, Consumer, DeadLetter, DispatchError, RawDispatch};
 use tokio_util::sync::CancellationToken;
 
@@ -145,6 +147,20 @@ async fn pause(stop: &CancellationToken, backoff: &mut Duration) {
     *backoff = (*backoff * 2).min(Duration::from_secs(5));
 }
 
+/// The error result of a message kiq refused to enqueue (a dispatch layer, a delay past ten
+/// years, a message grown over the payload limit).
+fn refused_result(reply: &TaskiqReply, error: &str) -> Vec<u8> {
+    TaskiqResult {
+        is_err: true,
+        log: None,
+        return_value: serde_json::Value::Null,
+        execution_time: 0.0,
+        labels: serde_json::from_str(&reply.labels).unwrap_or_default(),
+        error: Some(TaskiqException::kiq("Refused", error)),
+    }
+    .encode(reply.format)
+}
+
 /// The first pause before a message is passed back for Python workers; it doubles each pass.
 const PASS_PAUSE: Duration = Duration::from_millis(50);
 /// The longest pause.
@@ -197,6 +213,7 @@ async fn hand_on(
                     unique_key: None,
                     priority: f.priority,
                 };
+                let reply = f.reply.clone();
                 match consumer.taskiq_forward(d, f.reply).await {
                     Ok(_) => settled.push(Settle {
                         entry_id: e.id.clone(),
@@ -216,7 +233,12 @@ async fn hand_on(
                                 Some(f.task_id.clone()),
                                 Some(f.def.name.into()),
                             ),
-                            result: None,
+                            // The Python caller learns at once.
+                            result: Some((
+                                reply.key.clone(),
+                                refused_result(&reply, &err.to_string()),
+                                reply.ttl_ms,
+                            )),
                             pass_back: None,
                         })
                     }
