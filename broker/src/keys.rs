@@ -162,6 +162,11 @@ impl Keys {
         format!("{{{}:{}}}:once:{}", self.prefix, queue, id)
     }
 
+    /// When the scheduler first saw each Taskiq schedule (hash: kiq schedule id → ms).
+    pub fn taskiq_first_seen(&self) -> String {
+        format!("{}:scheduler:taskiq-seen", self.control_tag())
+    }
+
     /// The idempotency mark of a message sent to the Taskiq stream `stream`: in the stream's
     /// own hash slot (its tag is the stream's hash tag, or its whole name), so a script can
     /// check the mark and send in one step.

@@ -30,8 +30,18 @@ backend = RedisAsyncResultBackend(URL, **backend_options)
 broker = RedisStreamBroker(URL, queue_name=STREAM, idle_timeout=IDLE_MS).with_result_backend(backend)
 
 
+async def count_run(task: str) -> None:
+    """Counts a Python run of `task`, so a test can check each message ran once."""
+    r = aioredis.from_url(URL)
+    try:
+        await r.incr(f"kiq-test:python-ran:{task}")
+    finally:
+        await r.aclose()
+
+
 @broker.task(task_name="py.mul")
 async def mul(a: int, b: int) -> int:
+    await count_run("py.mul")
     return a * b
 
 
@@ -49,9 +59,5 @@ async def describe(name: str, size: int = 1, tags: list | None = None) -> dict:
 async def add(a: int, b: int) -> int:
     """The Python version of a task being moved to kiq: both serve it during the move. Counts
     its runs so a test can see that both sides took some."""
-    r = aioredis.from_url(URL)
-    try:
-        await r.incr("kiq-test:python-ran:interop.add")
-    finally:
-        await r.aclose()
+    await count_run("interop.add")
     return a + b

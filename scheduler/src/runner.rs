@@ -112,7 +112,6 @@ impl Scheduler {
         let mut parked = false;
         let mut taskiq: Vec<Loaded> = Vec::new();
         let mut taskiq_loaded_at: Option<tokio::time::Instant> = None;
-        let mut first_seen = HashMap::new();
         while !shutdown.is_cancelled() {
             // Hold (or try to take) the lease.
             if token.is_none() || renewed_at.elapsed() >= renew_every {
@@ -174,7 +173,7 @@ impl Scheduler {
             if let Some(source) = &self.config.taskiq {
                 if taskiq_loaded_at.is_none_or(|at| at.elapsed() >= TASKIQ_RELOAD) {
                     taskiq = source
-                        .load(&control, self.config.catch_up, &mut first_seen)
+                        .load(&control, self.config.catch_up)
                         .await
                         .into_iter()
                         .filter_map(|s| match s.def.validate() {

@@ -42,8 +42,9 @@ pub struct TaskiqSchedule {
     pub stream: TaskiqStream,
 }
 
-/// The kiq id of Python schedule `id`: `taskiq.` and its characters kiq ids allow (others
-/// become `_`).
+/// The kiq id of Python schedule `id`: `taskiq.<id>`, or, when `id` holds characters kiq ids
+/// do not (they become `_`) or is too long, the cleaned id cut short and a hash of the original,
+/// so two Python ids never share one kiq id (and its last tick and fire ids).
 pub fn kiq_id(id: &str) -> String {
     let clean: String = id
         .chars()
@@ -54,9 +55,16 @@ pub fn kiq_id(id: &str) -> String {
                 '_'
             }
         })
-        .take(56)
         .collect();
-    format!("taskiq.{clean}")
+    if clean == id && id.len() <= 56 {
+        return format!("taskiq.{id}");
+    }
+    // FNV-1a: a fixed hash, the same on every replica and release.
+    let hash = id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let short: String = clean.chars().take(47).collect();
+    format!("taskiq.{short}-{hash:08x}")
 }
 
 impl TaskiqSchedules {
@@ -73,13 +81,13 @@ impl TaskiqSchedules {
 
     /// Reads the Python schedules: every cron and interval schedule, and the one-shot ones due
     /// within `catch_up` before now (or in the next minute). One that kiq cannot read is
-    /// logged and left out. `first_seen` keeps when each was first seen, so a schedule does
-    /// not replay the ticks of the catch-up window the first time kiq sees it.
+    /// logged and left out. A cron or interval schedule starts when a kiq scheduler first saw
+    /// it (kept in Redis, so a replica taking over agrees), so it does not replay the ticks of
+    /// the catch-up window from before.
     pub async fn load(
         &self,
         control: &Control,
         catch_up: std::time::Duration,
-        first_seen: &mut HashMap<String, u64>,
     ) -> Vec<TaskiqSchedule> {
         let now = Utc::now();
         let window = ChronoDuration::from_std(catch_up).unwrap_or(ChronoDuration::hours(1));
@@ -92,24 +100,33 @@ impl TaskiqSchedules {
             }
         };
         let now_ms = now.timestamp_millis().max(0) as u64;
-        let mut out = Vec::new();
+        let mut out: Vec<TaskiqSchedule> = Vec::new();
         for (id, data) in stored {
             let Some(data) = data else { continue };
             match self.parse(&id, &data) {
-                Ok(mut s) => {
-                    // A one-shot time fires within the catch-up window, as Taskiq fires a past
-                    // time at start; cron and interval schedules start where kiq first saw them.
-                    if s.def.schedule.starts_with("@at ") {
-                        s.def.created_at_ms = 0;
-                    } else {
-                        s.def.created_at_ms = *first_seen.entry(id.clone()).or_insert(now_ms);
-                    }
-                    out.push(s)
-                }
+                Ok(s) => out.push(s),
                 Err(e) => {
                     tracing::warn!(schedule = %id, error = %e, "a Taskiq schedule kiq cannot serve is ignored")
                 }
             }
+        }
+        // A one-shot time fires within the catch-up window, as Taskiq fires a past time at
+        // start; cron and interval schedules start where a kiq scheduler first saw them.
+        let recurring: Vec<String> = out
+            .iter()
+            .filter(|s| !s.def.schedule.starts_with("@at "))
+            .map(|s| s.def.id.clone())
+            .collect();
+        let seen = control
+            .taskiq_first_seen(&recurring, now_ms)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read when Taskiq schedules were first seen");
+                vec![now_ms; recurring.len()]
+            });
+        let seen: HashMap<&str, u64> = recurring.iter().map(String::as_str).zip(seen).collect();
+        for s in &mut out {
+            s.def.created_at_ms = seen.get(s.def.id.as_str()).copied().unwrap_or(0);
         }
         out
     }
@@ -292,7 +309,17 @@ mod tests {
         assert_eq!(zone_of("PT2H").unwrap(), "Etc/GMT-2");
         assert_eq!(zone_of("-PT5H").unwrap(), "Etc/GMT+5");
         assert!(zone_of("PT1H30M").is_err());
-        assert_eq!(kiq_id("a b/c"), "taskiq.a_b_c");
+        assert_eq!(kiq_id("cron-berlin"), "taskiq.cron-berlin");
+        // Ids kiq would have to change never collide.
+        let changed = [
+            kiq_id("a b"),
+            kiq_id("a/b"),
+            kiq_id("a_b"),
+            kiq_id(&"x".repeat(80)),
+        ];
+        assert!(changed[0].starts_with("taskiq.a_b-") && changed[0] != changed[1]);
+        assert_eq!(changed[2], "taskiq.a_b");
+        assert!(changed.iter().all(|c| c.len() <= 64));
         assert_eq!(iso_seconds("PT2S"), Some(2));
         assert_eq!(iso_seconds("PT1H30M"), Some(5400));
         assert_eq!(iso_seconds("P1D"), None);

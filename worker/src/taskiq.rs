@@ -133,31 +133,12 @@ impl Context<'_> {
                 None,
             );
         };
-        if data.len() > self.max_payload {
-            let msg = TaskiqMessage::parse(data).ok();
-            return self.refuse(
-                "too_large",
-                "MessageTooLarge",
-                format!(
-                    "the message is {} bytes, over the {}-byte limit",
-                    data.len(),
-                    self.max_payload
-                ),
-                msg.as_ref(),
-            );
-        }
         let msg = match TaskiqMessage::parse(data) {
             Ok(m) => m,
             Err(e) => return self.refuse("malformed", "MalformedMessage", e.to_string(), None),
         };
-        if !validate_task_id(&msg.task_id) {
-            return self.refuse(
-                "malformed",
-                "MalformedMessage",
-                format!("invalid task id {:?}", msg.task_id),
-                None,
-            );
-        }
+        // A task kiq does not run, on a stream Python workers share, is theirs: kiq's own
+        // limits (payload size, task ids) apply only to what kiq will run.
         let Some(def) = self.registry.get(&msg.task_name) else {
             if self.stream.shared && hops < self.stream.max_hops {
                 return Translated::PassBack {
@@ -174,6 +155,30 @@ impl Context<'_> {
             };
             return self.refuse("unknown_task", "UnknownTask", error, Some(&msg));
         };
+        if data.len() > self.max_payload {
+            return self.refuse(
+                "too_large",
+                "MessageTooLarge",
+                format!(
+                    "the message is {} bytes, over the {}-byte limit",
+                    data.len(),
+                    self.max_payload
+                ),
+                Some(&msg),
+            );
+        }
+        if !validate_task_id(&msg.task_id) {
+            // No result either: an id kiq refuses is not a key kiq writes.
+            return self.refuse(
+                "malformed",
+                "MalformedMessage",
+                format!(
+                    "invalid task id {:?}: kiq takes 1-128 of A-Z a-z 0-9 - _ . :",
+                    msg.task_id
+                ),
+                None,
+            );
+        }
         let known = match msg.known_labels() {
             Ok(k) => k,
             Err(e) => return self.refuse("malformed", "MalformedMessage", e.0, Some(&msg)),
@@ -392,8 +397,18 @@ mod tests {
             Translated::PassBack { .. }
         ));
         assert!(matches!(
-            ctx(&reg, &stream).translate(Some(&data), 10),
+            ctx(&reg, &stream).translate(Some(&data), 30),
             Translated::Dead(_)
+        ));
+        // kiq's limits are not Python's: a big message, or an id kiq would refuse, of a task
+        // kiq does not run is passed back too.
+        let big = format!(
+            r#"{{"task_id": "py/custom id", "task_name": "py.only", "labels": {{}}, "args": ["{}"], "kwargs": {{}}}}"#,
+            "x".repeat(4000)
+        );
+        assert!(matches!(
+            ctx(&reg, &stream).translate(Some(big.as_bytes()), 0),
+            Translated::PassBack { .. }
         ));
     }
 }

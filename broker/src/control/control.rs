@@ -251,6 +251,17 @@ impl Control {
         self.redis()?.taskiq_schedules(prefix, time_buckets).await
     }
 
+    /// When the scheduler first saw each of the Taskiq schedules `ids` (kiq schedule ids);
+    /// those seen now for the first time are recorded as `now_ms`. Schedules not among `ids`
+    /// are forgotten.
+    pub async fn taskiq_first_seen(
+        &self,
+        ids: &[String],
+        now_ms: u64,
+    ) -> Result<Vec<u64>, BrokerError> {
+        self.redis()?.taskiq_first_seen(ids, now_ms).await
+    }
+
     /// Marks `tick` handled without firing it (a skipped misfire), under the lease.
     pub async fn skip(&self, tick: &Tick<'_>) -> Result<TickOutcome, BrokerError> {
         self.redis()?.skip(tick).await

@@ -29,6 +29,9 @@ fn invalid(what: impl Into<String>) -> PickleError {
 /// How deeply containers may nest (deeper, or a self-referencing container, is refused).
 const MAX_DEPTH: usize = 128;
 
+/// The most values one pickle may read into (or its length in bytes, if larger).
+const MAX_VALUES: usize = 1_000_000;
+
 /// A value while the pickle is read: containers hold indexes into the arena, so that a value
 /// memoized and then filled (as Python's pickler writes containers) is seen filled wherever it
 /// is fetched from the memo.
@@ -369,7 +372,10 @@ pub fn loads(bytes: &[u8]) -> Result<Value, PickleError> {
         [Item::Node(i)] => *i,
         _ => return Err(invalid("the pickle does not end with one value")),
     };
-    to_value(&arena, root, 0)
+    // A value reached twice through the memo is copied each time: a budget bounds the copies
+    // (a few hundred bytes of `[y, y]` nested 60 deep would otherwise expand to 2^60 values).
+    let mut budget = MAX_VALUES.max(bytes.len());
+    to_value(&arena, root, 0, &mut budget)
 }
 
 /// Python's `raw-unicode-escape` (protocol 0's `UNICODE`): Latin-1 bytes, with `\uXXXX` and
@@ -399,10 +405,18 @@ fn raw_unicode_escape(b: &[u8]) -> Result<String, PickleError> {
     Ok(out)
 }
 
-fn to_value(arena: &[Node], i: usize, depth: usize) -> Result<Value, PickleError> {
+fn to_value(
+    arena: &[Node],
+    i: usize,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<Value, PickleError> {
     if depth > MAX_DEPTH {
         return Err(invalid("nested too deeply (or refers to itself)"));
     }
+    *budget = budget
+        .checked_sub(1)
+        .ok_or_else(|| invalid("too many values (shared containers expand too far)"))?;
     Ok(match &arena[i] {
         Node::Null => Value::Null,
         Node::Bool(b) => Value::Bool(*b),
@@ -421,7 +435,7 @@ fn to_value(arena: &[Node], i: usize, depth: usize) -> Result<Value, PickleError
         Node::Str(s) => Value::String(s.clone()),
         Node::List(xs) => Value::Array(
             xs.iter()
-                .map(|x| to_value(arena, *x, depth + 1))
+                .map(|x| to_value(arena, *x, depth + 1, budget))
                 .collect::<Result<_, _>>()?,
         ),
         Node::Dict(pairs) => {
@@ -431,7 +445,7 @@ fn to_value(arena: &[Node], i: usize, depth: usize) -> Result<Value, PickleError
                     Node::Str(s) => s.clone(),
                     _ => return Err(invalid("dict keys must be strings")),
                 };
-                m.insert(key, to_value(arena, *v, depth + 1)?);
+                m.insert(key, to_value(arena, *v, depth + 1, budget)?);
             }
             Value::Object(m)
         }
@@ -623,5 +637,22 @@ mod tests {
         // A list containing itself is refused, not looped on.
         let cyclic = b"\x80\x04]\x94h\x00a.";
         assert!(loads(cyclic).is_err());
+        // y = []; then 60 times y = [y, y] (each memoized, popped, fetched twice by the next):
+        // 2^60 values once copied out, in 700 bytes. Refused, not expanded.
+        let mut p = b"\x80\x04]\x940".to_vec();
+        for i in 0..60u32 {
+            p.extend_from_slice(b"(j");
+            p.extend_from_slice(&i.to_le_bytes());
+            p.extend_from_slice(b"j");
+            p.extend_from_slice(&i.to_le_bytes());
+            p.extend_from_slice(b"l\x940");
+        }
+        p.extend_from_slice(b"j");
+        p.extend_from_slice(&60u32.to_le_bytes());
+        p.push(b'.');
+        assert!(loads(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("too many values"));
     }
 }

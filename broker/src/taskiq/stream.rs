@@ -116,6 +116,14 @@ impl TaskiqStream {
         if self.stream.is_empty() || self.group.is_empty() {
             return Err("a Taskiq stream needs a stream and a group name".into());
         }
+        // kiq's once-marks take the stream's hash tag; braces that make no tag would put them
+        // in another slot.
+        if crate::keys::hash_tag(&self.stream).contains(['{', '}']) {
+            return Err(format!(
+                "Taskiq stream name {:?} has braces that make no hash tag: use none, or one {{tag}}",
+                self.stream
+            ));
+        }
         if !crate::client::dispatch::valid_queue_name(&self.queue) {
             return Err(format!(
                 "invalid kiq queue name {:?} for Taskiq dead letters",
@@ -142,3 +150,22 @@ pub struct TaskiqEntry {
 
 /// The stream entry field that counts how often kiq passed a message back for Python.
 pub const HOPS_FIELD: &str = "kiq_hops";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::redis::connection::slot;
+    use crate::keys::Keys;
+
+    #[test]
+    fn a_streams_once_marks_share_its_slot_or_it_is_refused() {
+        let k = Keys::new("kiq");
+        for name in ["taskiq", "{app}:tasks", "x{y}z", "tasks.v2"] {
+            assert!(TaskiqStream::new(name).check().is_ok(), "{name}");
+            assert_eq!(slot(&k.taskiq_once(name, "s:f:1")), slot(name), "{name}");
+        }
+        for name in ["a{}b", "x}y", "{a", ""] {
+            assert!(TaskiqStream::new(name).check().is_err(), "{name}");
+        }
+    }
+}

@@ -244,6 +244,18 @@ impl Worker {
             stop_leases.clone(),
         ));
         // Taskiq streams: their messages are handed on to the tasks' queues, read below.
+        if !config.taskiq.is_empty() {
+            let unread: Vec<String> = self
+                .registry
+                .tasks()
+                .iter()
+                .filter(|d| !queues.iter().any(|q| q == d.queue))
+                .map(|d| format!("{} (queue {})", d.name, d.queue))
+                .collect();
+            if !unread.is_empty() {
+                tracing::warn!(tasks = ?unread, "Taskiq messages for these tasks wait for a worker that reads their queues: this one does not");
+            }
+        }
         let bridges: Vec<_> = config
             .taskiq
             .iter()
@@ -346,7 +358,9 @@ impl Worker {
         }
 
         for bridge in bridges {
-            let _ = bridge.await;
+            if let Err(e) = bridge.await {
+                tracing::error!(error = %e, "a Taskiq stream's bridge ended abnormally");
+            }
         }
         tracing::info!("worker stopping: no more fetching, draining in-flight tasks");
         executions.tracker.close();

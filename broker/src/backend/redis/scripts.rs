@@ -47,6 +47,7 @@ lua!(SCHEDULE_DECIDE, "schedule_decide");
 lua!(SCHEDULE_SKIP, "schedule_skip");
 lua!(SET_PARTITIONS, "set_partitions");
 lua!(TASKIQ_SEND_ONCE, "taskiq_send_once");
+lua!(TASKIQ_PASS_BACK, "taskiq_pass_back");
 
 impl Lua {
     /// An invocation with `keys` declared, ready for arguments.
@@ -158,6 +159,10 @@ pub(crate) fn set_partitions_keys(k: &Keys) -> Vec<String> {
     vec![k.partitions(), k.partitions_read()]
 }
 
+pub(crate) fn taskiq_pass_back_keys(stream: &str) -> Vec<String> {
+    vec![stream.to_string()]
+}
+
 pub(crate) fn taskiq_send_once_keys(k: &Keys, stream: &str, id: &str) -> Vec<String> {
     vec![k.taskiq_once(stream, id), stream.to_string()]
 }
@@ -200,6 +205,7 @@ mod tests {
             (&SET_PARTITIONS, set_partitions_keys(&k)),
             // Taskiq's stream is named by the Python side, tagged or not.
             (&TASKIQ_SEND_ONCE, taskiq_send_once_keys(&k, "taskiq", "f1")),
+            (&TASKIQ_PASS_BACK, taskiq_pass_back_keys("taskiq")),
             (
                 &TASKIQ_SEND_ONCE,
                 taskiq_send_once_keys(&k, "{app}:tasks", "f1"),

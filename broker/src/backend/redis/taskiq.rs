@@ -16,7 +16,7 @@ use crate::taskiq::{TaskiqEntry, TaskiqStream, HOPS_FIELD};
 
 use super::complete::DEAD_LETTER_MAX_LEN;
 use super::connection::RedisConnection;
-use super::scripts::{self, TASKIQ_SEND_ONCE};
+use super::scripts::{self, TASKIQ_PASS_BACK, TASKIQ_SEND_ONCE};
 use super::RedisBackend;
 
 /// What a bridge pass settles for one Taskiq entry.
@@ -117,6 +117,34 @@ impl RedisBackend {
         Ok(ids.into_iter().zip(data).collect())
     }
 
+    /// When each of `ids` was first seen (`now_ms` for those seen now for the first time), in
+    /// one round trip; forgets schedules no longer among `ids`.
+    pub(crate) async fn taskiq_first_seen(
+        &self,
+        ids: &[String],
+        now_ms: u64,
+    ) -> Result<Vec<u64>, BrokerError> {
+        let key = self.keys.taskiq_first_seen();
+        let known: Vec<String> = self.pool().query(redis::cmd("HKEYS").arg(&key)).await?;
+        let gone: Vec<&String> = known.iter().filter(|k| !ids.contains(k)).collect();
+        let mut pipe = redis::pipe();
+        if !gone.is_empty() {
+            pipe.cmd("HDEL").arg(&key).arg(&gone).ignore();
+        }
+        for id in ids {
+            pipe.cmd("HSETNX").arg(&key).arg(id).arg(now_ms).ignore();
+        }
+        if ids.is_empty() {
+            if !gone.is_empty() {
+                self.pool().query::<(), _>(&pipe).await?;
+            }
+            return Ok(Vec::new());
+        }
+        pipe.cmd("HMGET").arg(&key).arg(ids);
+        let (seen,): (Vec<Option<u64>>,) = self.pool().query(&pipe).await?;
+        Ok(seen.into_iter().map(|s| s.unwrap_or(now_ms)).collect())
+    }
+
     /// The stored result under `key`, if any.
     pub(crate) async fn taskiq_result(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
         self.pool().query(redis::cmd("GET").arg(key)).await
@@ -156,24 +184,52 @@ impl RedisBackend {
         count: usize,
     ) -> Result<Vec<TaskiqEntry>, BrokerError> {
         let idle = s.reclaim_after.as_millis().max(1) as u64;
-        let pending: Vec<(String, String, u64, u64)> = self
+        // Per kiq consumer: a group-wide XPENDING could be filled by Python consumers' entries
+        // (a SIGKILLed Python worker's stay pending) and never reach kiq's.
+        let consumers: Vec<std::collections::HashMap<String, Value>> = self
             .pool()
             .query(
-                redis::cmd("XPENDING")
+                redis::cmd("XINFO")
+                    .arg("CONSUMERS")
                     .arg(&s.stream)
-                    .arg(&s.group)
-                    .arg("IDLE")
-                    .arg(idle)
-                    .arg("-")
-                    .arg("+")
-                    .arg(count.max(1)),
+                    .arg(&s.group),
             )
             .await?;
-        let mine: Vec<(String, u64)> = pending
-            .into_iter()
-            .filter(|(_, c, _, _)| c.starts_with(kiq_prefix) && c != consumer)
-            .map(|(id, _, _, n)| (id, n))
-            .collect();
+        let mut mine: Vec<(String, u64)> = Vec::new();
+        for c in consumers {
+            let name: String = c
+                .get("name")
+                .cloned()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or_default();
+            let pending: u64 = c
+                .get("pending")
+                .cloned()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or(0);
+            if pending == 0 || !name.starts_with(kiq_prefix) || name == consumer {
+                continue;
+            }
+            let left = count.max(1).saturating_sub(mine.len());
+            if left == 0 {
+                break;
+            }
+            let entries: Vec<(String, String, u64, u64)> = self
+                .pool()
+                .query(
+                    redis::cmd("XPENDING")
+                        .arg(&s.stream)
+                        .arg(&s.group)
+                        .arg("IDLE")
+                        .arg(idle)
+                        .arg("-")
+                        .arg("+")
+                        .arg(left)
+                        .arg(&name),
+                )
+                .await?;
+            mine.extend(entries.into_iter().map(|(id, _, _, n)| (id, n)));
+        }
         if mine.is_empty() {
             return Ok(Vec::new());
         }
@@ -240,17 +296,6 @@ impl RedisBackend {
                 writes.add(&key, cmd);
                 any = true;
             }
-            if let Some((data, hops)) = &x.pass_back {
-                let mut cmd = redis::cmd("XADD");
-                cmd.arg(&s.stream)
-                    .arg("*")
-                    .arg(DATA_FIELD)
-                    .arg(data)
-                    .arg(HOPS_FIELD)
-                    .arg(*hops);
-                writes.add(&s.stream, cmd);
-                any = true;
-            }
             if let Some((key, bytes, ttl)) = &x.result {
                 writes.add(key, set_value(key, bytes, *ttl));
                 any = true;
@@ -259,21 +304,41 @@ impl RedisBackend {
         if any {
             self.pool().batch(writes).await?;
         }
-        let ids: Vec<&str> = settled.iter().map(|x| x.entry_id.as_str()).collect();
+        let ids: Vec<&str> = settled
+            .iter()
+            .filter(|x| x.pass_back.is_none())
+            .map(|x| x.entry_id.as_str())
+            .collect();
         let mut acks = self.pool().new_batch();
-        acks.add(
-            &s.stream,
-            redis::cmd("XACK")
-                .arg(&s.stream)
-                .arg(&s.group)
-                .arg(&ids)
-                .clone(),
-        );
-        // kiq deletes what it acked: the stream holds only live work (Taskiq never trims).
-        acks.add(
-            &s.stream,
-            redis::cmd("XDEL").arg(&s.stream).arg(&ids).clone(),
-        );
+        if !ids.is_empty() {
+            acks.add(
+                &s.stream,
+                redis::cmd("XACK")
+                    .arg(&s.stream)
+                    .arg(&s.group)
+                    .arg(&ids)
+                    .clone(),
+            );
+            // kiq deletes what it acked: the stream holds only live work (Taskiq never trims).
+            acks.add(
+                &s.stream,
+                redis::cmd("XDEL").arg(&s.stream).arg(&ids).clone(),
+            );
+        }
+        // A pass-back re-adds the message only if its ack takes, in one step: never twice.
+        let keys = scripts::taskiq_pass_back_keys(&s.stream);
+        for x in settled {
+            if let Some((data, hops)) = &x.pass_back {
+                let mut cmd = TASKIQ_PASS_BACK.eval(&keys);
+                cmd.arg(&s.group)
+                    .arg(&x.entry_id)
+                    .arg(DATA_FIELD)
+                    .arg(data)
+                    .arg(HOPS_FIELD)
+                    .arg(*hops);
+                acks.add(&s.stream, cmd);
+            }
+        }
         self.pool().batch(acks).await.map(drop)
     }
 }
