@@ -1,9 +1,11 @@
 """Stores schedules as a Python Taskiq app does, with ListRedisScheduleSource, then exits:
 kiq's scheduler serves them. Argument: the one-shot time (ISO 8601, UTC).
-Configured by the environment, as kiq_interop.py.
+Configured by the environment, as kiq_interop.py, and KIQ_TEST_PLAIN_URL: a plain redis:// URL
+of the primary (ListRedisScheduleSource takes one server; it cannot write to a cluster).
 """
 
 import asyncio
+import os
 import sys
 from datetime import datetime, timedelta
 
@@ -15,7 +17,7 @@ from kiq_interop import URL
 
 async def main() -> None:
     at = datetime.fromisoformat(sys.argv[1].replace("Z", "+00:00"))
-    source = ListRedisScheduleSource(URL)
+    source = ListRedisScheduleSource(os.environ.get("KIQ_TEST_PLAIN_URL") or URL)
     await source.startup()
     await source.add_schedule(ScheduledTask(
         task_name="interop.add", labels={"retry_on_error": False, "origin": "python"},

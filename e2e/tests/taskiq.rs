@@ -43,6 +43,34 @@ fn python() -> PathBuf {
     p
 }
 
+/// A plain connection for assertions, on any topology `KIQ_TEST_TOPOLOGY` names (the cluster's
+/// follows its slots; Sentinel's goes to the primary).
+fn raw(redis: &RedisServer) -> Box<dyn redis::ConnectionLike> {
+    match redis {
+        RedisServer::Cluster(c) => {
+            let seeds: Vec<String> = c.nodes().iter().map(|n| n.url()).collect();
+            Box::new(
+                redis::cluster::ClusterClient::new(seeds)
+                    .unwrap()
+                    .get_connection()
+                    .unwrap(),
+            )
+        }
+        RedisServer::Sentinel(s) => Box::new(
+            redis::Client::open(format!("redis://127.0.0.1:{}", s.primary_port().unwrap()))
+                .unwrap()
+                .get_connection()
+                .unwrap(),
+        ),
+        RedisServer::Single(r) => Box::new(
+            redis::Client::open(r.url())
+                .unwrap()
+                .get_connection()
+                .unwrap(),
+        ),
+    }
+}
+
 fn python_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")
 }
@@ -251,19 +279,18 @@ async fn python_calls_run_on_kiq_with_pickle_and_json_results() {
     let r = json_side.produce(&python_calls());
     check_python_results(&r);
 
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut conn = client.get_connection().unwrap();
+    let mut conn = raw(&redis);
     // The JSON side's results are JSON under the prefix, with the TTL asked for.
     let id = r[0]["task_id"].as_str().unwrap();
     let raw: Vec<u8> = redis::cmd("GET")
         .arg(format!("p:{id}"))
-        .query(&mut conn)
+        .query(&mut *conn)
         .unwrap();
     let stored: Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(stored["return_value"], json!(5));
     let pttl: i64 = redis::cmd("PTTL")
         .arg(format!("p:{id}"))
-        .query(&mut conn)
+        .query(&mut *conn)
         .unwrap();
     assert!(pttl > 0 && pttl <= 600_000, "{pttl}");
     // kiq acks and deletes what it took: nothing left in Taskiq's streams.
@@ -271,7 +298,7 @@ async fn python_calls_run_on_kiq_with_pickle_and_json_results() {
         let emptied = wait_until(Duration::from_secs(20), || {
             redis::cmd("XLEN")
                 .arg(stream)
-                .query::<u64>(&mut conn)
+                .query::<u64>(&mut *conn)
                 .unwrap()
                 == 0
         });
@@ -416,10 +443,9 @@ async fn kiq_dispatches_to_python_workers_and_reads_their_results() {
 async fn a_stream_shared_with_python_workers_serves_every_task_once() {
     let redis = RedisServer::start().expect("redis");
     let url = redis.url();
-    let client = redis::Client::open(url.as_str()).unwrap();
     // kiq runs interop.add, Python runs py.mul (and interop.add too: the task being moved).
-    // Passes back for up to about a minute: long enough for a Python worker to start on a
-    // loaded machine.
+    // Passes back for up to about three minutes: long enough for a Python worker to start on a
+    // loaded machine (CI runs this beside the other tests, on a Sentinel set too).
     let _kiq = Workers::start(
         &url,
         1,
@@ -428,7 +454,7 @@ async fn a_stream_shared_with_python_workers_serves_every_task_once() {
             "mixed",
             "--taskiq-shared",
             "--taskiq-max-hops",
-            "20",
+            "40",
         ],
     );
     let py = PySide::new(&url, "mixed");
@@ -439,8 +465,8 @@ async fn a_stream_shared_with_python_workers_serves_every_task_once() {
     }
     // The producer sends before any Python worker runs: kiq takes every message, runs
     // interop.add and passes py.mul back to the stream until a Python worker takes them.
-    let producer = py.spawn_producer(&Value::Array(calls), 60);
-    let mut conn = client.get_connection().unwrap();
+    let producer = py.spawn_producer(&Value::Array(calls), 200);
+    let mut conn = raw(&redis);
     let broker = kiq::Broker::connect(&url).await.unwrap();
     let inspector = broker.inspector();
     let kiq_took = wait_until(Duration::from_secs(20), || {
@@ -461,21 +487,21 @@ async fn a_stream_shared_with_python_workers_serves_every_task_once() {
     // after kiq had taken them), py.mul by Python (15 runs: no pass-back was sent twice).
     let counters = futures_block(inspector.counters());
     assert_eq!(counters.get("succeeded"), Some(&15), "{counters:?}");
-    let python_ran = |conn: &mut redis::Connection, task: &str| -> u64 {
+    let python_ran = |conn: &mut dyn redis::ConnectionLike, task: &str| -> u64 {
         redis::cmd("GET")
             .arg(format!("kiq-test:python-ran:{task}"))
             .query::<Option<u64>>(conn)
             .unwrap()
             .unwrap_or(0)
     };
-    assert_eq!(python_ran(&mut conn, "py.mul"), 15);
-    assert_eq!(python_ran(&mut conn, "interop.add"), 0);
+    assert_eq!(python_ran(&mut *conn, "py.mul"), 15);
+    assert_eq!(python_ran(&mut *conn, "interop.add"), 0);
     // Nothing is left pending (Python acks after writing its result: wait for it).
     let settled = wait_until(Duration::from_secs(20), || {
         let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
             .arg("mixed")
             .arg("taskiq")
-            .query(&mut conn)
+            .query(&mut *conn)
             .unwrap();
         pending.0 == 0
     });
@@ -516,15 +542,14 @@ async fn a_task_no_worker_serves_on_a_shared_stream_ends_as_a_dead_letter() {
 async fn kiq_takes_over_a_stopped_kiq_workers_taskiq_entries_but_never_pythons() {
     let redis = RedisServer::start().expect("redis");
     let url = redis.url();
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut conn = client.get_connection().unwrap();
+    let mut conn = raw(&redis);
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg("taskiq")
         .arg("taskiq")
         .arg("$")
         .arg("MKSTREAM")
-        .query(&mut conn)
+        .query(&mut *conn)
         .unwrap();
     let message = |id: &str, a: i64| {
         format!(
@@ -549,7 +574,7 @@ async fn kiq_takes_over_a_stopped_kiq_workers_taskiq_entries_but_never_pythons()
             .arg("*")
             .arg("data")
             .arg(message(id, a))
-            .query(&mut conn)
+            .query(&mut *conn)
             .unwrap();
         let _: redis::Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -560,7 +585,7 @@ async fn kiq_takes_over_a_stopped_kiq_workers_taskiq_entries_but_never_pythons()
             .arg("STREAMS")
             .arg("taskiq")
             .arg(">")
-            .query(&mut conn)
+            .query(&mut *conn)
             .unwrap();
     }
     let _kiq = Workers::start(
@@ -582,13 +607,13 @@ async fn kiq_takes_over_a_stopped_kiq_workers_taskiq_entries_but_never_pythons()
         .arg("-")
         .arg("+")
         .arg(10)
-        .query(&mut conn)
+        .query(&mut *conn)
         .unwrap();
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0].1, "5f0c6a4e-3c1b-4a57-9e0e-1d2f3a4b5c6d");
     let none: Option<Vec<u8>> = redis::cmd("GET")
         .arg("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
-        .query(&mut conn)
+        .query(&mut *conn)
         .unwrap();
     assert!(none.is_none());
 }
@@ -634,7 +659,7 @@ impl Drop for SchedulerProcess {
 type Entry = (String, Vec<(String, Vec<u8>)>);
 
 /// The Taskiq messages in `stream`, oldest first.
-fn sent(conn: &mut redis::Connection, stream: &str) -> Vec<Value> {
+fn sent(conn: &mut dyn redis::ConnectionLike, stream: &str) -> Vec<Value> {
     let entries: Vec<Entry> = redis::cmd("XRANGE")
         .arg(stream)
         .arg("-")
@@ -656,14 +681,22 @@ fn sent(conn: &mut redis::Connection, stream: &str) -> Vec<Value> {
 async fn python_schedules_fire_once_per_tick_under_kiqs_scheduler() {
     let redis = RedisServer::start().expect("redis");
     let url = redis.url();
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut conn = client.get_connection().unwrap();
+    let mut conn = raw(&redis);
     // Python stores its schedules (then exits: it keeps owning them, kiq only reads them).
     let at = (chrono::Utc::now() + chrono::Duration::seconds(3))
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
+    let plain = match &redis {
+        RedisServer::Single(r) => r.url(),
+        RedisServer::Sentinel(s) => format!("redis://127.0.0.1:{}", s.primary_port().unwrap()),
+        RedisServer::Cluster(_) => panic!(
+            "Python's ListRedisScheduleSource cannot write to a Redis Cluster: this test runs on \
+             one server and on Sentinel (scripts/test.sh skips it on a cluster)"
+        ),
+    };
     let out = PySide::new(&url, "taskiq")
         .command()
+        .env("KIQ_TEST_PLAIN_URL", plain)
         .args(["schedules.py", &at])
         .output()
         .expect("schedules.py");
@@ -675,29 +708,32 @@ async fn python_schedules_fire_once_per_tick_under_kiqs_scheduler() {
     // Two replicas: one is active under the lease.
     let first = SchedulerProcess::start(&url);
     let _second = SchedulerProcess::start(&url);
-    let ticks = |conn: &mut redis::Connection, schedule: &str| {
+    let ticks = |conn: &mut dyn redis::ConnectionLike, schedule: &str| {
         sent(conn, "sched-out")
             .into_iter()
             .filter(|m| m["labels"]["schedule_id"] == json!(schedule))
             .collect::<Vec<_>>()
     };
     assert!(
-        wait_until(Duration::from_secs(30), || ticks(&mut conn, "every-second")
-            .len()
+        wait_until(Duration::from_secs(30), || ticks(
+            &mut *conn,
+            "every-second"
+        )
+        .len()
             >= 3),
         "the interval schedule did not fire"
     );
     // The active replica dies; the other takes over and carries on, firing missed ticks once.
     drop(first);
-    let before = ticks(&mut conn, "every-second").len();
+    let before = ticks(&mut *conn, "every-second").len();
     assert!(
         wait_until(Duration::from_secs(30), || {
-            ticks(&mut conn, "every-second").len() >= before + 4
-                && ticks(&mut conn, "one-shot").len() == 1
+            ticks(&mut *conn, "every-second").len() >= before + 4
+                && ticks(&mut *conn, "one-shot").len() == 1
         }),
         "the schedules did not go on after a failover"
     );
-    let every = ticks(&mut conn, "every-second");
+    let every = ticks(&mut *conn, "every-second");
     let mut at_ms: Vec<u64> = every
         .iter()
         .map(|m| {
@@ -719,15 +755,15 @@ async fn python_schedules_fire_once_per_tick_under_kiqs_scheduler() {
     assert_eq!(m["args"], json!([3, 4]));
     assert_eq!(m["labels"]["retry_on_error"], json!("False"));
     assert_eq!(m["labels_types"]["schedule_id"], json!(3));
-    let two = ticks(&mut conn, "every-2s-timedelta");
+    let two = ticks(&mut *conn, "every-2s-timedelta");
     assert!(!two.is_empty());
     assert_eq!(two[0]["kwargs"], json!({"a": 1, "b": 1}));
     // The one-shot fired once; the nightly cron (02:00 Berlin) is not due.
-    assert_eq!(ticks(&mut conn, "one-shot").len(), 1);
-    assert!(ticks(&mut conn, "nightly-berlin").is_empty());
+    assert_eq!(ticks(&mut *conn, "one-shot").len(), 1);
+    assert!(ticks(&mut *conn, "nightly-berlin").is_empty());
     // A kiq worker serving the stream runs them, and the results are where Python reads them.
     let _worker = Workers::start(&url, 1, &["--taskiq", "sched-out"]);
-    let one_shot_id = ticks(&mut conn, "one-shot")[0]["task_id"]
+    let one_shot_id = ticks(&mut *conn, "one-shot")[0]["task_id"]
         .as_str()
         .unwrap()
         .to_string();
