@@ -45,6 +45,10 @@ struct Args {
     /// rate, and Redis CPU and commands per task on every node
     #[arg(long)]
     cluster: bool,
+    /// Only measure Taskiq interop: N Taskiq messages (as a Python producer sends them) served
+    /// by kiq workers (`--taskiq`), against kiq's own drain of N tasks in the same run
+    #[arg(long)]
+    taskiq: bool,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -63,6 +67,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.cluster {
         return cluster_comparison(args.tasks.max(100)).await;
+    }
+    if args.taskiq {
+        return taskiq_comparison(args.tasks.max(100)).await;
     }
     let _private;
     let url = match &args.redis_url {
@@ -781,6 +788,127 @@ async fn drain(
     ))
 }
 
+/// `--taskiq`: N no-op tasks drained by one worker process from kiq's own queue, then N Taskiq
+/// messages for the same task from a Taskiq stream (XADDed as taskiq-redis does, pipelined),
+/// each through the bridge, kiq's queue and the worker, its result written where Python reads
+/// it (pickle). Rate, and Redis CPU and commands per task.
+async fn taskiq_comparison(n: usize) -> anyhow::Result<()> {
+    let taskctl = std::env::current_exe()?
+        .parent()
+        .context("no binary directory")?
+        .join("taskctl");
+    let redis = RedisServer::start().context("starting a private redis-server")?;
+    let url = redis.url();
+    let mut conn = redis::Client::open(url.as_str())?
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(Duration::from_secs(60))),
+        )
+        .await?;
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    println!("kiq-bench --taskiq: {n} no-op tasks per run, 1 worker process, {profile} build");
+    println!(
+        "{:<58} {:>12} {:>14} {:>14}",
+        "", "tasks/s", "Redis µs/task", "cmds/task"
+    );
+
+    // kiq's own queue, as the main benchmark's drain.
+    let cpu = CpuMeter::start(&mut conn).await?;
+    let (rate, cmds, _) = drain(&taskctl, &url, "kiqbench-native", 1, n, &mut conn, None).await?;
+    let (redis_us, _) = cpu.per_task(&mut conn, n).await?;
+    println!(
+        "{:<58} {:>12.0} {:>14.1} {:>14.2}",
+        "kiq queue: kiq_many, then drain",
+        rate,
+        redis_us,
+        cmds.0 + cmds.1
+    );
+    flush(&mut conn).await?;
+
+    // The same task from a Taskiq stream.
+    let prefix = "kiqbench-taskiq";
+    let stream = "taskiq";
+    let name = bench::noop::SPEC.name;
+    let before = command_calls(&mut conn).await?;
+    let cpu = CpuMeter::start(&mut conn).await?;
+    let mut left = n;
+    let mut i = 0u64;
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("taskiq")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async::<()>(&mut conn)
+        .await?;
+    while left > 0 {
+        let k = left.min(1000);
+        let mut pipe = redis::pipe();
+        for _ in 0..k {
+            i += 1;
+            let msg = format!(
+                r#"{{"task_id": "{i:032x}", "task_name": "{name}", "labels": {{}}, "labels_types": {{}}, "args": [], "kwargs": {{}}}}"#
+            );
+            pipe.cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg("data")
+                .arg(msg)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+        left -= k;
+    }
+    let t = Instant::now();
+    let workers = Workers::start_with(&taskctl, &url, prefix, 1, &["--taskiq", stream])?;
+    let stats = format!("{{{prefix}}}:stats");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done: Option<u64> = redis::cmd("HGET")
+            .arg(&stats)
+            .arg("succeeded")
+            .query_async(&mut conn)
+            .await?;
+        if done.unwrap_or(0) >= n as u64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{n} Taskiq messages were not served in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    workers.stop();
+    let (redis_us, _) = cpu.per_task(&mut conn, n).await?;
+    let d = delta(&command_calls(&mut conn).await?, &before);
+    let cmds: u64 = d
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "hget"))
+        .map(|(_, v)| v)
+        .sum();
+    // A result Python reads, as written.
+    let sample: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(format!("{:032x}", 1))
+        .query_async(&mut conn)
+        .await?;
+    println!(
+        "{:<58} {:>12.0} {:>14.1} {:>14.2}",
+        "Taskiq stream: XADD (as Python), then bridge + drain",
+        rate,
+        redis_us,
+        cmds as f64 / n as f64
+    );
+    println!(
+        "  (a result as Python reads it: {} bytes of pickle)",
+        sample.map(|s| s.len()).unwrap_or(0)
+    );
+    Ok(())
+}
+
 /// `--cluster`: the same no-op drain on one Redis and on Redis Clusters of 1, 2 and 3 masters,
 /// each started here, with every node's Redis CPU and command count per task.
 async fn cluster_comparison(n: usize) -> anyhow::Result<()> {
@@ -997,6 +1125,17 @@ impl Workers {
         prefix: &str,
         procs: usize,
     ) -> anyhow::Result<Self> {
+        Self::start_with(taskctl, url, prefix, procs, &[])
+    }
+
+    /// Like [`Workers::start`], with more `taskctl worker` flags.
+    fn start_with(
+        taskctl: &std::path::Path,
+        url: &str,
+        prefix: &str,
+        procs: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let child = Command::new(taskctl)
             .args([
                 "worker",
@@ -1015,6 +1154,7 @@ impl Workers {
                 "--prefix",
                 prefix,
             ])
+            .args(extra)
             .env("KIQ_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -20,6 +20,38 @@ pub(crate) struct Executions {
     pub writes: mpsc::Sender<Write>,
     pub tracker: TaskTracker,
     pub inflight: Arc<InFlight>,
+    /// Batches hand their messages to the concurrency permits in the order they were read:
+    /// each takes a ticket when spawned and waits for its turn (each batch is a task of its
+    /// own, and two could otherwise reach the permits in either order: a high-priority message
+    /// read after the last critical one could start before it).
+    pub order: Arc<BatchOrder>,
+}
+
+/// The turn of each batch (see [`Executions::order`]).
+#[derive(Debug)]
+pub(crate) struct BatchOrder {
+    next_ticket: std::sync::atomic::AtomicU64,
+    turn: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for BatchOrder {
+    fn default() -> Self {
+        Self {
+            next_ticket: std::sync::atomic::AtomicU64::new(0),
+            turn: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+/// Passes the turn on when batch `ticket` is done handing out its messages, however its task
+/// ends (it never holds up the batches after it, even if it never got its turn).
+struct Turn(Arc<BatchOrder>, u64);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let next = self.1 + 1;
+        self.0.turn.send_modify(|t| *t = (*t).max(next));
+    }
 }
 
 impl Executions {
@@ -51,13 +83,21 @@ impl Executions {
         for d in &deliveries {
             self.inflight.insert(&d.lane, &d.stream_id);
         }
+        let ticket = self
+            .order
+            .next_ticket
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let p = self.clone();
         self.tracker.spawn(async move {
+            let _turn = Turn(p.order.clone(), ticket);
             let cancelled = if cancels_active {
                 precheck(&p.executor, &deliveries).await
             } else {
                 vec![false; deliveries.len()]
             };
+            // Wait for the batches read before this one to hand out their messages.
+            let mut turn = p.order.turn.subscribe();
+            let _ = turn.wait_for(|t| *t >= ticket).await;
             let mut slots = slots.into_iter();
             for (delivery, cancelled) in deliveries.into_iter().zip(cancelled) {
                 let slot = match slots.next() {

@@ -221,6 +221,7 @@ impl Worker {
             writes,
             tracker: TaskTracker::new(),
             inflight: inflight.clone(),
+            order: Default::default(),
         };
 
         // Leases outlive the fetcher: they must stay fresh while in-flight tasks drain.
