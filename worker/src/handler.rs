@@ -9,14 +9,104 @@ use crate::registry::Invocation;
 /// Decodes a task's argument tuple; a mismatch is a [`FailureKind::BadArguments`] failure.
 pub fn decode_args<A: DeserializeOwned>(task: &str, inv: &Invocation) -> Result<A, TaskFailure> {
     inv.codec.decode(&inv.args).map_err(|e| {
+        let rust = std::any::type_name::<A>();
         TaskFailure::new(
             FailureKind::BadArguments,
             format!(
-                "arguments do not match the signature of {task} ({}): {e}",
-                std::any::type_name::<A>()
+                "arguments do not match the parameters of {task}, {} (in Rust {}): {e}",
+                json_terms(rust),
+                short_paths(rust)
             ),
         )
     })
+}
+
+/// A Rust type name as the JSON a caller must send, e.g. `(i64, alloc::string::String)` as
+/// `[integer, string]`, `core::option::Option<f64>` as `number or null`, a struct as
+/// `object (Stats)`.
+pub fn json_terms(ty: &str) -> String {
+    let ty = ty.trim();
+    if ty == "()" {
+        return "null".into();
+    }
+    if let Some(inner) = ty.strip_prefix('(').and_then(|t| t.strip_suffix(')')) {
+        let parts: Vec<String> = split_top(inner)
+            .into_iter()
+            .filter(|p| !p.trim().is_empty())
+            .map(json_terms)
+            .collect();
+        return format!("[{}]", parts.join(", "));
+    }
+    if let Some(inner) = ty.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        let elem = split_top(inner)
+            .first()
+            .copied()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("");
+        return format!("array of {}", json_terms(elem));
+    }
+    let (path, args) = match ty.find('<') {
+        Some(i) if ty.ends_with('>') => (&ty[..i], split_top(&ty[i + 1..ty.len() - 1])),
+        _ => (ty, Vec::new()),
+    };
+    let name = path
+        .trim_start_matches('&')
+        .rsplit("::")
+        .next()
+        .unwrap_or(path);
+    match (name, args.as_slice()) {
+        ("i8" | "i16" | "i32" | "i64" | "i128" | "isize", _) => "integer".into(),
+        ("u8" | "u16" | "u32" | "u64" | "u128" | "usize", _) => "integer".into(),
+        ("f32" | "f64", _) => "number".into(),
+        ("bool", _) => "boolean".into(),
+        ("String" | "str" | "char", _) => "string".into(),
+        ("Value", _) => "any JSON".into(),
+        ("Option", [t]) => format!("{} or null", json_terms(t)),
+        ("Box" | "Arc" | "Rc", [t]) => json_terms(t),
+        ("Vec" | "VecDeque" | "HashSet" | "BTreeSet", [t, ..]) => {
+            format!("array of {}", json_terms(t))
+        }
+        ("HashMap" | "BTreeMap", _) => "object".into(),
+        (other, _) => format!("object ({other})"),
+    }
+}
+
+/// Splits `s` at the commas outside `<>`, `()` and `[]`.
+fn split_top(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '<' | '(' | '[' => depth += 1,
+            '>' | ')' | ']' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(s[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(s[start..].trim());
+    out
+}
+
+/// A type name without module paths: `(i64, alloc::string::String)` as `(i64, String)`.
+fn short_paths(ty: &str) -> String {
+    let mut out = String::with_capacity(ty.len());
+    let mut word = String::new();
+    for c in ty.chars().chain(std::iter::once(' ')) {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+        } else {
+            out.push_str(word.rsplit("::").next().unwrap_or(&word));
+            word.clear();
+            out.push(c);
+        }
+    }
+    out.pop();
+    out
 }
 
 /// Checks the arguments of a task that takes none: nil (what `()` encodes to) or an empty
@@ -125,9 +215,37 @@ mod tests {
     }
 
     #[test]
-    fn mismatched_arguments_are_reported() {
+    fn mismatched_arguments_are_reported_in_json_terms() {
         let bytes = codec::encode(&("not a number",)).unwrap();
         let err = decode_args::<(i64,)>("t", &inv(bytes)).unwrap_err();
         assert_eq!(err.kind, FailureKind::BadArguments);
+        assert_eq!(
+            err.message,
+            "arguments do not match the parameters of t, [integer] (in Rust (i64,)): \
+             cannot decode: found a string where another type was expected"
+        );
+    }
+
+    #[test]
+    fn rust_types_read_as_json() {
+        assert_eq!(
+            json_terms("(i64, alloc::string::String)"),
+            "[integer, string]"
+        );
+        assert_eq!(
+            json_terms("(alloc::vec::Vec<f64>, core::option::Option<bool>)"),
+            "[array of number, boolean or null]"
+        );
+        assert_eq!(
+            json_terms(
+                "(std::collections::hash::map::HashMap<alloc::string::String, u8>, app::Stats)"
+            ),
+            "[object, object (Stats)]"
+        );
+        assert_eq!(json_terms("()"), "null");
+        assert_eq!(
+            short_paths("(alloc::vec::Vec<app::x::Y>, i64)"),
+            "(Vec<Y>, i64)"
+        );
     }
 }

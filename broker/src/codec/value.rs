@@ -49,7 +49,7 @@ impl ValueCodec {
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
         match self {
             ValueCodec::MsgPack => T::deserialize(&mut msgpack_reader(bytes))
-                .map_err(|e| CodecError::Decode(e.to_string())),
+                .map_err(|e| CodecError::Decode(describe(e))),
         }
     }
 
@@ -99,6 +99,35 @@ impl ValueCodec {
         match self {
             ValueCodec::MsgPack => matches!(bytes, [] | [0xc0] | [0x90]),
         }
+    }
+}
+
+/// A decoding error in JSON's terms (what callers send from a shell, an API or Python), not
+/// MessagePack's markers.
+fn describe(e: rmp_serde::decode::Error) -> String {
+    use rmp_serde::decode::Error as E;
+    match e {
+        E::TypeMismatch(m) => format!("found {} where another type was expected", json_kind(m)),
+        E::LengthMismatch(n) => format!("found {n} value(s) where another number was expected"),
+        E::OutOfRange => "a number is out of range for its type".into(),
+        other => other.to_string(),
+    }
+}
+
+/// What a MessagePack marker is in JSON's terms.
+fn json_kind(m: rmp::Marker) -> &'static str {
+    use rmp::Marker as M;
+    match m {
+        M::FixPos(_) | M::FixNeg(_) | M::U8 | M::U16 | M::U32 | M::U64 => "an integer",
+        M::I8 | M::I16 | M::I32 | M::I64 => "an integer",
+        M::F32 | M::F64 => "a number with a fraction",
+        M::FixStr(_) | M::Str8 | M::Str16 | M::Str32 => "a string",
+        M::Null => "null",
+        M::True | M::False => "a boolean",
+        M::FixArray(_) | M::Array16 | M::Array32 => "an array",
+        M::FixMap(_) | M::Map16 | M::Map32 => "an object",
+        M::Bin8 | M::Bin16 | M::Bin32 => "bytes",
+        _ => "an extension value",
     }
 }
 

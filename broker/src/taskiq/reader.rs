@@ -108,20 +108,42 @@ impl TaskiqReader {
 }
 
 impl Consumer {
-    /// Hands a Taskiq message on to its task's kiq queue: `d` becomes a kiq message that
-    /// carries `reply` (where its result goes for Python), enqueued at most once per task id
-    /// within the result TTL, however often the Taskiq entry is delivered. Returns whether
-    /// this call enqueued it.
+    /// Hands Taskiq messages on to their tasks' kiq queues, in one round trip: each `(d,
+    /// reply)` becomes a kiq message that carries `reply` (where its result goes for Python),
+    /// enqueued at most once per task id within the result TTL, however often its Taskiq
+    /// entry is delivered. Returns, per message, `Ok` (enqueued now or before) or why kiq
+    /// refused it (a dispatch layer, a delay past ten years, a message over the payload
+    /// limit); `Err` when Redis did not take the batch (sending it again is safe).
     pub async fn taskiq_forward(
         &self,
-        d: crate::client::RawDispatch<'_>,
-        reply: crate::model::reply::TaskiqReply,
-    ) -> Result<bool, crate::error::DispatchError> {
+        items: Vec<(
+            crate::client::RawDispatch<'_>,
+            crate::model::reply::TaskiqReply,
+        )>,
+    ) -> Result<Vec<Result<(), crate::error::DispatchError>>, BrokerError> {
         let broker = self.broker();
-        let due_ms = d.due_ms;
-        let mut envelope = broker.envelope_for(d, crate::model::envelope::now_ms())?;
-        envelope.taskiq = Some(reply);
-        let msg = broker.outgoing(envelope, due_ms, None)?;
-        broker.enqueue_once(&msg, broker.config().result_ttl).await
+        let now = crate::model::envelope::now_ms();
+        let mut out = Vec::with_capacity(items.len());
+        let mut msgs = Vec::new();
+        for (d, reply) in items {
+            let due_ms = d.due_ms;
+            let msg = broker.envelope_for(d, now).and_then(|mut envelope| {
+                envelope.taskiq = Some(reply);
+                broker.outgoing(envelope, due_ms, None)
+            });
+            match msg {
+                Ok(m) => {
+                    msgs.push(m);
+                    out.push(Ok(()));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        broker
+            .backend()
+            .redis("Taskiq streams")?
+            .enqueue_once_many(&msgs, broker.config().result_ttl)
+            .await?;
+        Ok(out)
     }
 }

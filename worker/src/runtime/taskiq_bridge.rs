@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use kiq_broker::taskiq::{
     Settle, TaskiqEntry, TaskiqException, TaskiqReader, TaskiqReply, TaskiqResult, TaskiqStream,
 };
-use kiq_broker::{BrokerError, Consumer, DeadLetter, DispatchError, RawDispatch};
+use kiq_broker::{BrokerError, Consumer, DeadLetter, RawDispatch};
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::Registry;
@@ -172,78 +172,34 @@ fn pass_pause(hops: u64) -> Duration {
         .min(PASS_PAUSE_MAX)
 }
 
-/// Hands every entry on (or dead-letters it), then acks and deletes them. Returns the entries
-/// to pass back for Python workers (still pending). Any Redis failure returns before the acks.
+/// Hands every entry on (in one round trip) or dead-letters it, then acks and deletes them.
+/// Returns the entries to pass back for Python workers (still pending). Any Redis failure
+/// returns before the acks.
 async fn hand_on(
     ctx: &Context<'_>,
     reader: &TaskiqReader,
     entries: &[TaskiqEntry],
 ) -> Result<Vec<TaskiqEntry>, BrokerError> {
-    let consumer = reader.consumer();
     let stream = reader.stream();
     let mut settled = Vec::with_capacity(entries.len());
     let mut pass = Vec::new();
+    let dead = |e: &TaskiqEntry, reason: &str, error: String, task_id, task| {
+        Some((
+            stream.queue.clone(),
+            DeadLetter {
+                reason: reason.to_string(),
+                error,
+                task_id,
+                task,
+                attempts: 0,
+                payload: e.data.clone().unwrap_or_default(),
+            },
+        ))
+    };
+    let mut forwards = Vec::new();
     for e in entries {
-        let payload = e.data.clone().unwrap_or_default();
-        let dead = |reason: &str, error: String, task_id: Option<String>, task: Option<String>| {
-            Some((
-                stream.queue.clone(),
-                DeadLetter {
-                    reason: reason.to_string(),
-                    error,
-                    task_id,
-                    task,
-                    attempts: 0,
-                    payload: payload.clone(),
-                },
-            ))
-        };
         match ctx.translate(e.data.as_deref(), e.hops) {
-            Translated::Forward(f) => {
-                let span = tracing::info_span!("taskiq", task_id = %f.task_id, task = f.def.name);
-                let d = RawDispatch {
-                    task: f.def.name,
-                    queue: f.def.queue,
-                    args: f.args,
-                    task_id: Some(&f.task_id),
-                    labels: f.labels,
-                    retry: f.retry,
-                    timeout: f.timeout,
-                    due_ms: f.due_ms,
-                    unique_key: None,
-                    priority: f.priority,
-                };
-                let reply = f.reply.clone();
-                match consumer.taskiq_forward(d, f.reply).await {
-                    Ok(_) => settled.push(Settle {
-                        entry_id: e.id.clone(),
-                        dead: None,
-                        result: None,
-                        pass_back: None,
-                    }),
-                    Err(DispatchError::Broker { error, .. }) => return Err(error),
-                    // Refused for good (a dispatch layer, a delay past ten years ...).
-                    Err(err) => {
-                        span.in_scope(|| tracing::warn!(error = %err, "Taskiq message refused"));
-                        settled.push(Settle {
-                            entry_id: e.id.clone(),
-                            dead: dead(
-                                "refused",
-                                err.to_string(),
-                                Some(f.task_id.clone()),
-                                Some(f.def.name.into()),
-                            ),
-                            // The Python caller learns at once.
-                            result: Some((
-                                reply.key.clone(),
-                                refused_result(&reply, &err.to_string()),
-                                reply.ttl_ms,
-                            )),
-                            pass_back: None,
-                        })
-                    }
-                }
-            }
+            Translated::Forward(f) => forwards.push((e, f)),
             Translated::PassBack { task } => {
                 tracing::debug!(stream = %stream.stream, task = %task, entry = %e.id, hops = e.hops,
                     "no such kiq task: passing it back for the Python workers of the stream");
@@ -254,10 +210,63 @@ async fn hand_on(
                     reason = r.reason, error = %r.error, "Taskiq message moved to dead letters");
                 settled.push(Settle {
                     entry_id: e.id.clone(),
-                    dead: dead(r.reason, r.error, r.task_id, r.task),
+                    dead: dead(e, r.reason, r.error, r.task_id, r.task),
                     result: r.result,
                     pass_back: None,
                 });
+            }
+        }
+    }
+    let dispatches = forwards
+        .iter()
+        .map(|(_, f)| {
+            (
+                RawDispatch {
+                    task: f.def.name,
+                    queue: f.def.queue,
+                    args: f.args.clone(),
+                    task_id: Some(&f.task_id),
+                    labels: f.labels.clone(),
+                    retry: f.retry,
+                    timeout: f.timeout,
+                    due_ms: f.due_ms,
+                    unique_key: None,
+                    priority: f.priority,
+                },
+                f.reply.clone(),
+            )
+        })
+        .collect();
+    let outcomes = reader.consumer().taskiq_forward(dispatches).await?;
+    for ((e, f), outcome) in forwards.iter().zip(outcomes) {
+        match outcome {
+            Ok(()) => settled.push(Settle {
+                entry_id: e.id.clone(),
+                dead: None,
+                result: None,
+                pass_back: None,
+            }),
+            // Refused for good (a dispatch layer, a delay past ten years ...).
+            Err(err) => {
+                tracing::warn!(task_id = %f.task_id, task = f.def.name, error = %err, "Taskiq message refused");
+                let reply = &f.reply;
+                settled.push(Settle {
+                    entry_id: e.id.clone(),
+                    dead: dead(
+                        e,
+                        "refused",
+                        err.to_string(),
+                        Some(f.task_id.clone()),
+                        Some(f.def.name.into()),
+                    ),
+                    // The Python caller learns at once.
+                    result: Some((
+                        reply.key.clone(),
+                        refused_result(reply, &err.to_string()),
+                        reply.ttl_ms,
+                    )),
+                    pass_back: None,
+                })
             }
         }
     }

@@ -596,6 +596,11 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
+    /// How many commands it holds (the index the next one's reply will have).
+    pub(crate) fn len(&self) -> usize {
+        self.cmds.len()
+    }
+
     /// Adds `cmd`, whose keys (and shard channel) are all in the slot of `route`.
     pub(crate) fn add(&mut self, route: &str, cmd: redis::Cmd) -> &mut Self {
         let slot = if self.cluster { slot(route) } else { 0 };

@@ -194,6 +194,57 @@ impl RedisBackend {
         Ok(n == 1)
     }
 
+    /// [`RedisBackend::enqueue_once`] of many messages in one round trip (one pipeline per
+    /// slot on a cluster): each one's pending record (`SET NX`), then its idempotent enqueue.
+    /// Returns, per message, whether this call enqueued it. On error, any of them may have
+    /// been enqueued (each at most once: sending them again is safe).
+    pub(crate) async fn enqueue_once_many(
+        &self,
+        msgs: &[OutgoingMessage],
+        ttl: Duration,
+    ) -> Result<Vec<bool>, BrokerError> {
+        if msgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.refresh_partitions(false).await?;
+        let lanes: Vec<String> = msgs.iter().map(|m| self.route(&m.lane, &m.id)).collect();
+        let mut groups: Vec<&str> = lanes.iter().map(String::as_str).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for lane in groups {
+            self.ensure_group(lane).await?;
+        }
+        let mut batch = self.pool().new_batch();
+        let mut scripts = Vec::with_capacity(msgs.len());
+        for (msg, lane) in msgs.iter().zip(&lanes) {
+            if self.config.track_pending {
+                let mut set = self.set_record(&msg.id, &msg.pending_record, self.pending_ttl_s());
+                set.arg("NX");
+                batch.add(&self.keys.task(&msg.id), set);
+            }
+            let keys = scripts::enqueue_once_keys(&self.keys, lane, &msg.id);
+            let mut cmd = ENQUEUE_ONCE.eval(&keys);
+            cmd.arg(ttl.as_millis().max(1) as u64)
+                .arg(&msg.payload)
+                .arg(msg.due_ms.map(|d| d.to_string()).unwrap_or_default())
+                .arg(DATA_FIELD);
+            scripts.push(batch.len());
+            batch.add(&keys[0], cmd);
+        }
+        let replies = self.pool().batch(batch).await?;
+        let mut out = Vec::with_capacity(msgs.len());
+        for ((i, msg), lane) in scripts.into_iter().zip(msgs).zip(&lanes) {
+            let sent = matches!(replies.get(i), Some(redis::Value::Int(1)));
+            if sent {
+                if let Some(due) = msg.due_ms {
+                    self.announce_delayed(lane, due).await;
+                }
+            }
+            out.push(sent);
+        }
+        Ok(out)
+    }
+
     /// Tells workers' forwarders that a message on `lane` is due at `due` (best effort: they
     /// also wake at least once a second).
     async fn announce_delayed(&self, lane: &str, due: u64) {
