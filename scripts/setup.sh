@@ -38,24 +38,34 @@ kiq_need_cargo() {
   fi
 }
 
+# Makes, when its check fails, the Python venv ~/.cache/kiq/<name> and pip-installs <pip args>
+# into it; prints its python. Usage: kiq_venv <name> <what it is for> <python check> <pip args>...
+kiq_venv() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/kiq/$1" purpose=$2 check=$3
+  shift 3
+  if ! "$venv/bin/python" -c "$check" >/dev/null 2>&1; then
+    if ! command -v python3 >/dev/null 2>&1; then
+      echo "kiq: python3 is required for $purpose (apt-get install python3 python3-venv)" >&2
+      return 1
+    fi
+    echo "kiq: creating $venv for $purpose from PyPI" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" >&2
+  fi
+  echo "$venv/bin/python"
+}
+
 # The croniter version the cron cross-check (scheduler/tests/cron_crosscheck.rs) is pinned to.
 KIQ_CRONITER_VERSION=7.0.0
 
 # Creates, when missing, a Python venv holding croniter==$KIQ_CRONITER_VERSION from PyPI, and
 # exports KIQ_PYTHON, its python, for the cron cross-check test.
 kiq_need_python_venv() {
-  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/kiq/venv-croniter-${KIQ_CRONITER_VERSION}"
-  if ! "$venv/bin/python" -c "from importlib.metadata import version; import sys; sys.exit(version('croniter') != '${KIQ_CRONITER_VERSION}')" >/dev/null 2>&1; then
-    if ! command -v python3 >/dev/null 2>&1; then
-      echo "kiq: python3 is required for the cron cross-check (apt-get install python3 python3-venv)" >&2
-      return 1
-    fi
-    echo "kiq: creating $venv with croniter==${KIQ_CRONITER_VERSION} from PyPI" >&2
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "croniter==${KIQ_CRONITER_VERSION}"
-  fi
-  export KIQ_PYTHON="$venv/bin/python"
+  KIQ_PYTHON=$(kiq_venv "venv-croniter-${KIQ_CRONITER_VERSION}" "the cron cross-check" \
+    "from importlib.metadata import version; import sys; sys.exit(version('croniter') != '${KIQ_CRONITER_VERSION}')" \
+    "croniter==${KIQ_CRONITER_VERSION}") || return 1
+  export KIQ_PYTHON
 }
 
 # The Taskiq interop tests (e2e/tests/taskiq.rs) run real Python Taskiq producers and workers:
@@ -67,16 +77,8 @@ KIQ_TASKIQ_VENV_NAME=venv-taskiq-0.13.0-redis-1.2.4
 kiq_need_taskiq_venv() {
   local root
   root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/kiq/${KIQ_TASKIQ_VENV_NAME}"
-  if ! "$venv/bin/python" -c "from importlib.metadata import version; import sys; sys.exit(version('taskiq') != '0.13.0' or version('taskiq-redis') != '1.2.4')" >/dev/null 2>&1; then
-    if ! command -v python3 >/dev/null 2>&1; then
-      echo "kiq: python3 is required for the Taskiq interop tests (apt-get install python3 python3-venv)" >&2
-      return 1
-    fi
-    echo "kiq: creating $venv with taskiq 0.13.0 and taskiq-redis 1.2.4 from PyPI" >&2
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/e2e/python/requirements.txt"
-  fi
-  export KIQ_TASKIQ_PYTHON="$venv/bin/python"
+  KIQ_TASKIQ_PYTHON=$(kiq_venv "$KIQ_TASKIQ_VENV_NAME" "the Taskiq interop tests" \
+    "from importlib.metadata import version; import sys; sys.exit(version('taskiq') != '0.13.0' or version('taskiq-redis') != '1.2.4')" \
+    -r "$root/e2e/python/requirements.txt") || return 1
+  export KIQ_TASKIQ_PYTHON
 }

@@ -2,7 +2,8 @@
 # Runs every check kiq's CI runs: formatting, clippy, the whole test suite (unit, macro
 # compile-errors, end-to-end on private redis-server instances), doc tests, and a tiny
 # benchmark run. Installs redis-server, openssl, chromium and chromium-driver from Debian's
-# packages if missing, and a Python venv with croniter (the cron cross-check's oracle).
+# packages if missing, and Python venvs with croniter (the cron cross-check's oracle) and with
+# taskiq + taskiq-redis (the Taskiq interop tests), cached in ~/.cache/kiq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh

@@ -89,13 +89,7 @@ impl<'a> Reader<'a> {
         usize::try_from(n).map_err(|_| invalid("length out of range"))
     }
     fn line(&mut self) -> Result<&'a str, PickleError> {
-        let rest = &self.bytes[self.pos..];
-        let end = rest
-            .iter()
-            .position(|b| *b == b'\n')
-            .ok_or_else(|| invalid("unterminated line"))?;
-        self.pos += end + 1;
-        std::str::from_utf8(&rest[..end]).map_err(|_| invalid("line is not UTF-8"))
+        std::str::from_utf8(self.raw_line()?).map_err(|_| invalid("line is not UTF-8"))
     }
     fn raw_line(&mut self) -> Result<&'a [u8], PickleError> {
         let rest = &self.bytes[self.pos..];

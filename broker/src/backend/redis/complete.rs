@@ -185,32 +185,46 @@ impl RedisBackend {
     }
 
     fn dead_letter(&self, c: &Completion, letter: &DeadLetter) -> redis::Cmd {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(self.keys.dead(&c.lane))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(DEAD_LETTER_MAX_LEN)
-            .arg("*")
-            .arg("reason")
-            .arg(&letter.reason)
-            .arg("error")
-            .arg(&letter.error)
-            .arg("stream_id")
-            .arg(&c.stream_id)
-            .arg("attempts")
-            .arg(letter.attempts)
-            .arg("at_ms")
-            .arg(now_ms())
-            .arg("payload")
-            .arg(&letter.payload);
-        if let Some(id) = &letter.task_id {
-            cmd.arg("task_id").arg(id);
-        }
-        if let Some(t) = &letter.task {
-            cmd.arg("task").arg(t);
-        }
-        cmd
+        dead_letter_cmd(&self.keys.dead(&c.lane), &c.stream_id, letter, None)
     }
+}
+
+/// `XADD` of `letter` to the dead-letter stream `key` (capped): the fields every reader of
+/// dead letters expects, and `origin` for a message that did not come from a kiq queue.
+pub(crate) fn dead_letter_cmd(
+    key: &str,
+    stream_id: &str,
+    letter: &DeadLetter,
+    origin: Option<&str>,
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(key)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(DEAD_LETTER_MAX_LEN)
+        .arg("*")
+        .arg("reason")
+        .arg(&letter.reason)
+        .arg("error")
+        .arg(&letter.error)
+        .arg("stream_id")
+        .arg(stream_id)
+        .arg("attempts")
+        .arg(letter.attempts)
+        .arg("at_ms")
+        .arg(now_ms())
+        .arg("payload")
+        .arg(&letter.payload);
+    if let Some(o) = origin {
+        cmd.arg("origin").arg(o);
+    }
+    if let Some(id) = &letter.task_id {
+        cmd.arg("task_id").arg(id);
+    }
+    if let Some(t) = &letter.task {
+        cmd.arg("task").arg(t);
+    }
+    cmd
 }
 
 /// When a final record says its task finished (now, if it does not say).

@@ -11,10 +11,9 @@ use redis::Value;
 use crate::consumer::completion::DeadLetter;
 use crate::error::BrokerError;
 use crate::keys::DATA_FIELD;
-use crate::model::envelope::now_ms;
 use crate::taskiq::{TaskiqEntry, TaskiqStream, HOPS_FIELD};
 
-use super::complete::DEAD_LETTER_MAX_LEN;
+use super::complete::dead_letter_cmd;
 use super::connection::RedisConnection;
 use super::scripts::{self, TASKIQ_PASS_BACK, TASKIQ_SEND_ONCE};
 use super::RedisBackend;
@@ -267,33 +266,11 @@ impl RedisBackend {
         for x in settled {
             if let Some((lane, letter)) = &x.dead {
                 let key = self.keys.dead(lane);
-                let mut cmd = redis::cmd("XADD");
-                cmd.arg(&key)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(DEAD_LETTER_MAX_LEN)
-                    .arg("*")
-                    .arg("reason")
-                    .arg(&letter.reason)
-                    .arg("error")
-                    .arg(&letter.error)
-                    .arg("stream_id")
-                    .arg(&x.entry_id)
-                    .arg("attempts")
-                    .arg(letter.attempts)
-                    .arg("at_ms")
-                    .arg(now_ms())
-                    .arg("payload")
-                    .arg(&letter.payload)
-                    .arg("origin")
-                    .arg(format!("taskiq:{}", s.stream));
-                if let Some(id) = &letter.task_id {
-                    cmd.arg("task_id").arg(id);
-                }
-                if let Some(t) = &letter.task {
-                    cmd.arg("task").arg(t);
-                }
-                writes.add(&key, cmd);
+                let origin = format!("taskiq:{}", s.stream);
+                writes.add(
+                    &key,
+                    dead_letter_cmd(&key, &x.entry_id, letter, Some(&origin)),
+                );
                 any = true;
             }
             if let Some((key, bytes, ttl)) = &x.result {
