@@ -50,8 +50,13 @@ kiq_venv() {
     fi
     echo "kiq: creating $venv for $purpose from PyPI" >&2
     rm -rf "$venv"
-    python3 -m venv "$venv" >&2
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" >&2
+    python3 -m venv "$venv" >&2 || return 1
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" >&2 || return 1
+    # (Called inside $(...), where set -e does not reach: check the result.)
+    if ! "$venv/bin/python" -c "$check" >/dev/null 2>&1; then
+      echo "kiq: $venv is unusable for $purpose" >&2
+      return 1
+    fi
   fi
   echo "$venv/bin/python"
 }

@@ -494,6 +494,28 @@ impl RedisSentinels {
         Err(StartError("no Sentinel names a primary".into()))
     }
 
+    /// The primary every Sentinel names, if they all name the same one.
+    pub fn agreed_primary_port(&self) -> Result<u16, StartError> {
+        let mut named = None;
+        for s in &self.sentinels {
+            let r = command_at(
+                s.port,
+                &format!("SENTINEL get-master-addr-by-name {SENTINEL_MASTER}"),
+            )?;
+            let port: u16 = r
+                .lines()
+                .nth(4)
+                .and_then(|p| p.trim().parse().ok())
+                .ok_or_else(|| StartError("a Sentinel names no primary".into()))?;
+            match named {
+                None => named = Some(port),
+                Some(p) if p == port => {}
+                Some(_) => return Err(StartError("the Sentinels disagree".into())),
+            }
+        }
+        named.ok_or_else(|| StartError("no Sentinel".into()))
+    }
+
     /// The server the Sentinels name as the primary now.
     pub fn primary_mut(&mut self) -> Result<&mut RedisServer, StartError> {
         let port = self.primary_port()?;
@@ -519,9 +541,13 @@ impl RedisSentinels {
         // Not before the server the Sentinels name has been made a primary: a promoted replica
         // still replicating from the old address would resync from the old primary restarting
         // (empty, or with its old data) and drop what it holds.
+        // Every Sentinel must name it: one still naming the old primary (the others' new
+        // configuration reaches it with their next hello, about every 2 s) could reconfigure the
+        // promoted server as a replica of the old one coming back empty (CI saw 300 of 301
+        // tasks gone with only the first Sentinel checked).
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self
-            .primary_port()
+            .agreed_primary_port()
             .and_then(|p| command_at(p, "INFO replication"))
             .is_ok_and(|i| i.contains("role:master"))
         {

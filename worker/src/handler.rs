@@ -22,8 +22,8 @@ pub fn decode_args<A: DeserializeOwned>(task: &str, inv: &Invocation) -> Result<
 }
 
 /// A Rust type name as the JSON a caller must send, e.g. `(i64, alloc::string::String)` as
-/// `[integer, string]`, `core::option::Option<f64>` as `number or null`, a struct as
-/// `object (Stats)`.
+/// `[integer, string]`, `core::option::Option<f64>` as `number or null`; another type by its
+/// name (`Stats`), whose serde form says what it takes.
 pub fn json_terms(ty: &str) -> String {
     let ty = ty.trim();
     if ty == "()" {
@@ -69,7 +69,8 @@ pub fn json_terms(ty: &str) -> String {
             format!("array of {}", json_terms(t))
         }
         ("HashMap" | "BTreeMap", _) => "object".into(),
-        (other, _) => format!("object ({other})"),
+        // A struct is an object, a newtype or an enum may be a string: its serde form says.
+        (other, _) => other.to_string(),
     }
 }
 
@@ -240,7 +241,7 @@ mod tests {
             json_terms(
                 "(std::collections::hash::map::HashMap<alloc::string::String, u8>, app::Stats)"
             ),
-            "[object, object (Stats)]"
+            "[object, Stats]"
         );
         assert_eq!(json_terms("()"), "null");
         assert_eq!(

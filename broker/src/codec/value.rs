@@ -108,7 +108,8 @@ fn describe(e: rmp_serde::decode::Error) -> String {
     use rmp_serde::decode::Error as E;
     match e {
         E::TypeMismatch(m) => format!("found {} where another type was expected", json_kind(m)),
-        E::LengthMismatch(n) => format!("found {n} value(s) where another number was expected"),
+        // rmp-serde reports the number expected, when more were given.
+        E::LengthMismatch(n) => format!("more values than the {n} expected"),
         E::OutOfRange => "a number is out of range for its type".into(),
         other => other.to_string(),
     }

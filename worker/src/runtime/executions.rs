@@ -87,9 +87,11 @@ impl Executions {
             .order
             .next_ticket
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Made here, so the turn passes on even if the task never runs.
+        let turn_guard = Turn(self.order.clone(), ticket);
         let p = self.clone();
         self.tracker.spawn(async move {
-            let _turn = Turn(p.order.clone(), ticket);
+            let mut turn_guard = Some(turn_guard);
             let cancelled = if cancels_active {
                 precheck(&p.executor, &deliveries).await
             } else {
@@ -102,10 +104,16 @@ impl Executions {
             for (delivery, cancelled) in deliveries.into_iter().zip(cancelled) {
                 let slot = match slots.next() {
                     Some(s) => s,
-                    None => match slots_sem.clone().acquire_owned().await {
-                        Ok(s) => s,
-                        Err(_) => return,
-                    },
+                    None => {
+                        // A message read beyond this batch's slots waits for one; the batches
+                        // after it hold theirs, so it must not keep them waiting for its turn
+                        // (they would never free a slot: a deadlock). It gives its turn up.
+                        drop(turn_guard.take());
+                        match slots_sem.clone().acquire_owned().await {
+                            Ok(s) => s,
+                            Err(_) => return,
+                        }
+                    }
                 };
                 // Execution permits are taken here, in delivery order (the read returns the
                 // most urgent lanes first): spawned tasks are polled in no set order.
