@@ -122,9 +122,24 @@ pub fn main() -> ExitCode {
     run(Cli::parse())
 }
 
-/// Runs a parsed command line.
+/// [`main`] for a binary that runs its own Tokio runtime (`#[tokio::main]`): parses the
+/// process's arguments and runs the command on the current runtime.
+pub async fn main_async() -> ExitCode {
+    run_async(Cli::parse()).await
+}
+
+/// Runs a parsed command line on a Tokio runtime of its own. Called inside a runtime (from a
+/// `#[tokio::main]` function, say), it cannot start one: it says so and what to call instead,
+/// rather than panicking.
 pub fn run(cli: Cli) -> ExitCode {
-    init_tracing(&cli.global.log);
+    if tokio::runtime::Handle::try_current().is_ok() {
+        eprintln!(
+            "taskctl: kiq::cli::main() and kiq::cli::run() start their own Tokio runtime, and this \
+             thread already runs one. Call them from a plain `fn main() -> ExitCode` (without \
+             #[tokio::main]), or use `kiq::cli::main_async().await` inside your runtime."
+        );
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -135,7 +150,14 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
+    runtime.block_on(run_async(cli))
+}
+
+/// Runs a parsed command line on the current Tokio runtime (for a binary that has its own,
+/// e.g. under `#[tokio::main]`; it must be multi-threaded for `worker`).
+pub async fn run_async(cli: Cli) -> ExitCode {
+    init_tracing(&cli.global.log);
+    let result = async move {
         match cli.command {
             Command::Worker(args) => worker::run(&cli.global, args).await,
             Command::Status(args) => status::run(&cli.global, args).await,
@@ -155,7 +177,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Schedule(args) => schedule::run_schedule(&cli.global, args).await,
             Command::Serve(args) => serve::run(&cli.global, args).await,
         }
-    });
+    }
+    .await;
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -191,4 +214,22 @@ fn print_tasks() -> anyhow::Result<kiq_worker::Registry> {
         );
     }
     Ok(registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inside a runtime (a `#[tokio::main]` binary calling `kiq::cli::main()`), the CLI says
+    /// what to call instead, where it used to panic with Tokio's "Cannot start a runtime from
+    /// within a runtime".
+    #[tokio::test]
+    async fn run_inside_a_runtime_says_what_to_do_instead_of_panicking() {
+        let cli = Cli::parse_from(["taskctl", "tasks"]);
+        assert_eq!(run(cli), ExitCode::from(2));
+        // The async entry point runs on the caller's runtime (to the end: this test binary
+        // links no task, which `tasks` reports with exit code 2).
+        let cli = Cli::parse_from(["taskctl", "tasks"]);
+        assert_eq!(run_async(cli).await, ExitCode::from(2));
+    }
 }

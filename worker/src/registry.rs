@@ -82,7 +82,12 @@ pub enum RegistryError {
         second: &'static str,
     },
     /// No task is linked into the program.
-    #[error("no tasks are registered: is the crate that declares them linked into this binary?")]
+    #[error(
+        "no tasks are registered: the crate that declares them is not linked into this binary. \
+         Tasks register at link time, and the linker may leave out a library the binary does not \
+         call: call a function of it from `main` (this repository's taskctl calls \
+         `kiq_examples::link()`, an empty `pub fn link() {{}}` of the library that holds its tasks)"
+    )]
     Empty,
 }
 
