@@ -189,6 +189,7 @@ async fn the_api_creates_lists_and_cancels_tasks_behind_a_token() {
         started_ms: 1,
         heartbeat_ms: kiq::broker::envelope::now_ms() - 600_000,
         in_flight: 1000,
+        tasks: vec![],
     };
     let mut conn = kiq::broker::connect_redis(&redis.url()).await.unwrap();
     let _: () = redis::cmd("HSET")

@@ -213,6 +213,18 @@ async fn the_cli_dispatches_with_a_priority_and_shows_a_task() {
     assert_eq!(code, Some(2));
     let (code, _) = run(&["kiq", "x", "--priority", "urgent"]);
     assert_eq!(code, Some(2));
+    // A name no live worker runs is refused with the names they run (it used to print an id
+    // and exit 0, and the task then dead-lettered as unknown); --force sends it anyway.
+    let out = support::taskctl_at(&redis.url(), &["kiq", "no_such::task", "--args", "[]"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no live worker runs a task named") && err.contains("kiq_examples::math::add"),
+        "{err}"
+    );
+    let (code, forced) = run(&["kiq", "no_such::task", "--args", "[]", "--force"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(forced.len(), 32, "{forced}");
     // A delay past ten years is refused; it once wrapped around to a task due in 47 minutes.
     let out = support::taskctl_at(
         &redis.url(),

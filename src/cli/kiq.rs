@@ -30,7 +30,13 @@ pub(crate) struct KiqArgs {
     /// Wait this long for the result and print it.
     #[arg(long, value_parser = humantime::parse_duration)]
     wait: Option<Duration>,
+    /// Send even if no live worker runs a task of this name (one may start later).
+    #[arg(long)]
+    force: bool,
 }
+
+/// A worker whose heartbeat is older than this is not counted as live.
+const LIVE_MS: u64 = 60_000;
 
 pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<ExitCode> {
     let json: serde_json::Value = serde_json::from_str(&args.args)
@@ -43,6 +49,33 @@ pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<Ex
         .and_then(|r| r.get(&args.task).map(|d| d.queue));
     let queue = args.queue.as_deref().or(linked_queue).unwrap_or("default");
     let broker = global.connect().await?;
+    if !args.force {
+        // The names live workers run: a name none of them knows would wait in its queue (or
+        // dead-letter as unknown) while the shell said all was well.
+        let now = kiq_broker::envelope::now_ms();
+        let workers = broker.inspector().workers(LIVE_MS).await?;
+        let mut known: Vec<&str> = workers
+            .iter()
+            .filter(|w| now.saturating_sub(w.heartbeat_ms) < LIVE_MS)
+            .flat_map(|w| w.tasks.iter().map(String::as_str))
+            .collect();
+        known.sort_unstable();
+        known.dedup();
+        if known.is_empty() {
+            eprintln!(
+                "taskctl: no live worker says which tasks it runs: sending {:?} unchecked",
+                args.task
+            );
+        } else if !known.contains(&args.task.as_str()) {
+            eprintln!(
+                "taskctl: no live worker runs a task named {:?}; they run:\n  {}\n\
+                 (--force sends it anyway, for a worker that will start later)",
+                args.task,
+                known.join("\n  ")
+            );
+            return Ok(ExitCode::from(2));
+        }
+    }
     let encoded = broker.codec().from_json(&json)?;
     let msg = broker.prepare_raw(RawDispatch {
         task: &args.task,

@@ -62,6 +62,9 @@ pub struct WorkerInfo {
     /// Messages it holds right now.
     #[serde(default)]
     pub in_flight: u64,
+    /// The names of the tasks it runs (what `taskctl kiq` checks a name against).
+    #[serde(default)]
+    pub tasks: Vec<String>,
 }
 
 /// What a worker is told between reads.

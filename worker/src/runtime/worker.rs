@@ -235,6 +235,16 @@ impl Worker {
             started_ms: now_ms(),
             heartbeat_ms: now_ms(),
             in_flight: 0,
+            tasks: {
+                let mut names: Vec<String> = self
+                    .registry
+                    .tasks()
+                    .iter()
+                    .map(|d| d.name.to_string())
+                    .collect();
+                names.sort();
+                names
+            },
         };
         let leases = tokio::spawn(lease_keeper::run(
             consumer.clone(),
