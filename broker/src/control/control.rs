@@ -282,34 +282,32 @@ impl Control {
                 continue;
             };
             let ttl = Duration::from_millis(p.retention_ms.max(1));
-            if let Some((stream, group)) = &p.taskiq {
-                let s = TaskiqStream::new(stream.as_str()).group(group.as_str());
-                match r.taskiq_send_once(&s, &p.id, &p.payload, ttl).await {
-                    Ok(enqueued) => {
-                        sent += usize::from(enqueued);
-                        r.clear_outbox(&fire_id).await?;
-                    }
-                    Err(e) => {
-                        tracing::warn!(%fire_id, error = %e, "cannot deliver a parked tick; will retry");
-                        first_error.get_or_insert(DispatchError::Broker {
+            // A Taskiq tick goes to its stream; a kiq tick through the idempotent enqueue.
+            let delivered = match &p.taskiq {
+                Some((stream, group)) => {
+                    let s = TaskiqStream::new(stream.as_str()).group(group.as_str());
+                    r.taskiq_send_once(&s, &p.id, &p.payload, ttl)
+                        .await
+                        .map_err(|error| DispatchError::Broker {
                             task: p.task.clone(),
                             id: Some(p.id.clone()),
-                            error: e,
-                        });
-                    }
+                            error,
+                        })
                 }
-                continue;
-            }
-            let msg = OutgoingMessage {
-                id: p.id,
-                queue: p.queue,
-                lane: p.lane,
-                task: p.task,
-                payload: p.payload,
-                pending_record: std::sync::Arc::new(p.pending_record),
-                due_ms: p.due_ms,
+                None => {
+                    let msg = OutgoingMessage {
+                        id: p.id,
+                        queue: p.queue,
+                        lane: p.lane,
+                        task: p.task,
+                        payload: p.payload,
+                        pending_record: std::sync::Arc::new(p.pending_record),
+                        due_ms: p.due_ms,
+                    };
+                    self.broker.enqueue_once(&msg, ttl).await
+                }
             };
-            match self.broker.enqueue_once(&msg, ttl).await {
+            match delivered {
                 Ok(enqueued) => {
                     sent += usize::from(enqueued);
                     r.clear_outbox(&fire_id).await?;

@@ -16,6 +16,7 @@ mod forwarder;
 mod inflight;
 mod janitor;
 mod lease_keeper;
+mod outage;
 mod recoverer;
 mod subscriber;
 mod taskiq_bridge;

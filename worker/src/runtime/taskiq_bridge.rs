@@ -15,6 +15,7 @@ use kiq_broker::taskiq::{
 use kiq_broker::{BrokerError, Consumer, DeadLetter, RawDispatch};
 use tokio_util::sync::CancellationToken;
 
+use super::outage::Outage;
 use crate::registry::Registry;
 use crate::taskiq::{Context, Translated};
 
@@ -40,7 +41,7 @@ pub(super) async fn run(
     let reclaim_every =
         (stream.reclaim_after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut reader: Option<TaskiqReader> = None;
-    let mut backoff = Duration::from_millis(100);
+    let mut outage = Outage::default();
     // Entries read but not yet handed on (Redis refused): tried again before reading more.
     let mut held: Vec<TaskiqEntry> = Vec::new();
     let mut last_reclaim: Option<Instant> = None;
@@ -52,13 +53,13 @@ pub(super) async fn run(
         let r = match reader.as_mut() {
             Some(r) => r,
             None => match consumer.taskiq_reader(&stream).await {
-                Ok(r) => {
-                    backoff = Duration::from_millis(100);
-                    reader.insert(r)
-                }
+                Ok(r) => reader.insert(r),
                 Err(e) => {
-                    tracing::warn!(stream = %stream.stream, error = %e, "cannot open the Taskiq stream; trying again");
-                    pause(&stop, &mut backoff).await;
+                    let what = format!(
+                        "cannot open the Taskiq stream {:?}; retrying",
+                        stream.stream
+                    );
+                    outage.wait(&e, &what, &stop).await;
                     continue;
                 }
             },
@@ -111,9 +112,12 @@ pub(super) async fn run(
             match read {
                 Ok(entries) => held = entries,
                 Err(e) => {
-                    tracing::warn!(stream = %stream.stream, error = %e, "reading the Taskiq stream failed; reconnecting");
+                    let what = format!(
+                        "cannot read the Taskiq stream {:?}; reconnecting",
+                        stream.stream
+                    );
                     reader = None;
-                    pause(&stop, &mut backoff).await;
+                    outage.wait(&e, &what, &stop).await;
                     continue;
                 }
             }
@@ -128,23 +132,18 @@ pub(super) async fn run(
                         .map(|e| (Instant::now() + pass_pause(e.hops), e)),
                 );
                 held.clear();
-                backoff = Duration::from_millis(100);
+                outage.over();
             }
             Err(e) => {
                 // Nothing of the batch was acked: it is handed on again (once per task id).
-                tracing::warn!(stream = %stream.stream, error = %e, "handing Taskiq messages on failed; trying again");
-                pause(&stop, &mut backoff).await;
+                let what = format!(
+                    "cannot hand on the Taskiq stream {:?}'s messages; retrying",
+                    stream.stream
+                );
+                outage.wait(&e, &what, &stop).await;
             }
         }
     }
-}
-
-async fn pause(stop: &CancellationToken, backoff: &mut Duration) {
-    tokio::select! {
-        _ = stop.cancelled() => {}
-        _ = tokio::time::sleep(*backoff) => {}
-    }
-    *backoff = (*backoff * 2).min(Duration::from_secs(5));
 }
 
 /// The error result of a message kiq refused to enqueue (a dispatch layer, a delay past ten

@@ -208,18 +208,8 @@ impl RedisBackend {
         if self.group_known(lane) {
             return Ok(());
         }
-        let create = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(self.keys.stream(lane))
-            .arg(CONSUMER_GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .clone();
-        match self.pool.query::<(), _>(&create).await {
-            Ok(()) => {}
-            Err(BrokerError::Redis(e)) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(e),
-        }
+        self.create_group(&self.keys.stream(lane), CONSUMER_GROUP, "0")
+            .await?;
         self.pool
             .query::<(), _>(redis::cmd("SADD").arg(self.keys.queues()).arg(lane))
             .await?;
@@ -227,6 +217,27 @@ impl RedisBackend {
             ready.insert(lane.to_string());
         }
         Ok(())
+    }
+
+    /// `XGROUP CREATE <stream> <group> <start> MKSTREAM`; a group that exists already is fine.
+    pub(crate) async fn create_group(
+        &self,
+        stream: &str,
+        group: &str,
+        start: &str,
+    ) -> Result<(), BrokerError> {
+        let create = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(group)
+            .arg(start)
+            .arg("MKSTREAM")
+            .clone();
+        match self.pool.query::<(), _>(&create).await {
+            Ok(()) => Ok(()),
+            Err(BrokerError::Redis(e)) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     pub(crate) fn forget_group(&self, lane: &str) {

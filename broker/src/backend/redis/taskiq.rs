@@ -40,18 +40,7 @@ impl RedisBackend {
         if self.group_known(&memo) {
             return Ok(());
         }
-        let create = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&s.stream)
-            .arg(&s.group)
-            .arg("$")
-            .arg("MKSTREAM")
-            .clone();
-        match self.pool().query::<(), _>(&create).await {
-            Ok(()) => {}
-            Err(BrokerError::Redis(e)) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(e),
-        }
+        self.create_group(&s.stream, &s.group, "$").await?;
         self.mark_group_known(&memo);
         Ok(())
     }
