@@ -116,3 +116,30 @@ async fn the_function_is_still_a_function() {
     assert_eq!(p, tasks::Point { x: 1, y: 1 });
     assert_eq!(tasks::checked(3).await, Ok(6));
 }
+
+#[test]
+fn a_task_declared_inside_a_function_registers_and_runs() {
+    // An argument named like the function must not shadow it in the handler.
+    #[kiq::task(name = "inner.twice")]
+    async fn twice(twice: i64) -> i64 {
+        twice * 2
+    }
+
+    #[kiq::task]
+    async fn inner_default_name(s: String) -> usize {
+        s.len()
+    }
+
+    let direct = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(twice(4));
+    assert_eq!(direct, 8);
+    assert_eq!(twice::SPEC.name, "inner.twice");
+    let out = run("inner.twice", codec::encode(&(21i64,)).unwrap()).unwrap();
+    assert_eq!(codec::decode::<i64>(&out).unwrap(), 42);
+
+    let name = inner_default_name::SPEC.name;
+    assert!(name.ends_with("inner_default_name"), "{name}");
+    assert!(kiq::Registry::linked().unwrap().get(name).is_some());
+}

@@ -16,9 +16,3 @@ pub fn provide_state() {
         greeting: std::env::var("KIQ_EXAMPLE_GREETING").unwrap_or_else(|_| "Welcome".into()),
     });
 }
-
-/// Call from a binary to make sure this crate (and so its tasks) is linked in.
-///
-/// Tasks register at link time; a library crate none of whose items is used may be left out
-/// of the link, and its tasks with it.
-pub fn link() {}

@@ -16,8 +16,9 @@
 //! An argument typed `State<T>` is injected by the worker (see `kiq::provide`) and is not part of
 //! the dispatched arguments.
 //!
-//! Declare tasks at module level (as items of a module, not inside a function body): the
-//! generated module reaches the function and the argument types through `super::`.
+//! A task may be declared inside a function body too. The generated module reaches the argument
+//! and return types through `use super::*`, so there they must be types the enclosing module
+//! can name (not types declared in the same function body).
 
 mod options;
 mod task;

@@ -77,9 +77,9 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         syn::parse_quote!(#krate::__private::Plain<#ret_ty>)
     };
     let wrap_call = if returns_result {
-        quote!(super::#fn_name(#(#call_args),*).await)
+        quote!(__kiq_fn(#(#call_args),*).await)
     } else {
-        quote!(#krate::__private::Plain(super::#fn_name(#(#call_args),*).await))
+        quote!(#krate::__private::Plain(__kiq_fn(#(#call_args),*).await))
     };
 
     let mod_vis = match &func.vis {
@@ -234,7 +234,18 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 kicker().kiq_many(broker, args).await
             }
 
+        }
+
+        // The handler and its registration sit beside the function, not in the module: from
+        // there the function is in scope wherever it is declared, inside a function body too
+        // (where the module's `super::` would not reach it).
+        const _: () = {
+            const SPEC: #krate::TaskSpec = #fn_name::SPEC;
+            type Args = #fn_name::Args;
+
             fn __kiq_handler(__kiq_inv: #krate::__private::Invocation) -> #krate::__private::HandlerFuture {
+                // Named before the arguments are bound: an argument may share the function's name.
+                let __kiq_fn = #fn_name;
                 ::std::boxed::Box::pin(async move {
                     #decode_args
                     let __kiq_out = #krate::__private::IntoOutcome::into_outcome(#wrap_call)?;
@@ -255,7 +266,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     location: ::core::concat!(::core::file!(), ":", ::core::line!()),
                 }
             }
-        }
+        };
     })
 }
 

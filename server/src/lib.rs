@@ -32,12 +32,31 @@ pub use error::ApiError;
 
 /// What the server needs besides the broker.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// The bearer token every API and metrics request must carry.
     pub token: String,
     /// The tasks this server knows (name → default queue). When it knows any, creating a
     /// task of another name is refused with 404.
     pub tasks: HashMap<String, String>,
+}
+
+impl ServerConfig {
+    /// A server that requires `token` (at least 8 characters) on every API and metrics request
+    /// and accepts tasks of any name.
+    pub fn new(token: impl Into<String>) -> Self {
+        ServerConfig {
+            token: token.into(),
+            tasks: HashMap::new(),
+        }
+    }
+
+    /// The tasks the server knows (name → default queue): creating a task of another name is
+    /// refused with 404.
+    pub fn tasks(mut self, tasks: HashMap<String, String>) -> Self {
+        self.tasks = tasks;
+        self
+    }
 }
 
 /// Shared by every handler.

@@ -31,14 +31,7 @@ async fn add(a: i64, b: i64) -> i64 {
 fn app() -> Router {
     let broker = kiq::testing::broker().expect("in-memory broker");
     let tasks = HashMap::from([(ADD.to_string(), "default".to_string())]);
-    kiq_server::router(
-        broker,
-        ServerConfig {
-            token: TOKEN.into(),
-            tasks,
-        },
-    )
-    .expect("router")
+    kiq_server::router(broker, ServerConfig::new(TOKEN).tasks(tasks)).expect("router")
 }
 
 fn request(method: &str, uri: &str, token: Option<&str>, body: Option<&[u8]>) -> Request<Body> {
@@ -115,14 +108,7 @@ async fn the_token_is_required_and_checked() {
 #[tokio::test]
 async fn a_token_shorter_than_8_characters_is_refused() {
     let broker = kiq::testing::broker().unwrap();
-    let err = kiq_server::router(
-        broker,
-        ServerConfig {
-            token: " short ".into(),
-            tasks: HashMap::new(),
-        },
-    )
-    .unwrap_err();
+    let err = kiq_server::router(broker, ServerConfig::new(" short ")).unwrap_err();
     assert_eq!(err.status, StatusCode::BAD_REQUEST);
     assert!(err.message.contains("at least 8 characters"), "{err:?}");
 }

@@ -29,10 +29,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<
         .unwrap_or_default();
     let router = kiq_server::router(
         broker,
-        kiq_server::ServerConfig {
-            token: args.token,
-            tasks,
-        },
+        kiq_server::ServerConfig::new(args.token).tasks(tasks),
     )
     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -84,9 +84,8 @@ pub enum RegistryError {
     /// No task is linked into the program.
     #[error(
         "no tasks are registered: the crate that declares them is not linked into this binary. \
-         Tasks register at link time, and the linker may leave out a library the binary does not \
-         call: call a function of it from `main` (this repository's taskctl calls \
-         `kiq_examples::link()`, an empty `pub fn link() {{}}` of the library that holds its tasks)"
+         Tasks register at link time, and the linker leaves out a library the binary never \
+         names: add `kiq::link!(your_library);` to the binary (beside `fn main`)"
     )]
     Empty,
 }
