@@ -67,7 +67,8 @@ pub mod testing;
 pub use kiq_broker::workflow::{group, Call, Chain, Chord, Group, GroupHandle, Link};
 pub use kiq_broker::{
     Backoff, Broker, BrokerConfig, BrokerError, CancelOutcome, DispatchError, FailureKind, Kicker,
-    Priority, RetryPolicy, TaskFailure, TaskHandle, TaskRecord, TaskSpec, TaskState, WaitError,
+    Priority, RedisErrorKind, RedisFailure, RetryPolicy, TaskFailure, TaskHandle, TaskRecord,
+    TaskSpec, TaskState, WaitError,
 };
 pub use kiq_macros::task;
 pub use kiq_worker::{current_task, provide, Registry, State, TaskInfo, Worker, WorkerConfig};

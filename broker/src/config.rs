@@ -9,6 +9,7 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// How a [`Broker`](crate::Broker) connects and what it keeps.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BrokerConfig {
     /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
     pub redis_url: String,
@@ -45,6 +46,9 @@ pub struct BrokerConfig {
     /// The wire format of envelopes and records, which also names the codec of task
     /// arguments and outputs (default: kiq's own, [`KiqWire`]).
     pub wire: std::sync::Arc<dyn WireFormat>,
+    /// Where `redis_url` came from (`KIQ_REDIS_URL`, `--redis-url`, ...), named with the URL in
+    /// connection errors so that a wrong URL is easy to trace. `from_env` sets it.
+    pub redis_url_origin: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -63,6 +67,7 @@ impl Default for BrokerConfig {
             replica_ack_timeout: Duration::from_secs(1),
             dispatch_layers: Vec::new(),
             wire: std::sync::Arc::new(KiqWire),
+            redis_url_origin: None,
         }
     }
 }
@@ -82,6 +87,7 @@ impl BrokerConfig {
         if let Ok(url) = std::env::var("KIQ_REDIS_URL") {
             if !url.is_empty() {
                 c.redis_url = url;
+                c.redis_url_origin = Some("KIQ_REDIS_URL".into());
             }
         }
         if let Ok(prefix) = std::env::var("KIQ_PREFIX") {
@@ -90,6 +96,23 @@ impl BrokerConfig {
             }
         }
         c
+    }
+
+    /// Names where the Redis URL came from, for connection errors (see
+    /// [`BrokerConfig::redis_url_origin`]).
+    pub fn redis_url_origin(mut self, origin: impl Into<String>) -> Self {
+        self.redis_url_origin = Some(origin.into());
+        self
+    }
+
+    /// The Redis URL without its password, followed by where it came from when known:
+    /// `redis://127.0.0.1:6390 (from KIQ_REDIS_URL)`.
+    pub fn described_url(&self) -> String {
+        let url = redact(&self.redis_url);
+        match &self.redis_url_origin {
+            Some(o) => format!("{url} (from {o})"),
+            None => url,
+        }
     }
 
     /// Sets the key prefix.

@@ -5,6 +5,7 @@ use crate::record::TaskFailure;
 
 /// A failure to talk to Redis or to set the broker up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BrokerError {
     /// The Redis URL could not be parsed.
     #[error("invalid Redis URL {url:?}: {reason}")]
@@ -18,8 +19,8 @@ pub enum BrokerError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// Redis could not be reached, refused the command, or the connection broke.
-    #[error("Redis error: {0}")]
-    Redis(redis::RedisError),
+    #[error("{0}")]
+    Redis(Box<RedisFailure>),
     /// No pooled connection could be had.
     #[error("Redis is unavailable: {0}")]
     Pool(String),
@@ -48,51 +49,157 @@ pub enum BrokerError {
     },
 }
 
-// By hand rather than `#[from]`: the message already includes the cause, so it is not also
-// exposed as `source()` (a `{:#}` chain would print it twice).
-impl From<redis::RedisError> for BrokerError {
-    fn from(e: redis::RedisError) -> Self {
-        BrokerError::Redis(e)
+/// What kind of Redis failure a [`RedisFailure`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RedisErrorKind {
+    /// Redis could not be reached, or the connection broke or timed out.
+    Unreachable,
+    /// Redis answers but cannot serve now: a cluster with no node for the slot or in
+    /// failover (`CLUSTERDOWN`, `TRYAGAIN`), a replica cut off from its primary (`MASTERDOWN`).
+    NotServing,
+    /// Redis refused the credentials (a wrong password or user, or none given).
+    Auth,
+    /// Redis refused a write because it reached `maxmemory` (`OOM`).
+    OutOfMemory,
+    /// The server is a read-only replica (`READONLY`): a failover demoted it.
+    ReadOnly,
+    /// Redis refused the command (any other error reply; [`RedisFailure::code`] names it).
+    Refused,
+    /// A reply could not be read as the type expected.
+    BadReply,
+    /// Anything else: a client-side or configuration problem (TLS, a Sentinel that knows no
+    /// such primary, ...).
+    Other,
+}
+
+/// A failure to talk to Redis, in kiq's own terms: redis-rs's error type stays out of kiq's
+/// public API, so kiq's semver does not follow redis-rs's.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisFailure {
+    /// What kind of failure it is.
+    pub kind: RedisErrorKind,
+    /// The error code of Redis's reply (`OOM`, `WRONGPASS`, `NOSCRIPT`, ...), when Redis replied.
+    pub code: Option<String>,
+    /// What happened, as the client library reported it.
+    pub message: String,
+    /// The Redis the command went to (password removed) and where its URL came from, when
+    /// known: `redis://127.0.0.1:6390 (from KIQ_REDIS_URL)`.
+    pub target: Option<String>,
+}
+
+impl std::fmt::Display for RedisFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.target, self.kind) {
+            (Some(t), RedisErrorKind::Unreachable) => {
+                write!(f, "cannot reach Redis at {t}: {}", self.message)
+            }
+            (Some(t), _) => write!(f, "Redis at {t}: {}", self.message),
+            (None, RedisErrorKind::Unreachable) => {
+                write!(f, "cannot reach Redis: {}", self.message)
+            }
+            (None, _) => write!(f, "Redis error: {}", self.message),
+        }
+    }
+}
+
+impl RedisFailure {
+    /// Classifies redis-rs's error.
+    pub(crate) fn from_redis(e: &redis::RedisError) -> Self {
+        let code = e.code().map(str::to_string);
+        let kind = if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+        {
+            RedisErrorKind::Unreachable
+        } else if e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
+        {
+            RedisErrorKind::Auth
+        } else if matches!(
+            e.kind(),
+            redis::ErrorKind::ClusterConnectionNotFound
+                | redis::ErrorKind::Server(
+                    redis::ServerErrorKind::ClusterDown
+                        | redis::ServerErrorKind::MasterDown
+                        | redis::ServerErrorKind::TryAgain
+                )
+        ) {
+            RedisErrorKind::NotServing
+        } else if e.code() == Some("OOM") {
+            RedisErrorKind::OutOfMemory
+        } else if e.code() == Some("READONLY") {
+            RedisErrorKind::ReadOnly
+        } else if matches!(
+            e.kind(),
+            redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+        ) {
+            RedisErrorKind::BadReply
+        } else if code.is_some() {
+            RedisErrorKind::Refused
+        } else {
+            RedisErrorKind::Other
+        };
+        RedisFailure {
+            kind,
+            code,
+            message: e.to_string(),
+            target: None,
+        }
+    }
+
+    /// The same failure, naming the Redis it came from.
+    pub(crate) fn at(mut self, target: &str) -> Self {
+        if self.target.is_none() && !target.is_empty() {
+            self.target = Some(target.to_string());
+        }
+        self
     }
 }
 
 impl BrokerError {
+    /// redis-rs's error as kiq's (crate-internal: no `From` impl, which would put redis-rs's
+    /// type in kiq's public API).
+    pub(crate) fn redis(e: redis::RedisError) -> Self {
+        BrokerError::Redis(Box::new(RedisFailure::from_redis(&e)))
+    }
+
+    /// The same error, naming the Redis it came from when it is a Redis failure.
+    pub(crate) fn at(self, target: &str) -> Self {
+        match self {
+            BrokerError::Redis(f) => BrokerError::Redis(Box::new((*f).at(target))),
+            other => other,
+        }
+    }
+
+    /// The Redis failure, when this is one.
+    pub fn redis_failure(&self) -> Option<&RedisFailure> {
+        match self {
+            BrokerError::Redis(f) => Some(&**f),
+            _ => None,
+        }
+    }
+
     /// Whether Redis refused the credentials (a wrong password or user): a mistake to report,
     /// not an outage to wait out.
     pub fn is_auth_failure(&self) -> bool {
-        match self {
-            BrokerError::Redis(e) => {
-                e.kind() == redis::ErrorKind::AuthenticationFailed
-                    || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
-            }
-            _ => false,
-        }
+        matches!(self, BrokerError::Redis(f) if f.kind == RedisErrorKind::Auth)
     }
 
     /// Whether Redis refused a write because it reached `maxmemory` (an `OOM` reply).
     pub fn is_out_of_memory(&self) -> bool {
-        matches!(self, BrokerError::Redis(e) if e.code() == Some("OOM"))
+        matches!(self, BrokerError::Redis(f) if f.kind == RedisErrorKind::OutOfMemory)
     }
 
     /// Whether the error means Redis could not be reached (as opposed to a refused command or bad data).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            BrokerError::Redis(e) => {
-                e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || e.is_timeout()
-                    // A cluster with no reachable node for the slot, or in failover.
-                    || matches!(
-                        e.kind(),
-                        redis::ErrorKind::ClusterConnectionNotFound
-                            | redis::ErrorKind::Server(
-                                redis::ServerErrorKind::ClusterDown
-                                    | redis::ServerErrorKind::MasterDown
-                                    | redis::ServerErrorKind::TryAgain
-                            )
-                    )
-            }
+            BrokerError::Redis(f) => matches!(
+                f.kind,
+                RedisErrorKind::Unreachable | RedisErrorKind::NotServing
+            ),
             BrokerError::Pool(_) | BrokerError::NotReplicated { .. } => true,
             _ => false,
         }
@@ -101,6 +208,7 @@ impl BrokerError {
 
 /// Why `.kiq()` refused a task. When it returns this, nothing was enqueued.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DispatchError {
     /// The arguments could not be encoded.
     #[error("cannot encode the arguments of {task}: {error}")]
@@ -184,13 +292,18 @@ fn broker_message(task: &str, id: Option<&str>, error: &BrokerError) -> String {
 
 /// Why `wait_result` returned without the task's output.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WaitError {
     /// The task ran and failed; this is its error.
     #[error("task failed: {0}")]
     Failed(TaskFailure),
     /// The task did not finish within the wait's timeout. It may still finish later.
-    #[error("timed out waiting for the result")]
-    Timeout,
+    #[error("timed out waiting for the result{}", hint.as_deref().map(|h| format!(": {h}")).unwrap_or_default())]
+    Timeout {
+        /// Why it may never finish, when kiq can tell: the task waits in a queue that no live
+        /// worker reads, say.
+        hint: Option<String>,
+    },
     /// No record of the task exists: the id is unknown or its result has expired.
     #[error("task {0} is unknown or its result has expired")]
     NotFound(String),
@@ -216,7 +329,7 @@ mod tests {
         let e = DispatchError::Broker {
             task: "app::send".into(),
             id: Some("t-17".into()),
-            error: BrokerError::Redis(broken),
+            error: BrokerError::redis(broken),
         };
         assert!(e.maybe_enqueued());
         assert_eq!(e.task_id(), Some("t-17"));

@@ -26,6 +26,7 @@ pub mod model;
 pub mod taskiq;
 
 pub use backend::memory::LocalRunner;
+#[cfg(feature = "raw-redis")]
 pub use backend::redis::connection::{connect_redis, RedisConnection};
 pub use client::{
     group, valid_queue_name, workflow, Broker, Call, CancelOutcome, Chain, Chord, DispatchLayer,
@@ -38,7 +39,7 @@ pub use consumer::{
     Reclaimed, StoredRecord, StreamReader, WorkerInfo, Write,
 };
 pub use control::{Control, LeaseInfo, ScheduleState, Tick, TickOutcome};
-pub use error::{BrokerError, DispatchError, WaitError};
+pub use error::{BrokerError, DispatchError, RedisErrorKind, RedisFailure, WaitError};
 pub use inspector::{DeadEntry, DeadFilter, Inspector, QueueStats, TaskSummary};
 pub use keys::Keys;
 pub use model::envelope::{self, Envelope, GroupRef};

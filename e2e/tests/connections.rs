@@ -50,6 +50,39 @@ async fn nothing_listening_is_a_clear_error() {
         .await
         .unwrap_err();
     assert!(err.is_unavailable(), "{err}");
+    assert_eq!(
+        err.redis_failure().map(|f| f.kind),
+        Some(kiq::RedisErrorKind::Unreachable)
+    );
+    // The error names the Redis it could not reach.
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("cannot reach Redis at redis://127.0.0.1:{port}")),
+        "{text}"
+    );
+
+    // The CLI also says where the URL came from, without its password.
+    let url = format!("redis://app:s3cret@127.0.0.1:{port}");
+    let out = std::process::Command::new(support::taskctl())
+        .args(["status", "--redis-url", &url])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains(&format!(
+            "cannot reach Redis at redis://app:***@127.0.0.1:{port} (from --redis-url)"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("s3cret"), "{log}");
+    let out = std::process::Command::new(support::taskctl())
+        .args(["status"])
+        .env("KIQ_REDIS_URL", format!("redis://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("(from KIQ_REDIS_URL)"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -210,12 +210,34 @@ async fn wait_result_tells_timeout_from_unknown_from_redis_down() {
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    assert!(matches!(
-        h.wait_result(Duration::from_millis(300)).await,
-        Err(WaitError::Timeout)
-    ));
+    // The timeout says why the task may never run: no worker at all.
+    match h.wait_result(Duration::from_millis(300)).await {
+        Err(WaitError::Timeout { hint: Some(hint) }) => {
+            assert!(hint.starts_with("no worker is running"), "{hint}")
+        }
+        other => panic!("expected a timeout with a hint, got {other:?}"),
+    }
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(h.record().await.unwrap().unwrap().state, TaskState::Pending);
+    // With a worker that reads other queues, the hint names them.
+    let workers = Workers::start(&redis.url(), 1, &["--queues", "default,text"]);
+    let deadline = std::time::Instant::now() + WAIT;
+    let hint = loop {
+        // Bounded by the worker's first heartbeat (or WAIT).
+        let r = h.wait_result(Duration::from_millis(100)).await;
+        match &r {
+            Err(WaitError::Timeout { hint: Some(h) }) if h.starts_with("no live worker reads") => {
+                break r.unwrap_err().to_string()
+            }
+            _ if std::time::Instant::now() > deadline => panic!("no hint naming the queue: {r:?}"),
+            _ => {}
+        }
+    };
+    assert!(
+        hint.contains("queue \"nobody\"") && hint.contains("live workers read: default, text"),
+        "{hint}"
+    );
+    drop(workers);
 
     let unknown = broker.handle::<i64>("0123456789abcdef0123456789abcdef");
     assert!(matches!(
@@ -313,7 +335,7 @@ async fn without_pending_records_dispatch_is_one_xadd_and_waits_still_work() {
     assert!(h.record().await.unwrap().is_none());
     assert!(matches!(
         h.wait_result(Duration::from_millis(200)).await,
-        Err(WaitError::Timeout)
+        Err(WaitError::Timeout { .. })
     ));
     let _workers = Workers::start(&redis.url(), 1, &[]);
     assert_eq!(h.wait_result(WAIT).await.unwrap(), 21);

@@ -35,9 +35,6 @@ pub(crate) struct KiqArgs {
     force: bool,
 }
 
-/// A worker whose heartbeat is older than this is not counted as live.
-const LIVE_MS: u64 = 60_000;
-
 pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<ExitCode> {
     let json: serde_json::Value = serde_json::from_str(&args.args)
         .map_err(|e| anyhow::anyhow!("--args must be JSON: {e}"))?;
@@ -53,10 +50,10 @@ pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<Ex
         // The names live workers run: a name none of them knows would wait in its queue (or
         // dead-letter as unknown) while the shell said all was well.
         let now = kiq_broker::envelope::now_ms();
-        let workers = broker.inspector().workers(LIVE_MS).await?;
+        let workers = broker.inspector().workers(u64::MAX).await?;
         let mut known: Vec<&str> = workers
             .iter()
-            .filter(|w| now.saturating_sub(w.heartbeat_ms) < LIVE_MS)
+            .filter(|w| w.is_live(now))
             .flat_map(|w| w.tasks.iter().map(String::as_str))
             .collect();
         known.sort_unstable();

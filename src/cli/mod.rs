@@ -64,15 +64,21 @@ pub struct GlobalArgs {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info`, `kiq_worker=debug`.
     #[arg(long, global = true, env = "KIQ_LOG", default_value = "info")]
     pub log: String,
+    /// Where `redis_url` came from (`--redis-url`, `KIQ_REDIS_URL` or the default), named in
+    /// connection errors; set when the command line is parsed by [`main`].
+    #[arg(skip)]
+    pub redis_url_origin: Option<String>,
 }
 
 impl GlobalArgs {
     /// The broker configuration these options describe.
     pub fn broker_config(&self) -> BrokerConfig {
-        BrokerConfig::new(self.redis_url.clone())
+        let mut config = BrokerConfig::new(self.redis_url.clone())
             .prefix(self.prefix.clone())
             .result_ttl(self.result_ttl)
-            .replica_acks(self.replica_acks)
+            .replica_acks(self.replica_acks);
+        config.redis_url_origin = self.redis_url_origin.clone();
+        config
     }
 
     /// Connects, checking Redis answers.
@@ -119,13 +125,35 @@ enum Command {
 
 /// Parses the process's arguments, runs the command, and returns its exit code.
 pub fn main() -> ExitCode {
-    run(Cli::parse())
+    run(parse())
+}
+
+/// The process's command line, noting where the Redis URL came from.
+fn parse() -> Cli {
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // A global argument's value is propagated to the subcommand's matches.
+    let source = matches
+        .subcommand()
+        .and_then(|(_, sub)| sub.value_source("redis_url"))
+        .or_else(|| matches.value_source("redis_url"));
+    cli.global.redis_url_origin = match source {
+        Some(ValueSource::CommandLine) => Some("--redis-url".into()),
+        Some(ValueSource::EnvVariable) => Some("KIQ_REDIS_URL".into()),
+        Some(ValueSource::DefaultValue) => {
+            Some("the default: set KIQ_REDIS_URL or --redis-url".into())
+        }
+        _ => None,
+    };
+    cli
 }
 
 /// [`main`] for a binary that runs its own Tokio runtime (`#[tokio::main]`): parses the
 /// process's arguments and runs the command on the current runtime.
 pub async fn main_async() -> ExitCode {
-    run_async(Cli::parse()).await
+    run_async(parse()).await
 }
 
 /// Runs a parsed command line on a Tokio runtime of its own. Called inside a runtime (from a

@@ -91,9 +91,9 @@ pub(crate) async fn wait_many(global: &GlobalArgs, args: WaitArgs) -> anyhow::Re
                     rec.failure.as_ref().map(|f| f.to_string()),
                 )
             }
-            Err(WaitError::Timeout) => {
+            Err(WaitError::Timeout { hint }) => {
                 late += 1;
-                ("timeout".into(), None)
+                ("timeout".into(), hint)
             }
             Err(e @ WaitError::NotFound(_)) => {
                 unknown += 1;
@@ -151,8 +151,8 @@ pub(crate) fn print_outcome(
             eprintln!("task failed: {f}");
             Ok(ExitCode::FAILURE)
         }
-        Err(WaitError::Timeout) => {
-            eprintln!("timed out waiting for the result");
+        Err(e @ WaitError::Timeout { .. }) => {
+            eprintln!("{e}");
             Ok(ExitCode::from(3))
         }
         Err(e) => Err(e.into()),

@@ -255,7 +255,7 @@ impl Memory {
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
-                _ => return Err(WaitError::Timeout),
+                _ => return Err(WaitError::Timeout { hint: None }),
             }
         }
     }

@@ -67,6 +67,16 @@ pub struct WorkerInfo {
     pub tasks: Vec<String>,
 }
 
+impl WorkerInfo {
+    /// A worker whose last heartbeat is older than this (ms) is not counted as live.
+    pub const LIVE_MS: u64 = 60_000;
+
+    /// Whether its last heartbeat is recent enough, at `now_ms`, to count it as running.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.heartbeat_ms) < Self::LIVE_MS
+    }
+}
+
 /// What a worker is told between reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {

@@ -290,7 +290,7 @@ impl<T: DeserializeOwned> TaskiqHandle<T> {
             if now >= deadline {
                 return Err(last_error
                     .map(WaitError::Broker)
-                    .unwrap_or(WaitError::Timeout));
+                    .unwrap_or(WaitError::Timeout { hint: None }));
             }
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(POLL_MAX);

@@ -212,7 +212,7 @@ impl Target {
             }
             Target::Cluster { seeds, .. } => {
                 let url = &seeds[n % seeds.len()];
-                Ok(Client::open(url.as_str())?)
+                Client::open(url.as_str()).map_err(BrokerError::redis)
             }
         }
     }
@@ -230,9 +230,10 @@ impl managed::Manager for RedisManager {
 
     async fn create(&self) -> Result<MultiplexedConnection, BrokerError> {
         let client = self.target.node_client(0).await?;
-        Ok(client
+        client
             .get_multiplexed_async_connection_with_config(&self.config)
-            .await?)
+            .await
+            .map_err(BrokerError::redis)
     }
 
     async fn recycle(
@@ -246,7 +247,7 @@ impl managed::Manager for RedisManager {
         redis::cmd("PING")
             .query_async::<()>(conn)
             .await
-            .map_err(|e| RecycleError::Backend(e.into()))
+            .map_err(|e| RecycleError::Backend(BrokerError::redis(e)))
     }
 }
 
@@ -264,6 +265,7 @@ pub(crate) enum Pool {
     Cluster {
         shared: Arc<SharedCluster>,
         target: Target,
+        url: String,
         acks: ReplicaAcks,
     },
 }
@@ -304,6 +306,7 @@ impl Pool {
                     conn: Mutex::new(None),
                 }),
                 target,
+                url: config.described_url(),
                 acks,
             });
         }
@@ -325,7 +328,7 @@ impl Pool {
         Ok(Pool::Pooled {
             inner,
             target,
-            url: redact(&config.redis_url),
+            url: config.described_url(),
             acks,
         })
     }
@@ -356,7 +359,14 @@ impl Pool {
                 return cluster_node_error(url);
             }
         }
-        BrokerError::Redis(e)
+        BrokerError::redis(e).at(self.url())
+    }
+
+    /// The URL the connections go to (password removed), with where it came from.
+    pub(crate) fn url(&self) -> &str {
+        match self {
+            Pool::Pooled { url, .. } | Pool::Cluster { url, .. } => url,
+        }
     }
 
     /// Runs `cmd` (a command, a pipeline or a script invocation). On one server, a connection
@@ -369,7 +379,7 @@ impl Pool {
     {
         match self {
             Pool::Pooled { inner, .. } => {
-                let mut conn = inner.get().await.map_err(pool_error)?;
+                let mut conn = inner.get().await.map_err(|e| pool_error(e, self.url()))?;
                 match cmd.run(&mut *conn).await {
                     Ok(v) => Ok(v),
                     Err(e) => {
@@ -388,7 +398,7 @@ impl Pool {
                     let r = cmd.run(&mut c).await;
                     shared.check(r).await
                 });
-                fut.await
+                fut.await.map_err(|e| e.at(self.url()))
             }
         }
     }
@@ -449,7 +459,7 @@ impl Pool {
                     }
                     Ok(out)
                 });
-                fut.await
+                fut.await.map_err(|e| e.at(self.url()))
             }
         }
     }
@@ -467,16 +477,23 @@ impl Pool {
                 Ok(RedisConnection::Plain(
                     client
                         .get_multiplexed_async_connection_with_config(&conn_config)
-                        .await?,
+                        .await
+                        .map_err(|e| BrokerError::redis(e).at(self.url()))?,
                 ))
             }
             Pool::Cluster { target, .. } => {
                 let Target::Cluster { seeds, .. } = target else {
                     return Err(BrokerError::Config("cluster pool without a cluster".into()));
                 };
-                let client = cluster_builder(seeds, config).build()?;
-                let fut: Erased<'_, ClusterConnection> =
-                    Box::pin(async move { Ok(client.get_async_connection().await?) });
+                let client = cluster_builder(seeds, config)
+                    .build()
+                    .map_err(BrokerError::redis)?;
+                let fut: Erased<'_, ClusterConnection> = Box::pin(async move {
+                    client
+                        .get_async_connection()
+                        .await
+                        .map_err(BrokerError::redis)
+                });
                 let conn = fut.await?;
                 Ok(RedisConnection::Cluster(conn))
             }
@@ -500,7 +517,11 @@ impl SharedCluster {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = self.client.get_async_connection().await?;
+        let c = self
+            .client
+            .get_async_connection()
+            .await
+            .map_err(BrokerError::redis)?;
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -510,7 +531,7 @@ impl SharedCluster {
         match r {
             Ok(v) => Ok(v),
             Err(e) => {
-                let err = BrokerError::Redis(e);
+                let err = BrokerError::redis(e);
                 if err.is_unavailable() {
                     self.conn.lock().await.take();
                 }
@@ -572,10 +593,10 @@ impl ReplicaAcks {
 type Erased<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, BrokerError>> + Send + 'a>>;
 
-fn pool_error(e: managed::PoolError<BrokerError>) -> BrokerError {
+fn pool_error(e: managed::PoolError<BrokerError>, url: &str) -> BrokerError {
     match e {
-        managed::PoolError::Backend(e) => e,
-        other => BrokerError::Pool(other.to_string()),
+        managed::PoolError::Backend(e) => e.at(url),
+        other => BrokerError::Pool(format!("{other} (Redis at {url})")),
     }
 }
 
@@ -620,6 +641,7 @@ pub enum RedisConnection {
     Cluster(ClusterConnection),
 }
 
+#[cfg(feature = "raw-redis")]
 /// Connects to the Redis `url` names, in any of the forms kiq takes (`redis://`,
 /// `redis+sentinel://`, `redis+cluster://`), for an application's own commands beside kiq's:
 /// a task's side effects, a test's checks. On a cluster, a command's keys must keep to one

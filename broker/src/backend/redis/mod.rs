@@ -172,7 +172,7 @@ impl RedisBackend {
             .batch(batch)
             .await?
             .into_iter()
-            .map(|v| redis::from_redis_value(v).map_err(|e| BrokerError::Redis(e.into())))
+            .map(|v| redis::from_redis_value(v).map_err(|e| BrokerError::redis(e.into())))
             .collect()
     }
 
@@ -235,7 +235,7 @@ impl RedisBackend {
             .clone();
         match self.pool.query::<(), _>(&create).await {
             Ok(()) => Ok(()),
-            Err(BrokerError::Redis(e)) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(BrokerError::Redis(e)) if e.code.as_deref() == Some("BUSYGROUP") => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -34,7 +34,10 @@ impl RedisBackend {
                 let client = target.node_client(attempt).await;
                 attempt = attempt.wrapping_add(1);
                 let pubsub = match client {
-                    Ok(c) => c.get_async_pubsub().await.map_err(Into::into),
+                    Ok(c) => c
+                        .get_async_pubsub()
+                        .await
+                        .map_err(crate::BrokerError::redis),
                     Err(e) => Err(e),
                 };
                 let mut pubsub: redis::aio::PubSub = match pubsub {

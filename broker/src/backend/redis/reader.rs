@@ -58,6 +58,7 @@ impl RedisBackend {
         let script_keys = scripts::read_keys(&self.keys, lanes);
         Ok(StreamReader {
             conn,
+            url: self.pool().url().to_string(),
             cancel_flags: script_keys[lanes.len()..].to_vec(),
             streams: lanes.iter().map(|l| self.keys.stream(l)).collect(),
             script_keys,
@@ -74,6 +75,8 @@ impl RedisBackend {
 /// Reads a set of lanes through the consumer group, on a dedicated connection.
 pub struct StreamReader {
     conn: RedisConnection,
+    /// The Redis read from, for errors.
+    url: String,
     /// The cancel flags of the queues read.
     cancel_flags: Vec<String>,
     streams: Vec<String>,
@@ -132,8 +135,10 @@ impl StreamReader {
                     .arg(&self.consumer)
                     .arg(count.max(1))
                     .arg(self.streams.len());
-                let (reply, active, lens): (StreamReadReply, i64, Vec<i64>) =
-                    inv.invoke_async(&mut self.conn).await?;
+                let (reply, active, lens): (StreamReadReply, i64, Vec<i64>) = inv
+                    .invoke_async(&mut self.conn)
+                    .await
+                    .map_err(|e| BrokerError::redis(e).at(&self.url))?;
                 self.busy_lanes = Some(lens.iter().filter(|n| **n > 0).count());
                 (Some(reply), active > 0)
             }
@@ -195,8 +200,10 @@ impl StreamReader {
         lens.arg(self.streams.len());
         let mut pipe = redis::pipe();
         pipe.add_command(read).add_command(lens);
-        let (reply, mut lens): (Option<StreamReadReply>, Vec<i64>) =
-            pipe.query_async(&mut self.conn).await?;
+        let (reply, mut lens): (Option<StreamReadReply>, Vec<i64>) = pipe
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| BrokerError::redis(e).at(&self.url))?;
         let active = lens.pop().unwrap_or(0) > 0;
         self.busy_lanes = Some(lens.iter().filter(|n| **n > 0).count());
         Ok((reply, active))
@@ -212,8 +219,10 @@ impl StreamReader {
         let cmd = self.read_command(count, Some(block));
         let mut pipe = redis::pipe();
         pipe.add_command(cmd).cmd("EXISTS").arg(&self.cancel_flags);
-        let (reply, active): (Option<StreamReadReply>, u64) =
-            pipe.query_async(&mut self.conn).await?;
+        let (reply, active): (Option<StreamReadReply>, u64) = pipe
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| BrokerError::redis(e).at(&self.url))?;
         Ok((reply, active > 0))
     }
 }

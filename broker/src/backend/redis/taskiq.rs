@@ -378,7 +378,8 @@ pub(crate) async fn taskiq_read(
         .arg(&s.stream)
         .arg(">")
         .query_async(conn)
-        .await?;
+        .await
+        .map_err(BrokerError::redis)?;
     // [[stream, [entry, ...]]] (RESP2) or {stream: [entry, ...]} (RESP3); nil when none came.
     let per_stream: Vec<Value> = match reply {
         Value::Nil => return Ok(Vec::new()),

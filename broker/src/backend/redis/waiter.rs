@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::{BrokerError, WaitError};
 use crate::keys::Keys;
-use crate::model::record::TaskRecord;
+use crate::model::record::{TaskRecord, TaskState};
 use tokio::time::Instant;
 
 use super::connection::Target;
@@ -200,7 +200,7 @@ async fn listen(
         };
         // On Sentinel, the primary named now.
         let pubsub = match target.node_client(0).await {
-            Ok(client) => client.get_async_pubsub().await.map_err(Into::into),
+            Ok(client) => client.get_async_pubsub().await.map_err(BrokerError::redis),
             Err(e) => Err(e),
         };
         let pubsub: redis::aio::PubSub = match pubsub {
@@ -463,9 +463,47 @@ pub(crate) async fn wait_record(
     // Out of time: one last look tells "still running" from "unknown" from "Redis down".
     match backend.record(id).await {
         Ok(Some(r)) if r.state.is_final() => Ok(r),
-        Ok(Some(_)) => Err(WaitError::Timeout),
+        Ok(Some(r)) => Err(WaitError::Timeout {
+            hint: unread_queue_hint(backend, &r).await,
+        }),
         Ok(None) if absent_means_unknown => Err(WaitError::NotFound(id.to_string())),
-        Ok(None) => Err(WaitError::Timeout),
+        Ok(None) => Err(WaitError::Timeout { hint: None }),
         Err(e) => Err(WaitError::Broker(last_error.unwrap_or(e))),
     }
+}
+
+/// Why a task still waiting when its wait ran out may never run: no live worker reads its
+/// queue. `None` when some does, when it is running, or when the workers cannot be listed.
+async fn unread_queue_hint(backend: &RedisBackend, r: &TaskRecord) -> Option<String> {
+    if !matches!(
+        r.state,
+        TaskState::Pending | TaskState::Scheduled | TaskState::Retrying
+    ) {
+        return None;
+    }
+    // Listed without forgetting anyone (that is `taskctl status`'s business).
+    let workers = backend.workers(u64::MAX).await.ok()?;
+    let now = crate::envelope::now_ms();
+    let live: Vec<_> = workers.iter().filter(|w| w.is_live(now)).collect();
+    if live.iter().any(|w| w.queues.contains(&r.queue)) {
+        return None;
+    }
+    if live.is_empty() {
+        return Some(format!(
+            "no worker is running (none has sent a heartbeat in the last {} s); the task waits in queue {:?}",
+            crate::consumer::WorkerInfo::LIVE_MS / 1000,
+            r.queue
+        ));
+    }
+    let mut read: Vec<&str> = live
+        .iter()
+        .flat_map(|w| w.queues.iter().map(String::as_str))
+        .collect();
+    read.sort_unstable();
+    read.dedup();
+    Some(format!(
+        "no live worker reads queue {:?}, where the task waits (live workers read: {})",
+        r.queue,
+        read.join(", ")
+    ))
 }
