@@ -93,7 +93,7 @@ pub(crate) async fn wait_many(global: &GlobalArgs, args: WaitArgs) -> anyhow::Re
             }
             Err(WaitError::Timeout { hint }) => {
                 late += 1;
-                ("timeout".into(), hint)
+                ("timeout".into(), hint.clone())
             }
             Err(e @ WaitError::NotFound(_)) => {
                 unknown += 1;
