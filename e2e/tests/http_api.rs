@@ -117,6 +117,28 @@ async fn the_api_creates_lists_and_cancels_tasks_behind_a_token() {
     let (_, c) = api.call("POST", &format!("/api/tasks/{id}/cancel"), None);
     assert_eq!(c["outcome"], "already_finished");
 
+    // A name no live worker runs is refused with the names they do run; "force" sends it.
+    let (code, e) = api.call(
+        "POST",
+        "/api/tasks",
+        Some(json!({"task": "no.such.task", "queue": "nowhere"})),
+    );
+    assert_eq!(code, 404);
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("no live worker runs a task named \"no.such.task\"")
+            && msg.contains(ADD)
+            && msg.contains("\"force\": true"),
+        "{msg}"
+    );
+    let (code, forced) = api.call(
+        "POST",
+        "/api/tasks",
+        Some(json!({"task": "no.such.task", "queue": "nowhere", "force": true})),
+    );
+    assert_eq!(code, 201, "{forced}");
+    assert_eq!(forced["state"], "pending");
+
     // Bad input: clear errors with the right status, nothing enqueued.
     for (body, status, code) in [
         (

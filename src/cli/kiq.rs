@@ -49,21 +49,13 @@ pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<Ex
     if !args.force {
         // The names live workers run: a name none of them knows would wait in its queue (or
         // dead-letter as unknown) while the shell said all was well.
-        let now = kiq_broker::envelope::now_ms();
-        let workers = broker.inspector().workers(u64::MAX).await?;
-        let mut known: Vec<&str> = workers
-            .iter()
-            .filter(|w| w.is_live(now))
-            .flat_map(|w| w.tasks.iter().map(String::as_str))
-            .collect();
-        known.sort_unstable();
-        known.dedup();
+        let known = broker.inspector().advertised_tasks().await?;
         if known.is_empty() {
             eprintln!(
                 "taskctl: no live worker says which tasks it runs: sending {:?} unchecked",
                 args.task
             );
-        } else if !known.contains(&args.task.as_str()) {
+        } else if !known.contains(&args.task) {
             eprintln!(
                 "taskctl: no live worker runs a task named {:?}; they run:\n  {}\n\
                  (--force sends it anyway, for a worker that will start later)",

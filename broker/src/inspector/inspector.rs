@@ -93,6 +93,23 @@ impl Inspector {
             .await
     }
 
+    /// The task names live workers advertise in their heartbeats (sorted, once each): what a
+    /// dispatch by name (`taskctl kiq`, `POST /api/tasks`) checks a name against. Empty when
+    /// no live worker advertises any. Forgets no one.
+    pub async fn advertised_tasks(&self) -> Result<Vec<String>, BrokerError> {
+        let now = crate::envelope::now_ms();
+        let mut names: Vec<String> = self
+            .workers(u64::MAX)
+            .await?
+            .into_iter()
+            .filter(|w| w.is_live(now))
+            .flat_map(|w| w.tasks)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
+    }
+
     /// The queues operators see: every queue used, priority lanes folded into their queue.
     pub async fn queue_names(&self) -> Result<Vec<String>, BrokerError> {
         self.redis("queue names")?.queue_names().await

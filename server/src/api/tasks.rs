@@ -33,6 +33,10 @@ pub(crate) struct NewTask {
     retries: Option<u32>,
     /// A per-attempt timeout, like `delay`.
     timeout: Option<Value>,
+    /// Send even when no live worker advertises the task's name (for workers that start
+    /// later).
+    #[serde(default)]
+    force: bool,
 }
 
 fn empty_array() -> Value {
@@ -82,6 +86,44 @@ pub(crate) async fn create(
     }
 }
 
+/// Refuses a name no live worker advertises (or, when none advertises any, one this server
+/// does not link while it links some): it would wait in its queue, or dead-letter as unknown,
+/// while the caller was told all was well. The error lists the names that would be accepted.
+async fn check_name(state: &AppState, name: &str, linked: bool) -> Result<(), ApiError> {
+    let advertised = match state.inspector.advertised_tasks().await {
+        Ok(names) => names,
+        // The in-memory broker has no workers to ask.
+        Err(kiq_broker::BrokerError::Unsupported(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let known: Vec<String> = if !advertised.is_empty() {
+        if advertised.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        advertised
+    } else if linked || state.tasks.is_empty() {
+        return Ok(());
+    } else {
+        let mut names: Vec<String> = state.tasks.keys().cloned().collect();
+        names.sort_unstable();
+        names
+    };
+    const SHOWN: usize = 50;
+    let more = known.len().saturating_sub(SHOWN);
+    let mut list = known.into_iter().take(SHOWN).collect::<Vec<_>>().join(", ");
+    if more > 0 {
+        list.push_str(&format!(" and {more} more"));
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_task",
+        format!(
+            "no live worker runs a task named {name:?}; known names: {list} \
+             (send with \"force\": true to dispatch it anyway, for a worker that starts later)"
+        ),
+    ))
+}
+
 async fn create_task(
     state: AppState,
     b: Result<Json<NewTask>, JsonRejection>,
@@ -93,12 +135,8 @@ async fn create_task(
         ));
     }
     let known_queue = state.tasks.get(&t.task).cloned();
-    if known_queue.is_none() && !state.tasks.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_task",
-            format!("no task named {:?} is known to this server", t.task),
-        ));
+    if !t.force {
+        check_name(&state, &t.task, known_queue.is_some()).await?;
     }
     let queue = t
         .queue
