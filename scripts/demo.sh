@@ -3,15 +3,30 @@
 # private Redis on a free port, starts `taskctl worker --workers 2`, a scheduler and
 # `taskctl serve` (HTTP API, dashboard, metrics), dispatches tasks (also a chain, a group and
 # one over HTTP) and prints their results, then shuts everything down cleanly.
+#
+#   scripts/demo.sh          run the demo and stop
+#   scripts/demo.sh --keep   leave the system running (dashboard link printed) until Ctrl-C
 set -euo pipefail
+keep=0
+for arg in "$@"; do
+  case "$arg" in
+    --keep) keep=1 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "unknown option $arg (try --keep)" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 kiq_need_cargo
 kiq_need_packages
 
-echo "==> building taskctl and the quickstart client"
-cargo build --locked -p kiq-examples --bins -q
+echo "==> building taskctl and the quickstart client (a few minutes the first time)"
+cargo build --locked -p kiq-examples --bins
 bin=target/debug
+
+echo
+echo "==> the tasks linked into taskctl (\$ taskctl tasks)"
+"$bin/taskctl" tasks
 
 work=$(mktemp -d -t kiq-demo.XXXXXX)
 redis_pid=""
@@ -109,7 +124,7 @@ if command -v curl >/dev/null 2>&1; then
   "$bin/taskctl" task "$id"
   echo "\$ curl /metrics | grep kiq_queue_waiting"
   curl -s -H "$auth" "http://127.0.0.1:$api_port/metrics" | grep '^kiq_queue_waiting' || true
-  echo "(the dashboard: http://127.0.0.1:$api_port/ with token $KIQ_API_TOKEN, while this demo runs)"
+  echo "(the dashboard, while this demo runs: http://127.0.0.1:$api_port/#token=$KIQ_API_TOKEN)"
 else
   echo "(curl is not installed: skipping the HTTP calls)"
 fi
@@ -122,6 +137,20 @@ sleep 3
 echo
 echo "==> taskctl status"
 "$bin/taskctl" status
+
+if [ "$keep" = 1 ]; then
+  echo
+  echo "==> running until Ctrl-C"
+  echo "dashboard:  http://127.0.0.1:$api_port/#token=$KIQ_API_TOKEN"
+  echo "Redis:      $KIQ_REDIS_URL   (try: KIQ_REDIS_URL=$KIQ_REDIS_URL $bin/taskctl status)"
+  echo "logs:       $work/{workers,scheduler,server}.log"
+  stop_requested=0
+  trap 'stop_requested=1' INT TERM
+  while [ "$stop_requested" = 0 ] && kill -0 "$workers_pid" 2>/dev/null; do
+    sleep 1 || true
+  done
+  trap - INT TERM
+fi
 
 echo
 echo "==> stopping the server, the scheduler and the workers (SIGTERM: drain, then exit)"

@@ -17,7 +17,24 @@ export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 # A run from a clean clone gains nothing from incremental caches; they would double the disk used.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
-step() { echo; echo "==> $*"; }
+# Each step's time is printed when the next starts, and all of them at the end.
+step_name=""
+step_start=$SECONDS
+times=()
+end_step() {
+  if [ -n "$step_name" ]; then
+    local took=$((SECONDS - step_start))
+    echo "    ($took s)"
+    times+=("$(printf '%5d s  %s' "$took" "$step_name")")
+  fi
+}
+step() {
+  end_step
+  step_name="$*"
+  step_start=$SECONDS
+  echo
+  echo "==> $*"
+}
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -43,12 +60,21 @@ for topology in cluster sentinel; do
   KIQ_TEST_TOPOLOGY=$topology cargo test --workspace --locked --test taskiq -- "${skip[@]}"
 done
 
-step "doc tests"
+step "doc tests (the README is the kiq crate's documentation: its examples compile here)"
 cargo test --workspace --doc --locked
+
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "cargo publish --dry-run (the published crates package and build on their own)"
+cargo publish --workspace --dry-run --locked --allow-dirty
 
 step "benchmark smoke run (tiny numbers: proves it works, measures nothing)"
 cargo build --workspace --bins --locked  # kiq-bench runs kiq-examples' taskctl
 target/debug/kiq-bench --tasks 2000 --samples 50 --load-rate 200
 
+end_step
 echo
-echo "all checks passed"
+echo "step times:"
+printf '%s\n' "${times[@]}"
+echo "all checks passed in $SECONDS s"

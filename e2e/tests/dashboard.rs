@@ -173,4 +173,17 @@ async fn the_dashboard_shows_the_system_and_its_buttons_act() {
             .as_array()
             .is_some_and(|d| d.len() == 1 && d[0]["id"] != dead_id.as_str())
     }));
+
+    // A sign-in link (what `taskctl serve` prints): the token in the fragment signs in, and
+    // the page takes it out of the address bar.
+    b.eval("sessionStorage.clear(); return true;", json!([]))
+        .unwrap();
+    b.goto(&format!("{}/?from=link#token={API_TOKEN}", api.base))
+        .unwrap();
+    b.wait_for_text("#queues", "default", WAIT).unwrap();
+    assert_eq!(
+        b.eval("return location.hash + '|' + location.search;", json!([]))
+            .unwrap(),
+        "|?from=link"
+    );
 }

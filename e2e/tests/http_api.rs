@@ -202,17 +202,13 @@ async fn the_api_creates_lists_and_cancels_tasks_behind_a_token() {
     // Prometheus, from the server and from the worker process. A worker that died ten
     // minutes ago (its heartbeat entry lingers up to an hour) counts in neither the worker
     // count nor the utilization: its 1,000 held messages once made that read 0.98.
-    let dead = kiq::broker::WorkerInfo {
-        consumer: "dead-worker".into(),
-        host: "gone".into(),
-        pid: 1,
-        concurrency: 1000,
-        queues: vec!["default".into()],
-        started_ms: 1,
-        heartbeat_ms: kiq::broker::envelope::now_ms() - 600_000,
-        in_flight: 1000,
-        tasks: vec![],
-    };
+    let mut dead =
+        kiq::broker::WorkerInfo::new("dead-worker".into(), 1000, vec!["default".into()], vec![]);
+    dead.host = "gone".into();
+    dead.pid = 1;
+    dead.started_ms = 1;
+    dead.heartbeat_ms = kiq::broker::envelope::now_ms() - 600_000;
+    dead.in_flight = 1000;
     let mut conn = kiq::broker::connect_redis(&redis.url()).await.unwrap();
     let _: () = redis::cmd("HSET")
         .arg("{kiq}:workers")

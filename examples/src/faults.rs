@@ -87,7 +87,7 @@ pub(crate) async fn side_effect_redis() -> Result<kiq::broker::RedisConnection, 
         .map_err(|e| e.to_string())
 }
 
-/// Like [`nap`], but a dead worker's message of this task waits 6 s (not the worker's
+/// Like [`nap`](fn@nap), but a dead worker's message of this task waits 6 s (not the worker's
 /// visibility timeout) before another worker takes it over.
 #[kiq::task(visibility_timeout = "6s")]
 pub async fn patient_nap(ms: u64) -> u64 {

@@ -4,6 +4,7 @@ use crate::expr::ScheduleError;
 
 /// Why a scheduler operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SchedulerError {
     /// A schedule expression or definition is invalid.
     #[error(transparent)]

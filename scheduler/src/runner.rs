@@ -16,6 +16,7 @@ use crate::store::{prepare, Schedules};
 
 /// How a scheduler runs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SchedulerConfig {
     /// This process's id in the lease (default `host-pid-random`).
     pub holder: String,

@@ -48,6 +48,8 @@ pub struct GlobalArgs {
     /// Redis URL: redis://[user:password@]host:port[/db] (rediss:// for TLS); a Redis Cluster:
     /// redis+cluster://[user:password@]host:port[,host:port...]; a primary found through
     /// Sentinels: redis+sentinel://[user:password@]host:port[,host:port...]/<master name>.
+    // The doc comment is also `--help`'s text, so it stays plain (no Markdown).
+    #[allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
     #[arg(long, global = true, env = "KIQ_REDIS_URL", default_value = kiq_broker::config::DEFAULT_REDIS_URL, hide_env_values = true)]
     pub redis_url: String,
     /// Prefix of every Redis key.

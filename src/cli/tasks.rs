@@ -49,6 +49,7 @@ pub(crate) async fn cancel(global: &GlobalArgs, args: CancelArgs) -> anyhow::Res
             eprintln!("task {} is unknown or its record has expired", args.id);
             return Ok(ExitCode::from(2));
         }
+        other => println!("{}: {}", args.id, other.as_str()),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -160,31 +160,30 @@ fn worker_config(args: &WorkerArgs, registry: &Registry) -> WorkerConfig {
         args.queues.clone()
     };
     let concurrency = args.concurrency.max(1);
-    WorkerConfig {
-        queues,
-        concurrency,
-        prefetch: args.prefetch.unwrap_or(concurrency),
-        shutdown_timeout: args.shutdown_timeout,
-        visibility_timeout: args.visibility_timeout,
-        max_deliveries: args.max_deliveries.max(1),
-        cancel_grace: args.cancel_grace,
-        taskiq: args
-            .taskiq
-            .iter()
-            .map(|name| {
-                let mut s = TaskiqStream::new(name.trim())
-                    .group(args.taskiq_group.clone())
-                    .results(args.taskiq_results)
-                    .shared(args.taskiq_shared);
-                s.result_prefix = args.taskiq_result_prefix.clone();
-                s.result_ttl = args.taskiq_result_ttl;
-                s.reclaim_after = args.taskiq_reclaim_after;
-                s.max_hops = args.taskiq_max_hops;
-                s
-            })
-            .collect(),
-        ..WorkerConfig::default()
-    }
+    let mut config = WorkerConfig::default();
+    config.queues = queues;
+    config.concurrency = concurrency;
+    config.prefetch = args.prefetch.unwrap_or(concurrency);
+    config.shutdown_timeout = args.shutdown_timeout;
+    config.visibility_timeout = args.visibility_timeout;
+    config.max_deliveries = args.max_deliveries.max(1);
+    config.cancel_grace = args.cancel_grace;
+    config.taskiq = args
+        .taskiq
+        .iter()
+        .map(|name| {
+            let mut s = TaskiqStream::new(name.trim())
+                .group(args.taskiq_group.clone())
+                .results(args.taskiq_results)
+                .shared(args.taskiq_shared);
+            s.result_prefix = args.taskiq_result_prefix.clone();
+            s.result_ttl = args.taskiq_result_ttl;
+            s.reclaim_after = args.taskiq_reclaim_after;
+            s.max_hops = args.taskiq_max_hops;
+            s
+        })
+        .collect();
+    config
 }
 
 async fn run_child(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<ExitCode> {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 /// How one worker process consumes.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WorkerConfig {
     /// The queues to read (default: the queues of the registered tasks).
     pub queues: Vec<String>,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 /// The running task's identity.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TaskInfo {
     /// The task id.
     pub id: String,

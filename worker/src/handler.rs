@@ -132,11 +132,11 @@ pub fn encode_output<T: Serialize>(inv: &Invocation, value: &T) -> Result<Vec<u8
 
 /// The failure for a task that returned `Err(error)`: its type and its `{:#}` message.
 pub fn task_error<E: std::fmt::Display>(error: E) -> TaskFailure {
-    TaskFailure {
-        kind: FailureKind::Error,
-        error_type: Some(std::any::type_name::<E>().to_string()),
-        message: format!("{error:#}"),
-    }
+    TaskFailure::typed(
+        FailureKind::Error,
+        Some(std::any::type_name::<E>().to_string()),
+        format!("{error:#}"),
+    )
 }
 
 /// Implemented for every type a task may take or return (serde both ways, sendable).

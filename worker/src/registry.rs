@@ -70,6 +70,7 @@ inventory::collect!(TaskDef);
 
 /// Why the linked tasks cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// Two tasks claim the same name.
     #[error("duplicate task name {name:?}: declared at {first} and at {second}")]

@@ -73,7 +73,7 @@ impl Broker {
     }
 
     /// A broker with no Redis behind it: messages are run in this process by `runner`, and
-    /// records live in memory (see [`crate::backend`]'s in-memory backend). Use
+    /// records live in memory (kiq's in-memory backend). Use
     /// `kiq::testing::broker()`, which runs the linked `#[task]`s. Needs a Tokio runtime.
     pub fn in_memory(runner: Arc<dyn crate::LocalRunner>) -> Self {
         let config = BrokerConfig::new("memory://");

@@ -7,6 +7,7 @@ use crate::model::record::TaskRecord;
 
 /// What [`Broker::cancel`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CancelOutcome {
     /// The task will not run (or, if running, is being stopped).
     Cancelled,
@@ -16,6 +17,18 @@ pub enum CancelOutcome {
     /// pending records (`track_pending`, the default): without them, an unknown id is
     /// indistinguishable from a queued task, and is cancelled.
     NotFound,
+}
+
+impl CancelOutcome {
+    /// Its name in snake case (`cancelled`, `already_finished`, `not_found`), as the API and
+    /// the CLI print it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CancelOutcome::Cancelled => "cancelled",
+            CancelOutcome::AlreadyFinished => "already_finished",
+            CancelOutcome::NotFound => "not_found",
+        }
+    }
 }
 
 impl Broker {

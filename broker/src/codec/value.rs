@@ -9,6 +9,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// A failure to encode or decode a value.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// The value could not be encoded.
     #[error("cannot encode: {0}")]

@@ -44,6 +44,7 @@ pub struct Promotion {
 
 /// A worker process's heartbeat entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct WorkerInfo {
     /// Its consumer name.
     pub consumer: String,
@@ -68,6 +69,28 @@ pub struct WorkerInfo {
 }
 
 impl WorkerInfo {
+    /// This process's heartbeat entry as consumer `consumer`, starting now: `concurrency` tasks at
+    /// once from `queues`, running the tasks named `tasks`.
+    pub fn new(
+        consumer: String,
+        concurrency: usize,
+        queues: Vec<String>,
+        tasks: Vec<String>,
+    ) -> Self {
+        let now = crate::envelope::now_ms();
+        WorkerInfo {
+            consumer,
+            host: crate::config::hostname(),
+            pid: std::process::id(),
+            concurrency,
+            queues,
+            started_ms: now,
+            heartbeat_ms: now,
+            in_flight: 0,
+            tasks,
+        }
+    }
+
     /// A worker whose last heartbeat is older than this (ms) is not counted as live.
     pub const LIVE_MS: u64 = 60_000;
 

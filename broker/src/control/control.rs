@@ -12,6 +12,7 @@ use crate::taskiq::{TaskiqMessage, TaskiqStream};
 
 /// Who holds the scheduler lease now, and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LeaseInfo {
     /// The holder's id (`host-pid-random`).
     pub holder: String,
@@ -23,6 +24,7 @@ pub struct LeaseInfo {
 
 /// A schedule's state as the scheduler keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ScheduleState {
     /// The last tick handled (fired or skipped), ms since the epoch.
     pub last_tick_ms: Option<u64>,

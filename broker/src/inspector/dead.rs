@@ -2,6 +2,7 @@
 
 /// One entry of a dead-letter stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeadEntry {
     /// The dead letter's own stream id (used to show, replay or purge it).
     pub id: String,
@@ -27,7 +28,7 @@ pub struct DeadEntry {
     pub origin: Option<String>,
 }
 
-/// Which dead letters [`Broker::find_dead_letters`] returns: every field that is set must match.
+/// Which dead letters [`Inspector::find_dead_letters`](crate::Inspector::find_dead_letters) returns: every field that is set must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeadFilter {
     /// A queue (with its priority lanes and partitions), or one lane.

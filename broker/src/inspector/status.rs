@@ -4,6 +4,7 @@ use serde::Serialize;
 
 /// One queue's numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct QueueStats {
     /// The queue.
     pub queue: String,

@@ -14,6 +14,7 @@ pub const INDEX_MAX: usize = 100_000;
 
 /// One task in a listing.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TaskSummary {
     /// The task id.
     pub id: String,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TaskState {
     /// Accepted by `.kiq()`, waiting in its queue.
     #[default]
@@ -93,8 +94,21 @@ impl std::str::FromStr for TaskState {
     }
 }
 
+impl StateChange {
+    /// Entering `state` at `at_ms` (ms since the epoch) in `attempt`, with a note for people.
+    pub fn new(state: TaskState, at_ms: u64, attempt: u32, note: Option<String>) -> Self {
+        StateChange {
+            state,
+            at_ms,
+            attempt,
+            note,
+        }
+    }
+}
+
 /// One step of a task's life: the state it entered, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StateChange {
     /// The state entered.
     pub state: TaskState,
@@ -111,6 +125,7 @@ pub struct StateChange {
 /// Why a task failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum FailureKind {
     /// The task returned `Err`.
     Error,
@@ -156,6 +171,7 @@ impl std::fmt::Display for FailureKind {
 /// A task's failure as the caller sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{kind}{}: {message}", error_type.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
+#[non_exhaustive]
 pub struct TaskFailure {
     /// What kind of failure.
     pub kind: FailureKind,
@@ -179,9 +195,18 @@ impl FailureKind {
 impl TaskFailure {
     /// A failure of `kind` with `message`.
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Self {
+        Self::typed(kind, None, message)
+    }
+
+    /// A failure whose error has a type name (`error_type`).
+    pub fn typed(
+        kind: FailureKind,
+        error_type: Option<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        TaskFailure {
             kind,
-            error_type: None,
+            error_type,
             message: message.into(),
         }
     }
@@ -189,6 +214,7 @@ impl TaskFailure {
 
 /// What is stored under a task's record key.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskRecord {
     /// The task's state.
     pub state: TaskState,

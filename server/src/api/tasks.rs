@@ -224,13 +224,12 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let outcome = match state.broker.cancel(&id).await? {
-        CancelOutcome::Cancelled => "cancelled",
-        CancelOutcome::AlreadyFinished => "already_finished",
         CancelOutcome::NotFound => {
             return Err(ApiError::not_found(format!(
                 "task {id} is unknown or its record has expired"
             )))
         }
+        other => other.as_str(),
     };
     Ok(Json(json!({ "id": id, "outcome": outcome })))
 }

@@ -68,12 +68,12 @@ pub(crate) fn dispose(exec: &Executor, msg: Decoded, attempt: Attempt) -> Comple
                 tracing::info!(delay_ms = delay.as_millis() as u64, "retry scheduled")
             });
             let mut next_history = history.clone();
-            next_history.push(StateChange {
-                state: TaskState::Retrying,
-                at_ms: now_ms(),
-                attempt: envelope.attempt,
-                note: failure.map(|f| short(&f.message)),
-            });
+            next_history.push(StateChange::new(
+                TaskState::Retrying,
+                now_ms(),
+                envelope.attempt,
+                failure.map(|f| short(&f.message)),
+            ));
             End::Retry {
                 next: Box::new(Envelope {
                     attempt: attempts,
@@ -94,12 +94,12 @@ pub(crate) fn dispose(exec: &Executor, msg: Decoded, attempt: Attempt) -> Comple
         Decision::Finish(_) => End::Done,
     };
     let state = decision.state();
-    history.push(StateChange {
+    history.push(StateChange::new(
         state,
-        at_ms: finished,
-        attempt: envelope.attempt,
-        note: failure.map(|f| short(&f.message)),
-    });
+        finished,
+        envelope.attempt,
+        failure.map(|f| short(&f.message)),
+    ));
     let mut record = TaskRecord::of_attempt(envelope, msg.queue(), exec.consumer.name())
         .attempt_ended(state, finished, result, history);
     record.started_at_ms = ran_since;
@@ -165,12 +165,12 @@ pub fn poisoned(consumer: &Consumer, delivery: Delivery) -> Completion {
     tracing::error!(task_id = %envelope.id, task = %envelope.task, deliveries, "poison message moved to dead letters");
     let finished = now_ms();
     let mut history = start_history(&envelope);
-    history.push(StateChange {
-        state: TaskState::Dead,
-        at_ms: finished,
-        attempt: envelope.attempt,
-        note: Some(message.clone()),
-    });
+    history.push(StateChange::new(
+        TaskState::Dead,
+        finished,
+        envelope.attempt,
+        Some(message.clone()),
+    ));
     let attempts = envelope.attempt.saturating_add(1);
     let record = TaskRecord::of_attempt(&envelope, queue_of(&envelope, &lane), consumer.name())
         .attempt_ended(
@@ -206,10 +206,8 @@ pub fn poisoned(consumer: &Consumer, delivery: Delivery) -> Completion {
 /// in `after`, unchanged. Not announced: the task has not finished.
 fn deferred(consumer: &str, msg: Decoded, after: std::time::Duration) -> Completion {
     let envelope = &msg.envelope;
-    let record = TaskRecord {
-        state: TaskState::Scheduled,
-        ..TaskRecord::of_attempt(envelope, msg.queue(), consumer)
-    };
+    let mut record = TaskRecord::of_attempt(envelope, msg.queue(), consumer);
+    record.state = TaskState::Scheduled;
     Completion {
         task: Some(StoredRecord {
             id: envelope.id.clone(),

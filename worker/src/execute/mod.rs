@@ -1,5 +1,5 @@
-//! Running one delivered message, in three steps: [`decode`] its envelope, [`run`] the task
-//! (middleware, timeout, cancellation, panics caught), and [`dispose`] of the result (the
+//! Running one delivered message, in three steps: `decode` its envelope, `run` the task
+//! (middleware, timeout, cancellation, panics caught), and `dispose` of the result (the
 //! record, the end, the effects), as the pure policy in [`crate::outcome`] decides.
 
 mod decode;

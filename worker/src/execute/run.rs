@@ -20,7 +20,7 @@ use crate::middleware::{run_layers, Outcome, TaskCall};
 use crate::registry::Invocation;
 use crate::workflow;
 
-/// How long a task runs before its record says `running` (see [`attempt`]).
+/// How long a task runs before its record says `running` (see `attempt`).
 pub const RUNNING_MARK_AFTER: Duration = Duration::from_millis(100);
 
 /// How an attempt went.
@@ -105,12 +105,12 @@ async fn through_layers(
     let task = Box::pin(async {
         // Marked running once the layers let it through (a deferred task never runs).
         let at = now_ms();
-        history.push(StateChange {
-            state: TaskState::Running,
-            at_ms: at,
-            attempt: envelope.attempt,
-            note: Some(consumer_name.to_string()),
-        });
+        history.push(StateChange::new(
+            TaskState::Running,
+            at,
+            envelope.attempt,
+            Some(consumer_name.to_string()),
+        ));
         let fut = trace_context::scope(trace.clone(), invoke(exec, envelope, token));
         let _busy = exec.metrics.executing();
         tokio::pin!(fut);
@@ -149,12 +149,7 @@ pub(crate) fn start_history(envelope: &Envelope) -> Vec<StateChange> {
         return envelope.history.clone();
     }
     let mut h = Vec::with_capacity(4);
-    let queued = |state, at_ms| StateChange {
-        state,
-        at_ms,
-        attempt: 0,
-        note: None,
-    };
+    let queued = |state, at_ms| StateChange::new(state, at_ms, 0, None);
     if let Some(due) = envelope.due_ms {
         h.push(queued(TaskState::Scheduled, envelope.enqueued_at_ms));
         h.push(queued(TaskState::Pending, due));

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiq_broker::envelope::now_ms;
 use kiq_broker::{Broker, BrokerError, Write};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -29,6 +28,7 @@ use crate::state::Provided;
 
 /// Why a worker could not run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WorkerError {
     /// The configuration is unusable.
     #[error("invalid worker configuration: {0}")]
@@ -40,6 +40,7 @@ pub enum WorkerError {
 
 /// What a worker did, reported when it stops.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WorkerReport {
     /// Messages read.
     pub received: u64,
@@ -226,26 +227,19 @@ impl Worker {
 
         // Leases outlive the fetcher: they must stay fresh while in-flight tasks drain.
         let stop_leases = CancellationToken::new();
-        let info = kiq_broker::WorkerInfo {
-            consumer: config.consumer.clone(),
-            host: kiq_broker::config::hostname(),
-            pid: std::process::id(),
+        let mut task_names: Vec<String> = self
+            .registry
+            .tasks()
+            .iter()
+            .map(|d| d.name.to_string())
+            .collect();
+        task_names.sort();
+        let info = kiq_broker::WorkerInfo::new(
+            config.consumer.clone(),
             concurrency,
-            queues: queues.clone(),
-            started_ms: now_ms(),
-            heartbeat_ms: now_ms(),
-            in_flight: 0,
-            tasks: {
-                let mut names: Vec<String> = self
-                    .registry
-                    .tasks()
-                    .iter()
-                    .map(|d| d.name.to_string())
-                    .collect();
-                names.sort();
-                names
-            },
-        };
+            queues.clone(),
+            task_names,
+        );
         let leases = tokio::spawn(lease_keeper::run(
             consumer.clone(),
             config.clone(),
