@@ -11,10 +11,15 @@ keep=0
 for arg in "$@"; do
   case "$arg" in
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "unknown option $arg (try --keep)" >&2; exit 2 ;;
   esac
 done
+if [ "$keep" = 1 ]; then
+  # Each background process in a process group of its own: Ctrl-C then reaches this script
+  # only, which stops Redis last, after the workers have drained.
+  set -m
+fi
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 kiq_need_cargo

@@ -18,7 +18,9 @@
 //!
 //! A task may be declared inside a function body too. The generated module reaches the argument
 //! and return types through `use super::*`, so there they must be types the enclosing module
-//! can name (not types declared in the same function body).
+//! can name (not types declared or imported in the same function body). Its default name does
+//! not include the function (a macro cannot see it): give it `name = "..."` so that two
+//! functions declaring a task of the same name do not clash.
 
 mod options;
 mod task;

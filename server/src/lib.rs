@@ -36,14 +36,16 @@ pub use error::ApiError;
 pub struct ServerConfig {
     /// The bearer token every API and metrics request must carry.
     pub token: String,
-    /// The tasks this server knows (name → default queue). When it knows any, creating a
-    /// task of another name is refused with 404.
+    /// The tasks this server's binary links (name → default queue, the queue a task created
+    /// by name goes to). Creating a task checks its name against the names live workers
+    /// advertise; when none advertises any, against these (when there are any). An unknown
+    /// name is refused with 404 unless the request says `"force": true`.
     pub tasks: HashMap<String, String>,
 }
 
 impl ServerConfig {
-    /// A server that requires `token` (at least 8 characters) on every API and metrics request
-    /// and accepts tasks of any name.
+    /// A server that requires `token` (at least 8 characters) on every API and metrics request,
+    /// and links no tasks (see [`ServerConfig::tasks`](field@ServerConfig::tasks)).
     pub fn new(token: impl Into<String>) -> Self {
         ServerConfig {
             token: token.into(),
@@ -51,8 +53,8 @@ impl ServerConfig {
         }
     }
 
-    /// The tasks the server knows (name → default queue): creating a task of another name is
-    /// refused with 404.
+    /// The tasks this server links (name → default queue); see
+    /// [`ServerConfig::tasks`](field@ServerConfig::tasks).
     pub fn tasks(mut self, tasks: HashMap<String, String>) -> Self {
         self.tasks = tasks;
         self

@@ -106,7 +106,8 @@ pub(crate) fn spec() -> Value {
                         "timeout": { "description": "per-attempt timeout, like delay", "oneOf": [{ "type": "number" }, { "type": "string" }] },
                         "task_id": { "type": "string" },
                         "retries": { "type": "integer" },
-                        "labels": { "type": "object", "additionalProperties": { "type": "string" } }
+                        "labels": { "type": "object", "additionalProperties": { "type": "string" } },
+                        "force": { "type": "boolean", "description": "send even when no live worker advertises the name (default false)" }
                     }
                 },
                 "Schedule": {

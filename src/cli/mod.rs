@@ -135,7 +135,8 @@ fn parse() -> Cli {
     use clap::parser::ValueSource;
     use clap::{CommandFactory, FromArgMatches};
     let matches = Cli::command().get_matches();
-    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut cli =
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
     // A global argument's value is propagated to the subcommand's matches.
     let source = matches
         .subcommand()

@@ -181,16 +181,7 @@ impl RedisServer {
 
     /// Sends one command (inline syntax) and returns the raw reply, for assertions in tests.
     pub fn command(&self, line: &str) -> Result<String, StartError> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))
-            .map_err(|e| StartError(format!("connect: {e}")))?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-        s.write_all(format!("{line}\r\n").as_bytes())
-            .map_err(|e| StartError(format!("write: {e}")))?;
-        let mut buf = vec![0u8; 64 * 1024];
-        let n = s
-            .read(&mut buf)
-            .map_err(|e| StartError(format!("read: {e}")))?;
-        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        topology::command_at(self.port, line)
     }
 }
 

@@ -39,19 +39,51 @@ pub fn command_at(port: u16, line: &str) -> Result<String, StartError> {
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     s.write_all(format!("{line}\r\n").as_bytes())
         .map_err(|e| StartError(format!("write: {e}")))?;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut n = s
-        .read(&mut buf)
-        .map_err(|e| StartError(format!("read: {e}")))?;
-    // Replies larger than one read: keep reading while more is ready.
-    s.set_read_timeout(Some(Duration::from_millis(30))).ok();
-    while n < buf.len() {
-        match s.read(&mut buf[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(m) => n += m,
+    // Read until the reply is complete: one read may return only part of a large one (an
+    // HGETALL of 3,000 fields once came back cut, and the test counted the rest as lost).
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = s
+            .read(&mut chunk)
+            .map_err(|e| StartError(format!("read: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if resp_end(&buf, 0).is_some() {
+            break;
         }
     }
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Where the RESP2 value starting at `at` ends, if `buf` holds all of it.
+fn resp_end(buf: &[u8], at: usize) -> Option<usize> {
+    let line_end = at + buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+    let after = line_end + 2;
+    let header = std::str::from_utf8(buf.get(at + 1..line_end)?).ok()?;
+    match buf.get(at)? {
+        b'+' | b'-' | b':' => Some(after),
+        b'$' => {
+            let len: i64 = header.parse().ok()?;
+            if len < 0 {
+                return Some(after);
+            }
+            let end = after + len as usize + 2;
+            (buf.len() >= end).then_some(end)
+        }
+        b'*' => {
+            let count: i64 = header.parse().ok()?;
+            let mut pos = after;
+            for _ in 0..count.max(0) {
+                pos = resp_end(buf, pos)?;
+            }
+            Some(pos)
+        }
+        // Not RESP2: take what came.
+        _ => Some(buf.len()),
+    }
 }
 
 /// A Redis Cluster of private `redis-server` processes on free loopback ports.
@@ -715,5 +747,22 @@ mod tests {
         let s = RedisSentinels::start().unwrap();
         assert_eq!(s.primary_port().unwrap(), s.servers()[0].port());
         assert!(s.command("SET a 1").unwrap().starts_with("+OK"));
+    }
+}
+
+#[cfg(test)]
+mod resp_tests {
+    use super::resp_end;
+
+    #[test]
+    fn a_reply_is_complete_only_when_all_of_it_arrived() {
+        let full = b"*4\r\n$1\r\n7\r\n$1\r\n1\r\n$2\r\n12\r\n:5\r\n";
+        assert_eq!(resp_end(full, 0), Some(full.len()));
+        for cut in 0..full.len() {
+            assert_eq!(resp_end(&full[..cut], 0), None, "cut at {cut}");
+        }
+        assert_eq!(resp_end(b"+OK\r\n", 0), Some(5));
+        assert_eq!(resp_end(b"$-1\r\n", 0), Some(5));
+        assert_eq!(resp_end(b"*0\r\n", 0), Some(4));
     }
 }

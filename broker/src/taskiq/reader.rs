@@ -82,6 +82,7 @@ impl TaskiqReader {
             block,
         )
         .await
+        .map_err(|e| e.at(&self.consumer.broker().config().described_url()))
     }
 
     /// Takes over up to `count` entries that kiq consumers held longer than the stream's

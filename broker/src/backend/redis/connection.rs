@@ -494,7 +494,7 @@ impl Pool {
                         .await
                         .map_err(BrokerError::redis)
                 });
-                let conn = fut.await?;
+                let conn = fut.await.map_err(|e| e.at(self.url()))?;
                 Ok(RedisConnection::Cluster(conn))
             }
         }

@@ -156,6 +156,7 @@ impl Waiters {
         } else {
             tokio::spawn(listen(
                 self.target.clone(),
+                self.config.described_url(),
                 self.keys.clone(),
                 Arc::downgrade(&self.watches),
                 rx,
@@ -188,6 +189,7 @@ fn notify(watches: &Watches, ids: &[String], event: &Event) {
 /// The listener task: owns the subscriber connection, reconnects with backoff.
 async fn listen(
     target: Target,
+    url: String,
     keys: Keys,
     watches: std::sync::Weak<Mutex<HashMap<String, Watch>>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -202,7 +204,8 @@ async fn listen(
         let pubsub = match target.node_client(0).await {
             Ok(client) => client.get_async_pubsub().await.map_err(BrokerError::redis),
             Err(e) => Err(e),
-        };
+        }
+        .map_err(|e| e.at(&url));
         let pubsub: redis::aio::PubSub = match pubsub {
             Ok(p) => p,
             Err(e) => {
@@ -330,7 +333,7 @@ async fn listen_sharded(
             Ok(c) => c,
             Err(e) => {
                 if !was_down {
-                    tracing::warn!(error = %e, "result listener cannot reach the cluster; retrying");
+                    tracing::warn!(error = %e, redis = %config.described_url(), "result listener cannot reach the cluster; retrying");
                     was_down = true;
                 }
                 drop(watches);
