@@ -98,6 +98,14 @@ impl BrokerConfig {
         c
     }
 
+    /// Signs every message sent with the first of `keys` and refuses to decode one that none of
+    /// them signed (see [`crate::codec::SigningKeys`]): wraps the wire format in
+    /// [`crate::codec::Signed`].
+    pub fn signing_keys(mut self, keys: crate::codec::SigningKeys) -> Self {
+        self.wire = std::sync::Arc::new(crate::codec::Signed::new(self.wire.clone(), keys));
+        self
+    }
+
     /// Names where the Redis URL came from, for connection errors (see
     /// [`BrokerConfig::redis_url_origin`]).
     pub fn redis_url_origin(mut self, origin: impl Into<String>) -> Self {

@@ -236,6 +236,15 @@ pub enum DispatchError {
         /// The value given.
         value: String,
     },
+    /// The message is over one of kiq's limits (labels, chain steps, group members: see
+    /// [`crate::envelope::MAX_LABELS`] and its neighbours).
+    #[error("cannot send {task}: {reason}")]
+    OverLimit {
+        /// The task name.
+        task: String,
+        /// Which limit, and by how much.
+        reason: String,
+    },
     /// A dispatch layer refused the message.
     #[error("dispatch of {task} refused: {reason}")]
     Refused {

@@ -94,3 +94,42 @@ async fn delayed_messages_are_promoted_when_due_and_not_before() {
     assert_eq!((p.moved, p.next_due_ms), (1, None));
     assert_eq!(redis.command("XLEN {kiq:q}:stream").unwrap().trim(), ":2");
 }
+
+/// A lease refresh reports as lost only what another consumer owns now. An entry acked here
+/// between the in-flight snapshot and the refresh (a task that just finished) once counted as
+/// lost, and one worker alone logged "taken over by another worker ... may run twice".
+#[tokio::test]
+async fn a_lease_refresh_reports_only_entries_another_consumer_took() {
+    let redis = RedisServer::start().unwrap();
+    let broker = Broker::connect(&redis.url()).await.unwrap();
+    redis
+        .command("XGROUP CREATE {kiq:q}:stream kiq 0 MKSTREAM")
+        .unwrap();
+    for n in 0..2 {
+        Kicker::<(i32,), i32>::new(SPEC)
+            .kiq(&broker, (n,))
+            .await
+            .unwrap();
+    }
+    let mut reader = broker
+        .consumer("a")
+        .reader(&["q".to_string()])
+        .await
+        .unwrap();
+    let got = reader.read(10, Duration::from_millis(10)).await.unwrap();
+    assert_eq!(got.len(), 2);
+    let (done, taken) = (&got[0].stream_id, &got[1].stream_id);
+    // One finished here (acked), the other taken over by "b".
+    redis
+        .command(&format!("XACK {{kiq:q}}:stream kiq {done}"))
+        .unwrap();
+    redis
+        .command(&format!("XCLAIM {{kiq:q}}:stream kiq b 0 {taken} JUSTID"))
+        .unwrap();
+    let lost = broker
+        .consumer("a")
+        .refresh_leases("q", &[done.clone(), taken.clone()])
+        .await
+        .unwrap();
+    assert_eq!(lost, vec![taken.clone()]);
+}

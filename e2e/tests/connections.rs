@@ -232,3 +232,18 @@ async fn out_of_memory_is_reported_as_such() {
     assert_eq!(code, 503, "{err}");
     assert_eq!(err["error"]["code"], "redis_out_of_memory", "{err}");
 }
+
+/// `rediss://` to a Redis without TLS once failed with only "timed out". It now says the
+/// server answers in plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_a_plain_text_redis_says_so() {
+    let redis = RedisServer::start().unwrap();
+    let url = format!("rediss://127.0.0.1:{}", redis.port());
+    let err = Broker::connect(&url).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, kiq::BrokerError::Topology(_)), "{err:?}");
+    assert!(
+        text.contains("answers in plain text") && text.contains("use redis://"),
+        "{text}"
+    );
+}

@@ -83,24 +83,27 @@ pub fn router(broker: Broker, config: ServerConfig) -> Result<Router, ApiError> 
         token: config.token.trim().into(),
         tasks: Arc::new(config.tasks),
     };
+    let method_not_allowed = || async {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
+        )
+    };
+    // Everything but the dashboard page needs the token, unknown paths and methods included:
+    // without it, a 404 or 405 would tell a stranger which routes exist.
     let protected = api::routes()
         .route("/api/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics::server_metrics))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ));
     Ok(Router::new()
+        .route("/", get(dashboard::page).fallback(method_not_allowed))
         .merge(protected)
-        .route("/", get(dashboard::page))
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this route does not take that method",
-            )
-        })
         .with_state(state))
 }
 

@@ -375,34 +375,47 @@ async fn dead_letter_lanes_of_partitions_are_accepted() {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let app = app();
-    // An unknown path is 404, token or not: it is no route of the API.
-    for token in [Some(TOKEN), None] {
-        for uri in ["/api/nothing-here", "/nope", "/api/tasks/a/b/c"] {
-            let r = send(&app, request("GET", uri, token, None)).await;
-            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{uri} {token:?}");
-            let err = json_of(r).await;
-            assert_eq!(err["error"]["code"], "not_found");
-            assert_eq!(err["error"]["message"], "no such route");
-        }
+    // With the token, an unknown path is 404 and a known path with a method it does not
+    // take is 405. Without it (or with a wrong one), both are 401: a stranger learns nothing
+    // of which routes exist (they were once answered before the token was checked).
+    let unknown = ["/api/nothing-here", "/nope", "/api/tasks/a/b/c"];
+    let wrong_method = [
+        ("DELETE", "/api/stats"),
+        ("PUT", "/api/tasks"),
+        ("GET", "/api/tasks/x/cancel"),
+    ];
+    for uri in unknown {
+        let r = send(&app, request("GET", uri, Some(TOKEN), None)).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{uri}");
+        let err = json_of(r).await;
+        assert_eq!(err["error"]["code"], "not_found");
+        assert_eq!(err["error"]["message"], "no such route");
     }
-    // A known path with a method it does not take is 405, token or not (the method is checked
-    // before the token).
-    for token in [Some(TOKEN), None] {
-        for (method, uri) in [
-            ("DELETE", "/api/stats"),
-            ("PUT", "/api/tasks"),
-            ("GET", "/api/tasks/x/cancel"),
-        ] {
+    for (method, uri) in wrong_method {
+        let r = send(&app, request(method, uri, Some(TOKEN), None)).await;
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        let err = json_of(r).await;
+        assert_eq!(err["error"]["code"], "method_not_allowed");
+    }
+    for token in [None, Some("wrong-token-here")] {
+        let probes = unknown
+            .iter()
+            .map(|u| ("GET", *u))
+            .chain(wrong_method.iter().copied());
+        for (method, uri) in probes {
             let r = send(&app, request(method, uri, token, None)).await;
             assert_eq!(
                 r.status(),
-                StatusCode::METHOD_NOT_ALLOWED,
+                StatusCode::UNAUTHORIZED,
                 "{method} {uri} {token:?}"
             );
-            let err = json_of(r).await;
-            assert_eq!(err["error"]["code"], "method_not_allowed");
+            assert_eq!(json_of(r).await["error"]["code"], "unauthorized");
         }
     }
+    // The dashboard page needs no token; another method on it is a plain 405.
+    let r = send(&app, request("POST", "/", None, None)).await;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(json_of(r).await["error"]["code"], "method_not_allowed");
 }
 
 #[tokio::test]

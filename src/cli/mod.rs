@@ -66,6 +66,12 @@ pub struct GlobalArgs {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info`, `kiq_worker=debug`.
     #[arg(long, global = true, env = "KIQ_LOG", default_value = "info")]
     pub log: String,
+    /// Sign every message sent, and run only messages signed by one of these keys:
+    /// id:secret[,id:secret...], the first signing (secrets of at least 32 bytes, e.g.
+    /// openssl rand -hex 32). Every producer, worker, scheduler and server of a deployment
+    /// needs the same keys.
+    #[arg(long, global = true, env = "KIQ_SIGNING_KEYS", hide_env_values = true)]
+    pub signing_keys: Option<String>,
     /// Where `redis_url` came from (`--redis-url`, `KIQ_REDIS_URL` or the default), named in
     /// connection errors; set when the command line is parsed by [`main`].
     #[arg(skip)]
@@ -74,18 +80,27 @@ pub struct GlobalArgs {
 
 impl GlobalArgs {
     /// The broker configuration these options describe.
-    pub fn broker_config(&self) -> BrokerConfig {
+    pub fn broker_config(&self) -> anyhow::Result<BrokerConfig> {
         let mut config = BrokerConfig::new(self.redis_url.clone())
             .prefix(self.prefix.clone())
             .result_ttl(self.result_ttl)
             .replica_acks(self.replica_acks);
         config.redis_url_origin = self.redis_url_origin.clone();
-        config
+        if let Some(spec) = self
+            .signing_keys
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            let keys = kiq_broker::codec::SigningKeys::parse(spec)
+                .map_err(|e| anyhow::anyhow!("--signing-keys / KIQ_SIGNING_KEYS: {e}"))?;
+            config = config.signing_keys(keys);
+        }
+        Ok(config)
     }
 
     /// Connects, checking Redis answers.
     pub async fn connect(&self) -> anyhow::Result<Broker> {
-        Ok(Broker::from_config(self.broker_config()).await?)
+        Ok(Broker::from_config(self.broker_config()?).await?)
     }
 }
 

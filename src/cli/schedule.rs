@@ -102,7 +102,7 @@ pub(crate) async fn run_scheduler(
     global: &GlobalArgs,
     args: SchedulerArgs,
 ) -> anyhow::Result<ExitCode> {
-    let broker = kiq_broker::Broker::lazy(global.broker_config())?;
+    let broker = kiq_broker::Broker::lazy(global.broker_config()?)?;
     let mut config = SchedulerConfig::new();
     config.lease_ttl = args.lease_ttl;
     config.catch_up = args.catch_up;

@@ -193,7 +193,7 @@ async fn run_child(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<Exit
     let registry = Registry::linked_non_empty()?;
     let config = worker_config(&args, &registry);
     // Lazy: a worker started while Redis is down waits for it rather than exiting.
-    let broker = Broker::lazy(global.broker_config())?;
+    let broker = Broker::lazy(global.broker_config()?)?;
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {

@@ -224,6 +224,12 @@ impl Broker {
             task: envelope.task.clone(),
             error,
         };
+        envelope
+            .check_limits()
+            .map_err(|reason| DispatchError::OverLimit {
+                task: envelope.task.clone(),
+                reason,
+            })?;
         let payload = self.wire().encode_envelope(&envelope).map_err(encode_err)?;
         let limit = self.config().max_payload_bytes;
         if payload.len() > limit {

@@ -273,6 +273,16 @@ async fn send_group<T: DeserializeOwned>(
             value: String::new(),
         });
     }
+    if members.len() > envelope::MAX_GROUP_MEMBERS {
+        return Err(DispatchError::OverLimit {
+            task: members[0].kicker.spec().name.to_string(),
+            reason: format!(
+                "a group of {} members, over the limit of {}",
+                members.len(),
+                envelope::MAX_GROUP_MEMBERS
+            ),
+        });
+    }
     let now = envelope::now_ms();
     let group_id = envelope::new_task_id();
     // The callback's envelope first: its lane goes into every member's group reference. Its

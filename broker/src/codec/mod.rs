@@ -1,8 +1,10 @@
 //! Codecs: the value codec (task arguments, outputs, progress) and the wire format (the
 //! schema of envelopes and records). A broker holds one of each as a value.
 
+mod signed;
 mod value;
 mod wire;
 
+pub use signed::{Signed, SigningKeys, MIN_SECRET_BYTES};
 pub use value::{decode, encode, CodecError, ValueCodec};
 pub use wire::{KiqWire, WireFormat};

@@ -17,6 +17,9 @@ pub enum CodecError {
     /// The bytes are not a valid encoding of the expected type.
     #[error("cannot decode: {0}")]
     Decode(String),
+    /// A message's signature is missing or does not verify (see [`super::SigningKeys`]).
+    #[error("bad signature: {0}")]
+    BadSignature(String),
 }
 
 /// The codec of a broker: turns task arguments, outputs and progress reports into bytes and

@@ -60,11 +60,22 @@ pub(crate) fn decode(consumer: &Consumer, delivery: Delivery) -> Result<Decoded,
             payload,
         )));
     }
-    match consumer
-        .decode(&payload)
-        .map_err(|e| e.to_string())
-        .and_then(|e| e.check().map(|()| e))
-    {
+    let decoded = match consumer.decode(&payload) {
+        Ok(envelope) => envelope.check().map(|()| envelope),
+        Err(e @ kiq_broker::CodecError::BadSignature(_)) => {
+            // Not run, not even decoded: whoever wrote it does not hold the signing key.
+            tracing::error!(%lane, %stream_id, error = %e, "message with a bad signature moved to dead letters");
+            return Err(Box::new(dead_only(
+                lane,
+                stream_id,
+                "bad_signature",
+                e.to_string(),
+                payload,
+            )));
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match decoded {
         Ok(envelope) => Ok(Decoded {
             lane,
             stream_id,

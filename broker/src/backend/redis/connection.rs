@@ -179,6 +179,17 @@ impl Target {
             .map_err(|e| invalid(e.to_string()))
     }
 
+    /// Host and port of one Redis reached over TLS (`rediss://`), if that is what this is.
+    pub(crate) fn tls_addr(&self) -> Option<(String, u16)> {
+        match self {
+            Target::Single(c) => match c.get_connection_info().addr() {
+                redis::ConnectionAddr::TcpTls { host, port, .. } => Some((host.clone(), *port)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// `single`, `sentinel` or `cluster`.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
@@ -598,6 +609,29 @@ fn pool_error(e: managed::PoolError<BrokerError>, url: &str) -> BrokerError {
         managed::PoolError::Backend(e) => e.at(url),
         other => BrokerError::Pool(format!("{other} (Redis at {url})")),
     }
+}
+
+/// Whether the server at `host:port` answers a plain-text `PING` as Redis does: asked when a
+/// `rediss://` connection failed, since a plain-text Redis answers a TLS handshake with nothing
+/// a TLS client understands, and the error alone ("timed out") does not say why.
+pub(crate) async fn speaks_plain_text(host: &str, port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+        s.write_all(b"PING\r\n").await.ok()?;
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf).await.ok()?;
+        let reply = &buf[..n];
+        Some(
+            reply.starts_with(b"+PONG")
+                || reply.starts_with(b"-NOAUTH")
+                || reply.starts_with(b"-ERR"),
+        )
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), probe).await,
+        Ok(Some(true))
+    )
 }
 
 /// The error for a plain URL that reached a Redis Cluster node.

@@ -104,6 +104,20 @@ impl RedisBackend {
     /// Checks that Redis answers, and that it is what the URL says: a plain URL that reaches
     /// a Redis Cluster node fails here, naming the cluster URL form.
     pub(crate) async fn ping(&self) -> Result<(), BrokerError> {
+        let result = self.ping_once().await;
+        if let (Err(_), Some((host, port))) = (&result, self.target().tls_addr()) {
+            if connection::speaks_plain_text(&host, port).await {
+                return Err(BrokerError::Topology(format!(
+                    "{} asks for TLS (rediss://), but the server at {host}:{port} answers in plain \
+                     text: use redis://, or turn TLS on in the server",
+                    self.config.described_url()
+                )));
+            }
+        }
+        result
+    }
+
+    async fn ping_once(&self) -> Result<(), BrokerError> {
         if self.target().is_cluster() {
             return self.pool.query::<(), _>(&redis::cmd("PING")).await;
         }
