@@ -107,7 +107,7 @@ impl std::fmt::Display for RedisFailure {
 impl RedisFailure {
     /// Classifies redis-rs's error.
     pub(crate) fn from_redis(e: &redis::RedisError) -> Self {
-        let code = e.code().map(str::to_string);
+        let code = server_code(e);
         let kind = if e.is_io_error()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
@@ -115,7 +115,7 @@ impl RedisFailure {
         {
             RedisErrorKind::Unreachable
         } else if e.kind() == redis::ErrorKind::AuthenticationFailed
-            || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
+            || matches!(code.as_deref(), Some("WRONGPASS" | "NOAUTH"))
         {
             RedisErrorKind::Auth
         } else if matches!(
@@ -128,9 +128,9 @@ impl RedisFailure {
                 )
         ) {
             RedisErrorKind::NotServing
-        } else if e.code() == Some("OOM") {
+        } else if code.as_deref() == Some("OOM") {
             RedisErrorKind::OutOfMemory
-        } else if e.code() == Some("READONLY") {
+        } else if code.as_deref() == Some("READONLY") {
             RedisErrorKind::ReadOnly
         } else if matches!(
             e.kind(),
@@ -157,6 +157,22 @@ impl RedisFailure {
         }
         self
     }
+}
+
+/// The error code Redis replied with. For a pipeline or a transaction, the first failing
+/// command's, passing over `EXECABORT` (which only says an earlier command was refused: an
+/// out-of-memory Redis refuses a transaction's first write with `OOM`, then EXEC with it).
+fn server_code(e: &redis::RedisError) -> Option<String> {
+    if let Some(c) = e.code() {
+        return Some(c.to_string());
+    }
+    let errors = e.clone().into_server_errors()?;
+    let codes: Vec<&str> = errors.iter().map(|(_, s)| s.code()).collect();
+    codes
+        .iter()
+        .find(|c| **c != "EXECABORT")
+        .or(codes.first())
+        .map(|c| c.to_string())
 }
 
 impl BrokerError {

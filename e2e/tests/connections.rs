@@ -247,3 +247,70 @@ async fn tls_to_a_plain_text_redis_says_so() {
         "{text}"
     );
 }
+
+/// At the edge of `maxmemory`, a dispatch lands whole or not at all. Its pending record and
+/// its stream entry used to be two writes: Redis took the small record and refused the large
+/// entry, leaving a task "pending" for the pending TTL that would never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_at_the_memory_limit_leaves_no_phantom_pending_record() {
+    let redis = RedisServer::start().unwrap();
+    let broker = Broker::connect(&redis.url()).await.unwrap();
+    const SPEC: kiq::TaskSpec = kiq::TaskSpec {
+        name: "edge.big",
+        queue: "edge",
+        retry: kiq::RetryPolicy::NONE,
+    };
+    let big = "x".repeat(50_000);
+    // Once, with room: the queue's group and stream exist before the limit is set.
+    kiq::Kicker::<(String,), i32>::new(SPEC)
+        .kiq(&broker, (String::new(),))
+        .await
+        .unwrap();
+    let used: u64 = redis
+        .command("INFO memory")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    redis
+        .command("CONFIG SET maxmemory-policy noeviction")
+        .unwrap();
+    // Redis counts a command's arguments before it runs it: with the 50 KB message in the
+    // query buffer, the small record still fits under this limit and the 50 KB entry does
+    // not (25 KB of margin either way).
+    redis
+        .command(&format!("CONFIG SET maxmemory {}", used + 75_000))
+        .unwrap();
+    let xlen = || {
+        redis
+            .command("XLEN {kiq:edge}:stream")
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(xlen(), ":1");
+    let result = kiq::Kicker::<(String,), i32>::new(SPEC)
+        .task_id("at-the-edge")
+        .kiq(&broker, (big,))
+        .await;
+    redis.command("CONFIG SET maxmemory 0").unwrap();
+    let record = broker.record("at-the-edge").await.unwrap();
+    match result {
+        Err(e) => {
+            assert!(
+                matches!(&e, kiq::DispatchError::Broker { error, .. } if error.is_out_of_memory()),
+                "{e}"
+            );
+            assert!(
+                record.is_none(),
+                "refused ({e}) but left a record: {record:?}"
+            );
+            assert_eq!(xlen(), ":1");
+        }
+        Ok(_) => {
+            assert!(record.is_some());
+            assert_eq!(xlen(), ":2");
+        }
+    }
+}

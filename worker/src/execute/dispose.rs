@@ -156,13 +156,14 @@ pub fn poisoned(consumer: &Consumer, delivery: Delivery) -> Completion {
     } = delivery;
     let payload = payload.unwrap_or_default();
     let message = format!(
-        "delivered {} times without finishing; its workers kept stopping",
+        "delivered {} times without finishing: its workers stopped while running it, or Redis \
+         refused to store its outcome",
         deliveries.saturating_sub(1)
     );
     let Ok(envelope) = consumer.decode(&payload) else {
         return dead_only(lane, stream_id, "malformed", message, payload);
     };
-    tracing::error!(task_id = %envelope.id, task = %envelope.task, deliveries, "poison message moved to dead letters");
+    tracing::error!(task_id = %envelope.id, task = %envelope.task, deliveries, "poison message: moving it to dead letters");
     let finished = now_ms();
     let mut history = start_history(&envelope);
     history.push(StateChange::new(

@@ -348,6 +348,7 @@ impl Pool {
     pub(crate) fn new_batch(&self) -> Batch {
         Batch {
             cluster: matches!(self, Pool::Cluster { .. }),
+            atomic: false,
             cmds: Vec::new(),
         }
     }
@@ -432,14 +433,34 @@ impl Pool {
         }
         match self {
             Pool::Pooled { acks, .. } => {
-                let mut pipe = redis::Pipeline::with_capacity(batch.cmds.len() + 1);
+                let atomic = batch.atomic;
+                let mut pipe = redis::Pipeline::with_capacity(batch.cmds.len() + 3);
+                if atomic {
+                    pipe.cmd("MULTI");
+                }
                 for (_, cmd) in batch.cmds {
                     pipe.add_command(cmd);
                 }
+                if atomic {
+                    pipe.cmd("EXEC");
+                }
+                // WAIT after EXEC, outside the transaction.
                 acks.add_wait(&mut pipe);
                 let mut replies: Vec<Value> = self.query(&pipe).await?;
                 acks.check(&mut replies)?;
-                Ok(replies)
+                if !atomic {
+                    return Ok(replies);
+                }
+                // OK, QUEUED for each command, then EXEC's array of their replies. (An
+                // out-of-memory Redis refuses the whole transaction: EXECABORT, or OOM for
+                // EXEC itself, both errors of the query above.)
+                match replies.pop().map(Value::extract_error) {
+                    Some(Ok(Value::Array(v))) => Ok(v),
+                    Some(Err(e)) => Err(self.error(e)),
+                    other => Err(BrokerError::Invalid(format!(
+                        "unexpected reply to EXEC: {other:?}"
+                    ))),
+                }
             }
             Pool::Cluster { shared, acks, .. } => {
                 let fut: Erased<'_, Vec<Value>> = Box::pin(async move {
@@ -647,10 +668,19 @@ pub(crate) fn cluster_node_error(url: &str) -> BrokerError {
 /// without its pool would send a cluster every command in one pipeline.)
 pub(crate) struct Batch {
     cluster: bool,
+    atomic: bool,
     cmds: Vec<(u16, redis::Cmd)>,
 }
 
 impl Batch {
+    /// On one Redis (or Sentinel's primary), sends the batch as one MULTI/EXEC transaction: all
+    /// of it applies or none (an out-of-memory Redis refuses it whole). On a cluster, whose
+    /// batches span slots, it changes nothing.
+    pub(crate) fn atomic(&mut self) -> &mut Self {
+        self.atomic = true;
+        self
+    }
+
     /// How many commands it holds (the index the next one's reply will have).
     pub(crate) fn len(&self) -> usize {
         self.cmds.len()

@@ -59,6 +59,10 @@ impl RedisBackend {
             // one pipeline, in that order; on a cluster they live in different slots (sent
             // side by side), so the records go in a round trip of their own before.
             let mut batch = self.pool().new_batch();
+            // On one Redis, record and entry land together or not at all: an out-of-memory
+            // Redis once took the record and refused the entry, leaving a "pending" task
+            // that never runs for the pending TTL.
+            batch.atomic();
             if track {
                 for m in chunk {
                     let key = self.keys.task(&m.id);
