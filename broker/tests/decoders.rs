@@ -4,8 +4,6 @@
 //! cases per property; a longer run is
 //! `PROPTEST_CASES=100000 cargo test --release -p kiq-broker --test decoders`.
 
-use std::collections::BTreeMap;
-
 use kiq_broker::taskiq::{pickle, ResultFormat, TaskiqMessage, TaskiqResult};
 use kiq_broker::{Envelope, KiqWire, ValueCodec, WireFormat};
 use proptest::collection::{btree_map, vec};
@@ -13,23 +11,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 fn arb_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_filter("JSON numbers are finite", |f| f.is_finite())
-            .prop_map(Value::from),
-        ".{0,24}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(5, 96, 8, |inner| {
-        prop_oneof![
-            vec(inner.clone(), 0..8).prop_map(Value::Array),
-            btree_map(".{0,12}", inner, 0..8)
-                .prop_map(|m: BTreeMap<String, Value>| Value::Object(m.into_iter().collect())),
-        ]
-    })
+    kiq_testkit::arb::json()
 }
 
 proptest! {

@@ -65,7 +65,9 @@ impl From<BrokerError> for ApiError {
                 format!("Redis is out of memory (maxmemory reached) and refused the write: {e}"),
             );
         }
-        if e.is_unavailable() {
+        // A route that needs Redis, on a broker without it (the in-memory one): found by the
+        // API bodies' property test, it answered 500 `internal`.
+        if e.is_unavailable() || matches!(e, BrokerError::Unsupported(_)) {
             Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "redis_unavailable",

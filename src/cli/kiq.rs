@@ -35,12 +35,19 @@ pub(crate) struct KiqArgs {
     force: bool,
 }
 
-pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<ExitCode> {
-    let json: serde_json::Value = serde_json::from_str(&args.args)
-        .map_err(|e| anyhow::anyhow!("--args must be JSON: {e}"))?;
+/// `--args` as the task's encoded arguments: a JSON array, or a clear error.
+fn parse_args(args: &str, codec: kiq_broker::ValueCodec) -> anyhow::Result<Vec<u8>> {
+    let json: serde_json::Value =
+        serde_json::from_str(args).map_err(|e| anyhow::anyhow!("--args must be JSON: {e}"))?;
     if !json.is_array() {
         anyhow::bail!("--args must be a JSON array of the task's arguments, e.g. '[2, 3]'");
     }
+    Ok(codec.from_json(&json)?)
+}
+
+pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<ExitCode> {
+    // Checked before connecting: a typo is reported even when Redis is down.
+    parse_args(&args.args, kiq_broker::ValueCodec::MsgPack)?;
     let linked_queue = kiq_worker::Registry::linked()
         .ok()
         .and_then(|r| r.get(&args.task).map(|d| d.queue));
@@ -65,7 +72,7 @@ pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<Ex
             return Ok(ExitCode::from(2));
         }
     }
-    let encoded = broker.codec().from_json(&json)?;
+    let encoded = parse_args(&args.args, broker.codec())?;
     let msg = broker.prepare_raw(RawDispatch {
         task: &args.task,
         queue,
@@ -85,5 +92,37 @@ pub(crate) async fn kiq(global: &GlobalArgs, args: KiqArgs) -> anyhow::Result<Ex
         Some(timeout) => {
             super::wait::print_outcome(broker.codec(), broker.wait_record(&id, timeout).await)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_args;
+    use kiq_broker::ValueCodec;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `--args` is whatever a shell passed: any string, and any JSON, is encoded or
+        /// refused with a message, never a panic.
+        #[test]
+        fn any_args_string_is_encoded_or_refused(
+            s in ".{0,256}",
+            json in kiq_testkit::arb::json(),
+        ) {
+            let _ = parse_args(&s, ValueCodec::MsgPack);
+            match parse_args(&json.to_string(), ValueCodec::MsgPack) {
+                Ok(_) => prop_assert!(json.is_array()),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
+
+    #[test]
+    fn non_arrays_are_refused_with_the_expected_form() {
+        let e = parse_args("{\"a\": 1}", ValueCodec::MsgPack).unwrap_err();
+        assert!(e.to_string().contains("JSON array"), "{e}");
+        let e = parse_args("[1,", ValueCodec::MsgPack).unwrap_err();
+        assert!(e.to_string().starts_with("--args must be JSON"), "{e}");
+        assert!(parse_args("[2, 3]", ValueCodec::MsgPack).is_ok());
     }
 }

@@ -10,6 +10,7 @@
 //! shut down when dropped. [`RedisServer::kill`] and [`RedisServer::restart`] exist for
 //! chaos tests.
 
+pub mod arb;
 pub mod browser;
 pub mod http;
 pub mod topology;
