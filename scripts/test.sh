@@ -67,6 +67,11 @@ step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "cargo publish --dry-run (the published crates package and build on their own)"
+# The dry run verifies each crate against the others through a local registry overlay whose
+# sources cargo extracts under ~/.cargo/registry/src/-<hash of this path>/<crate>-<version>/ and
+# never refreshes: a second run of the same version from the same path would verify against the
+# first run's sources (it did, in CI). Remove kiq's extracts first.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/kiq-*-[0-9]*
 cargo publish --workspace --dry-run --locked --allow-dirty
 
 step "benchmark smoke run (tiny numbers: proves it works, measures nothing)"

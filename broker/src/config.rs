@@ -81,7 +81,9 @@ impl BrokerConfig {
         }
     }
 
-    /// The defaults, overridden by `KIQ_REDIS_URL` and `KIQ_PREFIX` when set.
+    /// The defaults, overridden by `KIQ_REDIS_URL` and `KIQ_PREFIX` when set. (Not
+    /// `KIQ_SIGNING_KEYS`, whose errors must not pass silently: parse it with
+    /// [`crate::codec::SigningKeys::parse`] and pass it to [`BrokerConfig::signing_keys`].)
     pub fn from_env() -> Self {
         let mut c = Self::default();
         if let Ok(url) = std::env::var("KIQ_REDIS_URL") {

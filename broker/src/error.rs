@@ -163,7 +163,12 @@ impl RedisFailure {
 /// command's, passing over `EXECABORT` (which only says an earlier command was refused: an
 /// out-of-memory Redis refuses a transaction's first write with `OOM`, then EXEC with it).
 fn server_code(e: &redis::RedisError) -> Option<String> {
+    // EXEC refused as a whole says why in its detail ("... because of: OOM ...").
+    let execabort_oom = || e.to_string().contains("OOM");
     if let Some(c) = e.code() {
+        if c == "EXECABORT" && execabort_oom() {
+            return Some("OOM".into());
+        }
         return Some(c.to_string());
     }
     let errors = e.clone().into_server_errors()?;

@@ -126,6 +126,13 @@ impl ScheduleDef {
                 return Err(bad(format!("invalid queue name {q:?}")));
             }
         }
+        // The labels every fire carries, held to the message limits now rather than at each
+        // fire.
+        let probe = kiq_broker::Envelope {
+            labels: self.labels.clone(),
+            ..Default::default()
+        };
+        probe.check_limits().map_err(bad)?;
         ScheduleExpr::parse(&self.schedule, self.tz.as_deref())
     }
 
@@ -151,4 +158,22 @@ pub struct ScheduleStatus {
 /// The task id of a schedule's fire at `tick_ms`: deterministic, so every replica agrees on it.
 pub fn fire_id(schedule_id: &str, tick_ms: u64) -> String {
     format!("s:{schedule_id}:{tick_ms}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Labels over the message limits are refused when the schedule is added, not at every
+    /// fire (each fire would be refused by dispatch).
+    #[test]
+    fn labels_over_the_message_limits_are_refused_up_front() {
+        let mut def = ScheduleDef::new("nightly", "app.report", "0 3 * * *");
+        assert!(def.validate().is_ok());
+        for i in 0..=kiq_broker::envelope::MAX_LABELS {
+            def.labels.insert(format!("k{i}"), "v".into());
+        }
+        let err = def.validate().unwrap_err();
+        assert!(err.reason.contains("labels"), "{err}");
+    }
 }

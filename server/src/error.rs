@@ -67,7 +67,11 @@ impl From<BrokerError> for ApiError {
         }
         // A route that needs Redis, on a broker without it (the in-memory one): found by the
         // API bodies' property test, it answered 500 `internal`.
-        if e.is_unavailable() || matches!(e, BrokerError::Unsupported(_)) {
+        if let BrokerError::Unsupported(_) = &e {
+            // Retrying cannot help: 501.
+            return Self::new(StatusCode::NOT_IMPLEMENTED, "not_supported", e.to_string());
+        }
+        if e.is_unavailable() {
             Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "redis_unavailable",

@@ -4,7 +4,8 @@
 //! `/metrics` needs `Authorization: Bearer <token>` (compared in constant time); errors are
 //! JSON (`{"error": {"code", "message"}}`) with proper status codes; `/api/openapi.json`
 //! describes the API. `/` serves the dashboard, a static page that asks for the token and
-//! then calls the API.
+//! then calls the API. `/healthz` and `/readyz` (Redis answers) are for probes and need no
+//! token; every other path, unknown ones included, answers 401 without it.
 //!
 //! - [`api`]: tasks (create by name, get, list by state, cancel), stats, schedules (CRUD,
 //!   pause, resume, trigger), dead letters (list, replay, purge).
@@ -16,6 +17,7 @@ pub mod api;
 mod auth;
 mod dashboard;
 pub mod error;
+mod health;
 pub mod metrics;
 mod openapi;
 
@@ -103,6 +105,12 @@ pub fn router(broker: Broker, config: ServerConfig) -> Result<Router, ApiError> 
         ));
     Ok(Router::new()
         .route("/", get(dashboard::page).fallback(method_not_allowed))
+        // Probes carry no token; they learn only "up" and "can work".
+        .route("/healthz", get(health::alive).fallback(method_not_allowed))
+        .route(
+            "/readyz",
+            get(health::server_ready).fallback(method_not_allowed),
+        )
         .merge(protected)
         .with_state(state))
 }

@@ -127,14 +127,32 @@ pub(crate) async fn server_metrics(
     Ok(text(out))
 }
 
-/// A server of just `GET /metrics` (no authentication: bind it to a private address), for a
-/// worker process: `render` produces the text.
+/// How a worker's `/readyz` decides: `Ok`, or why it is not ready.
+pub type Readiness = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A worker process's listener (no authentication: bind it to a private address): `GET
+/// /metrics` (`render` produces the text), `GET /healthz` (200 while the process serves) and
+/// `GET /readyz` (200 when `ready` says so, else 503 with the reason).
 pub async fn serve_worker_metrics(
     listener: tokio::net::TcpListener,
     render: fn() -> String,
+    ready: Readiness,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    let app = Router::new().route("/metrics", get(move || async move { text(render()) }));
+    let app = Router::new()
+        .route("/metrics", get(move || async move { text(render()) }))
+        .route("/healthz", get(crate::health::alive))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move { crate::health::answer(ready().await) }
+            }),
+        );
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

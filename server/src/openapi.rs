@@ -90,6 +90,8 @@ pub(crate) fn spec() -> Value {
                     &[("queue", "path", true, "the lane it is in"), ("id", "path", true, "the dead letter's id")]),
             },
             "/metrics": { "get": { "summary": "Prometheus metrics", "tags": ["metrics"], "responses": { "200": { "description": "text exposition format" } } } },
+            "/healthz": { "get": { "summary": "Liveness: the server answers (no token)", "tags": ["health"], "security": [], "responses": { "200": { "description": "{\"status\": \"ok\"}" } } } },
+            "/readyz": { "get": { "summary": "Readiness: Redis answers (no token)", "tags": ["health"], "security": [], "responses": { "200": { "description": "{\"status\": \"ready\"}" }, "503": { "description": "{\"status\": \"not_ready\", \"reason\"}" } } } },
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },

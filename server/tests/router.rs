@@ -5,7 +5,7 @@
 //! (the in-memory broker runs it on the test's runtime), delays and cancel, JSON errors for bad
 //! bodies, queries and ids, unknown routes and methods, the OpenAPI document and the dashboard
 //! page. Routes that read Redis itself (stats, task listings by state, schedules, dead letters,
-//! `/metrics`) answer 503 `redis_unavailable` on the in-memory broker: they are covered end to
+//! `/metrics`) answer 501 `not_supported` on the in-memory broker: they are covered end to
 //! end, on a real Redis, by `kiq-e2e`'s `http_api` and `dashboard` tests.
 
 use std::collections::HashMap;
@@ -445,6 +445,8 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/schedules/{id}/trigger", "post"),
         ("/api/dead", "get"),
         ("/api/dead/replay", "post"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -498,8 +500,8 @@ proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
 
     /// Any body, to any route that takes one: a JSON answer, 4xx for what is wrong with it
-    /// (503 where the route needs Redis, which the in-memory broker is not), never a 500 or a
-    /// panic. Bodies are arbitrary bytes, arbitrary JSON, and objects with the routes' own
+    /// (503 or 501 where the route needs Redis, which the in-memory broker is not), never a 500
+    /// or a panic. Bodies are arbitrary bytes, arbitrary JSON, and objects with the routes' own
     /// field names holding hostile values (huge numbers, nesting, odd strings).
     #[test]
     fn arbitrary_bodies_get_a_json_answer_never_a_500(
@@ -537,7 +539,8 @@ proptest::proptest! {
         prop_assert!(
             status.is_success()
                 || status.is_client_error()
-                || status == StatusCode::SERVICE_UNAVAILABLE,
+                || status == StatusCode::SERVICE_UNAVAILABLE
+                || status == StatusCode::NOT_IMPLEMENTED,
             "{method} {uri} -> {status}: {text}"
         );
         prop_assert!(serde_json::from_str::<Value>(&text).is_ok(), "not JSON: {text}");
@@ -545,10 +548,10 @@ proptest::proptest! {
 }
 
 /// Found by the body property test: a route that needs Redis answered 500 `internal` on the
-/// in-memory broker; like the others it is 503 `redis_unavailable`.
+/// in-memory broker. It is 501 `not_supported` (retrying cannot help).
 #[tokio::test]
-async fn routes_that_need_redis_are_503_on_the_in_memory_broker() {
+async fn routes_that_need_redis_are_501_on_the_in_memory_broker() {
     let (code, err) = call(&app(), "POST", "/api/dead/replay", Some(json!({}))).await;
-    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{err}");
-    assert_eq!(err["error"]["code"], "redis_unavailable");
+    assert_eq!(code, StatusCode::NOT_IMPLEMENTED, "{err}");
+    assert_eq!(err["error"]["code"], "not_supported");
 }

@@ -66,6 +66,10 @@ pub struct GlobalArgs {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info`, `kiq_worker=debug`.
     #[arg(long, global = true, env = "KIQ_LOG", default_value = "info")]
     pub log: String,
+    /// Log lines as text, or as JSON (one object per line, with the current span's fields:
+    /// a task's id, name and queue).
+    #[arg(long, global = true, env = "KIQ_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// Sign every message sent, and run only messages signed by one of these keys:
     /// id:secret[,id:secret...], the first signing (secrets of at least 32 bytes, e.g.
     /// openssl rand -hex 32). Every producer, worker, scheduler and server of a deployment
@@ -86,13 +90,12 @@ impl GlobalArgs {
             .result_ttl(self.result_ttl)
             .replica_acks(self.replica_acks);
         config.redis_url_origin = self.redis_url_origin.clone();
-        if let Some(spec) = self
-            .signing_keys
-            .as_deref()
-            .filter(|s| !s.trim().is_empty())
-        {
+        // Set but empty is an error, not "off": a secret that failed to render must not leave
+        // workers running whatever anyone writes.
+        if let Some(spec) = self.signing_keys.as_deref() {
             let keys = kiq_broker::codec::SigningKeys::parse(spec)
                 .map_err(|e| anyhow::anyhow!("--signing-keys / KIQ_SIGNING_KEYS: {e}"))?;
+            tracing::debug!(signing = keys.signing_id(), verifying = ?keys.ids().collect::<Vec<_>>(), "signed messages on");
             config = config.signing_keys(keys);
         }
         Ok(config)
@@ -202,7 +205,7 @@ pub fn run(cli: Cli) -> ExitCode {
 /// Runs a parsed command line on the current Tokio runtime (for a binary that has its own,
 /// e.g. under `#[tokio::main]`; it must be multi-threaded for `worker`).
 pub async fn run_async(cli: Cli) -> ExitCode {
-    init_tracing(&cli.global.log);
+    init_tracing(&cli.global.log, cli.global.log_format == "json");
     let result = async move {
         match cli.command {
             Command::Worker(args) => worker::run(&cli.global, args).await,
@@ -234,15 +237,27 @@ pub async fn run_async(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_tracing(filter: &str) {
+/// Logs to stderr, unless the binary installed a subscriber of its own (then that one keeps
+/// receiving everything: `try_init` leaves it in place).
+fn init_tracing(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+    if json {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    } else {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
 }
 
 /// Prints the linked tasks; errors if there are none or names clash.

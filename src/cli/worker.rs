@@ -211,10 +211,12 @@ async fn run_child(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<Exit
             .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
         tracing::info!(%addr, "serving worker metrics on /metrics");
         let stop = shutdown.clone();
+        let ready = worker_readiness(broker.clone(), config.consumer.clone(), shutdown.clone());
         tokio::spawn(async move {
             if let Err(e) = kiq_server::metrics::serve_worker_metrics(
                 listener,
                 kiq_worker::metrics::render,
+                ready,
                 stop,
             )
             .await
@@ -246,4 +248,37 @@ async fn run_child(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<Exit
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A worker process's `/readyz`: not draining, Redis answers, and its consumer is registered
+/// (its heartbeat entry is in Redis: it has started and keeps its leases fresh).
+fn worker_readiness(
+    broker: Broker,
+    consumer: String,
+    shutdown: CancellationToken,
+) -> kiq_server::metrics::Readiness {
+    std::sync::Arc::new(move || {
+        let (broker, consumer, shutdown) = (broker.clone(), consumer.clone(), shutdown.clone());
+        Box::pin(async move {
+            if shutdown.is_cancelled() {
+                return Err("draining: the worker is shutting down".to_string());
+            }
+            let check = async {
+                broker.ping().await.map_err(|e| e.to_string())?;
+                let workers = broker
+                    .inspector()
+                    .workers(u64::MAX)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if workers.iter().any(|w| w.consumer == consumer) {
+                    Ok(())
+                } else {
+                    Err(format!("consumer {consumer} has not registered yet"))
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(2), check)
+                .await
+                .unwrap_or_else(|_| Err("Redis did not answer within 2 s".to_string()))
+        })
+    })
 }

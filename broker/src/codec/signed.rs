@@ -9,7 +9,8 @@
 //! second everywhere, then first, then drop the old).
 //!
 //! A sealed envelope is `KIQS`, a format byte (1), the key id's length (one byte), the key id,
-//! the 32-byte MAC of (format byte, key id, body), then the body (the inner format's bytes).
+//! the 32-byte MAC of (format byte, key id length, key id, body), then the body (the inner
+//! format's bytes).
 //! Records (results) are not sealed: they are not executed. Taskiq's streams are outside this
 //! (Python's producers do not sign); what the bridge forwards into kiq's queues is sealed by the
 //! worker that forwards it.
@@ -80,15 +81,19 @@ impl SigningKeys {
             && id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        // Neither message shows the id: a pair written the wrong way round (secret:id) would
+        // put the secret there.
         if !id_ok {
-            return Err(format!(
-                "signing key id {id:?}: 1 to 64 letters, digits, '-', '_' or '.'"
-            ));
+            return Err(
+                "a signing key id must be 1 to 64 letters, digits, '-', '_' or '.' (the form is \
+                 id:secret)"
+                    .into(),
+            );
         }
         if secret.len() < MIN_SECRET_BYTES {
             return Err(format!(
-                "signing key {id:?} is {} bytes: at least {MIN_SECRET_BYTES} are needed \
-                 (e.g. openssl rand -hex 32)",
+                "a signing key's secret is {} bytes: at least {MIN_SECRET_BYTES} are needed \
+                 (e.g. openssl rand -hex 32; the form is id:secret)",
                 secret.len()
             ));
         }
@@ -109,7 +114,8 @@ impl SigningKeys {
         // HMAC takes keys of any length: this cannot fail.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        mac.update(&[FORMAT]);
+        // Length-delimited: (format, id length, id, body) has one reading.
+        mac.update(&[FORMAT, id.len() as u8]);
         mac.update(id.as_bytes());
         mac.update(body);
         mac
@@ -277,6 +283,9 @@ mod tests {
         assert!(SigningKeys::parse("k1:short")
             .unwrap_err()
             .contains("at least 32"));
+        // Written the wrong way round, the secret is not echoed.
+        let swapped = SigningKeys::parse("0123456789abcdef0123456789abcdef:k1").unwrap_err();
+        assert!(!swapped.contains("0123456789abcdef"), "{swapped}");
         assert!(SigningKeys::parse("no-colon").is_err());
         assert!(SigningKeys::parse("bad id:0123456789abcdef0123456789abcdef").is_err());
         let twice = "k:0123456789abcdef0123456789abcdef,k:0123456789abcdef0123456789abcdef";

@@ -433,7 +433,8 @@ impl Pool {
         }
         match self {
             Pool::Pooled { acks, .. } => {
-                let atomic = batch.atomic;
+                // One command is atomic already.
+                let atomic = batch.atomic && batch.cmds.len() > 1;
                 let mut pipe = redis::Pipeline::with_capacity(batch.cmds.len() + 3);
                 if atomic {
                     pipe.cmd("MULTI");
