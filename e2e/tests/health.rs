@@ -13,10 +13,15 @@ use support::{redis_and_broker, ApiServer, Workers};
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Status and JSON body; status 0 while nothing listens yet.
 fn get(base: &str, path: &str) -> (u16, Value) {
-    let r = request("GET", &format!("{base}{path}"), &[], None).expect("request");
-    let body = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-    (r.status, body)
+    match request("GET", &format!("{base}{path}"), &[], None) {
+        Ok(r) => (
+            r.status,
+            serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+        ),
+        Err(_) => (0, Value::Null),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
