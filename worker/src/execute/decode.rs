@@ -48,7 +48,7 @@ pub(crate) fn decode(consumer: &Consumer, delivery: Delivery) -> Result<Decoded,
     // someone else) is not decoded at all.
     let limit = consumer.broker().config().max_payload_bytes;
     if payload.len() > limit {
-        tracing::error!(%lane, %stream_id, size = payload.len(), limit, "oversized message moved to dead letters");
+        tracing::error!(%lane, %stream_id, size = payload.len(), limit, "oversized message: moving it to dead letters");
         return Err(Box::new(dead_only(
             lane,
             stream_id,
@@ -64,7 +64,7 @@ pub(crate) fn decode(consumer: &Consumer, delivery: Delivery) -> Result<Decoded,
         Ok(envelope) => envelope.check().map(|()| envelope),
         Err(e @ kiq_broker::CodecError::BadSignature(_)) => {
             // Not run, not even decoded: whoever wrote it does not hold the signing key.
-            tracing::error!(%lane, %stream_id, error = %e, "message with a bad signature moved to dead letters");
+            tracing::error!(%lane, %stream_id, error = %e, "message with a bad signature: moving it to dead letters");
             return Err(Box::new(dead_only(
                 lane,
                 stream_id,
@@ -83,7 +83,7 @@ pub(crate) fn decode(consumer: &Consumer, delivery: Delivery) -> Result<Decoded,
             envelope,
         }),
         Err(e) => {
-            tracing::error!(%lane, %stream_id, error = %e, "undecodable message moved to dead letters");
+            tracing::error!(%lane, %stream_id, error = %e, "undecodable message: moving it to dead letters");
             Err(Box::new(dead_only(
                 lane,
                 stream_id,
