@@ -167,6 +167,30 @@ impl RedisServer {
         }
     }
 
+    /// Starts the server again as a replica of the server on `primary_port`, as an operator
+    /// brings back a failed primary that has no persistence: started as a primary, even for a
+    /// moment, it is an empty primary that Sentinel may make the promoted server resync from.
+    pub fn restart_as_replica_of(&mut self, primary_port: u16) -> Result<(), StartError> {
+        let saved = self.options.extra_args.clone();
+        if let Some(i) = self
+            .options
+            .extra_args
+            .iter()
+            .position(|a| a == "--replicaof")
+        {
+            let end = (i + 3).min(self.options.extra_args.len());
+            self.options.extra_args.drain(i..end);
+        }
+        self.options.extra_args.extend([
+            "--replicaof".to_string(),
+            "127.0.0.1".to_string(),
+            primary_port.to_string(),
+        ]);
+        let result = self.restart();
+        self.options.extra_args = saved;
+        result
+    }
+
     /// Starts the server again on the same port and directory (AOF is replayed if enabled).
     pub fn restart(&mut self) -> Result<(), StartError> {
         self.kill();

@@ -578,19 +578,24 @@ impl RedisSentinels {
         // promoted server as a replica of the old one coming back empty (CI saw 300 of 301
         // tasks gone with only the first Sentinel checked).
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self
-            .agreed_primary_port()
-            .and_then(|p| command_at(p, "INFO replication"))
-            .is_ok_and(|i| i.contains("role:master"))
-        {
+        let primary = loop {
+            if let Ok(p) = self.agreed_primary_port() {
+                if command_at(p, "INFO replication").is_ok_and(|i| i.contains("role:master")) {
+                    break p;
+                }
+            }
             if Instant::now() > deadline {
                 return Err(StartError("the named primary did not become one".into()));
             }
             std::thread::sleep(Duration::from_millis(50));
-        }
+        };
+        // Back as the new primary's replica from its first moment: restarted as a primary (with
+        // no persistence, empty), a Sentinel could still point the promoted server at it, and the
+        // resync would drop everything (CI saw 300 of 301 tasks gone even with every Sentinel
+        // agreeing first).
         for s in &mut self.servers {
             if s.pid().is_none() {
-                s.restart()?;
+                s.restart_as_replica_of(primary)?;
             }
         }
         let deadline = Instant::now() + Duration::from_secs(30);
