@@ -65,10 +65,7 @@ pub(crate) async fn server_metrics(
     let now = now_ms();
     // Only workers heard from in the last minute count: a dead one's last heartbeat stays
     // up to an hour, and counting its concurrency and held messages made the figures lie.
-    let live: Vec<_> = workers
-        .iter()
-        .filter(|w| now.saturating_sub(w.heartbeat_ms) < 60_000)
-        .collect();
+    let live: Vec<_> = workers.iter().filter(|w| w.is_live(now)).collect();
     let _ = writeln!(
         out,
         "# HELP kiq_workers Worker processes with a heartbeat in the last minute.\n# TYPE kiq_workers gauge\nkiq_workers {}",

@@ -14,8 +14,6 @@ pub(crate) struct StatusArgs {
     json: bool,
 }
 
-/// A worker whose last heartbeat is older than this is shown as stale.
-const STALE_MS: u64 = 60_000;
 /// A worker whose last heartbeat is older than this is forgotten.
 const FORGET_MS: u64 = 3_600_000;
 
@@ -80,7 +78,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result
     );
     for w in &workers {
         let age = now.saturating_sub(w.heartbeat_ms);
-        let beat = if age > STALE_MS {
+        let beat = if age > kiq_broker::WorkerInfo::LIVE_MS {
             format!("{}s ago (stale)", age / 1000)
         } else {
             format!("{:.1}s ago", age as f64 / 1000.0)

@@ -263,8 +263,8 @@ fn worker_readiness(
             if shutdown.is_cancelled() {
                 return Err("draining: the worker is shutting down".to_string());
             }
+            // One round trip: reading the heartbeats also proves Redis answers.
             let check = async {
-                broker.ping().await.map_err(|e| e.to_string())?;
                 let workers = broker
                     .inspector()
                     .workers(u64::MAX)
