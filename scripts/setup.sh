@@ -11,6 +11,9 @@ kiq_need_packages() {
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  # promtool and prometheus: the deploy kit's alert rules are checked and evaluated
+  # (e2e/tests/deploy.rs). The package may start a system Prometheus on :9090; tests never use it.
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   if [ "${1:-}" = "--browser" ]; then
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod testing;
 
 pub use kiq_broker::workflow::{group, Call, Chain, Chord, Group, GroupHandle, Link};

@@ -222,13 +222,20 @@ async fn main() -> anyhow::Result<()> {
     let mut peak_rss = 0;
     for procs in [1usize, 2] {
         let prefix = format!("kiqbench-drain{procs}");
-        let (rate, cmds, rss) = drain(&taskctl, &url, &prefix, procs, n, &mut conn, None).await?;
+        let (rate, cmds, (rss, cpu)) =
+            drain(&taskctl, &url, &prefix, procs, n, &mut conn, None).await?;
         peak_rss = peak_rss.max(rss);
         rows.push(row(
             &format!("drain no-op tasks, {procs} worker process(es)"),
             rate,
             "tasks/s",
             Some(raw_drain),
+        ));
+        rows.push(row(
+            &format!("  worker CPU per task (drain, {procs} process(es))"),
+            cpu,
+            "µs",
+            None,
         ));
         if procs == 1 {
             rows.push(row(
@@ -711,7 +718,7 @@ async fn drain(
     n: usize,
     conn: &mut MultiplexedConnection,
     payload: Option<usize>,
-) -> anyhow::Result<(f64, (f64, f64, HashMap<String, f64>), u64)> {
+) -> anyhow::Result<(f64, (f64, f64, HashMap<String, f64>), (u64, f64))> {
     let b = broker(url, prefix).await?;
     let before_enqueue = command_calls(conn).await?;
     let mut left = n;
@@ -757,6 +764,9 @@ async fn drain(
     let rate = n as f64 / t.elapsed().as_secs_f64();
     let after_drain = command_calls(conn).await?;
     let rss = workers.peak_rss_kb().into_iter().max().unwrap_or(0);
+    // The worker processes' CPU (user + system, from /proc) over their whole life, start-up
+    // included (a few ms, under 0.5 µs a task at 50,000).
+    let worker_cpu_us = workers.cpu_seconds() * 1e6 / n as f64;
     workers.stop();
     let drain_delta = delta(&after_drain, &after_enqueue);
     let enqueue_delta = delta(&after_enqueue, &before_enqueue);
@@ -784,7 +794,7 @@ async fn drain(
             enqueue_cmds as f64 / n as f64,
             per_task,
         ),
-        rss,
+        (rss, worker_cpu_us),
     ))
 }
 
@@ -1190,6 +1200,26 @@ impl Workers {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// CPU seconds (user + system) the worker processes have used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .filter(|t| *t > 0)
+            .unwrap_or(100) as f64;
+        self.children()
+            .into_iter()
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // Fields after the command: state is 0, utime 11, stime 12.
+                let rest = stat.rsplit_once(')')?.1.to_string();
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+            })
+            .sum::<f64>()
+            / tick
     }
 
     fn status_kb(&self, field: &str) -> Vec<u64> {

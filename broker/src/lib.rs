@@ -45,6 +45,9 @@ pub use keys::Keys;
 pub use model::envelope::{self, Envelope, GroupRef};
 pub use model::partition;
 pub use model::priority::{self, Priority};
-pub use model::record::{self, FailureKind, StateChange, TaskFailure, TaskRecord, TaskState};
+pub use model::record::{
+    self, FailureKind, FailureView, StateChange, StateChangeView, TaskFailure, TaskRecord,
+    TaskState, TaskView,
+};
 pub use model::retry::{self, Backoff, RetryPolicy};
 pub use model::trace_context;

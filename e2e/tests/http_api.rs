@@ -57,7 +57,7 @@ async fn the_api_creates_lists_and_cancels_tasks_behind_a_token() {
     assert_eq!(wrong.status, 401);
     let (code, doc) = api.call("GET", "/api/openapi.json", None);
     assert_eq!(code, 200);
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/api/tasks"]["post"].is_object());
 
     // Create by name, with a priority; the worker runs it.
@@ -256,23 +256,47 @@ async fn the_api_creates_lists_and_cancels_tasks_behind_a_token() {
         .map(|r| r.text())
         .unwrap_or_default()
     };
-    assert!(wait_until(Duration::from_secs(20), || scrape()
-        .contains("kiq_tasks_received_total{task=\"unknown\"} 3")));
+    assert!(wait_until(Duration::from_secs(20), || support::sample(
+        &scrape(),
+        "kiq_worker_tasks_received_total",
+        &[("task", "unknown"), ("process", "0")]
+    ) == Some(3.0)));
     let text = scrape();
     assert!(
         random.iter().all(|n| !text.contains(n.as_str())),
         "unknown task names became labels:\n{text}"
     );
 
-    for needle in [
-        format!("kiq_tasks_succeeded_total{{task=\"{ADD}\"}} 2"),
-        format!("kiq_task_duration_seconds_count{{task=\"{ADD}\"}} 2"),
-        format!("kiq_task_queue_wait_seconds_bucket{{task=\"{ADD}\",le=\"+Inf\"}} 2"),
-        "kiq_worker_utilization".to_string(),
-        "kiq_redeliveries_total 0".to_string(),
+    for (name, labels, value) in [
+        (
+            "kiq_worker_tasks_succeeded_total",
+            &[("task", ADD)][..],
+            2.0,
+        ),
+        (
+            "kiq_worker_task_duration_seconds_count",
+            &[("task", ADD)],
+            2.0,
+        ),
+        (
+            "kiq_worker_task_queue_wait_seconds_bucket",
+            &[("task", ADD), ("le", "+Inf")],
+            2.0,
+        ),
+        ("kiq_worker_utilization", &[], 0.0),
+        ("kiq_worker_concurrency", &[("process", "0")], 16.0),
+        ("kiq_worker_processes_up", &[], 1.0),
     ] {
-        assert!(text.contains(&needle), "{needle} missing:\n{text}");
+        assert_eq!(
+            support::sample(&text, name, labels),
+            Some(value),
+            "{name} {labels:?}:\n{text}"
+        );
     }
+    assert!(
+        text.contains("process_cpu_seconds_total{process=\"0\"}"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

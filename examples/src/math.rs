@@ -53,6 +53,20 @@ pub async fn double(x: i64) -> i64 {
     x * 2
 }
 
+/// Dispatches the chain `add(a, b)` → `double` from inside a task, with the worker's own
+/// broker, and returns the chain's last task id: follow-up work, in this task's trace.
+#[kiq::task]
+pub async fn add_then_double(a: i64, b: i64) -> Result<String, String> {
+    let task = kiq::current_task().ok_or("not run by a worker")?;
+    let broker = task.broker().ok_or("not run by a worker")?;
+    let last = add::call(a, b)
+        .then(double::link())
+        .kiq(broker)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(last.id().to_string())
+}
+
 /// Halves an even number; fails on an odd one (to show a chain stopping at a failed step).
 #[kiq::task]
 pub async fn halve_even(x: i64) -> Result<i64, String> {

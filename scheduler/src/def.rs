@@ -8,6 +8,7 @@ use crate::expr::{ScheduleError, ScheduleExpr};
 
 /// What to do with ticks missed while no scheduler was active (inside the catch-up window).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Misfire {
     /// Fire every missed tick once (default).
@@ -19,6 +20,7 @@ pub enum Misfire {
 
 /// One schedule, as stored in Redis (JSON, so it reads well in `redis-cli` too).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleDef {
     /// Unique id: 1-64 characters of `A-Z a-z 0-9 - _ .`.
     pub id: String,
@@ -31,6 +33,7 @@ pub struct ScheduleDef {
     pub tz: Option<String>,
     /// The task's arguments, a JSON array.
     #[serde(default = "empty_args")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Value>))]
     pub args: serde_json::Value,
     /// Queue (default: the task's, if linked into the scheduler, else `default`).
     #[serde(default)]
@@ -144,6 +147,7 @@ impl ScheduleDef {
 
 /// A schedule's state, as the active scheduler keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleStatus {
     /// The last tick handled (fired or skipped), ms since the epoch.
     pub last_tick_ms: Option<u64>,

@@ -6,6 +6,22 @@ use axum::response::IntoResponse;
 
 const PAGE: &str = include_str!("dashboard.html");
 
+/// The web dashboard
+///
+/// A static page that asks for the API token and then calls the API. No token needed.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "dashboard",
+    tag = "dashboard",
+    responses((
+        status = 200,
+        description = "the page",
+        content_type = "text/html; charset=utf-8",
+        body = String,
+    )),
+    security(()),
+)]
 pub(crate) async fn page() -> impl IntoResponse {
     (
         [

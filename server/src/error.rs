@@ -5,6 +5,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kiq_broker::{BrokerError, DispatchError};
 use kiq_scheduler::SchedulerError;
+use serde::Serialize;
+use utoipa::{IntoResponses, ToSchema};
 
 /// An error answered as JSON with a proper status code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +48,51 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// A stable machine-readable code, e.g. `not_found`, `bad_request`, `unauthorized`,
+    /// `redis_unavailable`.
+    code: &'static str,
+    /// For people.
+    message: String,
+}
+
+/// The bearer token is missing or wrong: every route but the dashboard page and the probes can
+/// answer it, and their documentation lists it.
+#[derive(IntoResponses)]
+#[response(
+    status = 401,
+    description = "missing or wrong bearer token (`WWW-Authenticate: Bearer`)"
+)]
+#[allow(dead_code)] // Only its documentation is used: `auth::require_token` answers the 401.
+pub(crate) struct Unauthorized(ErrorBody);
+
+/// Redis is unavailable, or out of memory for a write.
+#[derive(IntoResponses)]
+#[response(
+    status = 503,
+    description = "Redis unavailable, or out of memory for a write (on the in-memory broker, \
+        a route that needs Redis itself answers 501 `not_supported`)"
+)]
+#[allow(dead_code)] // Only its documentation is used: `From<BrokerError>` makes the 503.
+pub(crate) struct Unavailable(ErrorBody);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -3,8 +3,9 @@
 //! `taskctl serve` runs [`router`] behind a bearer token. Every route under `/api` and
 //! `/metrics` needs `Authorization: Bearer <token>` (compared in constant time); errors are
 //! JSON (`{"error": {"code", "message"}}`) with proper status codes; `/api/openapi.json`
-//! describes the API. `/` serves the dashboard, a static page that asks for the token and
-//! then calls the API. `/healthz` and `/readyz` (Redis answers) are for probes and need no
+//! describes every route, generated from the handlers and registered with them (see
+//! `routes`). `/` serves the dashboard, a static page that asks for the token and then calls
+//! the API. `/healthz` and `/readyz` (Redis answers) are for probes and need no
 //! token; every other path, unknown ones included, answers 401 without it.
 //!
 //! - [`api`]: tasks (create by name, get, list by state, cancel), stats, schedules (CRUD,
@@ -20,15 +21,19 @@ pub mod error;
 mod health;
 pub mod metrics;
 mod openapi;
+#[cfg(feature = "otel")]
+mod trace;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::http::StatusCode;
-use axum::routing::get;
 use axum::Router;
 use kiq_broker::{Broker, Inspector};
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -70,6 +75,56 @@ pub struct AppState {
     pub(crate) inspector: Inspector,
     pub(crate) token: Arc<str>,
     pub(crate) tasks: Arc<HashMap<String, String>>,
+    /// The OpenAPI document, serialized (`GET /api/openapi.json`).
+    pub(crate) openapi: Bytes,
+}
+
+/// Every route the server serves, public ones (no token) and protected ones, each registered
+/// with its documentation.
+///
+/// utoipa-axum's `routes!` takes a handler's path and method from its `#[utoipa::path]`
+/// annotation and adds both the handler to the router and the operation to the OpenAPI
+/// document, so the two come from this one list and cannot differ. Each `routes!` names the
+/// handlers of one path only (it mounts them all on every path they name). Add a route here,
+/// never with `Router::route`: `tests/router.rs` checks that every route served is documented
+/// and every documented one served.
+fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+    use api::{dead, schedules, stats, tasks};
+    // Another method on a public route is a plain 405; protected routes answer theirs behind
+    // the token (see `router`).
+    let public = OpenApiRouter::default()
+        .routes(routes!(dashboard::page).map(|r| r.fallback(method_not_allowed)))
+        .routes(routes!(health::alive).map(|r| r.fallback(method_not_allowed)))
+        .routes(routes!(health::server_ready).map(|r| r.fallback(method_not_allowed)));
+    let protected = OpenApiRouter::default()
+        .routes(routes!(tasks::create, tasks::list))
+        .routes(routes!(tasks::get_one))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(stats::stats))
+        .routes(routes!(schedules::list, schedules::create))
+        .routes(routes!(
+            schedules::get_one,
+            schedules::update,
+            schedules::remove
+        ))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
+        .routes(routes!(schedules::trigger))
+        .routes(routes!(dead::list))
+        .routes(routes!(dead::replay_all))
+        .routes(routes!(dead::purge))
+        .routes(routes!(dead::replay))
+        .routes(routes!(openapi::document))
+        .routes(routes!(metrics::server_metrics));
+    (public, protected)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 /// The whole server: API, metrics, OpenAPI document and dashboard.
@@ -79,40 +134,31 @@ pub fn router(broker: Broker, config: ServerConfig) -> Result<Router, ApiError> 
             "the API token must be at least 8 characters",
         ));
     }
+    let (public, protected) = routes();
+    let (public, public_doc) = public.split_for_parts();
+    let (protected, protected_doc) = protected.split_for_parts();
     let state = AppState {
         inspector: broker.inspector(),
         broker,
         token: config.token.trim().into(),
         tasks: Arc::new(config.tasks),
+        openapi: openapi::document_of([public_doc, protected_doc]),
     };
-    let method_not_allowed = || async {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this route does not take that method",
-        )
-    };
-    // Everything but the dashboard page needs the token, unknown paths and methods included:
-    // without it, a 404 or 405 would tell a stranger which routes exist.
-    let protected = api::routes()
-        .route("/api/openapi.json", get(openapi::document))
-        .route("/metrics", get(metrics::server_metrics))
+    // Everything but the dashboard page and the probes needs the token, unknown paths and
+    // methods included: without it, a 404 or 405 would tell a stranger which routes exist.
+    // Probes carry no token; they learn only "up" and "can work".
+    let protected = protected
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ));
-    Ok(Router::new()
-        .route("/", get(dashboard::page).fallback(method_not_allowed))
-        // Probes carry no token; they learn only "up" and "can work".
-        .route("/healthz", get(health::alive).fallback(method_not_allowed))
-        .route(
-            "/readyz",
-            get(health::server_ready).fallback(method_not_allowed),
-        )
-        .merge(protected)
-        .with_state(state))
+    let router = Router::new().merge(public).merge(protected);
+    // A server span per request, continuing the caller's `traceparent` (OpenTelemetry).
+    #[cfg(feature = "otel")]
+    let router = router.layer(axum::middleware::from_fn(trace::http_span));
+    Ok(router.with_state(state))
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.

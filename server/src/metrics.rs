@@ -1,6 +1,7 @@
 //! Prometheus metrics: the server's own `/metrics` (what Redis says about queues, workers and
 //! the scheduler), and a bare metrics server for worker processes.
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use axum::extract::State;
@@ -11,6 +12,7 @@ use axum::Router;
 use kiq_broker::envelope::now_ms;
 use kiq_scheduler::Schedules;
 use kiq_worker::metrics::escape;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use crate::{ApiError, AppState};
 
@@ -32,6 +34,25 @@ type QueueGauge = (
 );
 
 /// `GET /metrics` of `taskctl serve`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "get_metrics",
+    tag = "metrics",
+    summary = "Prometheus metrics",
+    description = "Queues, workers, the scheduler and finished tasks, in the Prometheus text format.",
+    responses(
+        (
+            status = 200,
+            description = "the metrics",
+            content_type = "text/plain; version=0.0.4; charset=utf-8",
+            body = String,
+        ),
+        crate::error::Unauthorized,
+        crate::error::Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn server_metrics(
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -121,7 +142,120 @@ pub(crate) async fn server_metrics(
         "# HELP kiq_tasks_retried_total Attempts that failed and were retried (all workers).\n# TYPE kiq_tasks_retried_total counter\nkiq_tasks_retried_total {}",
         totals.get("retried").copied().unwrap_or(0)
     );
+    out.push_str(&process_metrics());
     Ok(text(out))
+}
+
+/// This process's standard metrics (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_open_fds`, ...), from `metrics-process`, in the
+/// text format.
+pub fn process_metrics() -> String {
+    static LOCAL: std::sync::OnceLock<(
+        metrics_exporter_prometheus::PrometheusRecorder,
+        metrics_process::Collector,
+    )> = std::sync::OnceLock::new();
+    let (recorder, collector) = LOCAL.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let collector = metrics_process::Collector::default();
+        metrics::with_local_recorder(&recorder, || collector.describe());
+        (recorder, collector)
+    });
+    metrics::with_local_recorder(recorder, || collector.collect());
+    recorder.handle().render()
+}
+
+/// A Prometheus recorder set up for kiq: its two histograms get [`BUCKETS`] (so
+/// `histogram_quantile` works on them), and `labels` go on every sample (`taskctl worker`
+/// sets `process`). Install it (`install_recorder`) before starting workers, call
+/// `run_upkeep` on its handle every few seconds, and `render` it on a scrape; a program
+/// with a `PrometheusBuilder` of its own gives it the same buckets.
+///
+/// [`BUCKETS`]: kiq_worker::metrics::BUCKETS
+pub fn prometheus_builder(labels: &[(&str, &str)]) -> PrometheusBuilder {
+    let mut b = PrometheusBuilder::new();
+    for (k, v) in labels {
+        b = b.add_global_label(*k, *v);
+    }
+    // Only an empty bucket list is refused, and BUCKETS is not empty.
+    match b.set_buckets_for_metric(
+        Matcher::Prefix("kiq_worker_task_".into()),
+        &kiq_worker::metrics::BUCKETS,
+    ) {
+        Ok(b) => b,
+        Err(_) => PrometheusBuilder::new(),
+    }
+}
+
+/// Several text expositions as one: each metric family once (its `# HELP` and `# TYPE`
+/// lines from the first part that has them), with every part's samples, in the order the
+/// families first appear. For the processes of one `taskctl worker`, whose samples differ by
+/// their `process` label: Prometheus refuses a family that appears twice in a scrape.
+pub fn merge_expositions<S: AsRef<str>>(parts: &[S]) -> String {
+    let mut order: Vec<String> = Vec::new();
+    let mut families: HashMap<String, (Vec<String>, Vec<String>)> = HashMap::new();
+    for part in parts {
+        let mut current = String::new();
+        for line in part.as_ref().lines() {
+            let line = line.trim_end();
+            if line.is_empty() {
+                continue;
+            }
+            let header = line
+                .strip_prefix("# HELP ")
+                .or_else(|| line.strip_prefix("# TYPE "));
+            let family = match header {
+                Some(rest) => rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                None if line.starts_with('#') => continue,
+                None => {
+                    // A sample belongs to the family whose header came last if it is one of
+                    // its series (`x`, `x_bucket`, `x_sum`, ...); otherwise it is a family of
+                    // its own name.
+                    let name = line.split(['{', ' ']).next().unwrap_or_default();
+                    let of_current = !current.is_empty()
+                        && name.strip_prefix(current.as_str()).is_some_and(|rest| {
+                            matches!(
+                                rest,
+                                "" | "_bucket" | "_sum" | "_count" | "_total" | "_created"
+                            )
+                        });
+                    if of_current {
+                        current.clone()
+                    } else {
+                        name.to_string()
+                    }
+                }
+            };
+            if family != current {
+                current = family.clone();
+            }
+            let entry = families.entry(family.clone()).or_insert_with(|| {
+                order.push(family.clone());
+                (Vec::new(), Vec::new())
+            });
+            if header.is_some() {
+                let kind = &line[..6];
+                if !entry.0.iter().any(|h| h.starts_with(kind)) {
+                    entry.0.push(line.to_string());
+                }
+            } else {
+                entry.1.push(line.to_string());
+            }
+        }
+    }
+    let mut out = String::new();
+    for name in order {
+        if let Some((headers, samples)) = families.get(&name) {
+            for l in headers.iter().chain(samples) {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// How a worker's `/readyz` decides: `Ok`, or why it is not ready.
@@ -131,17 +265,28 @@ pub type Readiness = std::sync::Arc<
         + Sync,
 >;
 
-/// A worker process's listener (no authentication: bind it to a private address): `GET
-/// /metrics` (`render` produces the text), `GET /healthz` (200 while the process serves) and
-/// `GET /readyz` (200 when `ready` says so, else 503 with the reason).
+/// What a worker listener's `/metrics` serves: the text, when asked.
+pub type Render = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> + Send + Sync,
+>;
+
+/// The listener of `taskctl worker --metrics-port` (no authentication: bind it to a private
+/// address): `GET /metrics` (what `render` gives), `GET /healthz` (200 while the process
+/// serves) and `GET /readyz` (200 when `ready` says so, else 503 with the reason).
 pub async fn serve_worker_metrics(
     listener: tokio::net::TcpListener,
-    render: fn() -> String,
+    render: Render,
     ready: Readiness,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/metrics", get(move || async move { text(render()) }))
+        .route(
+            "/metrics",
+            get(move || {
+                let render = render.clone();
+                async move { text(render().await) }
+            }),
+        )
         .route("/healthz", get(crate::health::alive))
         .route(
             "/readyz",
@@ -153,4 +298,39 @@ pub async fn serve_worker_metrics(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_expositions_have_each_family_once_with_every_sample() {
+        let a = "# HELP kiq_worker_in_flight Held.\n# TYPE kiq_worker_in_flight gauge\nkiq_worker_in_flight{process=\"0\"} 1\n\n# TYPE h histogram\nh_bucket{process=\"0\",le=\"1\"} 2\nh_sum{process=\"0\"} 0.5\nh_count{process=\"0\"} 2\n";
+        let b = "# HELP kiq_worker_in_flight Held.\n# TYPE kiq_worker_in_flight gauge\nkiq_worker_in_flight{process=\"1\"} 3\n# TYPE h histogram\nh_bucket{process=\"1\",le=\"1\"} 1\nh_sum{process=\"1\"} 0.1\nh_count{process=\"1\"} 1\nlone 7\n";
+        let merged = merge_expositions(&[a, b]);
+        // A sample with no header is a family of its own, not part of the one before it.
+        let c = "# TYPE g gauge\ng{process=\"0\"} 1\nlone 7\n";
+        let d = "# TYPE g gauge\ng{process=\"1\"} 2\n";
+        assert_eq!(
+            merge_expositions(&[c, d]),
+            "# TYPE g gauge\ng{process=\"0\"} 1\ng{process=\"1\"} 2\nlone 7\n"
+        );
+        assert_eq!(
+            merged,
+            "# HELP kiq_worker_in_flight Held.\n# TYPE kiq_worker_in_flight gauge\nkiq_worker_in_flight{process=\"0\"} 1\nkiq_worker_in_flight{process=\"1\"} 3\n# TYPE h histogram\nh_bucket{process=\"0\",le=\"1\"} 2\nh_sum{process=\"0\"} 0.5\nh_count{process=\"0\"} 2\nh_bucket{process=\"1\",le=\"1\"} 1\nh_sum{process=\"1\"} 0.1\nh_count{process=\"1\"} 1\nlone 7\n"
+        );
+    }
+
+    #[test]
+    fn process_metrics_are_rendered() {
+        let text = process_metrics();
+        for name in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+        ] {
+            assert!(text.contains(name), "{name} missing:\n{text}");
+        }
+    }
 }

@@ -3,12 +3,13 @@
 //!
 //! What this covers: authentication, creating a task and reading it back until it succeeded
 //! (the in-memory broker runs it on the test's runtime), delays and cancel, JSON errors for bad
-//! bodies, queries and ids, unknown routes and methods, the OpenAPI document and the dashboard
-//! page. Routes that read Redis itself (stats, task listings by state, schedules, dead letters,
+//! bodies, queries and ids, unknown routes and methods, the OpenAPI document (every route served
+//! is documented and every documented one served, with the token and the bodies it says) and the
+//! dashboard page. Routes that read Redis itself (stats, task listings by state, schedules, dead letters,
 //! `/metrics`) answer 501 `not_supported` on the in-memory broker: they are covered end to
 //! end, on a real Redis, by `kiq-e2e`'s `http_api` and `dashboard` tests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -419,48 +420,245 @@ async fn unknown_routes_and_methods_answer_json() {
     assert_eq!(json_of(r).await["error"]["code"], "method_not_allowed");
 }
 
-#[tokio::test]
-async fn the_openapi_document_describes_every_route() {
-    let app = app();
-    let r = send(&app, request("GET", "/api/openapi.json", Some(TOKEN), None)).await;
+/// The OpenAPI document, as served.
+async fn document(app: &Router) -> Value {
+    let r = send(app, request("GET", "/api/openapi.json", Some(TOKEN), None)).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.headers()[header::CONTENT_TYPE]
         .to_str()
         .unwrap()
         .starts_with("application/json"));
-    let doc = json_of(r).await;
-    assert_eq!(doc["openapi"], "3.0.3");
-    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
-    let paths = doc["paths"].as_object().unwrap();
-    for (path, method) in [
-        ("/api/tasks", "post"),
-        ("/api/tasks", "get"),
-        ("/api/tasks/{id}", "get"),
-        ("/api/tasks/{id}/cancel", "post"),
-        ("/api/stats", "get"),
-        ("/api/schedules", "get"),
-        ("/api/schedules", "post"),
-        ("/api/schedules/{id}", "put"),
-        ("/api/schedules/{id}", "delete"),
-        ("/api/schedules/{id}/trigger", "post"),
-        ("/api/dead", "get"),
-        ("/api/dead/replay", "post"),
-        ("/healthz", "get"),
-        ("/readyz", "get"),
-    ] {
-        assert!(
-            paths.get(path).and_then(|p| p.get(method)).is_some(),
-            "{method} {path} missing from the document"
-        );
-    }
-    // Every API operation documents the 401 of a missing token.
-    for (path, ops) in paths.iter().filter(|(p, _)| p.starts_with("/api/")) {
-        for (method, op) in ops.as_object().unwrap() {
-            assert!(
-                op["responses"]["401"].is_object(),
-                "{method} {path} has no 401"
-            );
+    json_of(r).await
+}
+
+/// The methods an operation can have (HEAD aside: axum answers it wherever GET is served).
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"];
+
+/// Every path `app` routes, read from its own route table: axum offers no other enumeration
+/// than its `Debug` output, which lists the table's paths (`node: Node { paths: {RouteId(1):
+/// "/", ...} }`). Whatever is mounted, by whatever means, is there; the fallback router's
+/// table (after `fallback_router`) is not a route.
+fn served_paths(app: &Router) -> BTreeSet<String> {
+    let debug = format!("{app:?}");
+    let table = debug
+        .split("fallback_router")
+        .next()
+        .and_then(|routes| routes.split_once("node: Node { paths: {"))
+        .map(|(_, paths)| paths)
+        .unwrap_or_else(|| panic!("axum's Router Debug output changed: {debug}"));
+    let table = &table[..table.find("} }").expect("the end of the path table")];
+    // `RouteId(11): "/api/dead", RouteId(5): "/api/schedules", ...`: the quoted parts.
+    let paths: BTreeSet<String> = table
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(String::from)
+        .collect();
+    assert!(
+        paths.contains("/api/tasks") && paths.contains("/healthz"),
+        "the path table was not read: {paths:?} from {debug}"
+    );
+    paths
+}
+
+/// `path` with a value for each of its parameters.
+fn concrete(path: &str) -> String {
+    path.split('/')
+        .map(|seg| if seg.starts_with('{') { "probe-1" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The document's operations: (path, method, operation).
+fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+    let mut ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("a path item") {
+            if METHODS.contains(&method.to_uppercase().as_str()) || method == "head" {
+                ops.push((path.clone(), method.clone(), op.clone()));
+            }
         }
+    }
+    ops
+}
+
+/// Every route the router serves is in the OpenAPI document, and every operation in the
+/// document is served. Neither side is listed here: the served paths come from the router's
+/// own route table, the methods each takes are probed in-process (a method a path does not take
+/// is answered by the router's 405 fallback), and the documented ones come from the document.
+#[tokio::test]
+async fn the_openapi_document_and_the_router_agree() {
+    let app = app();
+    let doc = document(&app).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["info"]["title"], "kiq");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+
+    let mut served = BTreeSet::new();
+    for path in served_paths(&app) {
+        for method in METHODS {
+            let r = send(&app, request(method, &concrete(&path), Some(TOKEN), None)).await;
+            let status = r.status();
+            let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+            let err: Value = serde_json::from_slice(&body).unwrap_or_default();
+            // A method the path does not take is a 405 (the router's, or axum's own on a route
+            // mounted outside the API); the 404 fallback answers paths that match no route.
+            let unrouted = status == StatusCode::METHOD_NOT_ALLOWED
+                || (status == StatusCode::NOT_FOUND && err["error"]["message"] == "no such route");
+            if !unrouted {
+                served.insert((path.clone(), method.to_lowercase()));
+            }
+        }
+    }
+    let documented: BTreeSet<(String, String)> = operations(&doc)
+        .into_iter()
+        .map(|(path, method, _)| (path, method))
+        .collect();
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        undocumented.is_empty() && unserved.is_empty(),
+        "served but not documented: {undocumented:?}; documented but not served: {unserved:?}"
+    );
+    // The document is the whole API: more than a handful of routes.
+    assert!(served.len() >= 20, "{served:?}");
+
+    let ids: Vec<String> = operations(&doc)
+        .iter()
+        .map(|(p, m, op)| {
+            op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{m} {p} has no operationId"))
+                .to_string()
+        })
+        .collect();
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "operationIds repeat: {ids:?}");
+}
+
+/// What the document says about the token is what the router does: an operation that names the
+/// `bearer` scheme is 401 without a token and documents that 401; any other is answered
+/// without one.
+#[tokio::test]
+async fn the_document_says_which_routes_need_the_token() {
+    let app = app();
+    let doc = document(&app).await;
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"],
+        json!({"type": "http", "scheme": "bearer"})
+    );
+    let mut public = Vec::new();
+    for (path, method, op) in operations(&doc) {
+        let requirements = op["security"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{method} {path} says nothing of security"));
+        let needs_token = requirements.iter().any(|r| r.get("bearer").is_some());
+        let r = send(
+            &app,
+            request(&method.to_uppercase(), &concrete(&path), None, None),
+        )
+        .await;
+        assert_eq!(
+            r.status() == StatusCode::UNAUTHORIZED,
+            needs_token,
+            "{method} {path}: {} without a token, security {requirements:?}",
+            r.status()
+        );
+        if needs_token {
+            assert_eq!(
+                op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/Error",
+                "{method} {path} does not document its 401"
+            );
+        } else {
+            public.push(path);
+        }
+    }
+    public.sort();
+    assert_eq!(public, ["/", "/healthz", "/readyz"]);
+}
+
+/// No body in the document is an untyped object: every JSON request body and success answer
+/// names a schema or has a type, an object schema has properties, every `$ref` resolves, and
+/// answers without a body (204) have no content.
+#[tokio::test]
+async fn the_document_types_every_body() {
+    let doc = document(&app()).await;
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+
+    // A schema that says what it holds: a resolvable `$ref` to one, one of such (or null), a
+    // non-object type, or an object with properties.
+    fn typed(schema: &Value, schemas: &serde_json::Map<String, Value>) -> bool {
+        if let Some(r) = schema["$ref"].as_str() {
+            let name = r.strip_prefix("#/components/schemas/").unwrap_or(r);
+            return schemas.get(name).is_some_and(|s| typed(s, schemas));
+        }
+        if let Some(variants) = schema["oneOf"].as_array() {
+            return variants
+                .iter()
+                .all(|v| v["type"] == "null" || typed(v, schemas));
+        }
+        match &schema["type"] {
+            Value::String(t) if t == "object" => schema["properties"]
+                .as_object()
+                .is_some_and(|p| !p.is_empty()),
+            Value::String(_) | Value::Array(_) => true,
+            _ => false,
+        }
+    }
+
+    let mut bodies = 0;
+    for (path, method, op) in operations(&doc) {
+        let mut contents = Vec::new();
+        if let Some(c) = op["requestBody"]["content"].as_object() {
+            contents.push(("request", c.clone()));
+        }
+        for (status, response) in op["responses"].as_object().expect("responses") {
+            let content = response["content"].as_object();
+            if status == "204" {
+                assert!(content.is_none(), "{method} {path}: a 204 with content");
+            }
+            if status.starts_with('2') {
+                if let Some(c) = content {
+                    contents.push(("response", c.clone()));
+                }
+            }
+        }
+        for (what, content) in contents {
+            for (media_type, media) in content {
+                if media_type.starts_with("application/json") {
+                    bodies += 1;
+                    assert!(
+                        typed(&media["schema"], schemas),
+                        "{method} {path}: the {what} body is untyped: {}",
+                        media["schema"]
+                    );
+                }
+            }
+        }
+    }
+    assert!(bodies >= 20, "only {bodies} JSON bodies");
+
+    // Every reference anywhere in the document resolves.
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                    out.push(r);
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    for r in all {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("an unexpected reference {r}"));
+        assert!(schemas.contains_key(name), "{r} does not resolve");
     }
 }
 

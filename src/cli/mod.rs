@@ -21,6 +21,7 @@ mod status;
 mod tasks;
 mod wait;
 mod worker;
+mod worker_metrics;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -155,6 +156,16 @@ fn parse() -> Cli {
     let matches = Cli::command().get_matches();
     let mut cli =
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
+    // For deploy kits and CI: check that a command line (flags and KIQ_* variables) parses,
+    // then stop before anything starts or connects.
+    if std::env::var_os("KIQ_PARSE_ONLY").is_some_and(|v| v == "1") {
+        if let Err(e) = cli.global.broker_config() {
+            eprintln!("taskctl: {e:#}");
+            std::process::exit(2);
+        }
+        println!("ok");
+        std::process::exit(0);
+    }
     // A global argument's value is propagated to the subcommand's matches.
     let source = matches
         .subcommand()
@@ -205,7 +216,7 @@ pub fn run(cli: Cli) -> ExitCode {
 /// Runs a parsed command line on the current Tokio runtime (for a binary that has its own,
 /// e.g. under `#[tokio::main]`; it must be multi-threaded for `worker`).
 pub async fn run_async(cli: Cli) -> ExitCode {
-    init_tracing(&cli.global.log, cli.global.log_format == "json");
+    let telemetry = init_tracing(&cli.global.log, cli.global.log_format == "json");
     let result = async move {
         match cli.command {
             Command::Worker(args) => worker::run(&cli.global, args).await,
@@ -228,6 +239,7 @@ pub async fn run_async(cli: Cli) -> ExitCode {
         }
     }
     .await;
+    telemetry.shutdown().await;
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -237,27 +249,120 @@ pub async fn run_async(cli: Cli) -> ExitCode {
     }
 }
 
-/// Logs to stderr, unless the binary installed a subscriber of its own (then that one keeps
-/// receiving everything: `try_init` leaves it in place).
-fn init_tracing(filter: &str, json: bool) {
+/// A `tracing` layer a binary adds to the subscriber `kiq::cli` installs (see [`add_layer`]).
+pub type Layer =
+    Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static>;
+
+static EXTRA_LAYERS: std::sync::Mutex<Vec<Layer>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds a `tracing` layer of the binary's own (an OpenTelemetry pipeline of its own, Sentry,
+/// ...) to the subscriber that [`main`] and the other entry points install beside kiq's log
+/// output, under the same `--log` filter. Call it before them:
+///
+/// ```no_run
+/// # use tracing_subscriber::Layer as _;
+/// fn main() -> std::process::ExitCode {
+///     kiq::cli::add_layer(tracing_subscriber::fmt::layer().with_writer(std::io::stdout).boxed());
+///     kiq::cli::main()
+/// }
+/// ```
+///
+/// A binary that installs a global subscriber itself keeps it; `kiq::cli` then says on stderr
+/// that `--log`, `--log-format` and OTLP export do not apply.
+pub fn add_layer(layer: Layer) {
+    if let Ok(mut layers) = EXTRA_LAYERS.lock() {
+        layers.push(layer);
+    }
+}
+
+/// What must outlive the command: the OpenTelemetry exporter, flushed at the end.
+#[derive(Default)]
+struct Telemetry {
+    #[cfg(feature = "otel")]
+    otel: Option<crate::otel::Otel>,
+}
+
+impl Telemetry {
+    /// Sends the spans still buffered.
+    async fn shutdown(self) {
+        #[cfg(feature = "otel")]
+        if let Some(otel) = self.otel {
+            let _ = tokio::task::spawn_blocking(move || otel.shutdown()).await;
+        }
+    }
+}
+
+/// Logs to stderr (text or JSON lines), with the layers added by [`add_layer`] and, with the
+/// `otel` feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, OTLP export. If the binary installed
+/// a subscriber of its own, that one keeps receiving everything, and this says so.
+fn init_tracing(filter: &str, json: bool) -> Telemetry {
+    use std::io::IsTerminal;
+    use tracing_subscriber::prelude::*;
+    const OWN_SUBSCRIBER: &str = "taskctl: this program installed a tracing subscriber of its \
+        own; kiq's --log, --log-format and OTLP export do not apply (use kiq::cli::add_layer to \
+        add layers to kiq's subscriber instead)";
+    if tracing::dispatcher::has_been_set() {
+        eprintln!("{OWN_SUBSCRIBER}");
+        return Telemetry::default();
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    if json {
-        let _ = tracing_subscriber::fmt()
+    // The binary's layers and the log output follow `--log`.
+    let mut logged: Vec<Layer> = EXTRA_LAYERS
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default();
+    logged.push(if json {
+        tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .with_env_filter(filter)
             .with_writer(std::io::stderr)
-            .try_init();
+            .boxed()
     } else {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
+        tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
-            .try_init();
+            .boxed()
+    });
+    #[allow(unused_mut)] // pushed to with the `otel` feature
+    let mut layers: Vec<Layer> = vec![logged.with_filter(filter).boxed()];
+    #[allow(unused_mut)]
+    let mut telemetry = Telemetry::default();
+    #[cfg(feature = "otel")]
+    if crate::otel::enabled_by_env() {
+        let service = std::env::args()
+            .next()
+            .and_then(|a| {
+                std::path::Path::new(&a)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "taskctl".into());
+        match crate::otel::layer_from_env(&service) {
+            Ok((layer, otel)) => {
+                // Spans are exported at `info` whatever `--log` says: a quiet log must not
+                // blank the traces.
+                // The exporter's own logs (and its HTTP client's) stay out of the spans.
+                let spans = tracing_subscriber::EnvFilter::new(
+                    "info,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,\
+                     opentelemetry_http=off,reqwest=off,hyper=off,hyper_util=off",
+                );
+                layers.push(layer.with_filter(spans).boxed());
+                telemetry.otel = Some(otel);
+            }
+            Err(e) => eprintln!("taskctl: {e}; spans are not exported"),
+        }
     }
+    if tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layers)).is_err()
+    {
+        eprintln!("{OWN_SUBSCRIBER}");
+        return Telemetry::default();
+    }
+    // Records of the `log` crate become events, unless the program set a logger of its own
+    // (kiq's subscriber is installed either way).
+    let _ = tracing_log::LogTracer::init();
+    telemetry
 }
 
 /// Prints the linked tasks; errors if there are none or names clash.

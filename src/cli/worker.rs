@@ -11,6 +11,7 @@ use kiq_worker::supervisor::{self, SupervisorConfig, CHILD_ENV};
 use kiq_worker::{Registry, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
+use super::worker_metrics;
 use super::GlobalArgs;
 
 #[derive(Debug, Args)]
@@ -47,8 +48,9 @@ pub(crate) struct WorkerArgs {
     /// e.g. `5/30s`. Applies to every task, each with its own circuit, per process.
     #[arg(long, value_parser = parse_breaker, env = "KIQ_CIRCUIT_BREAKER")]
     circuit_breaker: Option<(u32, Duration)>,
-    /// Serve each worker process's Prometheus metrics on `/metrics` at this port plus the
-    /// process's index (0, 1, ...), on `--metrics-host`.
+    /// Serve `/metrics` (every worker process's Prometheus metrics, each sample labelled
+    /// `process`), `/healthz` and `/readyz` on this port of `--metrics-host`: one scrape
+    /// target however many processes run.
     #[arg(long, env = "KIQ_METRICS_PORT")]
     metrics_port: Option<u16>,
     /// Address the worker metrics listen on.
@@ -138,13 +140,45 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result
     let mut sup = SupervisorConfig::new(args.workers, program, child_args);
     sup.grace = args.shutdown_timeout + Duration::from_secs(5);
     let shutdown = CancellationToken::new();
+    // The metrics listener outlives the signal: probes and scrapes go on answering through
+    // the drain (`/readyz` then says "draining"), and stop once the processes have.
+    let metrics_stop = CancellationToken::new();
+    let socket_dir = match args.metrics_port {
+        Some(port) => {
+            let addr = format!("{}:{port}", args.metrics_host);
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+            let dir = worker_metrics::SocketDir::create()?;
+            sup.env.push((
+                worker_metrics::SOCKET_DIR_ENV.into(),
+                dir.path().as_os_str().to_owned(),
+            ));
+            tracing::info!(%addr, "serving the worker processes' metrics on /metrics");
+            let render = worker_metrics::supervisor_render(dir.path().to_owned(), sup.workers);
+            let ready = worker_metrics::supervisor_ready(dir.path().to_owned(), sup.workers);
+            let stop = metrics_stop.clone();
+            tokio::spawn(async move {
+                if let Err(e) =
+                    kiq_server::metrics::serve_worker_metrics(listener, render, ready, stop).await
+                {
+                    tracing::warn!(error = %e, "metrics server stopped");
+                }
+            });
+            Some(dir)
+        }
+        None => None,
+    };
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
         supervisor::termination_signal().await;
         tracing::info!("stopping worker processes");
         on_signal.cancel();
     });
-    let report = supervisor::supervise(sup, shutdown).await?;
+    let report = supervisor::supervise(sup, shutdown).await;
+    metrics_stop.cancel();
+    drop(socket_dir);
+    let report = report?;
     tracing::info!(
         restarts = report.restarts,
         killed = report.killed,
@@ -200,30 +234,13 @@ async fn run_child(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<Exit
         supervisor::termination_signal().await;
         on_signal.cancel();
     });
-    if let Some(base) = args.metrics_port {
-        let index: u16 = std::env::var(CHILD_ENV)
+    if let Some(dir) = std::env::var_os(worker_metrics::SOCKET_DIR_ENV) {
+        let index: usize = std::env::var(CHILD_ENV)
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let addr = format!("{}:{}", args.metrics_host, base.saturating_add(index));
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
-        tracing::info!(%addr, "serving worker metrics on /metrics");
-        let stop = shutdown.clone();
         let ready = worker_readiness(broker.clone(), config.consumer.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            if let Err(e) = kiq_server::metrics::serve_worker_metrics(
-                listener,
-                kiq_worker::metrics::render,
-                ready,
-                stop,
-            )
-            .await
-            {
-                tracing::warn!(error = %e, "metrics server stopped");
-            }
-        });
+        worker_metrics::serve_child(dir.into(), index, ready)?;
     }
     let mut worker = Worker::new(broker, registry, config);
     if args.trace_tasks {

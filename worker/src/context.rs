@@ -24,6 +24,12 @@ pub struct TaskInfo {
 }
 
 impl TaskInfo {
+    /// The broker of the worker running the task: for dispatching follow-up work from inside
+    /// it (those dispatches continue this task's trace). `None` outside a worker.
+    pub fn broker(&self) -> Option<&kiq_broker::Broker> {
+        self.broker.as_ref()
+    }
+
     /// Reports progress (any serde value); the caller reads it with `handle.progress()`. Kept as
     /// long as results are. Outside a worker it does nothing.
     pub async fn set_progress<P: serde::Serialize + ?Sized>(

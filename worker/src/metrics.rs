@@ -1,64 +1,153 @@
-//! A worker's Prometheus metrics: what it received, how tasks ended, how long they waited and
-//! ran, what it holds, and how busy it is.
+//! A worker's metrics: what it received, how tasks ended, how long they waited and ran, what
+//! it holds, and how busy it is.
 //!
-//! Counted in memory by the execution path (no Redis traffic) into a [`Metrics`] registry the
-//! worker owns (`Worker::builder(..).metrics(..)`; by default the process's, [`Metrics::process`]),
-//! and rendered in Prometheus's text format by [`Metrics::render`]; `taskctl worker
-//! --metrics-port` serves the process's on `/metrics`.
+//! They go through the [`metrics`] facade (the `log` of metrics): into whatever recorder the
+//! program installed (`metrics-exporter-prometheus`, StatsD, OpenTelemetry, ...), beside the
+//! program's own metrics, or into a recorder given to one worker
+//! ([`Metrics::with_recorder`], `Worker::builder(..).metrics(..)`). Install the recorder
+//! before starting workers: handles taken before it exists record nothing. `taskctl worker
+//! --metrics-port` installs a Prometheus recorder and serves it (see `kiq_server::metrics`).
+//!
+//! Names (Prometheus style; the task name is the `task` label):
+//! `kiq_worker_tasks_{received,succeeded,failed,retried,deferred}_total`,
+//! `kiq_worker_task_duration_seconds` and `kiq_worker_task_queue_wait_seconds` (histograms:
+//! give them [`BUCKETS`]), `kiq_worker_redeliveries_total`, and the gauges
+//! `kiq_worker_{in_flight,executing,concurrency,utilization}`.
+//!
+//! The execution path touches only handles cached per task name: a lock, a map lookup and a
+//! few atomic operations per message, no Redis traffic.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// Histogram bucket bounds, in seconds.
-const BUCKETS: [f64; 14] = [
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+};
+
+/// Histogram bucket bounds, in seconds, for the two histograms.
+pub const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
 ];
 
-#[derive(Debug, Clone, Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+/// Every metric a worker records: name, kind, unit, help.
+pub const DESCRIPTIONS: [(&str, Kind, Option<Unit>, &str); 12] = [
+    (
+        RECEIVED,
+        Kind::Counter,
+        None,
+        "Messages received, per task.",
+    ),
+    (SUCCEEDED, Kind::Counter, None, "Attempts that succeeded."),
+    (FAILED, Kind::Counter, None, "Tasks that failed for good."),
+    (
+        RETRIED,
+        Kind::Counter,
+        None,
+        "Attempts that failed and were retried.",
+    ),
+    (
+        DEFERRED,
+        Kind::Counter,
+        None,
+        "Tasks deferred by a middleware (rate limit, circuit breaker).",
+    ),
+    (
+        DURATION,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "How long attempts ran.",
+    ),
+    (
+        WAIT,
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "How long messages waited in their queue before a worker received them.",
+    ),
+    (
+        REDELIVERIES,
+        Kind::Counter,
+        None,
+        "Messages taken over from stopped workers.",
+    ),
+    (
+        IN_FLIGHT,
+        Kind::Gauge,
+        None,
+        "Messages this process holds (running or waiting for a slot).",
+    ),
+    (EXECUTING, Kind::Gauge, None, "Tasks running now."),
+    (
+        CONCURRENCY,
+        Kind::Gauge,
+        None,
+        "Tasks this process runs at once at most.",
+    ),
+    (
+        UTILIZATION,
+        Kind::Gauge,
+        None,
+        "Running tasks / concurrency.",
+    ),
+];
+
+const RECEIVED: &str = "kiq_worker_tasks_received_total";
+const SUCCEEDED: &str = "kiq_worker_tasks_succeeded_total";
+const FAILED: &str = "kiq_worker_tasks_failed_total";
+const RETRIED: &str = "kiq_worker_tasks_retried_total";
+const DEFERRED: &str = "kiq_worker_tasks_deferred_total";
+const DURATION: &str = "kiq_worker_task_duration_seconds";
+const WAIT: &str = "kiq_worker_task_queue_wait_seconds";
+const REDELIVERIES: &str = "kiq_worker_redeliveries_total";
+const IN_FLIGHT: &str = "kiq_worker_in_flight";
+const EXECUTING: &str = "kiq_worker_executing";
+const CONCURRENCY: &str = "kiq_worker_concurrency";
+const UTILIZATION: &str = "kiq_worker_utilization";
+
+/// What kind of metric a [`DESCRIPTIONS`] entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A counter.
+    Counter,
+    /// A gauge.
+    Gauge,
+    /// A histogram.
+    Histogram,
 }
 
-impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                self.counts[i] += 1;
-            }
-        }
-        self.sum += seconds;
-        self.count += 1;
-    }
-}
-
-#[derive(Debug, Clone, Default)]
+/// The handles of one task name.
 struct PerTask {
-    received: u64,
-    succeeded: u64,
-    failed: u64,
-    retried: u64,
-    deferred: u64,
+    received: Counter,
+    succeeded: Counter,
+    failed: Counter,
+    retried: Counter,
+    deferred: Counter,
     run: Histogram,
     wait: Histogram,
 }
 
-#[derive(Default)]
-struct Registry {
-    tasks: Mutex<BTreeMap<String, PerTask>>,
-    redeliveries: AtomicU64,
-    in_flight: AtomicUsize,
+/// The process-wide handles.
+struct Process {
+    redeliveries: Counter,
+    in_flight: Gauge,
+    executing: Gauge,
+    concurrency: Gauge,
+    utilization: Gauge,
+}
+
+struct Inner {
+    /// `None`: the global recorder.
+    recorder: Option<Arc<dyn Recorder + Send + Sync>>,
+    tasks: Mutex<HashMap<String, Arc<PerTask>>>,
+    process: OnceLock<Process>,
     executing: AtomicUsize,
     concurrency: AtomicUsize,
 }
 
-/// A metrics registry: cheap to clone (clones share the counts).
-#[derive(Clone, Default)]
+/// Where a worker counts: cheap to clone (clones share the handles).
+#[derive(Clone)]
 pub struct Metrics {
-    registry: Arc<Registry>,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -67,23 +156,109 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-static PROCESS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+static PROCESS: OnceLock<Metrics> = OnceLock::new();
+
+const METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 impl Metrics {
-    /// The process's registry: what workers count into unless given their own, and what
-    /// `taskctl worker --metrics-port` serves.
-    pub fn process() -> Metrics {
-        PROCESS.clone()
+    fn new(recorder: Option<Arc<dyn Recorder + Send + Sync>>) -> Self {
+        let m = Self {
+            inner: Arc::new(Inner {
+                recorder,
+                tasks: Mutex::default(),
+                process: OnceLock::new(),
+                executing: AtomicUsize::new(0),
+                concurrency: AtomicUsize::new(0),
+            }),
+        };
+        m.describe();
+        m
     }
 
-    fn with_task(&self, name: &str, f: impl FnOnce(&mut PerTask)) {
-        if let Ok(mut t) = self.registry.tasks.lock() {
-            match t.get_mut(name) {
-                Some(task) => f(task),
-                // Allocates the name once per task name, not per message.
-                None => f(t.entry(name.to_string()).or_default()),
-            }
+    /// The process's: into the global recorder (what workers count into unless given their
+    /// own).
+    pub fn process() -> Metrics {
+        PROCESS.get_or_init(Metrics::default).clone()
+    }
+
+    /// Into `recorder` rather than the global one.
+    pub fn with_recorder(recorder: Arc<dyn Recorder + Send + Sync>) -> Metrics {
+        Self::new(Some(recorder))
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&dyn Recorder) -> R) -> R {
+        match &self.inner.recorder {
+            Some(r) => f(r.as_ref()),
+            None => metrics::with_recorder(f),
         }
+    }
+
+    /// Gives the recorder each metric's help text and unit (`# HELP` lines).
+    fn describe(&self) {
+        self.with(|r| {
+            for (name, kind, unit, help) in DESCRIPTIONS {
+                let (name, help) = (KeyName::from_const_str(name), SharedString::const_str(help));
+                match kind {
+                    Kind::Counter => r.describe_counter(name, unit, help),
+                    Kind::Gauge => r.describe_gauge(name, unit, help),
+                    Kind::Histogram => r.describe_histogram(name, unit, help),
+                }
+            }
+        });
+    }
+
+    fn task(&self, name: &str) -> Arc<PerTask> {
+        let Ok(mut tasks) = self.inner.tasks.lock() else {
+            return Arc::new(self.register_task(name));
+        };
+        if let Some(t) = tasks.get(name) {
+            return t.clone();
+        }
+        // Registered once per task name, not per message.
+        let t = Arc::new(self.register_task(name));
+        tasks.insert(name.to_string(), t.clone());
+        t
+    }
+
+    fn register_task(&self, name: &str) -> PerTask {
+        let labels = || vec![Label::new("task", name.to_string())];
+        self.with(|r| {
+            let c = |n: &'static str| r.register_counter(&Key::from_parts(n, labels()), &METADATA);
+            let h =
+                |n: &'static str| r.register_histogram(&Key::from_parts(n, labels()), &METADATA);
+            PerTask {
+                received: c(RECEIVED),
+                succeeded: c(SUCCEEDED),
+                failed: c(FAILED),
+                retried: c(RETRIED),
+                deferred: c(DEFERRED),
+                run: h(DURATION),
+                wait: h(WAIT),
+            }
+        })
+    }
+
+    fn proc(&self) -> &Process {
+        self.inner.process.get_or_init(|| {
+            self.with(|r| {
+                let g = |n: &'static str| r.register_gauge(&Key::from_static_name(n), &METADATA);
+                Process {
+                    redeliveries: r
+                        .register_counter(&Key::from_static_name(REDELIVERIES), &METADATA),
+                    in_flight: g(IN_FLIGHT),
+                    executing: g(EXECUTING),
+                    concurrency: g(CONCURRENCY),
+                    utilization: g(UTILIZATION),
+                }
+            })
+        })
     }
 }
 
@@ -106,51 +281,63 @@ pub enum Ended {
 impl Metrics {
     /// A message of task `name` was received, after waiting `wait_s` seconds in its queue.
     pub fn received(&self, name: &str, wait_s: f64) {
-        self.with_task(name, |t| {
-            t.received += 1;
-            t.wait.observe(wait_s.max(0.0));
-        });
+        let t = self.task(name);
+        t.received.increment(1);
+        t.wait.record(wait_s.max(0.0));
     }
 
     /// An attempt of task `name` ended after running `run_s` seconds.
     pub fn ended(&self, name: &str, how: Ended, run_s: Option<f64>) {
-        self.with_task(name, |t| {
-            match how {
-                Ended::Succeeded => t.succeeded += 1,
-                Ended::Failed => t.failed += 1,
-                Ended::Retried => t.retried += 1,
-                Ended::Deferred => t.deferred += 1,
-            }
-            if let Some(s) = run_s {
-                t.run.observe(s.max(0.0));
-            }
-        });
+        let t = self.task(name);
+        match how {
+            Ended::Succeeded => t.succeeded.increment(1),
+            Ended::Failed => t.failed.increment(1),
+            Ended::Retried => t.retried.increment(1),
+            Ended::Deferred => t.deferred.increment(1),
+        }
+        if let Some(s) = run_s {
+            t.run.record(s.max(0.0));
+        }
     }
 
     /// `n` messages were taken over from a stopped worker.
     pub fn redelivered(&self, n: u64) {
-        self.registry.redeliveries.fetch_add(n, Ordering::Relaxed);
+        self.proc().redeliveries.increment(n);
     }
 
     /// Sets this process's concurrency (the denominator of utilization).
     pub fn set_concurrency(&self, n: usize) {
-        self.registry.concurrency.store(n, Ordering::Relaxed);
+        self.inner.concurrency.store(n, Ordering::Relaxed);
+        self.proc().concurrency.set(n as f64);
+        self.update_utilization(self.inner.executing.load(Ordering::Relaxed));
     }
 
     /// Sets how many messages this process holds.
     pub fn set_in_flight(&self, n: usize) {
-        self.registry.in_flight.store(n, Ordering::Relaxed);
+        self.proc().in_flight.set(n as f64);
     }
 
     /// Counts a task as executing while the returned guard lives.
     pub fn executing(&self) -> ExecutingGuard {
-        self.registry.executing.fetch_add(1, Ordering::Relaxed);
-        ExecutingGuard(self.registry.clone())
+        let n = self.inner.executing.fetch_add(1, Ordering::Relaxed) + 1;
+        self.proc().executing.increment(1.0);
+        self.update_utilization(n);
+        ExecutingGuard(self.clone())
+    }
+
+    fn update_utilization(&self, executing: usize) {
+        let concurrency = self.inner.concurrency.load(Ordering::Relaxed);
+        let u = if concurrency == 0 {
+            0.0
+        } else {
+            executing as f64 / concurrency as f64
+        };
+        self.proc().utilization.set(u);
     }
 }
 
 /// See [`Metrics::executing`].
-pub struct ExecutingGuard(Arc<Registry>);
+pub struct ExecutingGuard(Metrics);
 
 impl std::fmt::Debug for ExecutingGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -160,155 +347,67 @@ impl std::fmt::Debug for ExecutingGuard {
 
 impl Drop for ExecutingGuard {
     fn drop(&mut self) {
-        self.0.executing.fetch_sub(1, Ordering::Relaxed);
+        let m = &self.0;
+        let n = m
+            .inner
+            .executing
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
+        m.proc().executing.decrement(1.0);
+        m.update_utilization(n);
     }
 }
 
-/// A label value escaped for the text format.
+/// A label value escaped for Prometheus's text format.
 pub fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
 
-/// A per-task counter: name, help, and how to read it.
-type CounterDef = (&'static str, &'static str, fn(&PerTask) -> u64);
-/// A per-task histogram: name, help, and which one.
-type HistogramDef = (&'static str, &'static str, fn(&PerTask) -> &Histogram);
-
-/// The process's metrics ([`Metrics::process`]), in Prometheus's text exposition format.
-pub fn render() -> String {
-    Metrics::process().render()
-}
-
-impl Metrics {
-    /// Everything, in Prometheus's text exposition format.
-    pub fn render(&self) -> String {
-        let metrics = &self.registry;
-        let mut out = String::new();
-        let tasks = metrics.tasks.lock().map(|t| t.clone()).unwrap_or_default();
-        let counters: [CounterDef; 5] = [
-            (
-                "kiq_tasks_received_total",
-                "Messages received, per task.",
-                |t| t.received,
-            ),
-            (
-                "kiq_tasks_succeeded_total",
-                "Attempts that succeeded.",
-                |t| t.succeeded,
-            ),
-            (
-                "kiq_tasks_failed_total",
-                "Tasks that failed for good.",
-                |t| t.failed,
-            ),
-            (
-                "kiq_tasks_retried_total",
-                "Attempts that failed and were retried.",
-                |t| t.retried,
-            ),
-            (
-                "kiq_tasks_deferred_total",
-                "Tasks deferred by a middleware (rate limit, circuit breaker).",
-                |t| t.deferred,
-            ),
-        ];
-        for (name, help, get) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (task, t) in &tasks {
-                let _ = writeln!(out, "{name}{{task=\"{}\"}} {}", escape(task), get(t));
-            }
-        }
-        let hists: [HistogramDef; 2] = [
-            ("kiq_task_duration_seconds", "How long attempts ran.", |t| {
-                &t.run
-            }),
-            (
-                "kiq_task_queue_wait_seconds",
-                "How long messages waited in their queue before a worker received them.",
-                |t| &t.wait,
-            ),
-        ];
-        for (name, help, get) in hists {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            for (task, t) in &tasks {
-                let h = get(t);
-                let task = escape(task);
-                for (bound, count) in BUCKETS.iter().zip(h.counts) {
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{{task=\"{task}\",le=\"{bound}\"}} {count}"
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{task=\"{task}\",le=\"+Inf\"}} {}",
-                    h.count
-                );
-                let _ = writeln!(out, "{name}_sum{{task=\"{task}\"}} {}", h.sum);
-                let _ = writeln!(out, "{name}_count{{task=\"{task}\"}} {}", h.count);
-            }
-        }
-        let concurrency = metrics.concurrency.load(Ordering::Relaxed);
-        let executing = metrics.executing.load(Ordering::Relaxed);
-        let gauges = [
-            (
-                "kiq_worker_in_flight",
-                "Messages this process holds (running or waiting for a slot).",
-                metrics.in_flight.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "kiq_worker_executing",
-                "Tasks running now.",
-                executing as f64,
-            ),
-            (
-                "kiq_worker_concurrency",
-                "Tasks this process runs at once at most.",
-                concurrency as f64,
-            ),
-            (
-                "kiq_worker_utilization",
-                "Running tasks / concurrency.",
-                if concurrency == 0 {
-                    0.0
-                } else {
-                    executing as f64 / concurrency as f64
-                },
-            ),
-        ];
-        for (name, help, v) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        }
-        let _ = writeln!(
-        out,
-        "# HELP kiq_redeliveries_total Messages taken over from stopped workers.\n# TYPE kiq_redeliveries_total counter\nkiq_redeliveries_total {}",
-        metrics.redeliveries.load(Ordering::Relaxed)
-    );
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
     #[test]
-    fn renders_counters_and_histograms() {
-        let m = Metrics::default();
+    fn records_per_task_and_process_wide() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let m = Metrics::with_recorder(Arc::new(recorder));
+        m.set_concurrency(4);
         m.received("m::t\"x", 0.002);
+        let busy = m.executing();
         m.ended("m::t\"x", Ended::Succeeded, Some(0.03));
         m.ended("m::t\"x", Ended::Retried, Some(2.0));
-        let text = m.render();
-        assert!(
-            text.contains("kiq_tasks_received_total{task=\"m::t\\\"x\"} 1"),
-            "{text}"
-        );
-        assert!(text.contains("kiq_tasks_succeeded_total{task=\"m::t\\\"x\"} 1"));
-        assert!(text.contains("kiq_task_duration_seconds_bucket{task=\"m::t\\\"x\",le=\"0.05\"} 1"));
-        assert!(text.contains("kiq_task_duration_seconds_bucket{task=\"m::t\\\"x\",le=\"+Inf\"} 2"));
-        assert!(text.contains("kiq_task_queue_wait_seconds_count{task=\"m::t\\\"x\"} 1"));
-        assert!(text.contains("# TYPE kiq_worker_utilization gauge"));
+        let snapshot: HashMap<String, DebugValue> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(k, _, _, v)| {
+                let key = k.key();
+                let labels: Vec<String> = key
+                    .labels()
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
+                (format!("{}{{{}}}", key.name(), labels.join(",")), v)
+            })
+            .collect();
+        let counter = |k: &str| match snapshot.get(k) {
+            Some(DebugValue::Counter(n)) => *n,
+            other => panic!("{k}: {other:?} in {snapshot:?}"),
+        };
+        assert_eq!(counter("kiq_worker_tasks_received_total{task=m::t\"x}"), 1);
+        assert_eq!(counter("kiq_worker_tasks_succeeded_total{task=m::t\"x}"), 1);
+        assert_eq!(counter("kiq_worker_tasks_retried_total{task=m::t\"x}"), 1);
+        match snapshot.get("kiq_worker_task_duration_seconds{task=m::t\"x}") {
+            Some(DebugValue::Histogram(v)) => assert_eq!(v.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        match snapshot.get("kiq_worker_utilization{}") {
+            Some(DebugValue::Gauge(u)) => assert_eq!(u.into_inner(), 0.25),
+            other => panic!("{other:?}"),
+        }
+        drop(busy);
     }
 }

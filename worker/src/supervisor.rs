@@ -39,6 +39,8 @@ pub struct SupervisorConfig {
     pub max_backoff: Duration,
     /// A child that ran this long before exiting restarts at `min_backoff` again.
     pub stable_after: Duration,
+    /// Environment variables the children get on top of the supervisor's.
+    pub env: Vec<(OsString, OsString)>,
 }
 
 impl SupervisorConfig {
@@ -52,6 +54,7 @@ impl SupervisorConfig {
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             stable_after: Duration::from_secs(30),
+            env: Vec::new(),
         }
     }
 }
@@ -105,6 +108,7 @@ fn spawn_child(config: &SupervisorConfig, index: usize) -> Result<Child, Supervi
     cmd.args(&config.args)
         .env(CHILD_ENV, index.to_string())
         .env(SUPERVISOR_PID_ENV, std::process::id().to_string())
+        .envs(config.env.iter().map(|(k, v)| (k, v)))
         .kill_on_drop(true);
     let child = cmd.spawn().map_err(|source| SupervisorError::Spawn {
         program: config.program.clone(),

@@ -62,6 +62,8 @@ pub fn effects(consumer: &Consumer, envelope: &Envelope, record: &TaskRecord) ->
                 args: consumer.codec().array_of([out]),
                 then: rest.to_vec(),
                 enqueued_at_ms: now_ms(),
+                // The step is sent by this execution: its run continues this one's span.
+                trace: record.trace.clone().or_else(|| first.trace.clone()),
                 ..first.clone()
             })));
         }

@@ -5,8 +5,10 @@ use crate::error::BrokerError;
 use crate::model::envelope::now_ms;
 use crate::model::record::TaskRecord;
 
-/// What [`Broker::cancel`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What [`Broker::cancel`] did. Serialized as [`CancelOutcome::as_str`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub enum CancelOutcome {
     /// The task will not run (or, if running, is being stopped).
@@ -46,5 +48,22 @@ impl Broker {
         } else {
             CancelOutcome::AlreadyFinished
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CancelOutcome;
+
+    /// The API serializes the outcome; the CLI prints `as_str`: the same names.
+    #[test]
+    fn serializes_as_its_name() {
+        for o in [
+            CancelOutcome::Cancelled,
+            CancelOutcome::AlreadyFinished,
+            CancelOutcome::NotFound,
+        ] {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
     }
 }

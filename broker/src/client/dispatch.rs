@@ -10,6 +10,7 @@ use super::kicker::Kicker;
 use crate::error::DispatchError;
 use crate::model::envelope::{self, Envelope, ENVELOPE_VERSION};
 use crate::model::record::TaskRecord;
+use crate::model::trace_context::ProducerSpan;
 
 /// A message ready to be enqueued: encoded and checked, not yet sent.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct OutgoingMessage {
     pub pending_record: Arc<Vec<u8>>,
     /// When it is due (ms since the epoch), for a delayed dispatch.
     pub due_ms: Option<u64>,
+    /// The dispatch's producer span (OpenTelemetry), ended once the message is sent.
+    pub(crate) span: ProducerSpan,
 }
 
 /// A dispatch by task name with pre-encoded arguments (see [`Broker::prepare_raw`]).
@@ -216,10 +219,11 @@ impl Broker {
     /// made here).
     pub(crate) fn outgoing(
         &self,
-        envelope: Envelope,
+        mut envelope: Envelope,
         due_ms: Option<u64>,
         pending: Option<Arc<Vec<u8>>>,
     ) -> Result<OutgoingMessage, DispatchError> {
+        let span = ProducerSpan::open(&mut envelope);
         let encode_err = |error| DispatchError::Encode {
             task: envelope.task.clone(),
             error,
@@ -262,6 +266,7 @@ impl Broker {
             payload,
             pending_record,
             due_ms,
+            span,
         })
     }
 
@@ -276,9 +281,15 @@ impl Broker {
     /// have been enqueued; the error says which task the failure hit.
     pub async fn enqueue_many(
         &self,
-        msgs: Vec<OutgoingMessage>,
+        mut msgs: Vec<OutgoingMessage>,
     ) -> Result<Vec<String>, DispatchError> {
-        self.backend().enqueue_many(self, msgs).await
+        let spans: Vec<ProducerSpan> = msgs
+            .iter_mut()
+            .map(|m| std::mem::take(&mut m.span))
+            .collect();
+        let r = self.backend().enqueue_many(self, msgs).await;
+        finish_spans(spans, r.as_ref().err());
+        r
     }
 
     /// Enqueues `msg` unless a task holding uniqueness `key` on its queue is pending or running;
@@ -286,7 +297,7 @@ impl Broker {
     /// and the enqueue are one atomic step.
     pub async fn enqueue_unique(
         &self,
-        msg: OutgoingMessage,
+        mut msg: OutgoingMessage,
         key: &str,
         ttl: Duration,
     ) -> Result<String, DispatchError> {
@@ -296,7 +307,10 @@ impl Broker {
                 value: key.to_string(),
             });
         }
-        self.backend().enqueue_unique(self, msg, key, ttl).await
+        let span = std::mem::take(&mut msg.span);
+        let r = self.backend().enqueue_unique(self, msg, key, ttl).await;
+        finish_spans([span], r.as_ref().err());
+        r
     }
 
     /// Enqueues `msg` at most once per its task id within `ttl`, whoever calls and however
@@ -307,15 +321,23 @@ impl Broker {
         msg: &OutgoingMessage,
         ttl: Duration,
     ) -> Result<bool, DispatchError> {
-        self.backend()
-            .redis("an idempotent enqueue")
-            .map_err(|error| DispatchError::Broker {
+        let r = match self.backend().redis("an idempotent enqueue") {
+            Ok(redis) => redis.enqueue_once(msg, ttl).await,
+            Err(error) => Err(DispatchError::Broker {
                 task: msg.task.clone(),
                 id: Some(msg.id.clone()),
                 error,
-            })?
-            .enqueue_once(msg, ttl)
-            .await
+            }),
+        };
+        finish_spans([msg.span.clone()], r.as_ref().err());
+        r
+    }
+}
+
+/// Ends the producer spans of a send, marked failed if it failed.
+fn finish_spans(spans: impl IntoIterator<Item = ProducerSpan>, error: Option<&DispatchError>) {
+    for span in spans {
+        span.finish(error.map(|e| e as &dyn std::fmt::Display));
     }
 }
 

@@ -44,6 +44,7 @@ pub struct Promotion {
 
 /// A worker process's heartbeat entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct WorkerInfo {
     /// Its consumer name.

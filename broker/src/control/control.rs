@@ -305,6 +305,7 @@ impl Control {
                         payload: p.payload,
                         pending_record: std::sync::Arc::new(p.pending_record),
                         due_ms: p.due_ms,
+                        span: Default::default(),
                     };
                     self.broker.enqueue_once(&msg, ttl).await
                 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 /// One queue's numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[non_exhaustive]
 pub struct QueueStats {
     /// The queue.
@@ -24,6 +25,7 @@ pub struct QueueStats {
     /// A partitioned queue's partitions, each with its own numbers and node (the queue's
     /// numbers are their sums). Empty for a queue of one partition.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub partitions: Vec<QueueStats>,
 }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TaskState {
@@ -124,6 +125,7 @@ pub struct StateChange {
 
 /// Why a task failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FailureKind {
@@ -366,38 +368,123 @@ impl TaskRecord {
         });
     }
 
-    /// The record of task `id` as JSON for people and tools (`taskctl task --json`, the HTTP
+    /// The record of task `id` as people and tools see it (`taskctl task --json`, the HTTP
     /// API): its output decoded by `codec` (the broker's), and its latest `progress` report if
     /// given.
+    pub fn view(
+        &self,
+        codec: crate::codec::ValueCodec,
+        id: &str,
+        progress: Option<serde_json::Value>,
+    ) -> TaskView {
+        TaskView {
+            id: id.to_string(),
+            task: self.task.clone(),
+            queue: self.queue.clone(),
+            state: self.state,
+            attempts: self.attempts,
+            enqueued_at_ms: self.enqueued_at_ms,
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: self.finished_at_ms,
+            worker: self.worker.clone(),
+            trace: self.trace.clone(),
+            failure: self.failure.as_ref().map(|f| FailureView {
+                kind: f.kind,
+                error_type: f.error_type.clone(),
+                message: f.message.clone(),
+            }),
+            output: self.output.as_ref().and_then(|b| codec.to_json(b).ok()),
+            progress,
+            history: self
+                .history
+                .iter()
+                .map(|h| StateChangeView {
+                    state: h.state,
+                    at_ms: h.at_ms,
+                    attempt: h.attempt,
+                    note: h.note.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// [`TaskRecord::view`] as a JSON value.
     pub fn to_json(
         &self,
         codec: crate::codec::ValueCodec,
         id: &str,
         progress: Option<serde_json::Value>,
     ) -> serde_json::Value {
-        use serde_json::json;
-        let output = self.output.as_ref().and_then(|b| codec.to_json(b).ok());
-        json!({
-            "id": id,
-            "task": self.task,
-            "queue": self.queue,
-            "state": self.state,
-            "attempts": self.attempts,
-            "enqueued_at_ms": self.enqueued_at_ms,
-            "started_at_ms": self.started_at_ms,
-            "finished_at_ms": self.finished_at_ms,
-            "worker": self.worker,
-            "trace": self.trace,
-            "failure": self.failure.as_ref().map(|f| json!({
-                "kind": f.kind, "type": f.error_type, "message": f.message
-            })),
-            "output": output,
-            "progress": progress,
-            "history": self.history.iter().map(|h| json!({
-                "state": h.state, "at_ms": h.at_ms, "attempt": h.attempt, "note": h.note
-            })).collect::<Vec<_>>(),
-        })
+        // Strings, numbers, nulls and JSON values only: it cannot fail.
+        serde_json::to_value(self.view(codec, id, progress)).unwrap_or_default()
     }
+}
+
+/// A task as people and tools see it: [`TaskRecord::view`], what `taskctl task --json` prints
+/// and `GET /api/tasks/{id}` answers. Every field is always present (`null` when unknown).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct TaskView {
+    /// The task id.
+    pub id: String,
+    /// The task name.
+    pub task: String,
+    /// The queue it was dispatched to.
+    pub queue: String,
+    /// Its state.
+    pub state: TaskState,
+    /// How many attempts were made (1 after the first run).
+    pub attempts: u32,
+    /// When it was accepted, ms since the epoch.
+    pub enqueued_at_ms: u64,
+    /// When the last attempt started, ms since the epoch.
+    pub started_at_ms: Option<u64>,
+    /// When it finished, ms since the epoch.
+    pub finished_at_ms: Option<u64>,
+    /// The consumer (worker process) that ran the last attempt.
+    pub worker: Option<String>,
+    /// The W3C `traceparent` of its execution.
+    pub trace: Option<String>,
+    /// The failure, when it failed.
+    pub failure: Option<FailureView>,
+    /// The output as JSON, when it succeeded.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
+    pub output: Option<serde_json::Value>,
+    /// The latest progress report, if any.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
+    pub progress: Option<serde_json::Value>,
+    /// Every state it went through, oldest first.
+    pub history: Vec<StateChangeView>,
+}
+
+/// A task's failure in a [`TaskView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct FailureView {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// For an `error`, the Rust type of the task's error, e.g. `std::io::Error`.
+    #[serde(rename = "type")]
+    pub error_type: Option<String>,
+    /// The error's message.
+    pub message: String,
+}
+
+/// One step of a task's life in a [`TaskView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct StateChangeView {
+    /// The state entered.
+    pub state: TaskState,
+    /// When, ms since the epoch.
+    pub at_ms: u64,
+    /// The attempt it concerns (0 for the first run).
+    pub attempt: u32,
+    /// The worker, the error, or why: for people.
+    pub note: Option<String>,
 }
 
 #[cfg(test)]
@@ -428,6 +515,52 @@ mod tests {
         let r: TaskRecord = codec::decode(&bytes).unwrap();
         assert_eq!(r.state, TaskState::Unknown);
         assert_eq!(r.failure.unwrap().kind, FailureKind::Other);
+    }
+
+    /// The view (`taskctl task --json`, `GET /api/tasks/{id}`) has every field, `null` when
+    /// unknown, and the failure's type under `type`.
+    #[test]
+    fn the_view_has_every_field() {
+        let mut r = TaskRecord::accepted("app.add", "default", 7, false);
+        r.enter(TaskState::Running, 8, 0, None);
+        r.failure = Some(TaskFailure::typed(
+            FailureKind::Error,
+            Some("E".into()),
+            "boom",
+        ));
+        let v = r.to_json(crate::codec::ValueCodec::default(), "t1", None);
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "attempts",
+                "enqueued_at_ms",
+                "failure",
+                "finished_at_ms",
+                "history",
+                "id",
+                "output",
+                "progress",
+                "queue",
+                "started_at_ms",
+                "state",
+                "task",
+                "trace",
+                "worker"
+            ]
+        );
+        assert_eq!(v["id"], "t1");
+        assert_eq!(v["state"], "running");
+        assert_eq!(v["output"], serde_json::Value::Null);
+        assert_eq!(
+            v["failure"],
+            serde_json::json!({"kind": "error", "type": "E", "message": "boom"})
+        );
+        assert_eq!(
+            v["history"],
+            serde_json::json!([{"state": "running", "at_ms": 8, "attempt": 0, "note": null}])
+        );
     }
 
     #[test]

@@ -99,6 +99,121 @@ pub fn for_dispatch() -> String {
     }
 }
 
+/// A dispatch's producer span (with the `otel` feature and an OpenTelemetry layer installed):
+/// opened when its message is made, ended once the backend has the message. Without the
+/// feature it is empty and costs nothing.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerSpan {
+    #[cfg(feature = "otel")]
+    span: Option<tracing::Span>,
+}
+
+impl ProducerSpan {
+    /// Opens the producer span of `envelope`'s dispatch and makes the message carry its
+    /// context as `traceparent`. Its parent is the innermost OpenTelemetry span of the caller
+    /// (an HTTP request's, a running task's) or, failing that, the context of [`scope`].
+    pub(crate) fn open(envelope: &mut crate::model::envelope::Envelope) -> Self {
+        #[cfg(feature = "otel")]
+        {
+            if let Some((span, header)) = otel::producer(envelope) {
+                envelope.trace = Some(header);
+                return Self { span: Some(span) };
+            }
+        }
+        let _ = envelope;
+        Self::default()
+    }
+
+    /// Ends the span, marked as failed if the message could not be sent.
+    pub(crate) fn finish(self, error: Option<&dyn std::fmt::Display>) {
+        #[cfg(feature = "otel")]
+        if let (Some(span), Some(e)) = (self.span, error) {
+            span.record("otel.status_code", "error");
+            span.record("otel.status_description", tracing::field::display(e));
+        }
+        #[cfg(not(feature = "otel"))]
+        let _ = (self, error);
+    }
+}
+
+/// The OpenTelemetry side, through `tracing-opentelemetry`: kiq's spans are `tracing` spans
+/// carrying the `otel.*` fields that layer maps, and the messaging semantic conventions'
+/// attributes (`messaging.system` is `kiq`).
+#[cfg(feature = "otel")]
+pub mod otel {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use super::TraceParent;
+    use crate::model::envelope::Envelope;
+
+    /// The OpenTelemetry context of a remote parent named by a `traceparent`.
+    pub fn remote_context(parent: &TraceParent) -> Option<opentelemetry::Context> {
+        let trace_id = TraceId::from_hex(&parent.trace_id).ok()?;
+        let span_id = SpanId::from_hex(&parent.span_id).ok()?;
+        let flags = u8::from_str_radix(&parent.flags, 16).ok()?;
+        let sc = SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::new(flags),
+            true,
+            TraceState::default(),
+        );
+        Some(opentelemetry::Context::new().with_remote_span_context(sc))
+    }
+
+    /// The `traceparent` of `span`, if an OpenTelemetry layer gave it a valid context.
+    pub fn traceparent_of(span: &tracing::Span) -> Option<TraceParent> {
+        if span.is_disabled() {
+            return None;
+        }
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then(|| TraceParent {
+            trace_id: sc.trace_id().to_string(),
+            span_id: sc.span_id().to_string(),
+            flags: format!("{:02x}", sc.trace_flags().to_u8()),
+        })
+    }
+
+    /// Whether the caller is inside a span with a valid OpenTelemetry context.
+    fn in_otel_span() -> bool {
+        let current = tracing::Span::current();
+        !current.is_disabled() && current.context().span().span_context().is_valid()
+    }
+
+    /// Opens the producer span of a dispatch; `None` when no OpenTelemetry layer records it.
+    pub(super) fn producer(envelope: &Envelope) -> Option<(tracing::Span, String)> {
+        let span = tracing::info_span!(
+            target: "kiq::dispatch",
+            "send",
+            otel.name = format!("send {}", envelope.queue),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            messaging.system = "kiq",
+            messaging.operation.type = "send",
+            messaging.operation.name = "send",
+            messaging.destination.name = %envelope.queue,
+            messaging.message.id = %envelope.id,
+            kiq.task.name = %envelope.task,
+            kiq.task.priority = ?envelope.priority,
+        );
+        if span.is_disabled() {
+            return None;
+        }
+        if !in_otel_span() {
+            if let Some(cx) = super::current().as_ref().and_then(remote_context) {
+                let _ = span.set_parent(cx);
+            }
+        }
+        let header = traceparent_of(&span)?.header();
+        Some((span, header))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -253,11 +253,17 @@ pub const API_TOKEN: &str = "test-token-0123";
 impl ApiServer {
     /// `taskctl serve` against `redis_url` on a free port; returns once it answers.
     pub fn start(redis_url: &str) -> Self {
+        Self::start_env(redis_url, &[])
+    }
+
+    /// Like [`ApiServer::start`], with extra environment variables.
+    pub fn start_env(redis_url: &str, env: &[(&str, &str)]) -> Self {
         let port = kiq_testkit::free_port().expect("free port");
         let child = Command::new(taskctl())
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--token", API_TOKEN, "--redis-url", redis_url])
             .env("KIQ_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -303,4 +309,21 @@ impl Drop for ApiServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of the sample of metric `name` whose labels include all of `labels`, in a
+/// Prometheus text exposition (label order does not matter).
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (set, value) = match rest.strip_prefix('{') {
+            Some(r) => r.rsplit_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        labels
+            .iter()
+            .all(|(k, v)| set.split(',').any(|p| p == format!("{k}=\"{v}\"")))
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
 }

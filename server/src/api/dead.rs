@@ -4,30 +4,87 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kiq_broker::{DeadEntry, DeadFilter};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use kiq_broker::{DeadEntry, DeadFilter, Priority};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{body, query};
+use crate::error::{ErrorBody, Unauthorized, Unavailable};
 use crate::{ApiError, AppState};
 
-#[derive(Debug, Default, Deserialize)]
+/// Which dead letters: every field that is set must match. The query of `GET /api/dead`, and
+/// the (optional) body of `POST /api/dead/replay`.
+#[derive(Debug, Default, Deserialize, IntoParams, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+#[schema(as = DeadLetterFilter)]
 pub(crate) struct Filter {
-    /// A queue (its priority lanes included).
+    /// A queue (its priority lanes and partitions included), or one lane.
     queue: Option<String>,
+    /// A reason: `malformed`, `too_large`, `unknown_task`, `bad_arguments`,
+    /// `retries_exhausted`, `too_many_deliveries`.
     reason: Option<String>,
+    /// A task name.
     task: Option<String>,
+    /// At most this many (default 100 for a listing, at most 10000; 100000 for a replay).
     limit: Option<usize>,
 }
 
-fn view(e: &DeadEntry) -> Value {
+/// One dead letter.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeadLetter {
+    /// Its id in the dead-letter stream (to replay or purge it).
+    id: String,
+    /// The queue it came from.
+    queue: String,
+    /// The lane it is in (the queue, with `:<priority>` unless normal): the `{queue}` of the
+    /// replay and purge routes.
+    lane: String,
+    /// The priority of its lane.
+    priority: Priority,
+    /// Why it is dead: `malformed`, `too_large`, `unknown_task`, `bad_arguments`,
+    /// `retries_exhausted`, `too_many_deliveries`.
+    reason: String,
+    /// The last error.
+    error: String,
+    /// The task id, when the message decoded.
+    task_id: Option<String>,
+    /// The task name, when the message decoded.
+    task: Option<String>,
+    /// Attempts made.
+    attempts: u32,
+    /// When it died, ms since the epoch.
+    at_ms: u64,
+}
+
+/// `GET /api/dead`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeadLetters {
+    /// The matching dead letters.
+    dead: Vec<DeadLetter>,
+}
+
+/// What a replay did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Replayed {
+    /// How many dead letters were sent back to their queues.
+    replayed: u64,
+}
+
+fn view(e: &DeadEntry) -> DeadLetter {
     let (queue, priority) = kiq_broker::priority::split_lane(&e.queue);
-    json!({
-        "id": e.id, "queue": queue, "lane": e.queue, "priority": priority,
-        "reason": e.reason, "error": e.error, "task_id": e.task_id, "task": e.task,
-        "attempts": e.attempts, "at_ms": e.at_ms,
-    })
+    DeadLetter {
+        id: e.id.clone(),
+        queue: queue.to_string(),
+        lane: e.queue.clone(),
+        priority,
+        reason: e.reason.clone(),
+        error: e.error.clone(),
+        task_id: e.task_id.clone(),
+        task: e.task.clone(),
+        attempts: e.attempts,
+        at_ms: e.at_ms,
+    }
 }
 
 /// The dead letters matching `f`, at most `limit`.
@@ -40,18 +97,33 @@ async fn matching(state: &AppState, f: &Filter, limit: usize) -> Result<Vec<Dead
     Ok(state.inspector.find_dead_letters(&filter, limit).await?)
 }
 
+/// List dead letters
+#[utoipa::path(
+    get,
+    path = "/api/dead",
+    operation_id = "list_dead_letters",
+    tag = "dead letters",
+    params(Filter),
+    responses(
+        (status = 200, description = "the dead letters", body = DeadLetters),
+        (status = 400, description = "a bad query", body = ErrorBody),
+        Unauthorized,
+        Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     q: Result<Query<Filter>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetters>, ApiError> {
     let f = query(q)?;
     let limit = f.limit.unwrap_or(100).clamp(1, 10_000);
-    let dead: Vec<Value> = matching(&state, &f, limit)
+    let dead = matching(&state, &f, limit)
         .await?
         .iter()
         .map(view)
         .collect();
-    Ok(Json(json!({ "dead": dead })))
+    Ok(Json(DeadLetters { dead }))
 }
 
 fn check_lane(lane: &str) -> Result<(), ApiError> {
@@ -63,13 +135,34 @@ fn check_lane(lane: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Replay one dead letter
+///
+/// It goes back to its queue with its attempts reset.
+#[utoipa::path(
+    post,
+    path = "/api/dead/{queue}/{id}/replay",
+    operation_id = "replay_dead_letter",
+    tag = "dead letters",
+    params(
+        ("queue" = String, Path, description = "the lane it is in (`lane` in listings)"),
+        ("id" = String, Path, description = "the dead letter's id"),
+    ),
+    responses(
+        (status = 200, description = "replayed", body = Replayed),
+        (status = 400, description = "an invalid queue or id", body = ErrorBody),
+        (status = 404, description = "no such dead letter", body = ErrorBody),
+        Unauthorized,
+        Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn replay(
     State(state): State<AppState>,
     Path((lane, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Replayed>, ApiError> {
     check_lane(&lane)?;
     if state.inspector.replay_dead_letter(&lane, &id).await? {
-        Ok(Json(json!({ "replayed": 1 })))
+        Ok(Json(Replayed { replayed: 1 }))
     } else {
         Err(ApiError::not_found(format!(
             "no dead letter {id} in {lane}"
@@ -77,10 +170,28 @@ pub(crate) async fn replay(
     }
 }
 
+/// Replay every dead letter matching a filter
+///
+/// The body is optional: without one (or without a JSON content type), every dead letter is
+/// replayed, up to 100000.
+#[utoipa::path(
+    post,
+    path = "/api/dead/replay",
+    operation_id = "replay_dead_letters",
+    tag = "dead letters",
+    request_body = Option<Filter>,
+    responses(
+        (status = 200, description = "replayed", body = Replayed),
+        (status = 400, description = "a bad body", body = ErrorBody),
+        Unauthorized,
+        Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn replay_all(
     State(state): State<AppState>,
     b: Result<Json<Filter>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Replayed>, ApiError> {
     let f = match b {
         Err(JsonRejection::MissingJsonContentType(_)) => Filter::default(),
         other => body(other)?,
@@ -92,9 +203,28 @@ pub(crate) async fn replay_all(
             n += 1;
         }
     }
-    Ok(Json(json!({ "replayed": n })))
+    Ok(Json(Replayed { replayed: n }))
 }
 
+/// Purge one dead letter
+#[utoipa::path(
+    delete,
+    path = "/api/dead/{queue}/{id}",
+    operation_id = "purge_dead_letter",
+    tag = "dead letters",
+    params(
+        ("queue" = String, Path, description = "the lane it is in (`lane` in listings)"),
+        ("id" = String, Path, description = "the dead letter's id"),
+    ),
+    responses(
+        (status = 204, description = "purged"),
+        (status = 400, description = "an invalid queue or id", body = ErrorBody),
+        (status = 404, description = "no such dead letter", body = ErrorBody),
+        Unauthorized,
+        Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn purge(
     State(state): State<AppState>,
     Path((lane, id)): Path<(String, String)>,

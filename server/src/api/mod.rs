@@ -1,42 +1,12 @@
-//! The JSON API under `/api`.
+//! The JSON API under `/api`: its handlers, which [`crate::routes`] registers with their
+//! documentation.
 
-mod dead;
-mod schedules;
-mod stats;
-mod tasks;
-
-use axum::routing::{delete, get, post};
-use axum::Router;
-
-use crate::AppState;
+pub(crate) mod dead;
+pub(crate) mod schedules;
+pub(crate) mod stats;
+pub(crate) mod tasks;
 
 pub(crate) use stats::totals as stats_totals;
-
-/// Every API route (authentication is added by [`crate::router`]).
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/tasks", post(tasks::create).get(tasks::list))
-        .route("/api/tasks/{id}", get(tasks::get_one))
-        .route("/api/tasks/{id}/cancel", post(tasks::cancel))
-        .route("/api/stats", get(stats::stats))
-        .route(
-            "/api/schedules",
-            get(schedules::list).post(schedules::create),
-        )
-        .route(
-            "/api/schedules/{id}",
-            get(schedules::get_one)
-                .put(schedules::update)
-                .delete(schedules::remove),
-        )
-        .route("/api/schedules/{id}/pause", post(schedules::pause))
-        .route("/api/schedules/{id}/resume", post(schedules::resume))
-        .route("/api/schedules/{id}/trigger", post(schedules::trigger))
-        .route("/api/dead", get(dead::list))
-        .route("/api/dead/replay", post(dead::replay_all))
-        .route("/api/dead/{queue}/{id}", delete(dead::purge))
-        .route("/api/dead/{queue}/{id}/replay", post(dead::replay))
-}
 
 /// A JSON body, with malformed bodies answered as JSON errors.
 pub(crate) fn body<T>(

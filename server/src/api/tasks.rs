@@ -9,29 +9,44 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use kiq_broker::envelope::MAX_DELAY;
-use kiq_broker::{CancelOutcome, Priority, RawDispatch, TaskState};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use kiq_broker::{CancelOutcome, Priority, RawDispatch, TaskState, TaskView};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{body, query};
+use crate::error::{ErrorBody, Unauthorized, Unavailable};
 use crate::{ApiError, AppState};
 
-/// `POST /api/tasks`.
-#[derive(Debug, Deserialize)]
+/// `POST /api/tasks`: a task to create, by name.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewTask {
+    /// The registered task name.
     task: String,
+    /// The task's arguments, in order (default none).
     #[serde(default = "empty_array")]
+    #[schema(value_type = Vec<Value>)]
     args: Value,
+    /// The queue (default: the task's own when this server links it, else `default`).
     queue: Option<String>,
+    /// The priority (default `normal`).
+    #[schema(value_type = Option<Priority>)]
     priority: Option<String>,
     /// A delay: seconds as a number, or a duration string (`"30s"`, `"5m"`).
+    #[schema(schema_with = duration_schema)]
     delay: Option<Value>,
+    /// The task id (default: a new UUID).
     task_id: Option<String>,
+    /// Labels carried to the worker.
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    /// Retries (default: the task's own policy).
     retries: Option<u32>,
     /// A per-attempt timeout, like `delay`.
+    #[schema(schema_with = duration_schema)]
     timeout: Option<Value>,
     /// Send even when no live worker advertises the task's name (for workers that start
     /// later).
@@ -41,6 +56,23 @@ pub(crate) struct NewTask {
 
 fn empty_array() -> Value {
     Value::Array(Vec::new())
+}
+
+/// What [`duration`] accepts: seconds, or a duration string.
+fn duration_schema() -> impl Into<RefOr<Schema>> {
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .minimum(Some(0.0))
+                .description(Some("seconds")),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some("a duration, e.g. `30s`, `5m`, `1h 30m`")),
+        )
+        .description(Some("at most 10 years"))
 }
 
 fn duration(v: &Value, what: &str) -> Result<Duration, ApiError> {
@@ -70,6 +102,47 @@ fn duration(v: &Value, what: &str) -> Result<Duration, ApiError> {
     }
 }
 
+/// The task created: 201.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CreatedTask {
+    /// The task id.
+    id: String,
+    /// The task name.
+    task: String,
+    /// The queue it went to.
+    queue: String,
+    /// Its priority.
+    priority: Priority,
+    /// `pending`, or `scheduled` when it has a delay.
+    state: TaskState,
+}
+
+/// Create a task by name
+///
+/// A name that no live worker advertises (or, when none advertises any, that this server does
+/// not link while it links some) is refused with 404 `unknown_task` listing the known names,
+/// unless the body says `"force": true`.
+#[utoipa::path(
+    post,
+    path = "/api/tasks",
+    operation_id = "create_task",
+    tag = "tasks",
+    params((
+        "traceparent" = Option<String>,
+        Header,
+        description = "W3C trace context: the task's execution joins the caller's trace",
+    )),
+    request_body = NewTask,
+    responses(
+        (status = 201, description = "enqueued", body = CreatedTask),
+        (status = 400, description = "bad body, arguments, queue, priority, delay or timeout", body = ErrorBody),
+        (status = 404, description = "unknown task name", body = ErrorBody),
+        (status = 413, description = "payload too large", body = ErrorBody),
+        Unauthorized,
+        Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -127,7 +200,7 @@ async fn check_name(state: &AppState, name: &str, linked: bool) -> Result<(), Ap
 async fn create_task(
     state: AppState,
     b: Result<Json<NewTask>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedTask>), ApiError> {
     let t = body(b)?;
     if !t.args.is_array() {
         return Err(ApiError::bad_request(
@@ -169,67 +242,149 @@ async fn create_task(
     })?;
     let delayed = msg.due_ms.is_some();
     let id = state.broker.enqueue(msg).await?;
-    let state_name = if delayed { "scheduled" } else { "pending" };
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({ "id": id, "task": t.task, "queue": queue, "priority": priority, "state": state_name }),
-        ),
+        Json(CreatedTask {
+            id,
+            task: t.task,
+            queue,
+            priority,
+            state: if delayed {
+                TaskState::Scheduled
+            } else {
+                TaskState::Pending
+            },
+        }),
     ))
 }
 
+/// Get a task
+///
+/// Its state, history, attempts, times, worker, error, result, progress and trace.
+#[utoipa::path(
+    get,
+    path = "/api/tasks/{id}",
+    operation_id = "get_task",
+    tag = "tasks",
+    params(("id" = String, Path, description = "the task id")),
+    responses(
+        (status = 200, description = "the task", body = TaskView),
+        (status = 404, description = "unknown, or its record expired", body = ErrorBody),
+        Unauthorized,
+        Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaskView>, ApiError> {
     let Some(r) = state.broker.record(&id).await? else {
         return Err(ApiError::not_found(format!(
             "task {id} is unknown or its record has expired"
         )));
     };
     let progress: Option<Value> = state.broker.progress(&id).await.ok().flatten();
-    Ok(Json(r.to_json(state.broker.codec(), &id, progress)))
+    Ok(Json(r.view(state.broker.codec(), &id, progress)))
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /api/tasks`'s query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// The state: pending, scheduled, running, retrying, succeeded, failed, cancelled or dead.
+    #[param(value_type = TaskState)]
     state: String,
+    /// Only this queue.
     queue: Option<String>,
+    /// At most this many (default 50).
     limit: Option<usize>,
 }
 
+/// Tasks in a state: `GET /api/tasks`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TaskList {
+    /// The state listed.
+    state: TaskState,
+    /// The tasks (those whose record has expired are left out).
+    tasks: Vec<TaskView>,
+}
+
+/// List tasks in a state
+#[utoipa::path(
+    get,
+    path = "/api/tasks",
+    operation_id = "list_tasks",
+    tag = "tasks",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "the tasks", body = TaskList),
+        (status = 400, description = "unknown state, or a bad query", body = ErrorBody),
+        Unauthorized,
+        Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     q: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaskList>, ApiError> {
     let q = query(q)?;
     let st: TaskState = q.state.parse().map_err(ApiError::bad_request)?;
     let tasks = state
         .inspector
         .list_tasks(st, q.queue.as_deref(), q.limit.unwrap_or(50))
         .await?;
-    let tasks: Vec<Value> = tasks
+    let tasks = tasks
         .iter()
         .filter_map(|t| {
             t.record
                 .as_ref()
-                .map(|r| r.to_json(state.broker.codec(), &t.id, None))
+                .map(|r| r.view(state.broker.codec(), &t.id, None))
         })
         .collect();
-    Ok(Json(json!({ "state": st, "tasks": tasks })))
+    Ok(Json(TaskList { state: st, tasks }))
 }
 
+/// A cancel's outcome: `POST /api/tasks/{id}/cancel`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Cancelled {
+    /// The task id.
+    id: String,
+    /// `cancelled` (it will not run, or is being stopped) or `already_finished` (nothing
+    /// changed); never `not_found`, which is a 404.
+    outcome: CancelOutcome,
+}
+
+/// Cancel a task
+///
+/// A pending or delayed task never runs; a running one is stopped after its worker's grace
+/// period. A finished task is left alone.
+#[utoipa::path(
+    post,
+    path = "/api/tasks/{id}/cancel",
+    operation_id = "cancel_task",
+    tag = "tasks",
+    params(("id" = String, Path, description = "the task id")),
+    responses(
+        (status = 200, description = "what the cancel did", body = Cancelled),
+        (status = 404, description = "unknown, or its record expired", body = ErrorBody),
+        Unauthorized,
+        Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Cancelled>, ApiError> {
     let outcome = match state.broker.cancel(&id).await? {
         CancelOutcome::NotFound => {
             return Err(ApiError::not_found(format!(
                 "task {id} is unknown or its record has expired"
             )))
         }
-        other => other.as_str(),
+        other => other,
     };
-    Ok(Json(json!({ "id": id, "outcome": outcome })))
+    Ok(Json(Cancelled { id, outcome }))
 }

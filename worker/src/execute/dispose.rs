@@ -27,6 +27,7 @@ pub(crate) fn dispose(exec: &Executor, msg: Decoded, attempt: Attempt) -> Comple
     let result = match ran {
         Ran::Finished(r) => r,
         Ran::Deferred { after } => {
+            super::run::record_outcome(&span, "deferred", None);
             exec.metrics.ended(
                 exec.metric_name(&msg.envelope.task),
                 metrics::Ended::Deferred,
@@ -59,6 +60,19 @@ pub(crate) fn dispose(exec: &Executor, msg: Decoded, attempt: Attempt) -> Comple
             _ => metrics::Ended::Failed,
         },
         ran_since.map(|s| finished.saturating_sub(s) as f64 / 1000.0),
+    );
+    super::run::record_outcome(
+        &span,
+        match decision {
+            Decision::Finish(TaskState::Succeeded) => "succeeded",
+            Decision::Retry { .. } => "retried",
+            Decision::Finish(TaskState::Cancelled) => "cancelled",
+            _ => "failed",
+        },
+        // A cancelled task did what it was asked: not an error.
+        failure
+            .filter(|f| f.kind != FailureKind::Cancelled)
+            .map(|f| f.message.as_str()),
     );
     // The next attempt's envelope carries the history up to its retry.
     let end = match decision {

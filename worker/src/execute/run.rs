@@ -46,13 +46,7 @@ pub(crate) async fn attempt(exec: &Executor, msg: &mut Decoded, precancelled: bo
     let envelope = &msg.envelope;
     // This execution is a span of the dispatcher's trace (a new root if it sent none).
     let parent = envelope.trace.as_deref().and_then(TraceParent::parse);
-    let trace = parent
-        .as_ref()
-        .map(TraceParent::child)
-        .unwrap_or_else(TraceParent::new_root);
-    let span = tracing::info_span!("task", task_id = %envelope.id, task = %envelope.task, attempt = envelope.attempt,
-        trace_id = %trace.trace_id, span_id = %trace.span_id,
-        parent_span_id = parent.as_ref().map(|p| p.span_id.as_str()).unwrap_or(""));
+    let (span, trace) = task_span(msg, parent.as_ref());
     let started = now_ms();
     let queued_since = envelope.due_ms.unwrap_or(envelope.enqueued_at_ms);
     exec.metrics.received(
@@ -84,6 +78,73 @@ pub(crate) async fn attempt(exec: &Executor, msg: &mut Decoded, precancelled: bo
         trace,
         span,
     }
+}
+
+/// The span of an execution and its trace context: a child of the dispatch's (a new root if
+/// it sent none). With the `otel` feature it is an OpenTelemetry consumer span whose ids are
+/// the ones logged and stored; without, kiq makes the ids.
+fn task_span(msg: &Decoded, parent: Option<&TraceParent>) -> (tracing::Span, TraceParent) {
+    let envelope = &msg.envelope;
+    let parent_span_id = parent.map(|p| p.span_id.as_str()).unwrap_or("");
+    #[cfg(feature = "otel")]
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let span = tracing::info_span!("task", task_id = %envelope.id, task = %envelope.task,
+            attempt = envelope.attempt, trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty, parent_span_id,
+            otel.name = format!("process {}", envelope.queue), otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            messaging.system = "kiq", messaging.operation.type = "process",
+            messaging.operation.name = "process", messaging.destination.name = %envelope.queue,
+            messaging.destination.partition.id = tracing::field::Empty,
+            messaging.message.id = %envelope.id, kiq.task.name = %envelope.task,
+            kiq.task.attempt = envelope.attempt, kiq.task.outcome = tracing::field::Empty);
+        // A partitioned queue's messages come from one of its partitions (`mail#2`).
+        let queue = msg.queue();
+        if queue != envelope.queue {
+            span.record("messaging.destination.partition.id", queue.as_str());
+        }
+        if let Some(cx) = parent.and_then(trace_context::otel::remote_context) {
+            let _ = span.set_parent(cx);
+        }
+        if let Some(trace) = trace_context::otel::traceparent_of(&span) {
+            span.record("trace_id", tracing::field::display(&trace.trace_id));
+            span.record("span_id", tracing::field::display(&trace.span_id));
+            return (span, trace);
+        }
+        let trace = parent
+            .map(TraceParent::child)
+            .unwrap_or_else(TraceParent::new_root);
+        span.record("trace_id", tracing::field::display(&trace.trace_id));
+        span.record("span_id", tracing::field::display(&trace.span_id));
+        (span, trace)
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let trace = parent
+            .map(TraceParent::child)
+            .unwrap_or_else(TraceParent::new_root);
+        let span = tracing::info_span!("task", task_id = %envelope.id, task = %envelope.task,
+            attempt = envelope.attempt, trace_id = %trace.trace_id, span_id = %trace.span_id,
+            parent_span_id);
+        (span, trace)
+    }
+}
+
+/// Records how the attempt ended on its span (`kiq.task.outcome`; an error status when it
+/// failed), for OpenTelemetry.
+pub(crate) fn record_outcome(span: &tracing::Span, outcome: &str, error: Option<&str>) {
+    #[cfg(feature = "otel")]
+    {
+        span.record("kiq.task.outcome", outcome);
+        if let Some(e) = error {
+            span.record("otel.status_code", "error");
+            span.record("otel.status_description", e);
+        }
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, outcome, error);
 }
 
 /// Runs the task through the middleware layers; marks it running once it has run for
