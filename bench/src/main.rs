@@ -142,6 +142,35 @@ async fn main() -> anyhow::Result<()> {
         "tasks/s",
         Some(raw_enqueue.1),
     ));
+    // 64 tasks of this process each awaiting `.kiq()` in turn (a web server's handlers), against
+    // the same commands (MULTI, SET, XADD, EXEC) sent the same way over one multiplexed
+    // connection.
+    let per_caller = (single_n / 8).max(10);
+    let raw_concurrent =
+        raw_enqueue_concurrent_rate(&conn, "kiqbench-raw3", &envelope, CALLERS, per_caller).await?;
+    let t = Instant::now();
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_caller {
+                    bench::noop::kiq(&b).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    for c in callers {
+        c.await??;
+    }
+    let concurrent = (CALLERS * per_caller) as f64 / t.elapsed().as_secs_f64();
+    rows.push(row(
+        "enqueue, 64 concurrent callers (.kiq awaited)",
+        concurrent,
+        "tasks/s",
+        Some(raw_concurrent),
+    ));
+    flush(&mut conn).await?;
     let before = used_memory(&mut conn).await?;
     let cpu = CpuMeter::start(&mut conn).await?;
     let t = Instant::now();
@@ -442,8 +471,17 @@ fn print_table(rows: &[Row]) {
     }
 }
 
+/// A broker on `url` under `prefix`; `KIQBENCH_POOL_SIZE` sets its shared connections (to
+/// compare sizes).
 async fn broker(url: &str, prefix: &str) -> anyhow::Result<Broker> {
-    Ok(Broker::from_config(BrokerConfig::new(url).prefix(prefix)).await?)
+    let mut config = BrokerConfig::new(url).prefix(prefix);
+    if let Some(n) = std::env::var("KIQBENCH_POOL_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config = config.pool_size(n);
+    }
+    Ok(Broker::from_config(config).await?)
 }
 
 async fn flush(conn: &mut MultiplexedConnection) -> anyhow::Result<()> {
@@ -630,6 +668,59 @@ async fn raw_enqueue_single_rate(
     redis::cmd("DEL")
         .arg(stream)
         .query_async::<()>(conn)
+        .await?;
+    Ok(rate)
+}
+
+/// How many tasks dispatch at once in the concurrent enqueue measurement.
+const CALLERS: usize = 64;
+
+/// Raw concurrent enqueue: `callers` tasks, each sending `per_caller` transactions (MULTI, SET
+/// of the record, XADD, EXEC: kiq's dispatch) one after another over clones of one
+/// multiplexed connection.
+async fn raw_enqueue_concurrent_rate(
+    conn: &MultiplexedConnection,
+    stream: &str,
+    payload: &[u8],
+    callers: usize,
+    per_caller: usize,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let mut conn = conn.clone();
+            let (stream, payload) = (stream.to_string(), payload.to_vec());
+            tokio::spawn(async move {
+                for j in 0..per_caller {
+                    redis::pipe()
+                        .atomic()
+                        .cmd("SET")
+                        .arg(format!("kiqbench-raw3:{c}:{j}"))
+                        .arg(&payload)
+                        .arg("EX")
+                        .arg(600)
+                        .ignore()
+                        .cmd("XADD")
+                        .arg(&stream)
+                        .arg("*")
+                        .arg("data")
+                        .arg(&payload)
+                        .ignore()
+                        .query_async::<()>(&mut conn)
+                        .await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let rate = (callers * per_caller) as f64 / t.elapsed().as_secs_f64();
+    let mut conn = conn.clone();
+    redis::cmd("DEL")
+        .arg(stream)
+        .query_async::<()>(&mut conn)
         .await?;
     Ok(rate)
 }

@@ -21,7 +21,9 @@ pub struct BrokerConfig {
     pub pending_ttl: Duration,
     /// Largest encoded message `.kiq()` accepts (default 8 MiB).
     pub max_payload_bytes: usize,
-    /// Connections in the command pool (default 8); blocking readers get their own.
+    /// Multiplexed command connections shared by all of this broker's commands, taken in
+    /// turn (default 2): each carries any number of concurrent requests, so this does not cap
+    /// how many are in flight. Blocking readers get connections of their own.
     pub pool_size: usize,
     /// How long one command or pipeline may take before it fails (default 10 s).
     pub command_timeout: Duration,
@@ -59,7 +61,7 @@ impl Default for BrokerConfig {
             result_ttl: Duration::from_secs(24 * 3600),
             pending_ttl: Duration::from_secs(7 * 24 * 3600),
             max_payload_bytes: 8 * 1024 * 1024,
-            pool_size: 8,
+            pool_size: 2,
             command_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             track_pending: true,
@@ -162,7 +164,7 @@ impl BrokerConfig {
         self
     }
 
-    /// Sets the command pool's size.
+    /// Sets how many shared command connections there are (see [`BrokerConfig::pool_size`]).
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size.max(1);
         self

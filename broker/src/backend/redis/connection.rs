@@ -8,12 +8,11 @@
 //! - `redis+cluster://[user:pass@]h1:p1,h2:p2` (`rediss+cluster://` for TLS): a Redis Cluster,
 //!   through redis-rs's cluster client, which follows `MOVED`/`ASK` and failovers itself.
 //!
-//! Commands go over multiplexed connections. On one Redis (or Sentinel's primary) they come
-//! from a deadpool pool: deadpool-redis's own manager PINGs on every checkout, which costs a
-//! round trip per dispatch, so kiq's [`RedisManager`] only PINGs a connection that sat idle,
-//! and a connection that failed with an I/O error (or `READONLY`) is dropped so the next
-//! checkout makes a fresh one. On a cluster, every command shares one cluster connection (one
-//! multiplexed socket per node). Commands whose keys live in several slots go in a [`Batch`],
+//! Commands go over multiplexed connections, shared: on one Redis (or Sentinel's primary) a
+//! few ([`SharedConns`], `BrokerConfig::pool_size`), taken in turn, each carrying any number of
+//! concurrent requests; a connection that sat idle is PINGed before reuse, and one that failed
+//! with an I/O error (or `READONLY`) is replaced on next use. On a cluster, every command
+//! shares one cluster connection (one multiplexed socket per node). Commands whose keys live in several slots go in a [`Batch`],
 //! which sends one pipeline per slot on a cluster and one pipeline in all on one Redis.
 //!
 //! A blocking command (XREADGROUP BLOCK) would stall everything pipelined behind it on a
@@ -21,10 +20,10 @@
 //! (see `shared/notes`: the 500 ms default trap).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -35,7 +34,7 @@ use tokio::sync::Mutex;
 use crate::config::{redact, BrokerConfig};
 use crate::error::BrokerError;
 
-/// A pooled connection is PINGed before reuse only when it has been idle this long.
+/// A shared connection is PINGed before reuse only when it has been idle this long.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
 
 /// Where Redis is, as the URL says.
@@ -229,45 +228,108 @@ impl Target {
     }
 }
 
-/// Creates and recycles pooled connections (one Redis, or Sentinel's primary).
-pub struct RedisManager {
+/// The multiplexed connections every command to one Redis (or Sentinel's primary) shares.
+///
+/// A multiplexed connection carries any number of requests at once, pipelined on its socket
+/// and answered in order, so sharing a few of them (taken in turn) lets every concurrent
+/// dispatch of a process be in flight together; a pool that lends a connection to one request
+/// at a time capped them at its size. A pool of connections (deadpool) is the well-kept answer
+/// for connections used one request at a time, which these are not, so this small set is kiq's
+/// own. Each slot's connection is made on first use, PINGed before reuse only after sitting
+/// idle (a Redis restarted meanwhile is found out before a command fails on it), and replaced
+/// after an I/O error or `READONLY` (a Sentinel failover: the next connection asks the
+/// Sentinels again).
+pub(crate) struct SharedConns {
     target: Target,
     config: AsyncConnectionConfig,
+    connect_timeout: Duration,
+    slots: Box<[Mutex<Option<Live>>]>,
+    next: AtomicUsize,
 }
 
-impl managed::Manager for RedisManager {
-    type Type = MultiplexedConnection;
-    type Error = BrokerError;
+/// A slot's connection and when it was last handed out (ms since the epoch).
+struct Live {
+    conn: MultiplexedConnection,
+    used_ms: AtomicU64,
+}
 
-    async fn create(&self) -> Result<MultiplexedConnection, BrokerError> {
-        let client = self.target.node_client(0).await?;
-        client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
-            .map_err(BrokerError::redis)
+impl SharedConns {
+    fn new(target: Target, config: &BrokerConfig) -> Self {
+        Self {
+            target,
+            config: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout))
+                .set_response_timeout(Some(config.command_timeout)),
+            connect_timeout: config.connect_timeout,
+            slots: (0..config.pool_size.max(1))
+                .map(|_| Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
     }
 
-    async fn recycle(
-        &self,
-        conn: &mut MultiplexedConnection,
-        metrics: &Metrics,
-    ) -> RecycleResult<BrokerError> {
-        if metrics.last_used() < IDLE_BEFORE_PING {
-            return Ok(());
+    /// The next slot's connection (made, or checked after idling, as needed) and its slot.
+    async fn get(&self) -> Result<(usize, MultiplexedConnection), BrokerError> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.slots[i].lock().await;
+        let now = crate::model::envelope::now_ms();
+        if let Some(live) = slot.as_ref() {
+            let idle = now.saturating_sub(live.used_ms.swap(now, Ordering::Relaxed));
+            if idle < IDLE_BEFORE_PING.as_millis() as u64 {
+                return Ok((i, live.conn.clone()));
+            }
+            let mut conn = live.conn.clone();
+            if redis::cmd("PING")
+                .query_async::<()>(&mut conn)
+                .await
+                .is_ok()
+            {
+                return Ok((i, conn));
+            }
+            *slot = None;
         }
-        redis::cmd("PING")
-            .query_async::<()>(conn)
+        let connect = async {
+            let client = self.target.node_client(0).await?;
+            client
+                .get_multiplexed_async_connection_with_config(&self.config)
+                .await
+                .map_err(BrokerError::redis)
+        };
+        let conn = tokio::time::timeout(self.connect_timeout, connect)
             .await
-            .map_err(|e| RecycleError::Backend(BrokerError::redis(e)))
+            .map_err(|_| {
+                BrokerError::Pool(format!(
+                    "no connection within {} ms",
+                    self.connect_timeout.as_millis()
+                ))
+            })??;
+        *slot = Some(Live {
+            conn: conn.clone(),
+            used_ms: AtomicU64::new(now),
+        });
+        Ok((i, conn))
+    }
+
+    /// Drops slot `i`'s connection after it failed for good (the next use makes another).
+    async fn discard(&self, i: usize) {
+        self.slots[i].lock().await.take();
+    }
+
+    /// How many slots hold a connection.
+    fn open(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.try_lock().map(|s| s.is_some()).unwrap_or(true))
+            .count()
     }
 }
 
 /// The command connections of one broker.
 #[derive(Clone)]
 pub(crate) enum Pool {
-    /// A pool of multiplexed connections to one server.
+    /// Shared multiplexed connections to one server.
     Pooled {
-        inner: managed::Pool<RedisManager>,
+        inner: Arc<SharedConns>,
         target: Target,
         url: String,
         acks: ReplicaAcks,
@@ -287,7 +349,7 @@ impl std::fmt::Debug for Pool {
             Pool::Pooled { inner, target, .. } => f
                 .debug_struct("Pool")
                 .field("target", target)
-                .field("status", &inner.status())
+                .field("open", &inner.open())
                 .finish(),
             Pool::Cluster { .. } => f.write_str("Pool(cluster)"),
         }
@@ -321,21 +383,7 @@ impl Pool {
                 acks,
             });
         }
-        let conn_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.command_timeout));
-        let manager = RedisManager {
-            target: target.clone(),
-            config: conn_config,
-        };
-        let inner = managed::Pool::builder(manager)
-            .max_size(config.pool_size.max(1))
-            .runtime(deadpool::Runtime::Tokio1)
-            .wait_timeout(Some(config.connect_timeout))
-            .create_timeout(Some(config.connect_timeout))
-            .recycle_timeout(Some(config.connect_timeout))
-            .build()
-            .map_err(|e| BrokerError::Config(e.to_string()))?;
+        let inner = Arc::new(SharedConns::new(target.clone(), config));
         Ok(Pool::Pooled {
             inner,
             target,
@@ -391,12 +439,12 @@ impl Pool {
     {
         match self {
             Pool::Pooled { inner, .. } => {
-                let mut conn = inner.get().await.map_err(|e| pool_error(e, self.url()))?;
-                match cmd.run(&mut *conn).await {
+                let (slot, mut conn) = inner.get().await.map_err(|e| e.at(self.url()))?;
+                match cmd.run(&mut conn).await {
                     Ok(v) => Ok(v),
                     Err(e) => {
                         if is_broken(&e) {
-                            let _ = managed::Object::take(conn);
+                            inner.discard(slot).await;
                         }
                         Err(self.error(e))
                     }
@@ -625,13 +673,6 @@ impl ReplicaAcks {
 /// compiler's layout depth in every async fn that awaits them, unless erased.
 type Erased<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, BrokerError>> + Send + 'a>>;
-
-fn pool_error(e: managed::PoolError<BrokerError>, url: &str) -> BrokerError {
-    match e {
-        managed::PoolError::Backend(e) => e.at(url),
-        other => BrokerError::Pool(format!("{other} (Redis at {url})")),
-    }
-}
 
 /// Whether the server at `host:port` answers a plain-text `PING` as Redis does: asked when a
 /// `rediss://` connection failed, since a plain-text Redis answers a TLS handshake with nothing
