@@ -23,7 +23,9 @@ pub struct BrokerConfig {
     pub max_payload_bytes: usize,
     /// Multiplexed command connections shared by all of this broker's commands, taken in
     /// turn (default 2): each carries any number of concurrent requests, so this does not cap
-    /// how many are in flight. Blocking readers get connections of their own.
+    /// how many are in flight. Blocking readers get connections of their own, and so do
+    /// batches that wait for replicas (`replica_acks`: one batch per connection, at most
+    /// `max(pool_size, 8)` at once).
     pub pool_size: usize,
     /// How long one command or pipeline may take before it fails (default 10 s).
     pub command_timeout: Duration,

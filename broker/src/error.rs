@@ -21,7 +21,7 @@ pub enum BrokerError {
     /// Redis could not be reached, refused the command, or the connection broke.
     #[error("{0}")]
     Redis(Box<RedisFailure>),
-    /// No pooled connection could be had.
+    /// No connection to Redis could be made (or checked) in time.
     #[error("Redis is unavailable: {0}")]
     Pool(String),
     /// A value could not be encoded or decoded.

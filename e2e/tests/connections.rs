@@ -314,3 +314,60 @@ async fn a_dispatch_at_the_memory_limit_leaves_no_phantom_pending_record() {
         }
     }
 }
+
+/// A dispatch that waits for replicas (`replica_acks`) ends in `WAIT`, which blocks its
+/// connection until they acknowledge. It used to go over the shared command connection, where
+/// every other command of the process then waited behind it; it now has a connection of its
+/// own, so a read made while the `WAIT` blocks is answered first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_replicas_does_not_stall_other_commands() {
+    let redis = RedisServer::start().unwrap();
+    // No replica: every WAIT runs to its timeout, then the dispatch fails as not replicated.
+    let mut config = kiq::BrokerConfig::new(redis.url().as_str()).pool_size(1);
+    config.replica_acks = 1;
+    config.replica_ack_timeout = Duration::from_secs(5);
+    let broker = Broker::from_config(config).await.unwrap();
+    broker.record("warm-up").await.unwrap();
+    let b = broker.clone();
+    let dispatch = tokio::spawn(async move { math::add::kiq(&b, 1, 2).await });
+    // Once Redis holds the WAIT (a blocked client)...
+    assert!(
+        kiq_testkit::wait_until(Duration::from_secs(10), || redis
+            .command("INFO clients")
+            .is_ok_and(|i| i.contains("blocked_clients:1"))),
+        "the WAIT never blocked"
+    );
+    // ...a read of the same broker is answered while the dispatch still waits.
+    assert!(broker.record("no-such-task").await.unwrap().is_none());
+    assert!(
+        redis
+            .command("INFO clients")
+            .is_ok_and(|i| i.contains("blocked_clients:1")),
+        "the read was answered only once the WAIT had ended"
+    );
+    let err = dispatch.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("replica"), "{err}");
+}
+
+/// A Redis (here a Sentinel) that accepts connections and never answers: getting a connection
+/// gives up after `connect_timeout` with an "unreachable" error that names the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_is_unreachable_within_the_connect_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let url = format!("redis+sentinel://127.0.0.1:{port}/mymaster");
+    let mut config = kiq::BrokerConfig::new(url.as_str());
+    config.connect_timeout = Duration::from_millis(300);
+    let err = match Broker::from_config(config).await {
+        Ok(b) => b.record("x").await.unwrap_err(),
+        Err(e) => e,
+    };
+    assert!(err.is_unavailable(), "{err}");
+    assert_eq!(
+        err.redis_failure().map(|f| f.kind),
+        Some(kiq::RedisErrorKind::Unreachable),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&url), "{err}");
+    drop(silent);
+}

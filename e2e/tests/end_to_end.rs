@@ -308,10 +308,10 @@ async fn thousands_of_waiters_share_a_few_connections() {
         done += 1;
     }
     assert_eq!(done, 2000);
-    // This process: the command pool (at most 8) and one subscriber; plus the probe itself.
-    // Through Sentinel, each pooled connection is preceded by a short-lived one of redis-rs's
-    // to the primary, which asks it ROLE before use (sentinel.rs): the probe may see those too
-    // (CI once saw 9 command connections for a pool of 8).
+    // This process: its shared command connections (`pool_size`) and one subscriber; plus the
+    // probe itself. Through Sentinel, each command connection is preceded by a short-lived one
+    // of redis-rs's to the primary, which asks it ROLE before use (sentinel.rs): the probe may
+    // see those too.
     let pool = broker.config().pool_size;
     let role_checks = match redis.topology() {
         kiq_testkit::Topology::Sentinel => pool,

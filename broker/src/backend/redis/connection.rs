@@ -32,7 +32,7 @@ use redis::{AsyncConnectionConfig, Client, RedisError, RedisFuture, Value};
 use tokio::sync::Mutex;
 
 use crate::config::{redact, BrokerConfig};
-use crate::error::BrokerError;
+use crate::error::{BrokerError, RedisErrorKind, RedisFailure};
 
 /// A shared connection is PINGed before reuse only when it has been idle this long.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
@@ -243,93 +243,181 @@ pub(crate) struct SharedConns {
     target: Target,
     config: AsyncConnectionConfig,
     connect_timeout: Duration,
-    slots: Box<[Mutex<Option<Live>>]>,
+    /// Lend each connection to one request at a time: for batches that end in `WAIT`, which
+    /// blocks its connection until replicas acknowledge (it would stall everything pipelined
+    /// behind it on a shared socket).
+    exclusive: bool,
+    slots: Box<[Slot]>,
     next: AtomicUsize,
+    /// Connection generations, so that a failure only drops the connection it happened on.
+    gens: AtomicU64,
+    /// Bumped when every connection must go (`READONLY`: the primary was demoted).
+    epoch: AtomicU64,
 }
 
-/// A slot's connection and when it was last handed out (ms since the epoch).
+/// One connection's place.
+struct Slot {
+    live: Mutex<Option<Live>>,
+    /// The generation of this slot's connection that failed for good (0: none).
+    broken: AtomicU64,
+}
+
+/// A slot's connection, its generation and epoch, and when it was last handed out (ms since
+/// the epoch).
 struct Live {
     conn: MultiplexedConnection,
     used_ms: AtomicU64,
+    gen: u64,
+    epoch: u64,
+}
+
+/// A connection handed out by [`SharedConns::get`]; in exclusive mode it holds its slot until
+/// dropped.
+pub(crate) struct Lease<'a> {
+    slot: usize,
+    gen: u64,
+    conn: MultiplexedConnection,
+    _held: Option<tokio::sync::MutexGuard<'a, Option<Live>>>,
 }
 
 impl SharedConns {
-    fn new(target: Target, config: &BrokerConfig) -> Self {
+    fn new(target: Target, config: &BrokerConfig, slots: usize, exclusive: bool) -> Self {
         Self {
             target,
             config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout))
                 .set_response_timeout(Some(config.command_timeout)),
             connect_timeout: config.connect_timeout,
-            slots: (0..config.pool_size.max(1))
-                .map(|_| Mutex::new(None))
+            exclusive,
+            slots: (0..slots.max(1))
+                .map(|_| Slot {
+                    live: Mutex::new(None),
+                    broken: AtomicU64::new(0),
+                })
                 .collect(),
             next: AtomicUsize::new(0),
+            gens: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
         }
     }
 
-    /// The next slot's connection (made, or checked after idling, as needed) and its slot.
-    async fn get(&self) -> Result<(usize, MultiplexedConnection), BrokerError> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let mut slot = self.slots[i].lock().await;
-        let now = crate::model::envelope::now_ms();
-        if let Some(live) = slot.as_ref() {
-            let idle = now.saturating_sub(live.used_ms.swap(now, Ordering::Relaxed));
-            if idle < IDLE_BEFORE_PING.as_millis() as u64 {
-                return Ok((i, live.conn.clone()));
-            }
-            let mut conn = live.conn.clone();
-            if redis::cmd("PING")
-                .query_async::<()>(&mut conn)
-                .await
-                .is_ok()
-            {
-                return Ok((i, conn));
-            }
-            *slot = None;
-        }
-        let connect = async {
-            let client = self.target.node_client(0).await?;
-            client
-                .get_multiplexed_async_connection_with_config(&self.config)
-                .await
-                .map_err(BrokerError::redis)
-        };
-        let conn = tokio::time::timeout(self.connect_timeout, connect)
+    /// A connection (made, or checked after idling, as needed), within `connect_timeout` in
+    /// all: waiting for the slot, the idle check and connecting together.
+    async fn get(&self, url: &str) -> Result<Lease<'_>, BrokerError> {
+        tokio::time::timeout(self.connect_timeout, self.lease())
             .await
-            .map_err(|_| {
-                BrokerError::Pool(format!(
-                    "no connection within {} ms",
-                    self.connect_timeout.as_millis()
-                ))
-            })??;
-        *slot = Some(Live {
-            conn: conn.clone(),
-            used_ms: AtomicU64::new(now),
-        });
-        Ok((i, conn))
+            .unwrap_or_else(|_| {
+                Err(BrokerError::Redis(Box::new(RedisFailure {
+                    kind: RedisErrorKind::Unreachable,
+                    code: None,
+                    message: format!(
+                        "no connection within {} ms",
+                        self.connect_timeout.as_millis()
+                    ),
+                    target: (!url.is_empty()).then(|| url.to_string()),
+                })))
+            })
     }
 
-    /// Drops slot `i`'s connection after it failed for good (the next use makes another).
-    async fn discard(&self, i: usize) {
-        self.slots[i].lock().await.take();
+    async fn lease(&self) -> Result<Lease<'_>, BrokerError> {
+        let n = self.slots.len();
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        // Exclusive: a free slot if there is one, else wait for this turn's.
+        let free = if self.exclusive {
+            (0..n).find_map(|k| {
+                let i = (turn + k) % n;
+                self.slots[i].live.try_lock().ok().map(|g| (i, g))
+            })
+        } else {
+            None
+        };
+        let (i, mut slot) = match free {
+            Some(found) => found,
+            None => (turn, self.slots[turn].live.lock().await),
+        };
+        let now = crate::model::envelope::now_ms();
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        let broken = self.slots[i].broken.load(Ordering::Relaxed);
+        let mut found = None;
+        if let Some(live) = slot.as_ref() {
+            if live.epoch == epoch && live.gen != broken {
+                let idle = now.saturating_sub(live.used_ms.swap(now, Ordering::Relaxed));
+                let mut conn = live.conn.clone();
+                if idle < IDLE_BEFORE_PING.as_millis() as u64
+                    || redis::cmd("PING")
+                        .query_async::<()>(&mut conn)
+                        .await
+                        .is_ok()
+                {
+                    found = Some((live.gen, conn));
+                }
+            }
+        }
+        let (gen, conn) = match found {
+            Some(f) => f,
+            None => {
+                *slot = None;
+                let client = self.target.node_client(0).await?;
+                let conn = client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await
+                    .map_err(BrokerError::redis)?;
+                let gen = self.gens.fetch_add(1, Ordering::Relaxed) + 1;
+                *slot = Some(Live {
+                    conn: conn.clone(),
+                    used_ms: AtomicU64::new(now),
+                    gen,
+                    epoch,
+                });
+                (gen, conn)
+            }
+        };
+        Ok(Lease {
+            slot: i,
+            gen,
+            conn,
+            _held: self.exclusive.then_some(slot),
+        })
     }
 
-    /// How many slots hold a connection.
-    fn open(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| s.try_lock().map(|s| s.is_some()).unwrap_or(true))
-            .count()
+    /// Marks `lease`'s connection as failed for good (the slot's next use makes another, and
+    /// requests in flight on it keep their clones); `READONLY` marks every connection.
+    fn discard(&self, lease: &Lease<'_>, e: &RedisError) {
+        self.slots[lease.slot]
+            .broken
+            .store(lease.gen, Ordering::Relaxed);
+        if e.code() == Some("READONLY") {
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `cmd` on one of these connections.
+    async fn run<T, C>(&self, cmd: &C, url: &str) -> Result<T, Result<RedisError, BrokerError>>
+    where
+        T: redis::FromRedisValue + Send,
+        C: Queryable + ?Sized,
+    {
+        let mut lease = self.get(url).await.map_err(Err)?;
+        match cmd.run(&mut lease.conn).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if is_broken(&e) {
+                    self.discard(&lease, &e);
+                }
+                Err(Ok(e))
+            }
+        }
     }
 }
 
 /// The command connections of one broker.
 #[derive(Clone)]
 pub(crate) enum Pool {
-    /// Shared multiplexed connections to one server.
+    /// Shared multiplexed connections to one server (and, when batches wait for replicas,
+    /// connections lent to one such batch at a time).
     Pooled {
         inner: Arc<SharedConns>,
+        acked: Option<Arc<SharedConns>>,
         target: Target,
         url: String,
         acks: ReplicaAcks,
@@ -349,7 +437,7 @@ impl std::fmt::Debug for Pool {
             Pool::Pooled { inner, target, .. } => f
                 .debug_struct("Pool")
                 .field("target", target)
-                .field("open", &inner.open())
+                .field("connections", &inner.slots.len())
                 .finish(),
             Pool::Cluster { .. } => f.write_str("Pool(cluster)"),
         }
@@ -383,9 +471,25 @@ impl Pool {
                 acks,
             });
         }
-        let inner = Arc::new(SharedConns::new(target.clone(), config));
+        let inner = Arc::new(SharedConns::new(
+            target.clone(),
+            config,
+            config.pool_size,
+            false,
+        ));
+        // A batch that ends in WAIT holds its connection until replicas acknowledge: such
+        // batches get connections of their own, one batch each (as many as the old pool had).
+        let acked = (acks.wanted > 0).then(|| {
+            Arc::new(SharedConns::new(
+                target.clone(),
+                config,
+                config.pool_size.max(8),
+                true,
+            ))
+        });
         Ok(Pool::Pooled {
             inner,
+            acked,
             target,
             url: config.described_url(),
             acks,
@@ -430,26 +534,15 @@ impl Pool {
     }
 
     /// Runs `cmd` (a command, a pipeline or a script invocation). On one server, a connection
-    /// that failed with an I/O error is dropped rather than returned to the pool; a pipeline
-    /// must keep to one slot on a cluster (see [`Batch`] for one that does not).
+    /// that failed with an I/O error is replaced on its next use; a pipeline must keep to one
+    /// slot on a cluster (see [`Batch`] for one that does not).
     pub async fn query<T, C>(&self, cmd: &C) -> Result<T, BrokerError>
     where
         T: redis::FromRedisValue + Send,
         C: Queryable + ?Sized,
     {
         match self {
-            Pool::Pooled { inner, .. } => {
-                let (slot, mut conn) = inner.get().await.map_err(|e| e.at(self.url()))?;
-                match cmd.run(&mut conn).await {
-                    Ok(v) => Ok(v),
-                    Err(e) => {
-                        if is_broken(&e) {
-                            inner.discard(slot).await;
-                        }
-                        Err(self.error(e))
-                    }
-                }
-            }
+            Pool::Pooled { inner, .. } => self.run_on(inner, cmd).await,
             Pool::Cluster { shared, .. } => {
                 // Boxed: the cluster client's futures are deep enough to overflow the compiler's
                 // layout depth in every async fn that awaits this one.
@@ -460,6 +553,19 @@ impl Pool {
                 });
                 fut.await.map_err(|e| e.at(self.url()))
             }
+        }
+    }
+
+    /// Runs `cmd` on `conns` (one server).
+    async fn run_on<T, C>(&self, conns: &SharedConns, cmd: &C) -> Result<T, BrokerError>
+    where
+        T: redis::FromRedisValue + Send,
+        C: Queryable + ?Sized,
+    {
+        match conns.run(cmd, self.url()).await {
+            Ok(v) => Ok(v),
+            Err(Ok(e)) => Err(self.error(e)),
+            Err(Err(e)) => Err(e.at(self.url())),
         }
     }
 
@@ -480,7 +586,9 @@ impl Pool {
             return Ok(Vec::new());
         }
         match self {
-            Pool::Pooled { acks, .. } => {
+            Pool::Pooled {
+                inner, acked, acks, ..
+            } => {
                 // One command is atomic already.
                 let atomic = batch.atomic && batch.cmds.len() > 1;
                 let mut pipe = redis::Pipeline::with_capacity(batch.cmds.len() + 3);
@@ -495,7 +603,8 @@ impl Pool {
                 }
                 // WAIT after EXEC, outside the transaction.
                 acks.add_wait(&mut pipe);
-                let mut replies: Vec<Value> = self.query(&pipe).await?;
+                let conns = acked.as_deref().unwrap_or(inner);
+                let mut replies: Vec<Value> = self.run_on(conns, &pipe).await?;
                 acks.check(&mut replies)?;
                 if !atomic {
                     return Ok(replies);
