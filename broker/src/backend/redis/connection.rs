@@ -248,6 +248,9 @@ pub(crate) struct SharedConns {
     /// behind it on a shared socket).
     exclusive: bool,
     slots: Box<[Slot]>,
+    /// Exclusive mode: one permit per slot, so that callers wait in turn for whichever slot
+    /// frees first.
+    permits: tokio::sync::Semaphore,
     next: AtomicUsize,
     /// Connection generations, so that a failure only drops the connection it happened on.
     gens: AtomicU64,
@@ -271,13 +274,27 @@ struct Live {
     epoch: u64,
 }
 
-/// A connection handed out by [`SharedConns::get`]; in exclusive mode it holds its slot until
-/// dropped.
+/// A connection handed out by [`SharedConns::get`]; in exclusive mode it holds its slot (and
+/// its permit, released after the slot) until dropped.
 pub(crate) struct Lease<'a> {
     slot: usize,
     gen: u64,
+    epoch: u64,
     conn: MultiplexedConnection,
-    _held: Option<tokio::sync::MutexGuard<'a, Option<Live>>>,
+    /// Exclusive mode: the slot, and whether its command finished. A lease dropped before
+    /// (its caller gave up during `WAIT`) leaves the server still running the command, so the
+    /// connection is not lent again.
+    held: Option<(&'a Slot, bool)>,
+    _guard: Option<tokio::sync::MutexGuard<'a, Option<Live>>>,
+    _permit: Option<tokio::sync::SemaphorePermit<'a>>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some((slot, false)) = self.held {
+            slot.broken.fetch_max(self.gen, Ordering::Relaxed);
+        }
+    }
 }
 
 impl SharedConns {
@@ -295,6 +312,7 @@ impl SharedConns {
                     broken: AtomicU64::new(0),
                 })
                 .collect(),
+            permits: tokio::sync::Semaphore::new(slots.max(1)),
             next: AtomicUsize::new(0),
             gens: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
@@ -322,15 +340,26 @@ impl SharedConns {
     async fn lease(&self) -> Result<Lease<'_>, BrokerError> {
         let n = self.slots.len();
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        // Exclusive: a free slot if there is one, else wait for this turn's.
-        let free = if self.exclusive {
-            (0..n).find_map(|k| {
+        // Exclusive: wait in turn for a permit, then take a free slot (a lease gives its slot
+        // back before its permit, so there is one).
+        let mut permit = None;
+        let mut free = None;
+        if self.exclusive {
+            let p = tokio::time::timeout(self.connect_timeout, self.permits.acquire())
+                .await
+                .map_err(|_| {
+                    BrokerError::Pool(format!(
+                        "all {n} connections for batches that wait for replicas stayed busy for {} ms",
+                        self.connect_timeout.as_millis()
+                    ))
+                })?
+                .map_err(|e| BrokerError::Pool(e.to_string()))?;
+            permit = Some(p);
+            free = (0..n).find_map(|k| {
                 let i = (turn + k) % n;
                 self.slots[i].live.try_lock().ok().map(|g| (i, g))
-            })
-        } else {
-            None
-        };
+            });
+        }
         let (i, mut slot) = match free {
             Some(found) => found,
             None => (turn, self.slots[turn].live.lock().await),
@@ -340,15 +369,18 @@ impl SharedConns {
         let broken = self.slots[i].broken.load(Ordering::Relaxed);
         let mut found = None;
         if let Some(live) = slot.as_ref() {
-            if live.epoch == epoch && live.gen != broken {
-                let idle = now.saturating_sub(live.used_ms.swap(now, Ordering::Relaxed));
+            if live.epoch == epoch && live.gen > broken {
+                let idle = now.saturating_sub(live.used_ms.load(Ordering::Relaxed));
                 let mut conn = live.conn.clone();
+                // Marked used only once it answered: a check cut short (by the deadline) is
+                // made again by the next caller.
                 if idle < IDLE_BEFORE_PING.as_millis() as u64
                     || redis::cmd("PING")
                         .query_async::<()>(&mut conn)
                         .await
                         .is_ok()
                 {
+                    live.used_ms.store(now, Ordering::Relaxed);
                     found = Some((live.gen, conn));
                 }
             }
@@ -372,22 +404,33 @@ impl SharedConns {
                 (gen, conn)
             }
         };
+        let exclusive = self.exclusive.then_some(slot);
         Ok(Lease {
             slot: i,
             gen,
+            epoch,
             conn,
-            _held: self.exclusive.then_some(slot),
+            held: exclusive.is_some().then_some((&self.slots[i], false)),
+            _guard: exclusive,
+            _permit: permit,
         })
     }
 
     /// Marks `lease`'s connection as failed for good (the slot's next use makes another, and
-    /// requests in flight on it keep their clones); `READONLY` marks every connection.
+    /// requests in flight on it keep their clones); `READONLY` marks every connection of the
+    /// lease's epoch (once, however many requests saw it).
     fn discard(&self, lease: &Lease<'_>, e: &RedisError) {
+        // Generations only grow: a late failure of an older connection never unmarks a newer.
         self.slots[lease.slot]
             .broken
-            .store(lease.gen, Ordering::Relaxed);
+            .fetch_max(lease.gen, Ordering::Relaxed);
         if e.code() == Some("READONLY") {
-            self.epoch.fetch_add(1, Ordering::Relaxed);
+            let _ = self.epoch.compare_exchange(
+                lease.epoch,
+                lease.epoch + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -398,7 +441,11 @@ impl SharedConns {
         C: Queryable + ?Sized,
     {
         let mut lease = self.get(url).await.map_err(Err)?;
-        match cmd.run(&mut lease.conn).await {
+        let r = cmd.run(&mut lease.conn).await;
+        if let Some((_, done)) = lease.held.as_mut() {
+            *done = true;
+        }
+        match r {
             Ok(v) => Ok(v),
             Err(e) => {
                 if is_broken(&e) {
