@@ -121,8 +121,14 @@ pub(crate) fn serve_child(dir: PathBuf, index: usize, ready: Readiness) -> anyho
     }
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: try again shortly rather than spin.
+                    tracing::warn!(error = %e, "metrics socket: cannot accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let (handle, collector, ready) = (handle.clone(), collector.clone(), ready.clone());
             tokio::spawn(async move {
