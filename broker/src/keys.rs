@@ -202,6 +202,38 @@ impl Keys {
         format!("{{{}}}:partitions:read", self.prefix)
     }
 
+    /// Paused queues (a hash: logical queue → when it was paused, ms). Workers do not read a
+    /// paused queue's partitions and lanes; producers still dispatch to it.
+    pub fn paused(&self) -> String {
+        format!("{{{}}}:paused", self.prefix)
+    }
+
+    /// Workers told to go quiet (a set of consumer names): they take no new work and finish
+    /// what they hold. A worker's member is removed when it exits.
+    pub fn quiet(&self) -> String {
+        format!("{{{}}}:quiet", self.prefix)
+    }
+
+    /// The pub/sub channel on which a pause, resume or quiet is announced to workers, so they
+    /// look at once rather than at their next check (payload: what changed, for logs).
+    pub fn control_channel(&self) -> String {
+        format!("{}:control", self.prefix)
+    }
+
+    /// One bucket of the throughput history: a hash of counters per queue and per task name
+    /// (`q:<queue>:<counter>`, `t:<task>:<counter>`) for the minute (`step_s` 60) or hour
+    /// (`step_s` 3600) that starts at `start_s` (seconds since the epoch).
+    pub fn history(&self, step_s: u64, start_s: u64) -> String {
+        let unit = if step_s >= 3600 { 'h' } else { 'm' };
+        format!("{{{}}}:history:{unit}:{start_s}", self.prefix)
+    }
+
+    /// The latest failure of each task name (a hash: task name → MessagePack
+    /// `{id, at_ms, error}`), written by the completion batches that record failures.
+    pub fn last_failures(&self) -> String {
+        format!("{{{}}}:history:last-failure", self.prefix)
+    }
+
     /// Where kiq 0.1 (data model v1) kept its queue registry: a v2 worker that finds it warns
     /// that v1 data is not read.
     pub fn v1_queues(&self) -> String {

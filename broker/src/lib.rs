@@ -35,7 +35,7 @@ pub use client::{
 pub use codec::{CodecError, KiqWire, ValueCodec, WireFormat};
 pub use config::BrokerConfig;
 pub use consumer::{
-    Completion, Consumer, DeadLetter, Delivery, Effect, End, Notice, Promotion, ReadBatch,
+    Completion, Consumer, DeadLetter, Delivery, Effect, End, Gate, Notice, Promotion, ReadBatch,
     Reclaimed, StoredRecord, StreamReader, WorkerInfo, Write,
 };
 pub use control::{Control, LeaseInfo, ScheduleState, Tick, TickOutcome};
@@ -43,6 +43,7 @@ pub use error::{BrokerError, DispatchError, RedisErrorKind, RedisFailure, WaitEr
 pub use inspector::{DeadEntry, DeadFilter, Inspector, QueueStats, TaskSummary};
 pub use keys::Keys;
 pub use model::envelope::{self, Envelope, GroupRef};
+pub use model::history::{self, Counters, History, HistoryPoint, LastFailure, TaskTotals};
 pub use model::partition;
 pub use model::priority::{self, Priority};
 pub use model::record::{

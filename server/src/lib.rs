@@ -89,7 +89,7 @@ pub struct AppState {
 /// never with `Router::route`: `tests/router.rs` checks that every route served is documented
 /// and every documented one served.
 fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
-    use api::{dead, schedules, stats, tasks};
+    use api::{dead, queues, schedules, stats, tasks};
     // Another method on a public route is a plain 405; protected routes answer theirs behind
     // the token (see `router`).
     let public = OpenApiRouter::default()
@@ -101,6 +101,13 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(tasks::get_one))
         .routes(routes!(tasks::cancel))
         .routes(routes!(stats::stats))
+        .routes(routes!(stats::history))
+        .routes(routes!(stats::task_totals))
+        .routes(routes!(queues::pause))
+        .routes(routes!(queues::resume))
+        .routes(routes!(queues::purge))
+        .routes(routes!(queues::drain))
+        .routes(routes!(queues::quiet))
         .routes(routes!(schedules::list, schedules::create))
         .routes(routes!(
             schedules::get_one,

@@ -32,7 +32,8 @@ use crate::AppState;
     components(schemas(ErrorBody)),
     tags(
         (name = "tasks", description = "Create a task by name, read it, list tasks by state, cancel one"),
-        (name = "stats", description = "Queues, workers, the active scheduler, cumulative counters"),
+        (name = "stats", description = "Queues, workers, the active scheduler, cumulative counters, history"),
+        (name = "queues", description = "Queue control: pause, resume, purge, drain; quiet a worker"),
         (name = "schedules", description = "Schedules: create, read, replace, delete, pause, resume, trigger"),
         (name = "dead letters", description = "Dead letters: list, replay, purge"),
         (name = "metrics", description = "Prometheus metrics"),

@@ -133,8 +133,9 @@ enum Command {
     Cancel(tasks::CancelArgs),
     /// Dead letters: list, show, replay, purge.
     Dead(dead::DeadArgs),
-    /// Queue settings: `queue partitions <queue> [N]` spreads a hot queue over N partitions
-    /// (on a Redis Cluster, over several masters).
+    /// Queue control and settings: `queue pause|resume|purge|drain <queue>`, `queue paused`,
+    /// and `queue partitions <queue> [N]`, which spreads a hot queue over N partitions (on a
+    /// Redis Cluster, over several masters).
     Queue(queue::QueueArgs),
     /// Run a cron scheduler replica (any number may run; one is active).
     Scheduler(schedule::SchedulerArgs),

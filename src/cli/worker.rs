@@ -175,6 +175,12 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result
         tracing::info!("stopping worker processes");
         on_signal.cancel();
     });
+    let quiet = sup.quiet.clone();
+    tokio::spawn(async move {
+        supervisor::quiet_signal().await;
+        tracing::info!("going quiet: worker processes take no new work and finish what they hold; stop with SIGTERM");
+        quiet.cancel();
+    });
     let report = supervisor::supervise(sup, shutdown).await;
     metrics_stop.cancel();
     drop(socket_dir);
@@ -234,6 +240,17 @@ async fn run_child(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<Exit
         supervisor::termination_signal().await;
         on_signal.cancel();
     });
+    // Quiet on SIGUSR1/SIGTSTP (from the supervisor, or a terminal's Ctrl-Z), or from the
+    // start when the supervisor already was.
+    let quiet = CancellationToken::new();
+    if std::env::var_os(supervisor::QUIET_ENV).is_some_and(|v| v == "1") {
+        quiet.cancel();
+    }
+    let on_quiet = quiet.clone();
+    tokio::spawn(async move {
+        supervisor::quiet_signal().await;
+        on_quiet.cancel();
+    });
     if let Some(dir) = std::env::var_os(worker_metrics::SOCKET_DIR_ENV) {
         let index: usize = std::env::var(CHILD_ENV)
             .ok()
@@ -242,7 +259,10 @@ async fn run_child(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<Exit
         let ready = worker_readiness(broker.clone(), config.consumer.clone(), shutdown.clone());
         worker_metrics::serve_child(dir.into(), index, ready)?;
     }
-    let mut worker = Worker::new(broker, registry, config);
+    let mut worker = Worker::builder(broker, registry)
+        .config(config)
+        .quiet_on(quiet)
+        .build();
     if args.trace_tasks {
         worker = worker.layer(Trace);
     }

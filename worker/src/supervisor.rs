@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 pub const CHILD_ENV: &str = "KIQ_WORKER_CHILD";
 /// Set in a child's environment to the supervisor's pid.
 pub const SUPERVISOR_PID_ENV: &str = "KIQ_SUPERVISOR_PID";
+/// Set (to `1`) in the environment of a child started after the supervisor went quiet: it
+/// starts quiet.
+pub const QUIET_ENV: &str = "KIQ_QUIET";
 
 /// How the supervisor runs its children.
 #[derive(Debug, Clone)]
@@ -41,6 +44,9 @@ pub struct SupervisorConfig {
     pub stable_after: Duration,
     /// Environment variables the children get on top of the supervisor's.
     pub env: Vec<(OsString, OsString)>,
+    /// Fired to make every child go quiet (they get SIGUSR1); children restarted afterwards
+    /// start quiet ([`QUIET_ENV`]).
+    pub quiet: CancellationToken,
 }
 
 impl SupervisorConfig {
@@ -55,6 +61,7 @@ impl SupervisorConfig {
             max_backoff: Duration::from_secs(30),
             stable_after: Duration::from_secs(30),
             env: Vec::new(),
+            quiet: CancellationToken::new(),
         }
     }
 }
@@ -110,6 +117,9 @@ fn spawn_child(config: &SupervisorConfig, index: usize) -> Result<Child, Supervi
         .env(SUPERVISOR_PID_ENV, std::process::id().to_string())
         .envs(config.env.iter().map(|(k, v)| (k, v)))
         .kill_on_drop(true);
+    if config.quiet.is_cancelled() {
+        cmd.env(QUIET_ENV, "1");
+    }
     let child = cmd.spawn().map_err(|source| SupervisorError::Spawn {
         program: config.program.clone(),
         source,
@@ -142,26 +152,37 @@ async fn keep_alive(
             },
         };
         let started = Instant::now();
-        tokio::select! {
-            status = running.wait() => {
-                let ran = started.elapsed();
-                log_exit(index, status.ok(), ran);
-                if shutdown.is_cancelled() {
+        // A child started after the quiet began was told by its environment.
+        let mut told_quiet = config.quiet.is_cancelled();
+        loop {
+            tokio::select! {
+                status = running.wait() => {
+                    let ran = started.elapsed();
+                    log_exit(index, status.ok(), ran);
+                    if shutdown.is_cancelled() {
+                        return report;
+                    }
+                    backoff = if ran >= config.stable_after { config.min_backoff } else { backoff };
+                    tracing::info!(worker = index, delay_ms = backoff.as_millis() as u64, "restarting worker process");
+                    report.restarts += 1;
+                    if wait_or_shutdown(backoff, &shutdown).await {
+                        return report;
+                    }
+                    backoff = (backoff * 2).min(config.max_backoff);
+                    break;
+                }
+                _ = config.quiet.cancelled(), if !told_quiet => {
+                    told_quiet = true;
+                    if let Some(pid) = running.id() {
+                        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1);
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    if stop_child(&mut running, index, config.grace).await {
+                        report.killed += 1;
+                    }
                     return report;
                 }
-                backoff = if ran >= config.stable_after { config.min_backoff } else { backoff };
-                tracing::info!(worker = index, delay_ms = backoff.as_millis() as u64, "restarting worker process");
-                report.restarts += 1;
-                if wait_or_shutdown(backoff, &shutdown).await {
-                    return report;
-                }
-                backoff = (backoff * 2).min(config.max_backoff);
-            }
-            _ = shutdown.cancelled() => {
-                if stop_child(&mut running, index, config.grace).await {
-                    report.killed += 1;
-                }
-                return report;
             }
         }
     }
@@ -221,6 +242,27 @@ pub fn bind_to_supervisor() -> bool {
         let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     }
     nix::unistd::getppid().as_raw() == expected
+}
+
+/// Resolves on SIGUSR1 or SIGTSTP (Ctrl-Z): the signals that make `taskctl worker` go quiet
+/// (take no new work, finish what it holds; stop it with SIGTERM afterwards). Handling SIGTSTP
+/// means the process is not suspended by it. Never resolves if the handlers cannot be set.
+pub async fn quiet_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let usr1 = signal(SignalKind::user_defined1());
+    let tstp = signal(SignalKind::from_raw(nix::libc::SIGTSTP));
+    match (usr1, tstp) {
+        (Ok(mut u), Ok(mut t)) => {
+            tokio::select! {
+                _ = u.recv() => {}
+                _ = t.recv() => {}
+            }
+        }
+        (Ok(mut u), Err(_)) => {
+            u.recv().await;
+        }
+        _ => std::future::pending::<()>().await,
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

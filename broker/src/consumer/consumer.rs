@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::completion::Write;
 use super::delivery::{Notice, Promotion, Reclaimed, WorkerInfo};
+use super::Gate;
 use crate::backend::redis::reader::StreamReader;
 use crate::client::broker::Broker;
 use crate::codec::{CodecError, ValueCodec};
@@ -144,6 +145,12 @@ impl Consumer {
     /// Records this worker's heartbeat.
     pub async fn heartbeat(&self, info: &WorkerInfo) -> Result<(), BrokerError> {
         self.redis("heartbeats")?.heartbeat(info).await
+    }
+
+    /// What this worker must not do now: the paused queues, and whether it was told to go
+    /// quiet (one round trip).
+    pub async fn gate(&self) -> Result<Gate, BrokerError> {
+        self.redis("queue control")?.gate(&self.name).await
     }
 
     /// Removes this worker's heartbeat entry (on a clean exit).

@@ -67,6 +67,9 @@ pub struct WorkerInfo {
     /// The names of the tasks it runs (what `taskctl kiq` checks a name against).
     #[serde(default)]
     pub tasks: Vec<String>,
+    /// Whether it went quiet: it takes no new work and finishes what it holds.
+    #[serde(default)]
+    pub quiet: bool,
 }
 
 impl WorkerInfo {
@@ -89,6 +92,7 @@ impl WorkerInfo {
             heartbeat_ms: now,
             in_flight: 0,
             tasks,
+            quiet: false,
         }
     }
 
@@ -110,4 +114,7 @@ pub enum Notice {
     Cancelled(String),
     /// The subscription was (re)established: anything announced while it was down is unknown.
     Resubscribed,
+    /// A queue was paused or resumed, or a worker told to go quiet: look at the gate again
+    /// (see [`Consumer::gate`](crate::Consumer::gate)).
+    Control,
 }

@@ -7,6 +7,7 @@ pub(crate) mod completion;
 pub(crate) mod consumer;
 pub(crate) mod delivery;
 
+pub use crate::backend::redis::queues::Gate;
 pub use crate::backend::redis::reader::StreamReader;
 pub use completion::{Completion, DeadLetter, Effect, End, StoredRecord, Write};
 pub use consumer::Consumer;

@@ -29,7 +29,7 @@ impl Inspector {
         &self.broker
     }
 
-    fn redis(&self, what: &'static str) -> Result<&RedisBackend, BrokerError> {
+    pub(super) fn redis(&self, what: &'static str) -> Result<&RedisBackend, BrokerError> {
         self.broker.backend().redis(what)
     }
 

@@ -4,6 +4,7 @@
 pub(crate) mod dead;
 #[allow(clippy::module_inception)]
 pub(crate) mod inspector;
+pub(crate) mod queues;
 pub(crate) mod status;
 pub(crate) mod tasks;
 

@@ -27,6 +27,12 @@ pub struct QueueStats {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "openapi", schema(no_recursion))]
     pub partitions: Vec<QueueStats>,
+    /// Whether the queue is paused (workers do not read it; dispatches are accepted).
+    #[serde(default)]
+    pub paused: bool,
+    /// When it was paused, ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_at_ms: Option<u64>,
 }
 
 impl QueueStats {

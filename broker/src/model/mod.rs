@@ -2,6 +2,7 @@
 //! (producer, worker, operator) and every backend speaks these.
 
 pub mod envelope;
+pub mod history;
 pub mod partition;
 pub mod priority;
 pub mod record;

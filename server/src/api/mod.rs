@@ -2,6 +2,7 @@
 //! documentation.
 
 pub(crate) mod dead;
+pub(crate) mod queues;
 pub(crate) mod schedules;
 pub(crate) mod stats;
 pub(crate) mod tasks;

@@ -1,13 +1,15 @@
-//! `/api/stats`: queues, workers, the scheduler, and the cumulative counters.
+//! `/api/stats`: queues, workers, the scheduler, and the cumulative counters; the history and
+//! the per-task table.
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::Json;
 use kiq_broker::envelope::now_ms;
-use kiq_broker::{QueueStats, WorkerInfo};
-use serde::Serialize;
-use utoipa::ToSchema;
+use kiq_broker::{History, QueueStats, TaskTotals, WorkerInfo};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{Unauthorized, Unavailable};
 use crate::{ApiError, AppState};
@@ -76,4 +78,101 @@ pub(crate) async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, 
         }),
         totals,
     }))
+}
+
+/// The range of a history read.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct HistoryQuery {
+    /// Start, ms since the epoch (default: an hour before `to`).
+    from: Option<u64>,
+    /// End, ms since the epoch (default: now).
+    to: Option<u64>,
+    /// Seconds per point (default 60; rounded up to whole minutes, or whole hours for ranges
+    /// reaching back over 48 hours). At most 2,000 points.
+    step: Option<u64>,
+}
+
+/// Throughput history
+///
+/// Finished, failed, retried and dead-lettered tasks, run and wait times (sums and a coarse
+/// histogram) per queue and per task name, one point per step. Kept per minute for 48 hours,
+/// per hour for 30 days.
+#[utoipa::path(
+    get,
+    path = "/api/stats/history",
+    operation_id = "get_history",
+    tag = "stats",
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "the points", body = History),
+        (status = 400, description = "a bad range or step", body = crate::error::ErrorBody),
+        Unauthorized,
+        Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    q: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<History>, ApiError> {
+    let q = super::query(q)?;
+    let to = q.to.unwrap_or_else(now_ms);
+    let from = q.from.unwrap_or_else(|| to.saturating_sub(3_600_000));
+    let step = q.step.unwrap_or(60);
+    Ok(Json(state.inspector.history(from, to, step).await?))
+}
+
+/// The range of the per-task table.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct TasksQuery {
+    /// How far back: `1h` (default), `24h`, `7d`, or any duration up to `30d`.
+    range: Option<String>,
+}
+
+/// `GET /api/stats/tasks`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TaskTable {
+    /// The range, as asked.
+    range: String,
+    /// One row per task name that finished a task in the range, busiest first.
+    tasks: Vec<TaskTotals>,
+}
+
+/// Per task name
+///
+/// Each task name's throughput, failure rate, run-time percentiles (from the history's coarse
+/// histogram: bucket upper bounds) and latest failure over the range.
+#[utoipa::path(
+    get,
+    path = "/api/stats/tasks",
+    operation_id = "get_task_totals",
+    tag = "stats",
+    params(TasksQuery),
+    responses(
+        (status = 200, description = "one row per task name", body = TaskTable),
+        (status = 400, description = "a bad range", body = crate::error::ErrorBody),
+        Unauthorized,
+        Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn task_totals(
+    State(state): State<AppState>,
+    q: Result<Query<TasksQuery>, QueryRejection>,
+) -> Result<Json<TaskTable>, ApiError> {
+    let q = super::query(q)?;
+    let range = q.range.unwrap_or_else(|| "1h".to_string());
+    let d = humantime::parse_duration(&range)
+        .map_err(|e| ApiError::bad_request(format!("bad range {range:?}: {e}")))?;
+    if d < std::time::Duration::from_secs(60) || d > std::time::Duration::from_secs(30 * 86_400) {
+        return Err(ApiError::bad_request(format!(
+            "range {range:?}: from 1m to 30d"
+        )));
+    }
+    let tasks = state.inspector.task_totals(d).await?;
+    Ok(Json(TaskTable { range, tasks }))
 }

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use kiq_broker::{Consumer, ReadBatch, StreamReader};
-use tokio::sync::Semaphore;
+use kiq_broker::{Consumer, Gate, ReadBatch, StreamReader};
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::executions::Executions;
@@ -22,6 +22,8 @@ pub(crate) struct Fetcher {
     pub executions: Executions,
     pub recoverer: Recoverer,
     pub config: WorkerConfig,
+    /// Which lanes are paused, and whether the worker went quiet.
+    pub gate: watch::Receiver<Gate>,
 }
 
 /// What the fetcher did.
@@ -33,7 +35,7 @@ pub(crate) struct Fetched {
 
 impl Fetcher {
     /// Fetches until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> Fetched {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Fetched {
         let mut done = Fetched::default();
         let reclaim_every = self.config.reclaim_interval();
         let block = self.config.block.min(reclaim_every);
@@ -41,6 +43,34 @@ impl Fetcher {
         let mut reader: Option<StreamReader> = None;
         let mut outage = Outage::default();
         while !shutdown.is_cancelled() {
+            // The lanes to read now: none once quiet, and none of a paused queue's. A change
+            // reopens the reader on the new set (most urgent first, as before).
+            let lanes: Vec<String> = {
+                let gate = self.gate.borrow_and_update();
+                if gate.quiet {
+                    Vec::new()
+                } else {
+                    self.lanes
+                        .iter()
+                        .filter(|l| !gate.lane_paused(l))
+                        .cloned()
+                        .collect()
+                }
+            };
+            if lanes.is_empty() {
+                reader = None;
+                tokio::select! {
+                    changed = self.gate.changed() => if changed.is_err() { break },
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            if reader
+                .as_ref()
+                .is_some_and(|r| r.lanes() != lanes.as_slice())
+            {
+                reader = None;
+            }
             let first = tokio::select! {
                 p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
@@ -59,7 +89,7 @@ impl Fetcher {
             if tokio::time::Instant::now() >= next_reclaim {
                 done.reclaimed += self
                     .recoverer
-                    .pass(&self.lanes, &self.slots, &mut permits, &self.executions)
+                    .pass(&lanes, &self.slots, &mut permits, &self.executions)
                     .await;
                 next_reclaim = tokio::time::Instant::now() + reclaim_every;
                 if permits.is_empty() {
@@ -68,7 +98,7 @@ impl Fetcher {
             }
             let r = match reader.as_mut() {
                 Some(r) => r,
-                None => match self.consumer.reader(&self.lanes).await {
+                None => match self.consumer.reader(&lanes).await {
                     Ok(r) => reader.insert(r),
                     Err(e) => {
                         drop(permits);

@@ -18,6 +18,7 @@ pub(crate) async fn run(
     inflight: Arc<InFlight>,
     mut info: WorkerInfo,
     metrics: crate::metrics::Metrics,
+    mut gate: tokio::sync::watch::Receiver<kiq_broker::Gate>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(config.lease_refresh_interval());
@@ -25,8 +26,11 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            // Going quiet shows in the heartbeat at once.
+            changed = gate.changed(), if !info.quiet => if changed.is_err() { return },
             _ = stop.cancelled() => return,
         }
+        info.quiet = gate.borrow_and_update().quiet;
         info.heartbeat_ms = now_ms();
         info.in_flight = inflight.len() as u64;
         metrics.set_in_flight(inflight.len());

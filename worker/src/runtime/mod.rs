@@ -5,7 +5,8 @@
 //! - `completer`: writes results and acks in batches;
 //! - `lease_keeper`: keeps held messages' leases and the heartbeat fresh;
 //! - `forwarder`: promotes due delayed messages;
-//! - `subscriber`: wake and cancel notices;
+//! - `subscriber`: wake, cancel and control notices;
+//! - `gate`: paused queues and quiet, which the fetch loops obey;
 //! - `janitor`: index trims and consumer pruning;
 //! - `taskiq_bridge`: hands a Taskiq stream's messages on to kiq's queues.
 
@@ -13,6 +14,7 @@ mod completer;
 mod executions;
 mod fetcher;
 mod forwarder;
+mod gate;
 mod inflight;
 mod janitor;
 mod lease_keeper;

@@ -1,7 +1,7 @@
 //! The subscriber: hears what the worker must know between reads. A producer's announcement
 //! of a delayed message wakes the forwarder (so a delayed task starts on time even when it
 //! was added after the forwarder went to sleep); a cancellation fires the running task's
-//! token.
+//! token; a pause, resume or quiet has the gate look at once.
 
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ pub(crate) async fn run(
     consumer: Consumer,
     lanes: Vec<String>,
     wake: Arc<Notify>,
+    gate: Arc<Notify>,
     executor: Arc<Executor>,
     shutdown: CancellationToken,
 ) {
@@ -39,11 +40,13 @@ pub(crate) async fn run(
                 }
             }
             Some(Notice::Wake) => wake.notify_one(),
+            Some(Notice::Control) => gate.notify_one(),
             // Anything announced while we were not subscribed (a reconnect, or the switch to
             // a new set of partitions) is found again: delayed work by a re-plan, a running
             // task's cancellation by its mark.
             Some(Notice::Resubscribed) => {
                 wake.notify_one();
+                gate.notify_one();
                 let ids = executor.running.ids();
                 let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
                 if let Ok(marked) = consumer.cancelled(&refs).await {

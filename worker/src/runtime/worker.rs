@@ -18,7 +18,7 @@ use super::executions::Executions;
 use super::fetcher::Fetcher;
 use super::inflight::InFlight;
 use super::recoverer::Recoverer;
-use super::{forwarder, janitor, lease_keeper, subscriber, taskiq_bridge};
+use super::{forwarder, gate, janitor, lease_keeper, subscriber, taskiq_bridge};
 use crate::config::WorkerConfig;
 use crate::execute::Executor;
 use crate::metrics::Metrics;
@@ -60,6 +60,7 @@ pub struct Worker {
     layers: Vec<Arc<dyn Middleware>>,
     provided: Provided,
     metrics: Metrics,
+    quiet: CancellationToken,
 }
 
 /// Builds a [`Worker`]: its configuration, middleware and the values it provides to tasks.
@@ -94,6 +95,15 @@ impl WorkerBuilder {
         self
     }
 
+    /// Goes quiet once `quiet` fires: reads no new work (neither new messages nor other
+    /// workers' abandoned ones) and finishes what it holds, then idles until shut down, as
+    /// Sidekiq's quiet. `taskctl worker` fires it on SIGUSR1 or SIGTSTP. An operator can do the
+    /// same through Redis ([`kiq_broker::Inspector::quiet_worker`]).
+    pub fn quiet_on(mut self, quiet: CancellationToken) -> Self {
+        self.worker.quiet = quiet;
+        self
+    }
+
     /// The worker.
     pub fn build(self) -> Worker {
         self.worker
@@ -112,6 +122,7 @@ impl Worker {
                 layers: Vec::new(),
                 provided: Provided::default(),
                 metrics: Metrics::process(),
+                quiet: CancellationToken::new(),
             },
         }
     }
@@ -225,6 +236,19 @@ impl Worker {
             order: Default::default(),
         };
 
+        // The gate (paused queues, quiet) outlives the fetch epochs, as leases do.
+        let (gate_tx, gate_rx) =
+            tokio::sync::watch::channel(gate::initial(&consumer, &self.quiet).await);
+        let gate_poke = Arc::new(Notify::new());
+        let stop_gate = CancellationToken::new();
+        let gate_loop = tokio::spawn(gate::run(
+            consumer.clone(),
+            gate_poke.clone(),
+            self.quiet.clone(),
+            gate_tx,
+            stop_gate.clone(),
+        ));
+
         // Leases outlive the fetcher: they must stay fresh while in-flight tasks drain.
         let stop_leases = CancellationToken::new();
         let mut task_names: Vec<String> = self
@@ -246,6 +270,7 @@ impl Worker {
             inflight.clone(),
             info,
             self.metrics.clone(),
+            gate_rx.clone(),
             stop_leases.clone(),
         ));
         // Taskiq streams: their messages are handed on to the tasks' queues, read below.
@@ -297,6 +322,7 @@ impl Worker {
                     consumer.clone(),
                     lanes.clone(),
                     delayed.clone(),
+                    gate_poke.clone(),
                     executor.clone(),
                     epoch.clone(),
                 )),
@@ -341,6 +367,7 @@ impl Worker {
                         metrics: self.metrics.clone(),
                     },
                     config: config.clone(),
+                    gate: gate_rx.clone(),
                 }
                 .run(epoch.clone())
             });
@@ -367,6 +394,8 @@ impl Worker {
                 tracing::error!(error = %e, "a Taskiq stream's bridge ended abnormally");
             }
         }
+        stop_gate.cancel();
+        let _ = gate_loop.await;
         tracing::info!("worker stopping: no more fetching, draining in-flight tasks");
         executions.tracker.close();
         if tokio::time::timeout(config.shutdown_timeout, executions.tracker.wait())

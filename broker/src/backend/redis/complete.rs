@@ -108,6 +108,7 @@ impl RedisBackend {
             writes.add(&index, cmd);
         }
         add_stats(&mut writes, &keys.stats(), batch);
+        super::history::add_history(&mut writes, keys, batch, now_ms());
         self.pool().batch(writes).await?;
 
         let mut by_lane: HashMap<&str, Vec<&str>> = HashMap::new();

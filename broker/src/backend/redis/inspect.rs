@@ -51,9 +51,12 @@ impl RedisBackend {
             q.add(&stats);
             q.partitions.push(stats);
         }
+        let paused = self.paused_queues().await?;
         Ok(by_queue
             .into_values()
             .map(|mut q| {
+                q.paused_at_ms = paused.get(&q.queue).copied();
+                q.paused = q.paused_at_ms.is_some();
                 // Partitions are listed only when there are several.
                 if q.partitions.len() < 2 {
                     q.partitions.clear();
@@ -132,9 +135,16 @@ impl RedisBackend {
 
     /// Removes a worker's heartbeat entry (on a clean exit).
     pub(crate) async fn remove_heartbeat(&self, consumer: &str) -> Result<(), BrokerError> {
-        self.pool()
-            .query::<(), _>(redis::cmd("HDEL").arg(self.keys.workers()).arg(consumer))
-            .await
+        let mut pipe = redis::pipe();
+        pipe.cmd("HDEL")
+            .arg(self.keys.workers())
+            .arg(consumer)
+            .ignore();
+        pipe.cmd("SREM")
+            .arg(self.keys.quiet())
+            .arg(consumer)
+            .ignore();
+        self.pool().query::<(), _>(&pipe).await
     }
 
     /// Workers with a heartbeat entry. Entries older than `forget_after_ms` (workers that died
@@ -157,9 +167,13 @@ impl RedisBackend {
             }
         }
         if !gone.is_empty() {
-            self.pool()
-                .query::<(), _>(redis::cmd("HDEL").arg(self.keys.workers()).arg(&gone))
-                .await?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("HDEL")
+                .arg(self.keys.workers())
+                .arg(&gone)
+                .ignore();
+            pipe.cmd("SREM").arg(self.keys.quiet()).arg(&gone).ignore();
+            self.pool().query::<(), _>(&pipe).await?;
         }
         out.sort_by(|a, b| (&a.host, a.pid).cmp(&(&b.host, b.pid)));
         Ok(out)

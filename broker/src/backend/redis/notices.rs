@@ -1,4 +1,5 @@
-//! What a worker is told between reads: new delayed work on its lanes, and cancellations.
+//! What a worker is told between reads: new delayed work on its lanes, cancellations, and
+//! queue control (pause, resume, quiet).
 
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ impl RedisBackend {
         let cancel_channel = self.keys.cancel_channel();
         let mut channels: Vec<String> = lanes.iter().map(|l| self.keys.wake_channel(l)).collect();
         channels.push(cancel_channel.clone());
+        let control_channel = self.keys.control_channel();
+        channels.push(control_channel.clone());
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             // Which server to subscribe through: on a cluster, any node hears every
@@ -68,10 +71,13 @@ impl RedisBackend {
                     tokio::select! {
                         m = messages.next() => match m {
                             Some(m) => {
-                                let notice = if m.get_channel_name() == cancel_channel {
+                                let channel = m.get_channel_name();
+                                let notice = if channel == cancel_channel {
                                     Notice::Cancelled(
                                         String::from_utf8_lossy(m.get_payload_bytes()).into_owned(),
                                     )
+                                } else if channel == control_channel {
+                                    Notice::Control
                                 } else {
                                     Notice::Wake
                                 };

@@ -93,6 +93,11 @@ pub struct StreamReader {
 }
 
 impl StreamReader {
+    /// The lanes this reader reads, in the order it was opened with.
+    pub fn lanes(&self) -> &[String] {
+        &self.lanes
+    }
+
     /// The consumer name this reader reads as.
     pub fn consumer(&self) -> &str {
         &self.consumer

@@ -48,6 +48,8 @@ lua!(SCHEDULE_SKIP, "schedule_skip");
 lua!(SET_PARTITIONS, "set_partitions");
 lua!(TASKIQ_SEND_ONCE, "taskiq_send_once");
 lua!(TASKIQ_PASS_BACK, "taskiq_pass_back");
+lua!(HISTORY_ADD, "history_add");
+lua!(PURGE_LANE, "purge_lane");
 
 impl Lua {
     /// An invocation with `keys` declared, ready for arguments.
@@ -159,6 +161,17 @@ pub(crate) fn set_partitions_keys(k: &Keys) -> Vec<String> {
     vec![k.partitions(), k.partitions_read()]
 }
 
+pub(crate) fn purge_lane_keys(k: &Keys, lane: &str) -> Vec<String> {
+    vec![k.stream(lane), k.delayed(lane)]
+}
+
+pub(crate) fn history_add_keys(k: &Keys, now_s: u64) -> Vec<String> {
+    vec![
+        k.history(60, now_s - now_s % 60),
+        k.history(3600, now_s - now_s % 3600),
+    ]
+}
+
 pub(crate) fn taskiq_pass_back_keys(stream: &str) -> Vec<String> {
     vec![stream.to_string()]
 }
@@ -203,6 +216,8 @@ mod tests {
             (&SCHEDULE_DECIDE, schedule_decide_keys(&k, "nightly", "f1")),
             (&SCHEDULE_SKIP, schedule_skip_keys(&k, "nightly")),
             (&SET_PARTITIONS, set_partitions_keys(&k)),
+            (&PURGE_LANE, purge_lane_keys(&k, "mail#2:high")),
+            (&HISTORY_ADD, history_add_keys(&k, 1_800_000_123)),
             // Taskiq's stream is named by the Python side, tagged or not.
             (&TASKIQ_SEND_ONCE, taskiq_send_once_keys(&k, "taskiq", "f1")),
             (&TASKIQ_PASS_BACK, taskiq_pass_back_keys("taskiq")),

@@ -1,0 +1,243 @@
+//! The throughput history: what a completion batch adds to it (in the batch's own pipeline, no
+//! round trip of its own), and reading it back for charts and the per-task table.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::consumer::completion::{End, Write};
+use crate::error::BrokerError;
+use crate::model::history::{
+    bucket_of, queue_field, task_field, Counters, History, HistoryPoint, LastFailure, TaskTotals,
+    BUCKETS_MS, HOUR_RETENTION_S, MINUTE_RETENTION_S,
+};
+use crate::model::partition;
+
+use super::complete::finished_at;
+use super::connection::Batch;
+use super::scripts::{history_add_keys, HISTORY_ADD};
+use super::RedisBackend;
+
+/// A history read spans at most this many points.
+pub(crate) const MAX_POINTS: u64 = 2_000;
+
+/// Error messages kept with a task name's latest failure are cut to this many bytes.
+const LAST_FAILURE_MESSAGE_MAX: usize = 500;
+
+/// Adds `batch`'s counters to the current minute's and hour's buckets (one script call), and
+/// each failing task name's latest failure (one `HSET`). Counters go to the task's queue (its
+/// partitions and lanes folded in) and its task name.
+pub(crate) fn add_history(pipe: &mut Batch, keys: &crate::Keys, batch: &[Write], now_ms: u64) {
+    let mut sums: HashMap<(bool, &str), Counters> = HashMap::new();
+    let mut failures: Vec<(&str, Vec<u8>)> = Vec::new();
+    for w in batch {
+        let Write::Completion(c) = w else { continue };
+        let Some(task) = &c.task else { continue };
+        let r = &task.record;
+        let mut one = Counters::default();
+        match &c.end {
+            End::Retry { .. } => one.retried = 1,
+            End::Done | End::Dead(_) if r.state.is_final() => {
+                one.add_field(r.state.as_str(), 1);
+                if let Some(started) = r.started_at_ms {
+                    let wait = started.saturating_sub(r.enqueued_at_ms);
+                    let run = finished_at(r).saturating_sub(started);
+                    one.ran = 1;
+                    one.wait_ms = wait;
+                    one.run_ms = run;
+                    one.add_field(&format!("r{}", bucket_of(run)), 1);
+                    one.add_field(&format!("w{}", bucket_of(wait)), 1);
+                }
+                if matches!(r.state, crate::TaskState::Failed | crate::TaskState::Dead) {
+                    let mut error = r
+                        .failure
+                        .as_ref()
+                        .map(|f| f.message.clone())
+                        .unwrap_or_default();
+                    if error.len() > LAST_FAILURE_MESSAGE_MAX {
+                        let mut cut = LAST_FAILURE_MESSAGE_MAX;
+                        while !error.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        error.truncate(cut);
+                    }
+                    let last = LastFailure {
+                        id: task.id.clone(),
+                        at_ms: finished_at(r),
+                        state: r.state.as_str().to_string(),
+                        error,
+                    };
+                    if let Ok(bytes) = crate::codec::encode(&last) {
+                        failures.push((r.task.as_str(), bytes));
+                    }
+                }
+            }
+            _ => continue,
+        }
+        let queue = partition::logical(&r.queue);
+        sums.entry((true, queue)).or_default().merge(&one);
+        sums.entry((false, r.task.as_str()))
+            .or_default()
+            .merge(&one);
+    }
+    if sums.is_empty() {
+        return;
+    }
+    let k = history_add_keys(keys, now_ms / 1000);
+    let mut cmd = HISTORY_ADD.eval(&k);
+    cmd.arg(MINUTE_RETENTION_S + 60)
+        .arg(HOUR_RETENTION_S + 3600);
+    for ((is_queue, name), c) in &sums {
+        let field = |counter: &str| {
+            if *is_queue {
+                queue_field(name, counter)
+            } else {
+                task_field(name, counter)
+            }
+        };
+        for (counter, n) in [
+            ("succeeded", c.succeeded),
+            ("failed", c.failed),
+            ("cancelled", c.cancelled),
+            ("dead", c.dead),
+            ("retried", c.retried),
+            ("ran", c.ran),
+            ("wait_ms", c.wait_ms),
+            ("run_ms", c.run_ms),
+        ] {
+            if n > 0 {
+                cmd.arg(field(counter)).arg(n);
+            }
+        }
+        for (prefix, hist) in [("r", &c.run_hist), ("w", &c.wait_hist)] {
+            for (i, n) in hist.iter().enumerate().filter(|(_, n)| **n > 0) {
+                cmd.arg(field(&format!("{prefix}{i}"))).arg(*n);
+            }
+        }
+    }
+    pipe.add(&k[0], cmd);
+    if !failures.is_empty() {
+        let key = keys.last_failures();
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&key);
+        for (task, bytes) in failures {
+            hset.arg(task).arg(bytes);
+        }
+        pipe.add(&key, hset);
+    }
+}
+
+impl RedisBackend {
+    /// The counters from `from_ms` to `to_ms`, one point per `step_s` seconds (rounded up to
+    /// whole minutes, or whole hours where minute buckets are no longer kept).
+    pub(crate) async fn history(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        step_s: u64,
+    ) -> Result<History, BrokerError> {
+        if to_ms <= from_ms {
+            return Err(BrokerError::Invalid(format!(
+                "the range's end ({to_ms}) must come after its start ({from_ms})"
+            )));
+        }
+        let now_s = crate::envelope::now_ms() / 1000;
+        // Minute buckets while the whole range is within their retention and the step is
+        // under an hour; hour buckets otherwise.
+        let unit = if step_s < 3600 && from_ms / 1000 + MINUTE_RETENTION_S >= now_s {
+            60
+        } else {
+            3600
+        };
+        let step_s = step_s.max(1).div_ceil(unit) * unit;
+        let from_s = from_ms / 1000 / step_s * step_s;
+        let to_s = to_ms.div_ceil(1000);
+        let points = (to_s - from_s).div_ceil(step_s);
+        if points > MAX_POINTS {
+            return Err(BrokerError::Invalid(format!(
+                "{points} points of {step_s} s: at most {MAX_POINTS} (choose a larger step)"
+            )));
+        }
+        let buckets: Vec<u64> = (from_s..to_s).step_by(unit as usize).collect();
+        let keys: Vec<String> = buckets
+            .iter()
+            .map(|b| self.keys.history(unit, *b))
+            .collect();
+        let hashes = self.hashes(&keys).await?;
+        let mut out: Vec<HistoryPoint> = (0..points)
+            .map(|i| HistoryPoint {
+                t_ms: (from_s + i * step_s) * 1000,
+                ..Default::default()
+            })
+            .collect();
+        for (bucket, fields) in buckets.iter().zip(hashes) {
+            let i = ((bucket - from_s) / step_s) as usize;
+            if let Some(p) = out.get_mut(i) {
+                p.add_hash(fields.iter().map(|(f, n)| (f.as_str(), *n)));
+            }
+        }
+        Ok(History {
+            from_ms: from_s * 1000,
+            to_ms,
+            step_s,
+            run_buckets_ms: BUCKETS_MS.to_vec(),
+            points: out,
+        })
+    }
+
+    /// Every task name's numbers over the last `range_s` seconds, busiest first, with its
+    /// latest failure.
+    pub(crate) async fn task_totals(&self, range_s: u64) -> Result<Vec<TaskTotals>, BrokerError> {
+        let to_ms = crate::envelope::now_ms();
+        let from_ms = to_ms.saturating_sub(range_s.saturating_mul(1000));
+        // Summed from minute buckets over short ranges, from hour buckets (whole hours, the
+        // current one included) over longer ones: at most a few hundred hashes either way.
+        let unit = if range_s <= 6 * 3600 { 60 } else { 3600 };
+        let h = self.history(from_ms, to_ms, unit).await?;
+        let mut sums: BTreeMap<String, Counters> = BTreeMap::new();
+        for p in &h.points {
+            for (task, c) in &p.tasks {
+                sums.entry(task.clone()).or_default().merge(c);
+            }
+        }
+        let failures: HashMap<String, Vec<u8>> = self
+            .pool()
+            .query(redis::cmd("HGETALL").arg(self.keys.last_failures()))
+            .await?;
+        let minutes = range_s as f64 / 60.0;
+        let mut out: Vec<TaskTotals> = sums
+            .into_iter()
+            .map(|(task, c)| {
+                let last = failures
+                    .get(&task)
+                    .and_then(|b| crate::codec::decode::<LastFailure>(b).ok());
+                TaskTotals::new(task, c, minutes, last)
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.counters
+                .finished()
+                .cmp(&a.counters.finished())
+                .then_with(|| a.task.cmp(&b.task))
+        });
+        Ok(out)
+    }
+
+    /// `HGETALL` of each of `keys` (all in the control slot), pipelined; counters that do not
+    /// parse are skipped.
+    async fn hashes(&self, keys: &[String]) -> Result<Vec<Vec<(String, u64)>>, BrokerError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(500) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                pipe.cmd("HGETALL").arg(k);
+            }
+            let replies: Vec<Vec<(String, String)>> = self.pool().query(&pipe).await?;
+            out.extend(replies.into_iter().map(|fields| {
+                fields
+                    .into_iter()
+                    .filter_map(|(f, v)| v.parse::<u64>().ok().map(|n| (f, n)))
+                    .collect()
+            }));
+        }
+        Ok(out)
+    }
+}
