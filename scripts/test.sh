@@ -52,7 +52,7 @@ cargo test --workspace --all-targets --locked
 # The end-to-end, workflow, scheduler and chaos suites again on a 3-master Redis Cluster and
 # on a primary + replica under three Sentinels (the harness starts them from redis-server).
 TOPOLOGY_SUITES=(--test end_to_end --test workflows --test delays --test priority
-  --test reliability --test scheduler --test operations --test middleware)
+  --test reliability --test scheduler --test operations --test middleware --test queue_control)
 for topology in cluster sentinel; do
   step "cargo test: e2e suites on $topology"
   # --workspace keeps the feature set of the run above, so nothing is built again.

@@ -266,6 +266,12 @@ async fn main() -> anyhow::Result<()> {
             "µs",
             None,
         ));
+        rows.push(row(
+            &format!("  Redis CPU per task (drain, {procs} process(es))"),
+            cmds.2.get("redis_cpu_us").copied().unwrap_or(0.0),
+            "µs",
+            None,
+        ));
         if procs == 1 {
             rows.push(row(
                 "Redis commands per task (drain, worker side)",
@@ -828,6 +834,7 @@ async fn drain(
     }
     let after_enqueue = command_calls(conn).await?;
     let stream = format!("{{{prefix}:bench}}:stream");
+    let redis_cpu_before = redis_cpu(conn).await?;
     let t = Instant::now();
     let workers = Workers::start(taskctl, url, prefix, procs)?;
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -853,6 +860,8 @@ async fn drain(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rate = n as f64 / t.elapsed().as_secs_f64();
+    // Redis's CPU over the drain (our own polling, a few hundred commands a second, included).
+    let redis_cpu_us = (redis_cpu(conn).await? - redis_cpu_before) * 1e6 / n as f64;
     let after_drain = command_calls(conn).await?;
     let rss = workers.peak_rss_kb().into_iter().max().unwrap_or(0);
     // The worker processes' CPU (user + system, from /proc) over their whole life, start-up
@@ -878,6 +887,7 @@ async fn drain(
     for (k, v) in &enqueue_delta {
         per_task.insert(format!("enqueue:{k}"), *v as f64 / n as f64);
     }
+    per_task.insert("redis_cpu_us".into(), redis_cpu_us);
     Ok((
         rate,
         (

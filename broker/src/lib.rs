@@ -40,7 +40,10 @@ pub use consumer::{
 };
 pub use control::{Control, LeaseInfo, ScheduleState, Tick, TickOutcome};
 pub use error::{BrokerError, DispatchError, RedisErrorKind, RedisFailure, WaitError};
-pub use inspector::{DeadEntry, DeadFilter, Inspector, QueueStats, TaskSummary};
+pub use inspector::{
+    DeadCursor, DeadEntry, DeadFilter, DeadPage, Inspector, QueueStats, TaskCursor, TaskPage,
+    TaskSummary,
+};
 pub use keys::Keys;
 pub use model::envelope::{self, Envelope, GroupRef};
 pub use model::history::{self, Counters, History, HistoryPoint, LastFailure, TaskTotals};

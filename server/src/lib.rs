@@ -119,6 +119,7 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(schedules::trigger))
         .routes(routes!(dead::list))
         .routes(routes!(dead::replay_all))
+        .routes(routes!(dead::purge_all))
         .routes(routes!(dead::purge))
         .routes(routes!(dead::replay))
         .routes(routes!(openapi::document))

@@ -50,6 +50,49 @@ impl DeadFilter {
     }
 }
 
+/// Where a paged listing of dead letters goes on from: the last entry it looked at (not
+/// necessarily one it returned: a listing with a filter stops after looking at a bounded
+/// number). Written as `<lane>/<id>` ([`std::fmt::Display`], [`std::str::FromStr`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadCursor {
+    /// The lane (`mail`, `mail:high`, `mail#2:low`).
+    pub lane: String,
+    /// The last entry id looked at in it.
+    pub id: String,
+}
+
+impl std::fmt::Display for DeadCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.lane, self.id)
+    }
+}
+
+impl std::str::FromStr for DeadCursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a dead-letter cursor (`<lane>/<id>`, as `next` gives)");
+        let (lane, id) = s.rsplit_once('/').ok_or_else(bad)?;
+        if lane.is_empty() || lane.len() > 200 || !valid_dead_letter_id(id) {
+            return Err(bad());
+        }
+        Ok(DeadCursor {
+            lane: lane.to_string(),
+            id: id.to_string(),
+        })
+    }
+}
+
+/// One page of dead letters.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DeadPage {
+    /// The matching entries, lane by lane (lanes in name order), oldest first in each.
+    pub entries: Vec<DeadEntry>,
+    /// Where the next page starts (`None`: nothing is left).
+    pub next: Option<DeadCursor>,
+}
+
 /// Whether `id` is a stream entry id (`<ms>-<seq>`, or `<ms>`), as dead letters have: anything
 /// else is refused before Redis is asked.
 pub fn valid_dead_letter_id(id: &str) -> bool {

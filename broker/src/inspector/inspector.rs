@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use super::dead::{DeadEntry, DeadFilter};
+use super::dead::{DeadCursor, DeadEntry, DeadFilter, DeadPage};
 use super::status::QueueStats;
-use super::tasks::TaskSummary;
+use super::tasks::{TaskCursor, TaskPage, TaskSummary};
 use crate::backend::RedisBackend;
 use crate::client::broker::Broker;
 use crate::consumer::delivery::WorkerInfo;
@@ -128,8 +128,21 @@ impl Inspector {
         queue: Option<&str>,
         limit: usize,
     ) -> Result<Vec<TaskSummary>, BrokerError> {
+        Ok(self.list_tasks_page(state, queue, limit, None).await?.tasks)
+    }
+
+    /// Like [`Inspector::list_tasks`], one page at a time: for a finished state, `after` (the
+    /// `next` of the page before) continues where that page ended; each page costs the same
+    /// however deep it is.
+    pub async fn list_tasks_page(
+        &self,
+        state: TaskState,
+        queue: Option<&str>,
+        limit: usize,
+        after: Option<&TaskCursor>,
+    ) -> Result<TaskPage, BrokerError> {
         self.redis("task listings")?
-            .list_tasks(state, queue, limit)
+            .list_tasks(state, queue, limit, after)
             .await
     }
 
@@ -163,6 +176,21 @@ impl Inspector {
     ) -> Result<Vec<DeadEntry>, BrokerError> {
         self.redis("dead letters")?
             .find_dead_letters(filter, limit)
+            .await
+    }
+
+    /// One page of the dead letters matching `filter`, after `after` (the `next` of the page
+    /// before): at most `limit` entries, having looked at no more than `budget` (so a filter
+    /// that matches few answers quickly; its page may then be short, or empty, with a `next`).
+    pub async fn dead_letter_page(
+        &self,
+        filter: &DeadFilter,
+        after: Option<&DeadCursor>,
+        limit: usize,
+        budget: usize,
+    ) -> Result<DeadPage, BrokerError> {
+        self.redis("dead letters")?
+            .dead_letter_page(filter, after, limit.max(1), budget.max(1))
             .await
     }
 

@@ -8,7 +8,7 @@ pub(crate) mod queues;
 pub(crate) mod status;
 pub(crate) mod tasks;
 
-pub use dead::{valid_dead_letter_id, DeadEntry, DeadFilter};
+pub use dead::{valid_dead_letter_id, DeadCursor, DeadEntry, DeadFilter, DeadPage};
 pub use inspector::Inspector;
 pub use status::QueueStats;
-pub use tasks::{TaskSummary, INDEX_MAX};
+pub use tasks::{TaskCursor, TaskPage, TaskSummary, INDEX_MAX};

@@ -4,7 +4,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use kiq_broker::{DeadEntry, DeadFilter, Priority};
+use kiq_broker::{DeadCursor, DeadEntry, DeadFilter, Priority};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -28,6 +28,8 @@ pub(crate) struct Filter {
     task: Option<String>,
     /// At most this many (default 100 for a listing, at most 10000; 100000 for a replay).
     limit: Option<usize>,
+    /// A listing only: the `next` of the page before.
+    cursor: Option<String>,
 }
 
 /// One dead letter.
@@ -60,9 +62,17 @@ pub(crate) struct DeadLetter {
 /// `GET /api/dead`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DeadLetters {
-    /// The matching dead letters.
+    /// The matching dead letters (lane by lane, oldest first in each).
     dead: Vec<DeadLetter>,
+    /// Where the next page starts (pass it as `cursor`); absent when nothing is left. With a
+    /// reason or task filter a page looks at no more than 10,000 dead letters, so it may hold
+    /// fewer than `limit` (even none) and still have a `next`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
 }
+
+/// Dead letters a listing looks at, at most, per request.
+const LIST_BUDGET: usize = 10_000;
 
 /// What a replay did.
 #[derive(Debug, Serialize, ToSchema)]
@@ -118,12 +128,25 @@ pub(crate) async fn list(
 ) -> Result<Json<DeadLetters>, ApiError> {
     let f = query(q)?;
     let limit = f.limit.unwrap_or(100).clamp(1, 10_000);
-    let dead = matching(&state, &f, limit)
-        .await?
-        .iter()
-        .map(view)
-        .collect();
-    Ok(Json(DeadLetters { dead }))
+    let after: Option<DeadCursor> = f
+        .cursor
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let filter = DeadFilter {
+        queue: f.queue.clone(),
+        reason: f.reason.clone(),
+        task: f.task.clone(),
+    };
+    let page = state
+        .inspector
+        .dead_letter_page(&filter, after.as_ref(), limit, LIST_BUDGET.max(limit))
+        .await?;
+    Ok(Json(DeadLetters {
+        dead: page.entries.iter().map(view).collect(),
+        next: page.next.map(|c| c.to_string()),
+    }))
 }
 
 fn check_lane(lane: &str) -> Result<(), ApiError> {
@@ -192,10 +215,7 @@ pub(crate) async fn replay_all(
     State(state): State<AppState>,
     b: Result<Json<Filter>, JsonRejection>,
 ) -> Result<Json<Replayed>, ApiError> {
-    let f = match b {
-        Err(JsonRejection::MissingJsonContentType(_)) => Filter::default(),
-        other => body(other)?,
-    };
+    let f = bulk_filter(b)?;
     let limit = f.limit.unwrap_or(100_000);
     let mut n = 0u64;
     for e in matching(&state, &f, limit).await? {
@@ -204,6 +224,65 @@ pub(crate) async fn replay_all(
         }
     }
     Ok(Json(Replayed { replayed: n }))
+}
+
+/// The filter of a bulk action: its body, or every dead letter without one. A cursor belongs
+/// to listings only.
+fn bulk_filter(b: Result<Json<Filter>, JsonRejection>) -> Result<Filter, ApiError> {
+    let f = match b {
+        Err(JsonRejection::MissingJsonContentType(_)) => Filter::default(),
+        other => body(other)?,
+    };
+    if f.cursor.is_some() {
+        return Err(ApiError::bad_request(
+            "a bulk action takes a filter, not a listing cursor",
+        ));
+    }
+    Ok(f)
+}
+
+/// What a bulk purge did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Purged {
+    /// How many dead letters were deleted.
+    purged: u64,
+}
+
+/// Purge many dead letters
+///
+/// Deletes the dead letters matching the filter in the body (every one without a body), at
+/// most `limit` (default 100,000).
+#[utoipa::path(
+    post,
+    path = "/api/dead/purge",
+    operation_id = "purge_dead_letters",
+    tag = "dead letters",
+    request_body = Option<Filter>,
+    responses(
+        (status = 200, description = "purged", body = Purged),
+        (status = 400, description = "a bad body", body = ErrorBody),
+        Unauthorized,
+        Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn purge_all(
+    State(state): State<AppState>,
+    b: Result<Json<Filter>, JsonRejection>,
+) -> Result<Json<Purged>, ApiError> {
+    let f = bulk_filter(b)?;
+    let limit = f.limit.unwrap_or(100_000);
+    let mut by_lane: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for e in matching(&state, &f, limit).await? {
+        by_lane.entry(e.queue).or_default().push(e.id);
+    }
+    let mut purged = 0;
+    for (lane, ids) in by_lane {
+        for chunk in ids.chunks(1_000) {
+            purged += state.inspector.purge_dead_letters(&lane, chunk).await?;
+        }
+    }
+    Ok(Json(Purged { purged }))
 }
 
 /// Purge one dead letter

@@ -297,8 +297,10 @@ pub(crate) struct ListQuery {
     state: String,
     /// Only this queue.
     queue: Option<String>,
-    /// At most this many (default 50).
+    /// At most this many (default 50, at most 10,000).
     limit: Option<usize>,
+    /// For a finished state: the `next` of the page before, to list the tasks after it.
+    cursor: Option<String>,
 }
 
 /// Tasks in a state: `GET /api/tasks`.
@@ -308,6 +310,10 @@ pub(crate) struct TaskList {
     state: TaskState,
     /// The tasks (those whose record has expired are left out).
     tasks: Vec<TaskView>,
+    /// Where the next page starts (pass it as `cursor`); absent on the last page, and for
+    /// waiting states (which list the oldest `limit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
 }
 
 /// List tasks in a state
@@ -331,11 +337,24 @@ pub(crate) async fn list(
 ) -> Result<Json<TaskList>, ApiError> {
     let q = query(q)?;
     let st: TaskState = q.state.parse().map_err(ApiError::bad_request)?;
-    let tasks = state
+    let after: Option<kiq_broker::TaskCursor> = q
+        .cursor
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let page = state
         .inspector
-        .list_tasks(st, q.queue.as_deref(), q.limit.unwrap_or(50))
+        .list_tasks_page(
+            st,
+            q.queue.as_deref(),
+            q.limit.unwrap_or(50),
+            after.as_ref(),
+        )
         .await?;
-    let tasks = tasks
+    let next = page.next.map(|c| c.to_string());
+    let tasks = page
+        .tasks
         .iter()
         .filter_map(|t| {
             t.record
@@ -343,7 +362,11 @@ pub(crate) async fn list(
                 .map(|r| r.view(state.broker.codec(), &t.id, None))
         })
         .collect();
-    Ok(Json(TaskList { state: st, tasks }))
+    Ok(Json(TaskList {
+        state: st,
+        tasks,
+        next,
+    }))
 }
 
 /// A cancel's outcome: `POST /api/tasks/{id}/cancel`.

@@ -7,8 +7,9 @@ use redis::Value;
 
 use crate::consumer::delivery::WorkerInfo;
 use crate::error::BrokerError;
-use crate::inspector::dead::{DeadEntry, DeadFilter};
+use crate::inspector::dead::{DeadCursor, DeadEntry, DeadFilter, DeadPage};
 use crate::inspector::status::QueueStats;
+use crate::inspector::tasks::{TaskCursor, TaskPage};
 use crate::inspector::tasks::{TaskSummary, INDEX_MAX};
 use crate::keys::{CONSUMER_GROUP, DATA_FIELD};
 use crate::model::envelope::now_ms;
@@ -203,13 +204,16 @@ impl RedisBackend {
     }
 
     /// Up to `limit` tasks in `state`, of `queue` (or of every queue), newest first for
-    /// finished states and oldest first for waiting ones.
+    /// finished states and oldest first for waiting ones. For a finished state, `after` (a
+    /// page's [`TaskPage::next`]) continues a listing after the last task of the page before:
+    /// each index is read from that point (`ZREVRANGEBYSCORE … LIMIT`), never from its start.
     pub(crate) async fn list_tasks(
         &self,
         state: TaskState,
         queue: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<TaskSummary>, BrokerError> {
+        after: Option<&TaskCursor>,
+    ) -> Result<TaskPage, BrokerError> {
         let all = self.physical_queue_names().await?;
         let queues: Vec<String> = match queue {
             // A queue's partitions are listed with it (or one partition, named as such).
@@ -226,23 +230,16 @@ impl RedisBackend {
             None => all,
         };
         let limit = limit.clamp(1, 10_000);
+        let mut next = None;
         let ids: Vec<String> = if state.is_final() {
-            let mut scored: Vec<(u64, String)> = Vec::new();
-            for q in &queues {
-                let rows: Vec<(String, u64)> = self
-                    .pool()
-                    .query(
-                        redis::cmd("ZREVRANGE")
-                            .arg(self.keys.index(q, state))
-                            .arg(0)
-                            .arg(limit as i64 - 1)
-                            .arg("WITHSCORES"),
-                    )
-                    .await?;
-                scored.extend(rows.into_iter().map(|(id, at)| (at, id)));
+            let scored = self.index_page(&queues, state, limit, after).await?;
+            if scored.len() == limit {
+                next = scored.last().map(|(at, id)| TaskCursor {
+                    at_ms: *at,
+                    id: id.clone(),
+                });
             }
-            scored.sort_by_key(|s| std::cmp::Reverse(s.0));
-            scored.into_iter().take(limit).map(|(_, id)| id).collect()
+            scored.into_iter().map(|(_, id)| id).collect()
         } else {
             // Candidates from the queues, filtered by their records' state below. Read more
             // than `limit`: some are in another state.
@@ -263,7 +260,77 @@ impl RedisBackend {
             .map(|(id, record)| TaskSummary { id, record })
             .collect();
         out.truncate(limit);
-        Ok(out)
+        Ok(TaskPage { tasks: out, next })
+    }
+
+    /// The newest `limit` entries of `queues`' indexes of `state`, after `after` (in the
+    /// order finished desc, then id desc: a sorted set's reverse order), merged. Two
+    /// pipelined round trips: how many entries share the cursor's time in each index, then
+    /// each index's page from that time on (those ties are skipped up to the cursor's id).
+    async fn index_page(
+        &self,
+        queues: &[String],
+        state: TaskState,
+        limit: usize,
+        after: Option<&TaskCursor>,
+    ) -> Result<Vec<(u64, String)>, BrokerError> {
+        let keys: Vec<String> = queues.iter().map(|q| self.keys.index(q, state)).collect();
+        let ties: Vec<u64> = match after {
+            None => vec![0; keys.len()],
+            Some(c) => {
+                let mut counts = self.pool().new_batch();
+                for k in &keys {
+                    counts.add(
+                        k,
+                        redis::cmd("ZCOUNT")
+                            .arg(k)
+                            .arg(c.at_ms)
+                            .arg(c.at_ms)
+                            .clone(),
+                    );
+                }
+                self.pool()
+                    .batch(counts)
+                    .await?
+                    .into_iter()
+                    .map(|v| redis::from_redis_value::<u64>(v).unwrap_or(0))
+                    .collect()
+            }
+        };
+        let mut pages = self.pool().new_batch();
+        for (k, t) in keys.iter().zip(&ties) {
+            let mut cmd = match after {
+                None => {
+                    let mut cmd = redis::cmd("ZREVRANGE");
+                    cmd.arg(k).arg(0).arg(limit as i64 - 1);
+                    cmd
+                }
+                Some(c) => {
+                    let mut cmd = redis::cmd("ZREVRANGEBYSCORE");
+                    cmd.arg(k).arg(c.at_ms).arg("-inf");
+                    cmd
+                }
+            };
+            cmd.arg("WITHSCORES");
+            if after.is_some() {
+                cmd.arg("LIMIT").arg(0).arg(limit as u64 + t);
+            }
+            pages.add(k, cmd);
+        }
+        let mut scored: Vec<(u64, String)> = Vec::new();
+        for reply in self.pool().batch(pages).await? {
+            let rows: Vec<(String, u64)> =
+                redis::from_redis_value(reply).map_err(|e| BrokerError::redis(e.into()))?;
+            scored.extend(rows.into_iter().map(|(id, at)| (at, id)).filter(
+                |(at, id)| match after {
+                    None => true,
+                    Some(c) => *at < c.at_ms || (*at == c.at_ms && id.as_str() < c.id.as_str()),
+                },
+            ));
+        }
+        scored.sort_by(|a, b| b.cmp(a));
+        scored.truncate(limit);
+        Ok(scored)
     }
 
     /// Ids of messages in `lane` that may be in `state`: from its stream (pending, running) or
@@ -474,6 +541,77 @@ impl RedisBackend {
             }
         }
         Ok(out)
+    }
+
+    /// Up to `limit` dead letters matching `filter`, after `after`, looking at no more than
+    /// `budget` entries (a filter that matches few does not read every stream in one
+    /// request): a page, and where the next one starts.
+    pub(crate) async fn dead_letter_page(
+        &self,
+        filter: &DeadFilter,
+        after: Option<&DeadCursor>,
+        limit: usize,
+        budget: usize,
+    ) -> Result<DeadPage, BrokerError> {
+        const PAGE: usize = 500;
+        let mut entries = Vec::new();
+        let mut seen = 0usize;
+        for lane in self.lanes().await? {
+            if let Some(q) = &filter.queue {
+                let physical = crate::priority::split_lane(&lane).0;
+                if *q != lane && physical != q && partition::logical(physical) != q {
+                    continue;
+                }
+            }
+            let mut start = match after {
+                Some(c) if lane < c.lane => continue,
+                Some(c) if lane == c.lane => format!("({}", c.id),
+                _ => "-".to_string(),
+            };
+            loop {
+                let want = PAGE.min(budget.saturating_sub(seen)).min(
+                    // Without a filter on the entries themselves, read no more than the page needs.
+                    if filter.reason.is_none() && filter.task.is_none() {
+                        limit - entries.len()
+                    } else {
+                        PAGE
+                    },
+                );
+                let page = self.dead_letters(&lane, &start, want.max(1)).await?;
+                let Some(last) = page.last() else { break };
+                let last_id = last.id.clone();
+                start = format!("({last_id}");
+                seen += page.len();
+                let full = page.len() == want.max(1);
+                for e in page {
+                    if filter.matches(&e) {
+                        entries.push(e);
+                        if entries.len() == limit {
+                            return Ok(DeadPage {
+                                next: Some(DeadCursor {
+                                    lane: lane.clone(),
+                                    id: entries[limit - 1].id.clone(),
+                                }),
+                                entries,
+                            });
+                        }
+                    }
+                }
+                if seen >= budget {
+                    return Ok(DeadPage {
+                        entries,
+                        next: Some(DeadCursor { lane, id: last_id }),
+                    });
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        Ok(DeadPage {
+            entries,
+            next: None,
+        })
     }
 
     /// Every queue name that has been used (from the registry set).

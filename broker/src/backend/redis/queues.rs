@@ -39,29 +39,42 @@ impl Gate {
 impl RedisBackend {
     /// Pauses `queue` (a logical queue); returns whether it was running.
     pub(crate) async fn pause_queue(&self, queue: &str) -> Result<bool, BrokerError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("HSETNX")
-            .arg(self.keys.paused())
+        let key = self.keys.paused();
+        let set = redis::cmd("HSETNX")
+            .arg(&key)
             .arg(queue)
-            .arg(now_ms());
-        pipe.cmd("PUBLISH")
-            .arg(self.keys.control_channel())
-            .arg(format!("pause {queue}"))
-            .ignore();
-        let (added,): (u64,) = self.pool().query(&pipe).await?;
-        Ok(added == 1)
+            .arg(now_ms())
+            .clone();
+        self.control_change(&key, set, format!("pause {queue}"))
+            .await
     }
 
     /// Resumes `queue`; returns whether it was paused.
     pub(crate) async fn resume_queue(&self, queue: &str) -> Result<bool, BrokerError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("HDEL").arg(self.keys.paused()).arg(queue);
-        pipe.cmd("PUBLISH")
-            .arg(self.keys.control_channel())
-            .arg(format!("resume {queue}"))
-            .ignore();
-        let (removed,): (u64,) = self.pool().query(&pipe).await?;
-        Ok(removed == 1)
+        let key = self.keys.paused();
+        let del = redis::cmd("HDEL").arg(&key).arg(queue).clone();
+        self.control_change(&key, del, format!("resume {queue}"))
+            .await
+    }
+
+    /// Runs `change` (a command on control key `key` answering 1 when it changed something),
+    /// then announces `what` to workers; returns whether it changed something. Two slots on a
+    /// cluster (the channel has no tag), so a batch.
+    async fn control_change(
+        &self,
+        key: &str,
+        change: redis::Cmd,
+        what: String,
+    ) -> Result<bool, BrokerError> {
+        let channel = self.keys.control_channel();
+        let mut batch = self.pool().new_batch();
+        batch.add(key, change);
+        batch.add(
+            &channel,
+            redis::cmd("PUBLISH").arg(&channel).arg(what).clone(),
+        );
+        let replies = self.pool().batch(batch).await?;
+        Ok(matches!(replies.first(), Some(redis::Value::Int(1))))
     }
 
     /// Paused queues, with when each was paused (ms).
@@ -80,16 +93,10 @@ impl RedisBackend {
         if !exists {
             return Ok(false);
         }
-        let mut pipe = redis::pipe();
-        pipe.cmd("SADD")
-            .arg(self.keys.quiet())
-            .arg(consumer)
-            .ignore();
-        pipe.cmd("PUBLISH")
-            .arg(self.keys.control_channel())
-            .arg(format!("quiet {consumer}"))
-            .ignore();
-        self.pool().query::<(), _>(&pipe).await?;
+        let key = self.keys.quiet();
+        let add = redis::cmd("SADD").arg(&key).arg(consumer).clone();
+        self.control_change(&key, add, format!("quiet {consumer}"))
+            .await?;
         Ok(true)
     }
 
