@@ -221,10 +221,15 @@ impl Keys {
     }
 
     /// One bucket of the throughput history: a hash of counters per queue and per task name
-    /// (`q:<queue>:<counter>`, `t:<task>:<counter>`) for the minute (`step_s` 60) or hour
-    /// (`step_s` 3600) that starts at `start_s` (seconds since the epoch).
+    /// (`q:<queue>:<counter>`, `t:<task>:<counter>`) for the minute (`step_s` 60), ten minutes
+    /// (`step_s` 600: a rollup of ten minute buckets, made when first read) or hour (`step_s`
+    /// 3600) that starts at `start_s` (seconds since the epoch).
     pub fn history(&self, step_s: u64, start_s: u64) -> String {
-        let unit = if step_s >= 3600 { 'h' } else { 'm' };
+        let unit = match step_s {
+            3600.. => 'h',
+            600..=3599 => 't',
+            _ => 'm',
+        };
         format!("{{{}}}:history:{unit}:{start_s}", self.prefix)
     }
 

@@ -105,11 +105,11 @@ async fn main() -> anyhow::Result<()> {
     let stop = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(kiq::server::serve(listener, router, stop.clone()));
 
-    // A cursor deep in one queue's index: the 90,000th newest succeeded task of q3.
+    // A cursor deep in one queue's index: the 80,000th newest succeeded task of q3.
     let deep: Vec<(String, u64)> = redis::cmd("ZREVRANGE")
         .arg(keys.index("q3", TaskState::Succeeded))
-        .arg(90_000)
-        .arg(90_000)
+        .arg(80_000)
+        .arg(80_000)
         .arg("WITHSCORES")
         .query_async(&mut conn)
         .await?;
@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
             "/api/tasks?state=succeeded&queue=q3&limit=100".into(),
         ),
         (
-            "succeeded, one queue, page at 90,000".into(),
+            "succeeded, one queue, page at 80,000".into(),
             format!("/api/tasks?state=succeeded&queue=q3&limit=100&cursor={deep_cursor}"),
         ),
         (
@@ -194,11 +194,12 @@ async fn main() -> anyhow::Result<()> {
     for (name, path) in routes {
         let url = format!("{base}{path}");
         let samples = args.samples;
-        let (times, size, status) = tokio::task::spawn_blocking(move || {
+        let (times, size, status, body) = tokio::task::spawn_blocking(move || {
             let auth = format!("Bearer {TOKEN}");
             let mut times = Vec::with_capacity(samples);
             let mut size = 0;
             let mut status = 0;
+            let mut body = String::new();
             for _ in 0..samples {
                 let t = Instant::now();
                 let r = kiq_testkit::http::request("GET", &url, &[("Authorization", &auth)], None);
@@ -206,9 +207,12 @@ async fn main() -> anyhow::Result<()> {
                 if let Ok(r) = r {
                     size = r.body.len();
                     status = r.status;
+                    if status != 200 {
+                        body = String::from_utf8_lossy(&r.body).into_owned();
+                    }
                 }
             }
-            (times, size, status)
+            (times, size, status, body)
         })
         .await?;
         let mut sorted = times.clone();
@@ -217,7 +221,7 @@ async fn main() -> anyhow::Result<()> {
         let flag = if status == 200 {
             String::new()
         } else {
-            format!(" (status {status})")
+            format!(" (status {status}: {body})")
         };
         println!(
             "| {name}{flag} | {:.1} | {:.1} | {:.1} | {:.1} |",

@@ -145,6 +145,19 @@ impl Counters {
     }
 }
 
+/// Whether a bucket hash's counter name is one [`Counters::add_field`] knows.
+fn is_counter(name: &str) -> bool {
+    match name {
+        "succeeded" | "failed" | "cancelled" | "dead" | "retried" | "ran" | "wait_ms"
+        | "run_ms" => true,
+        _ => name
+            .strip_prefix('r')
+            .or_else(|| name.strip_prefix('w'))
+            .and_then(|i| i.parse::<usize>().ok())
+            .is_some_and(|i| i < HIST_LEN),
+    }
+}
+
 /// The upper bound of the bucket holding quantile `p` of `hist` (see
 /// [`Counters::run_percentile`]).
 pub fn percentile(hist: &[u64], p: f64) -> Option<u64> {
@@ -199,11 +212,15 @@ impl HistoryPoint {
             let Some((name, counter)) = rest.rsplit_once(':') else {
                 continue;
             };
-            let mut scratch = Counters::default();
-            if !scratch.add_field(counter, n) {
+            if !is_counter(counter) {
                 continue;
             }
-            map.entry(name.to_string()).or_default().merge(&scratch);
+            // No allocation for a name already there (a read adds up thousands of fields).
+            let c = match map.get_mut(name) {
+                Some(c) => c,
+                None => map.entry(name.to_string()).or_default(),
+            };
+            c.add_field(counter, n);
         }
     }
 }

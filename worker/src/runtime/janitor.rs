@@ -1,6 +1,8 @@
 //! The janitor: trims the finished-task indexes of this worker's queues to the result TTL
 //! (as often as results expire, at most once a minute; any worker may do it), and removes
-//! consumers that died long ago and hold nothing, so groups do not grow with every restart.
+//! consumers that died long ago and hold nothing, so groups do not grow with every restart;
+//! and, once a minute, rolls up the history's last settled ten-minute windows (any worker may:
+//! the same sums), so that charts by ten minutes read one hash per point.
 
 use std::time::Duration;
 
@@ -30,6 +32,9 @@ pub(crate) async fn run(
         let now = Instant::now();
         if now >= next_prune {
             next_prune = now + PRUNE_EVERY;
+            if let Err(e) = consumer.roll_up_history().await {
+                tracing::debug!(error = %e, "rolling up the history failed; will retry");
+            }
             for lane in &lanes {
                 match consumer.prune_consumers(lane, consumer_retention).await {
                     Ok(n) if n > 0 => {

@@ -16,6 +16,17 @@ use super::connection::Batch;
 use super::scripts::{history_add_keys, HISTORY_ADD};
 use super::RedisBackend;
 
+/// Ten minutes: the span of a rollup of minute buckets.
+const ROLLUP_S: u64 = 600;
+
+/// A ten-minute window is rolled up once it ended this long ago: completion batches count
+/// into the minute they are written in, so a window's minutes are final a moment after it.
+const ROLLUP_SETTLE_S: u64 = 120;
+
+/// The field that marks a hash as a made rollup (an empty window's rollup is not an absent
+/// one). Not of the `q:`/`t:` shapes, so readers skip it.
+const ROLLUP_MARK: &str = "rolled";
+
 /// A history read spans at most this many points.
 pub(crate) const MAX_POINTS: u64 = 2_000;
 
@@ -156,22 +167,34 @@ impl RedisBackend {
                 "{points} points of {step_s} s: at most {MAX_POINTS} (choose a larger step)"
             )));
         }
-        let buckets: Vec<u64> = (from_s..to_s).step_by(unit as usize).collect();
-        let keys: Vec<String> = buckets
-            .iter()
-            .map(|b| self.keys.history(unit, *b))
-            .collect();
-        let hashes = self.hashes(&keys).await?;
         let mut out: Vec<HistoryPoint> = (0..points)
             .map(|i| HistoryPoint {
                 t_ms: (from_s + i * step_s) * 1000,
                 ..Default::default()
             })
             .collect();
-        for (bucket, fields) in buckets.iter().zip(hashes) {
-            let i = ((bucket - from_s) / step_s) as usize;
-            if let Some(p) = out.get_mut(i) {
-                p.add_hash(fields.iter().map(|(f, n)| (f.as_str(), *n)));
+        if unit == 60 && step_s % ROLLUP_S == 0 {
+            // Steps of whole ten minutes read ten-minute rollups: a tenth of the hashes.
+            let windows: Vec<u64> = (from_s..to_s).step_by(ROLLUP_S as usize).collect();
+            let sums = self.rollups(&windows, now_s).await?;
+            for (window, fields) in windows.iter().zip(&sums) {
+                let i = ((window - from_s) / step_s) as usize;
+                if let Some(p) = out.get_mut(i) {
+                    p.add_hash(fields.iter().map(|(f, n)| (f.as_str(), *n)));
+                }
+            }
+        } else {
+            let buckets: Vec<u64> = (from_s..to_s).step_by(unit as usize).collect();
+            let keys: Vec<String> = buckets
+                .iter()
+                .map(|b| self.keys.history(unit, *b))
+                .collect();
+            let hashes = self.hashes(&keys).await?;
+            for (bucket, reply) in buckets.iter().zip(&hashes) {
+                let i = ((bucket - from_s) / step_s) as usize;
+                if let Some(p) = out.get_mut(i) {
+                    p.add_hash(hash_fields(reply));
+                }
             }
         }
         Ok(History {
@@ -221,23 +244,129 @@ impl RedisBackend {
         Ok(out)
     }
 
-    /// `HGETALL` of each of `keys` (all in the control slot), pipelined; counters that do not
-    /// parse are skipped.
-    async fn hashes(&self, keys: &[String]) -> Result<Vec<Vec<(String, u64)>>, BrokerError> {
+    /// The counters of each ten-minute window starting at `windows` (seconds), summed from
+    /// their minute buckets. A window that ended over [`ROLLUP_SETTLE_S`] ago is read from its
+    /// rollup (`{kiq}:history:t:<start>`), which the first reader makes from the minutes and
+    /// stores for the minutes' retention; later reads take one hash instead of ten. (Several
+    /// servers making the same rollup write the same sums.) Windows still open are summed from
+    /// their minutes each time.
+    async fn rollups(
+        &self,
+        windows: &[u64],
+        now_s: u64,
+    ) -> Result<Vec<Vec<(String, u64)>>, BrokerError> {
+        let settled = |w: u64| w + ROLLUP_S + ROLLUP_SETTLE_S <= now_s;
+        let stored_keys: Vec<String> = windows
+            .iter()
+            .filter(|w| settled(**w))
+            .map(|w| self.keys.history(ROLLUP_S, *w))
+            .collect();
+        let mut stored = self.hashes(&stored_keys).await?.into_iter();
+        let mut out: Vec<Option<Vec<(String, u64)>>> = Vec::with_capacity(windows.len());
+        for w in windows {
+            let done = if settled(*w) {
+                stored.next().and_then(|reply| {
+                    let fields: Vec<(String, u64)> = hash_fields(&reply)
+                        .map(|(f, n)| (f.to_string(), n))
+                        .collect();
+                    fields
+                        .iter()
+                        .any(|(f, _)| f == ROLLUP_MARK)
+                        .then_some(fields)
+                })
+            } else {
+                None
+            };
+            out.push(done);
+        }
+        // The rest from their minutes, in one pipelined read.
+        let missing: Vec<u64> = windows
+            .iter()
+            .zip(&out)
+            .filter(|(_, o)| o.is_none())
+            .map(|(w, _)| *w)
+            .collect();
+        let minute_keys: Vec<String> = missing
+            .iter()
+            .flat_map(|w| (0..ROLLUP_S / 60).map(move |m| w + m * 60))
+            .map(|m| self.keys.history(60, m))
+            .collect();
+        let minutes = self.hashes(&minute_keys).await?;
+        let mut writes = self.pool().new_batch();
+        let mut made = minutes.chunks((ROLLUP_S / 60) as usize).zip(&missing);
+        for slot in out.iter_mut().filter(|o| o.is_none()) {
+            let Some((chunk, w)) = made.next() else { break };
+            let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
+            for reply in chunk {
+                for (f, n) in hash_fields(reply) {
+                    let s = sums.entry(f).or_default();
+                    *s = s.saturating_add(n);
+                }
+            }
+            if settled(*w) {
+                let key = self.keys.history(ROLLUP_S, *w);
+                let mut hset = redis::cmd("HSET");
+                hset.arg(&key).arg(ROLLUP_MARK).arg(1);
+                for (f, n) in &sums {
+                    hset.arg(*f).arg(*n);
+                }
+                writes.add(&key, hset);
+                let ttl = (w + MINUTE_RETENTION_S + ROLLUP_S)
+                    .saturating_sub(now_s)
+                    .max(1);
+                writes.add(&key, redis::cmd("EXPIRE").arg(&key).arg(ttl).clone());
+            }
+            *slot = Some(sums.into_iter().map(|(f, n)| (f.to_string(), n)).collect());
+        }
+        self.pool().batch(writes).await?;
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// Makes the rollups of the three ten-minute windows that settled last, where missing
+    /// (three reads when they exist).
+    pub(crate) async fn roll_up_recent(&self) -> Result<(), BrokerError> {
+        let now_s = crate::envelope::now_ms() / 1000;
+        let last = (now_s - ROLLUP_SETTLE_S) / ROLLUP_S * ROLLUP_S;
+        let windows: Vec<u64> = (1..=3).map(|i| last - i * ROLLUP_S).collect();
+        self.rollups(&windows, now_s).await.map(drop)
+    }
+
+    /// `HGETALL` of each of `keys` (all in the control slot), pipelined, as Redis replied:
+    /// [`hash_fields`] reads them without copying.
+    async fn hashes(&self, keys: &[String]) -> Result<Vec<redis::Value>, BrokerError> {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(500) {
             let mut pipe = redis::pipe();
             for k in chunk {
                 pipe.cmd("HGETALL").arg(k);
             }
-            let replies: Vec<Vec<(String, String)>> = self.pool().query(&pipe).await?;
-            out.extend(replies.into_iter().map(|fields| {
-                fields
-                    .into_iter()
-                    .filter_map(|(f, v)| v.parse::<u64>().ok().map(|n| (f, n)))
-                    .collect()
-            }));
+            let replies: Vec<redis::Value> = self.pool().query(&pipe).await?;
+            out.extend(replies);
         }
         Ok(out)
     }
+}
+
+/// The (field, count) pairs of an `HGETALL` reply (a flat array, or a RESP3 map), borrowed;
+/// pairs that are not UTF-8 names with integer counts are skipped.
+fn hash_fields(reply: &redis::Value) -> impl Iterator<Item = (&str, u64)> {
+    fn text(v: &redis::Value) -> Option<&str> {
+        match v {
+            redis::Value::BulkString(b) => std::str::from_utf8(b).ok(),
+            redis::Value::SimpleString(s) => Some(s),
+            _ => None,
+        }
+    }
+    let pairs: Box<dyn Iterator<Item = (&redis::Value, &redis::Value)>> = match reply {
+        redis::Value::Array(items) => Box::new(items.chunks_exact(2).map(|p| (&p[0], &p[1]))),
+        redis::Value::Map(items) => Box::new(items.iter().map(|(k, v)| (k, v))),
+        _ => Box::new(std::iter::empty()),
+    };
+    pairs.filter_map(|(f, v)| {
+        let n = match v {
+            redis::Value::Int(n) => u64::try_from(*n).ok()?,
+            v => text(v)?.parse().ok()?,
+        };
+        Some((text(f)?, n))
+    })
 }
