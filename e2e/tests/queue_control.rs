@@ -276,13 +276,13 @@ async fn a_quiet_worker_finishes_what_it_holds_and_takes_nothing_new() {
         ],
     );
     let naps = [
-        faults::nap::kiq(&broker, 1_500).await.unwrap(),
-        faults::nap::kiq(&broker, 1_500).await.unwrap(),
+        faults::nap::kiq(&broker, 2_500).await.unwrap(),
+        faults::nap::kiq(&broker, 2_500).await.unwrap(),
     ];
     for n in &naps {
         assert!(wait_for_state(&broker, n.id(), TaskState::Running).await);
     }
-    // SIGUSR1 to the supervisor: every process goes quiet.
+    // SIGUSR1 to the supervisor: every process goes quiet (each is waiting for its one slot).
     kill(Pid::from_raw(quiet.pid()), Signal::SIGUSR1).unwrap();
     let pids = quiet.children();
     assert!(wait_until(WAIT, || {
@@ -295,10 +295,6 @@ async fn a_quiet_worker_finishes_what_it_holds_and_takes_nothing_new() {
                 == 2
         })
     }));
-    // What they held finishes.
-    for n in &naps {
-        assert_eq!(n.wait_result(WAIT).await.unwrap(), 1_500);
-    }
     let quiet_consumers: Vec<String> = broker
         .inspector()
         .workers(u64::MAX)
@@ -310,11 +306,27 @@ async fn a_quiet_worker_finishes_what_it_holds_and_takes_nothing_new() {
         .collect();
     assert_eq!(quiet_consumers.len(), 2);
 
-    // New work goes to a worker that is not quiet, never to the quiet ones.
-    let fresh = Workers::start(&redis.url(), 1, &["--queues", "default"]);
+    // New work, waiting still when the quiet ones' slots free up (one at a time on a fresh
+    // worker, 3 s of it), goes to the fresh worker only.
+    let fresh = Workers::start(
+        &redis.url(),
+        1,
+        &[
+            "--queues",
+            "default",
+            "--concurrency",
+            "1",
+            "--prefetch",
+            "0",
+        ],
+    );
     let mut handles = Vec::new();
-    for i in 0..20 {
-        handles.push(math::add::kiq(&broker, i, 1).await.unwrap());
+    for _ in 0..20 {
+        handles.push(faults::nap::kiq(&broker, 150).await.unwrap());
+    }
+    // What the quiet ones held finishes.
+    for n in &naps {
+        assert_eq!(n.wait_result(WAIT).await.unwrap(), 2_500);
     }
     for h in &handles {
         h.wait_result(WAIT).await.unwrap();
@@ -412,8 +424,26 @@ async fn completions_add_to_the_history_per_queue_and_task_name() {
         dead.id()
     );
 
-    // Bad ranges are refused with a reason.
-    let (code, _) = api.call("GET", "/api/stats/history?from=0&step=1", None);
+    // Bad ranges are refused with a reason; ranges are cut to what is kept.
+    let now = kiq::broker::envelope::now_ms();
+    let too_many = format!("/api/stats/history?from={}&step=60", now - 47 * 3_600_000);
+    let (code, body) = api.call("GET", &too_many, None);
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = api.call("GET", "/api/stats/history?from=0&step=86400", None);
+    assert_eq!(code, 200);
+    assert!(
+        body["points"].as_array().unwrap().len() <= 32,
+        "{}",
+        body["points"]
+    );
+    let (code, _) = api.call(
+        "GET",
+        &format!("/api/stats/history?step={}", u64::MAX),
+        None,
+    );
+    assert_eq!(code, 200);
+    // A range wholly in the future holds nothing kept.
+    let (code, _) = api.call("GET", &format!("/api/stats/history?to={}", u64::MAX), None);
     assert_eq!(code, 400);
     let (code, _) = api.call("GET", "/api/stats/history?from=10&to=5", None);
     assert_eq!(code, 400);

@@ -12,7 +12,7 @@ use kiq_testkit::RedisOptions;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use support::RedisServer;
-use support::{redis_and_broker, wait_until, Workers};
+use support::{redis_and_broker, wait_for_state, wait_until, Workers};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -141,6 +141,34 @@ async fn a_long_task_is_never_stolen_from_a_live_worker() {
     assert_eq!(h.wait_result(WAIT).await.unwrap(), 1);
     assert_eq!(
         tallies(&redis, "long").get(&1),
+        Some(&1),
+        "ran exactly once"
+    );
+}
+
+/// A task still running when its worker is told to stop keeps its lease through the drain:
+/// another live worker must not take it over (the lease keeper once stopped with the gate's
+/// loop, before the drain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_finishing_during_the_drain_keeps_its_lease() {
+    let (redis, broker) = redis_and_broker().await;
+    let draining = workers(
+        &redis,
+        1,
+        &["--visibility-timeout", "1s", "--shutdown-timeout", "20s"],
+    );
+    let h = faults::tally::kiq(&broker, "drain".into(), 1, 4000)
+        .await
+        .unwrap();
+    assert!(wait_for_state(&broker, h.id(), TaskState::Running).await);
+    // A second worker, free and reading the same queue, would reclaim a lapsed lease.
+    let other = workers(&redis, 1, &["--visibility-timeout", "1s"]);
+    assert!(draining.stop().success());
+    assert_eq!(h.wait_result(WAIT).await.unwrap(), 1);
+    // A copy the other worker took would finish in its own drain, and count.
+    assert!(other.stop().success());
+    assert_eq!(
+        tallies(&redis, "drain").get(&1),
         Some(&1),
         "ran exactly once"
     );

@@ -112,6 +112,8 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result
     if std::env::var_os(CHILD_ENV).is_some() {
         return run_child(global, args).await;
     }
+    // Before anything can send them: neither keeps its default action (see `quiet_signal`).
+    let quiet_signal = supervisor::quiet_signal();
     let registry = super::print_tasks()?;
     let config = worker_config(&args, &registry);
     println!(
@@ -177,7 +179,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result
     });
     let quiet = sup.quiet.clone();
     tokio::spawn(async move {
-        supervisor::quiet_signal().await;
+        quiet_signal.await;
         tracing::info!("going quiet: worker processes take no new work and finish what they hold; stop with SIGTERM");
         quiet.cancel();
     });
@@ -227,6 +229,8 @@ fn worker_config(args: &WorkerArgs, registry: &Registry) -> WorkerConfig {
 }
 
 async fn run_child(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    // First: the supervisor may forward SIGUSR1 as soon as this process exists.
+    let quiet_signal = supervisor::quiet_signal();
     if !supervisor::bind_to_supervisor() {
         anyhow::bail!("the supervisor is gone; not starting an orphan worker");
     }
@@ -248,7 +252,7 @@ async fn run_child(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<Exit
     }
     let on_quiet = quiet.clone();
     tokio::spawn(async move {
-        supervisor::quiet_signal().await;
+        quiet_signal.await;
         on_quiet.cancel();
     });
     if let Some(dir) = std::env::var_os(worker_metrics::SOCKET_DIR_ENV) {

@@ -110,14 +110,18 @@ pub async fn supervise(
     Ok(report)
 }
 
-fn spawn_child(config: &SupervisorConfig, index: usize) -> Result<Child, SupervisorError> {
+/// A child process, and whether it was started quiet.
+type Spawned = (Child, bool);
+
+fn spawn_child(config: &SupervisorConfig, index: usize) -> Result<Spawned, SupervisorError> {
     let mut cmd = Command::new(&config.program);
     cmd.args(&config.args)
         .env(CHILD_ENV, index.to_string())
         .env(SUPERVISOR_PID_ENV, std::process::id().to_string())
         .envs(config.env.iter().map(|(k, v)| (k, v)))
         .kill_on_drop(true);
-    if config.quiet.is_cancelled() {
+    let quiet = config.quiet.is_cancelled();
+    if quiet {
         cmd.env(QUIET_ENV, "1");
     }
     let child = cmd.spawn().map_err(|source| SupervisorError::Spawn {
@@ -125,19 +129,19 @@ fn spawn_child(config: &SupervisorConfig, index: usize) -> Result<Child, Supervi
         source,
     })?;
     tracing::info!(worker = index, pid = child.id(), "worker process started");
-    Ok(child)
+    Ok((child, quiet))
 }
 
 async fn keep_alive(
     config: SupervisorConfig,
     index: usize,
-    mut child: Option<Child>,
+    mut child: Option<Spawned>,
     shutdown: CancellationToken,
 ) -> SupervisorReport {
     let mut report = SupervisorReport::default();
     let mut backoff = config.min_backoff;
     loop {
-        let mut running = match child.take() {
+        let (mut running, started_quiet) = match child.take() {
             Some(c) => c,
             None => match spawn_child(&config, index) {
                 Ok(c) => c,
@@ -152,8 +156,9 @@ async fn keep_alive(
             },
         };
         let started = Instant::now();
-        // A child started after the quiet began was told by its environment.
-        let mut told_quiet = config.quiet.is_cancelled();
+        // A child started after the quiet began was told by its environment; any other is
+        // sent SIGUSR1 when the quiet begins.
+        let mut told_quiet = started_quiet;
         loop {
             tokio::select! {
                 status = running.wait() => {
@@ -244,24 +249,28 @@ pub fn bind_to_supervisor() -> bool {
     nix::unistd::getppid().as_raw() == expected
 }
 
-/// Resolves on SIGUSR1 or SIGTSTP (Ctrl-Z): the signals that make `taskctl worker` go quiet
-/// (take no new work, finish what it holds; stop it with SIGTERM afterwards). Handling SIGTSTP
-/// means the process is not suspended by it. Never resolves if the handlers cannot be set.
-pub async fn quiet_signal() {
+/// Handles SIGUSR1 and SIGTSTP (Ctrl-Z), the signals that make `taskctl worker` go quiet (take
+/// no new work, finish what it holds; stop it with SIGTERM afterwards), from this call on: the
+/// future returned resolves on the first of them. Call it (inside a runtime) before anything
+/// may send them, so that neither keeps its default action (SIGUSR1 ends a process, SIGTSTP
+/// suspends it). Never resolves if the handlers cannot be set.
+pub fn quiet_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
     let usr1 = signal(SignalKind::user_defined1());
     let tstp = signal(SignalKind::from_raw(nix::libc::SIGTSTP));
-    match (usr1, tstp) {
-        (Ok(mut u), Ok(mut t)) => {
-            tokio::select! {
-                _ = u.recv() => {}
-                _ = t.recv() => {}
+    async move {
+        match (usr1, tstp) {
+            (Ok(mut u), Ok(mut t)) => {
+                tokio::select! {
+                    _ = u.recv() => {}
+                    _ = t.recv() => {}
+                }
             }
+            (Ok(mut u), Err(_)) => {
+                u.recv().await;
+            }
+            _ => std::future::pending::<()>().await,
         }
-        (Ok(mut u), Err(_)) => {
-            u.recv().await;
-        }
-        _ => std::future::pending::<()>().await,
     }
 }
 

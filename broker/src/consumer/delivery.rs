@@ -107,6 +107,7 @@ impl WorkerInfo {
 
 /// What a worker is told between reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Notice {
     /// A delayed message was added to one of the worker's lanes: re-plan the promotion.
     Wake,

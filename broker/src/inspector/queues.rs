@@ -75,7 +75,11 @@ impl Inspector {
         timeout: Duration,
         mut progress: impl FnMut(&QueueStats),
     ) -> Result<QueueStats, BrokerError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        // A timeout too long to add is a year: as good as none.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
         loop {
             let s = self.queue_totals(queue).await?;
             progress(&s);

@@ -266,7 +266,8 @@ pub struct TaskTotals {
     pub counters: Counters,
     /// Tasks finished per minute over the range.
     pub per_minute: f64,
-    /// Failed, dead and cancelled over finished (0 to 1; 0 when none finished).
+    /// Failed and dead over finished (cancelled included in finished; 0 to 1; 0 when none
+    /// finished).
     pub failure_rate: f64,
     /// Median run time (the upper bound of its histogram bucket), ms.
     pub run_p50_ms: Option<u64>,

@@ -75,6 +75,11 @@ impl Fetcher {
                 p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
             };
+            // The wait for a slot can be long (every slot busy with long tasks): a pause or
+            // quiet that came meanwhile holds for this read too.
+            if self.gate.has_changed().unwrap_or(false) {
+                continue;
+            }
             let mut permits = vec![first];
             // A fetcher that shares the slots with others (one per queue on a cluster) holds
             // one slot while it waits on an idle queue: the first message it gets switches it

@@ -14,11 +14,35 @@ use tokio_util::sync::CancellationToken;
 /// How often the gate is read when no change is announced.
 pub(crate) const CHECK: Duration = Duration::from_secs(1);
 
-/// The gate as it stands now (read once, at start), and whether `quiet` already fired.
-pub(crate) async fn initial(consumer: &Consumer, quiet: &CancellationToken) -> Gate {
-    let mut g = consumer.gate().await.unwrap_or_default();
-    g.quiet |= quiet.is_cancelled();
-    g
+/// The gate as it stands now, and whether `quiet` already fired: read before anything is
+/// fetched (a queue paused before this worker started is never read), retried while Redis
+/// does not answer. Stopped by `shutdown`, it says quiet.
+pub(crate) async fn initial(
+    consumer: &Consumer,
+    quiet: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Gate {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match consumer.gate().await {
+            Ok(mut g) => {
+                g.quiet |= quiet.is_cancelled();
+                return g;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read paused queues yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => {
+                        let mut g = Gate::default();
+                        g.quiet = true;
+                        return g;
+                    }
+                }
+                backoff = (backoff * 2).min(CHECK);
+            }
+        }
+    }
 }
 
 /// Keeps `gate` current until `stop`: reads it every [`CHECK`], when `poke` is notified (the

@@ -23,11 +23,16 @@ pub(crate) async fn run(
 ) {
     let mut tick = tokio::time::interval(config.lease_refresh_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The gate's loop stops before the drain, when its sender goes: leases must go on being
+    // refreshed then, so its end only stops the listening.
+    let mut gate_open = true;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             // Going quiet shows in the heartbeat at once.
-            changed = gate.changed(), if !info.quiet => if changed.is_err() { return },
+            changed = gate.changed(), if gate_open && !info.quiet => {
+                gate_open = changed.is_ok();
+            }
             _ = stop.cancelled() => return,
         }
         info.quiet = gate.borrow_and_update().quiet;

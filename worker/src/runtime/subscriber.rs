@@ -57,6 +57,8 @@ pub(crate) async fn run(
                     }
                 }
             }
+            // Notices of newer versions: nothing to do here.
+            Some(_) => {}
         }
     }
 }

@@ -238,7 +238,7 @@ impl Worker {
 
         // The gate (paused queues, quiet) outlives the fetch epochs, as leases do.
         let (gate_tx, gate_rx) =
-            tokio::sync::watch::channel(gate::initial(&consumer, &self.quiet).await);
+            tokio::sync::watch::channel(gate::initial(&consumer, &self.quiet, &shutdown).await);
         let gate_poke = Arc::new(Notify::new());
         let stop_gate = CancellationToken::new();
         let gate_loop = tokio::spawn(gate::run(

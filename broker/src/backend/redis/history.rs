@@ -92,10 +92,7 @@ pub(crate) fn add_history(pipe: &mut Batch, keys: &crate::Keys, batch: &[Write],
     if sums.is_empty() {
         return;
     }
-    let k = history_add_keys(keys, now_ms / 1000);
-    let mut cmd = HISTORY_ADD.eval(&k);
-    cmd.arg(MINUTE_RETENTION_S + 60)
-        .arg(HOUR_RETENTION_S + 3600);
+    let mut fields: Vec<(String, u64)> = Vec::new();
     for ((is_queue, name), c) in &sums {
         let field = |counter: &str| {
             if *is_queue {
@@ -115,16 +112,16 @@ pub(crate) fn add_history(pipe: &mut Batch, keys: &crate::Keys, batch: &[Write],
             ("run_ms", c.run_ms),
         ] {
             if n > 0 {
-                cmd.arg(field(counter)).arg(n);
+                fields.push((field(counter), n));
             }
         }
         for (prefix, hist) in [("r", &c.run_hist), ("w", &c.wait_hist)] {
             for (i, n) in hist.iter().enumerate().filter(|(_, n)| **n > 0) {
-                cmd.arg(field(&format!("{prefix}{i}"))).arg(*n);
+                fields.push((field(&format!("{prefix}{i}")), *n));
             }
         }
     }
-    pipe.add(&k[0], cmd);
+    add_counts(pipe, keys, now_ms, &fields);
     if !failures.is_empty() {
         let key = keys.last_failures();
         let mut hset = redis::cmd("HSET");
@@ -134,6 +131,27 @@ pub(crate) fn add_history(pipe: &mut Batch, keys: &crate::Keys, batch: &[Write],
         }
         pipe.add(&key, hset);
     }
+}
+
+/// Adds `fields` (bucket-hash field names, as [`queue_field`] and [`task_field`] make them,
+/// with their increments) to the history at `now_ms`: one `lua/history_add.lua` call.
+pub(crate) fn add_counts(
+    pipe: &mut Batch,
+    keys: &crate::Keys,
+    now_ms: u64,
+    fields: &[(String, u64)],
+) {
+    if fields.is_empty() {
+        return;
+    }
+    let k = history_add_keys(keys, now_ms / 1000);
+    let mut cmd = HISTORY_ADD.eval(&k);
+    cmd.arg(MINUTE_RETENTION_S + 60)
+        .arg(HOUR_RETENTION_S + 3600);
+    for (f, n) in fields {
+        cmd.arg(f).arg(*n);
+    }
+    pipe.add(&k[0], cmd);
 }
 
 impl RedisBackend {
@@ -150,7 +168,20 @@ impl RedisBackend {
                 "the range's end ({to_ms}) must come after its start ({from_ms})"
             )));
         }
-        let now_s = crate::envelope::now_ms() / 1000;
+        let now_ms = crate::envelope::now_ms();
+        let now_s = now_ms / 1000;
+        // Nothing is kept before the hour buckets' retention, nor written after now: the
+        // range is cut to what can hold data (which bounds the buckets read), and the step
+        // to 30 days.
+        let from_ms = from_ms.max(now_ms.saturating_sub((HOUR_RETENTION_S + 3600) * 1000));
+        let to_ms = to_ms.min(now_ms.saturating_add(3_600_000));
+        let step_s = step_s.clamp(1, HOUR_RETENTION_S);
+        if to_ms <= from_ms {
+            return Err(BrokerError::Invalid(format!(
+                "no history is kept in that range: it is kept for {} days",
+                HOUR_RETENTION_S / 86_400
+            )));
+        }
         // Minute buckets while the whole range is within their retention and the step is
         // under an hour; hour buckets otherwise.
         let unit = if step_s < 3600 && from_ms / 1000 + MINUTE_RETENTION_S >= now_s {
@@ -158,7 +189,7 @@ impl RedisBackend {
         } else {
             3600
         };
-        let step_s = step_s.max(1).div_ceil(unit) * unit;
+        let step_s = step_s.div_ceil(unit) * unit;
         let from_s = from_ms / 1000 / step_s * step_s;
         let to_s = to_ms.div_ceil(1000);
         let points = (to_s - from_s).div_ceil(step_s);

@@ -293,8 +293,10 @@ impl RedisBackend {
                     .batch(counts)
                     .await?
                     .into_iter()
-                    .map(|v| redis::from_redis_value::<u64>(v).unwrap_or(0))
-                    .collect()
+                    .map(|v| {
+                        redis::from_redis_value::<u64>(v).map_err(|e| BrokerError::redis(e.into()))
+                    })
+                    .collect::<Result<_, _>>()?
             }
         };
         let mut pages = self.pool().new_batch();

@@ -85,17 +85,29 @@ impl RedisBackend {
     }
 
     /// Tells worker `consumer` to go quiet; returns whether such a worker has a heartbeat.
+    ///
+    /// The mark is added, then the heartbeat looked for in the same round trip, and the mark
+    /// taken back if there is none: a worker exiting meanwhile (which removes its heartbeat,
+    /// then its mark) leaves no mark behind in any order.
     pub(crate) async fn quiet_worker(&self, consumer: &str) -> Result<bool, BrokerError> {
-        let exists: bool = self
-            .pool()
-            .query(redis::cmd("HEXISTS").arg(self.keys.workers()).arg(consumer))
-            .await?;
+        let key = self.keys.quiet();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SADD").arg(&key).arg(consumer).ignore();
+        pipe.cmd("HEXISTS").arg(self.keys.workers()).arg(consumer);
+        let (exists,): (bool,) = self.pool().query(&pipe).await?;
         if !exists {
+            self.pool()
+                .query::<(), _>(redis::cmd("SREM").arg(&key).arg(consumer))
+                .await?;
             return Ok(false);
         }
-        let key = self.keys.quiet();
-        let add = redis::cmd("SADD").arg(&key).arg(consumer).clone();
-        self.control_change(&key, add, format!("quiet {consumer}"))
+        let channel = self.keys.control_channel();
+        self.pool()
+            .query::<(), _>(
+                redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(format!("quiet {consumer}")),
+            )
             .await?;
         Ok(true)
     }
@@ -204,6 +216,33 @@ impl RedisBackend {
             }
         }
         if !indexed.is_empty() {
+            // Counted as cancelled, in the counters and the history, as a cancel by a worker is.
+            let stats = self.keys.stats();
+            writes.add(
+                &stats,
+                redis::cmd("HINCRBY")
+                    .arg(&stats)
+                    .arg("cancelled")
+                    .arg(indexed.len())
+                    .clone(),
+            );
+            let mut per_task: BTreeMap<&str, u64> = BTreeMap::new();
+            for env in envelopes
+                .iter()
+                .filter(|e| indexed.contains(&e.id.as_str()))
+            {
+                *per_task.entry(env.task.as_str()).or_default() += 1;
+            }
+            let mut fields = vec![(
+                crate::model::history::queue_field(partition::logical(physical), "cancelled"),
+                indexed.len() as u64,
+            )];
+            fields.extend(
+                per_task
+                    .into_iter()
+                    .map(|(t, n)| (crate::model::history::task_field(t, "cancelled"), n)),
+            );
+            super::history::add_counts(&mut writes, &self.keys, now, &fields);
             let index = self.keys.index(physical, TaskState::Cancelled);
             let mut cmd = redis::cmd("ZADD");
             cmd.arg(&index);

@@ -169,6 +169,7 @@ pub(crate) fn history_add_keys(k: &Keys, now_s: u64) -> Vec<String> {
     vec![
         k.history(60, now_s - now_s % 60),
         k.history(3600, now_s - now_s % 3600),
+        k.history(600, now_s - now_s % 600),
     ]
 }
 
