@@ -266,6 +266,11 @@ async fn the_dashboard_shows_the_system_and_its_buttons_act() {
         q.is_null() || (q["waiting"] == 0 && q["delayed"] == 0),
         "{q}"
     );
+    // Drain: the queue is empty now, and the page says so.
+    b.click("#queues tr[data-queue='parked'] button[data-action=drain]")
+        .unwrap();
+    b.wait_for_text("#message", "parked is empty", WAIT)
+        .unwrap();
 
     // Search: straight to a task by id, its detail beside the list, to the millisecond.
     b.type_into("#search", &ok_id).unwrap();
@@ -273,6 +278,9 @@ async fn the_dashboard_shows_the_system_and_its_buttons_act() {
     b.wait_for_text("#task-detail", &ok_id, WAIT).unwrap();
     b.wait_for_text("#task-detail", "succeeded", WAIT).unwrap();
     b.wait_for_text("#detail-output", "42", WAIT).unwrap();
+    // The arguments, kept in the record the worker wrote.
+    b.wait_for_text("#detail-args", "22", WAIT).unwrap();
+
     assert_eq!(
         b.eval(
             "return document.querySelector('#tasks').classList.contains('active');",
@@ -355,6 +363,39 @@ async fn the_dashboard_shows_the_system_and_its_buttons_act() {
     b.wait_for_text("#message", "cancel requested", WAIT)
         .unwrap();
     assert_eq!(state_of(&api, &later_id), "cancelled");
+
+    // Cancel matching: the waiting tasks of a queue no worker reads, counted, confirmed, gone.
+    let waiting: Vec<String> = (0..3)
+        .map(|i| {
+            let (code, t) = api.call(
+                "POST",
+                "/api/tasks",
+                Some(json!({"task": ADD, "args": [i, i], "queue": "later"})),
+            );
+            assert_eq!(code, 201, "{t}");
+            t["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    b.click("nav button[data-tab=tasks]").unwrap();
+    b.eval(
+        "document.querySelector('#queue-filter').value = 'later'; \
+         const s = document.querySelector('#state-filter'); s.value = 'pending'; \
+         s.dispatchEvent(new Event('change')); return true;",
+        json!([]),
+    )
+    .unwrap();
+    b.wait_for_text("#task-list", &waiting[2], WAIT).unwrap();
+    b.click("#cancel-matching").unwrap();
+    b.wait_for_text("#message", "cancelled 3 tasks in later", WAIT)
+        .unwrap();
+    assert!(
+        last_question(&b).contains("Cancel 3 pending tasks"),
+        "{}",
+        last_question(&b)
+    );
+    for id in &waiting {
+        assert_eq!(state_of(&api, id), "cancelled", "{id}");
+    }
 
     // Schedules: pause, then resume.
     b.click("nav button[data-tab=schedules]").unwrap();

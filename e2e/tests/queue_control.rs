@@ -86,12 +86,9 @@ async fn a_paused_queue_takes_tasks_runs_none_and_runs_them_once_resumed() {
     let stats = broker.inspector().queue_totals("default").await.unwrap();
     assert!(stats.paused && stats.paused_at_ms.is_some(), "{stats:?}");
     assert_eq!(stats.waiting, 6);
-    assert_eq!(
-        ok(taskctl_at(&redis.url(), &["queue", "paused", "--json"]))
-            .trim()
-            .starts_with("{\"default\":"),
-        true
-    );
+    assert!(ok(taskctl_at(&redis.url(), &["queue", "paused", "--json"]))
+        .trim()
+        .starts_with("{\"default\":"));
 
     // Resumed: they run (on both partitions).
     assert!(broker.inspector().resume_queue("default").await.unwrap());
@@ -210,6 +207,43 @@ async fn purge_cancels_what_waits_and_leaves_held_tasks_to_finish() {
         .await
         .unwrap();
     assert_ne!(again.id(), gone.last().unwrap().id());
+
+    // Cancelling waiting tasks by filter: counted first (dry), then cancelled.
+    let other_name = math::double::kicker()
+        .queue("idle")
+        .kiq(&broker, (5,))
+        .await
+        .unwrap();
+    let (code, dry) = api.call(
+        "POST",
+        "/api/queues/idle/cancel",
+        Some(json!({"task": "kiq_examples::math::add", "dry_run": true})),
+    );
+    assert_eq!(
+        (code, &dry["matched"], &dry["cancelled"]),
+        (200, &json!(1), &json!(0)),
+        "{dry}"
+    );
+    let (code, done) = api.call(
+        "POST",
+        "/api/queues/idle/cancel",
+        Some(json!({"task": "kiq_examples::math::add"})),
+    );
+    assert_eq!((code, &done["cancelled"]), (200, &json!(1)), "{done}");
+    assert_eq!(
+        state_of(&broker, again.id()).await,
+        Some(TaskState::Cancelled)
+    );
+    assert_eq!(
+        state_of(&broker, other_name.id()).await,
+        Some(TaskState::Pending)
+    );
+    let (code, _) = api.call(
+        "POST",
+        "/api/queues/idle/cancel",
+        Some(json!({"state": "running"})),
+    );
+    assert_eq!(code, 400);
 
     // A worker holding one task (one at a time, nothing read ahead): purge takes what waits
     // behind it, the held one finishes, and drain then finds the queue empty.

@@ -107,6 +107,7 @@ fn routes() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(queues::resume))
         .routes(routes!(queues::purge))
         .routes(routes!(queues::drain))
+        .routes(routes!(queues::cancel_waiting))
         .routes(routes!(queues::quiet))
         .routes(routes!(schedules::list, schedules::create))
         .routes(routes!(

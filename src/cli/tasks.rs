@@ -115,6 +115,9 @@ pub(crate) async fn task(global: &GlobalArgs, args: TaskArgs) -> anyhow::Result<
     println!("queue       {}", r.queue);
     println!("state       {}", view["state"].as_str().unwrap_or("?"));
     println!("attempts    {}", r.attempts);
+    if !view["args"].is_null() {
+        println!("args        {}", view["args"]);
+    }
     println!("enqueued    {}", time(r.enqueued_at_ms));
     if let Some(f) = r.finished_at_ms {
         println!(

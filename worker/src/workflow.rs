@@ -87,10 +87,10 @@ pub fn effects(consumer: &Consumer, envelope: &Envelope, record: &TaskRecord) ->
                     now,
                 );
                 aborted.worker = record.worker.clone();
-                fx.push(Effect::Finish(StoredRecord {
+                fx.push(Effect::Finish(Box::new(StoredRecord {
                     id: step.id.clone(),
                     record: aborted,
-                }));
+                })));
             }
         }
     }

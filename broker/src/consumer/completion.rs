@@ -80,7 +80,7 @@ pub enum Effect {
     /// Send a message: a chain's next step.
     Send(Box<Envelope>),
     /// Store and announce another task's final record: a chain's steps that will never run.
-    Finish(StoredRecord),
+    Finish(Box<StoredRecord>),
     /// Count this task towards its group's end; the last member sends the group's callback.
     GroupMemberDone(GroupRef),
     /// Give up the uniqueness key this task held on `queue` (it finished for good).

@@ -254,7 +254,15 @@ pub struct TaskRecord {
     /// The W3C `traceparent` of the task's execution, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// The encoded arguments (the envelope's), for people: kept in the records workers write
+    /// when they are at most [`ARGS_KEPT_MAX`] bytes; not in a pending record.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<u8>>,
 }
+
+/// Arguments up to this many encoded bytes are kept in a task's records (what the dashboard's
+/// and `taskctl task`'s details show); larger ones are not, to keep records small.
+pub const ARGS_KEPT_MAX: usize = 1024;
 
 impl TaskRecord {
     /// The record of a task accepted at `now` on `queue`: `pending`, or `scheduled` when it is
@@ -286,6 +294,7 @@ impl TaskRecord {
                 FailureKind::Cancelled,
                 "cancelled on request",
             )),
+            args: previous.and_then(|r| r.args.clone()),
             ..Default::default()
         }
     }
@@ -318,6 +327,7 @@ impl TaskRecord {
             enqueued_at_ms: envelope.enqueued_at_ms,
             attempts: envelope.attempt,
             worker: Some(worker.to_string()),
+            args: (envelope.args.len() <= ARGS_KEPT_MAX).then(|| envelope.args.clone()),
             ..Default::default()
         }
     }
@@ -394,6 +404,7 @@ impl TaskRecord {
                 message: f.message.clone(),
             }),
             output: self.output.as_ref().and_then(|b| codec.to_json(b).ok()),
+            args: self.args.as_ref().and_then(|b| codec.to_json(b).ok()),
             progress,
             history: self
                 .history
@@ -451,6 +462,10 @@ pub struct TaskView {
     /// The output as JSON, when it succeeded.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     pub output: Option<serde_json::Value>,
+    /// The arguments as JSON (a positional array), when its records keep them (up to 1 KiB
+    /// encoded, from the first record a worker writes).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
+    pub args: Option<serde_json::Value>,
     /// The latest progress report, if any.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     pub progress: Option<serde_json::Value>,
@@ -534,6 +549,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "args",
                 "attempts",
                 "enqueued_at_ms",
                 "failure",

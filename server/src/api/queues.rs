@@ -234,3 +234,103 @@ pub(crate) async fn quiet(
         quiet: true,
     }))
 }
+
+/// Which waiting tasks of a queue a bulk cancel takes.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CancelFilter {
+    /// `pending` (default), `scheduled` or `retrying`.
+    state: Option<String>,
+    /// Only tasks of this name.
+    task: Option<String>,
+    /// At most this many (default and at most 10,000).
+    limit: Option<usize>,
+    /// Only count them: nothing is cancelled.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// What a bulk cancel did (or, dry, would do).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CancelledMany {
+    /// The queue.
+    queue: String,
+    /// Tasks matching the filter.
+    matched: u64,
+    /// Tasks cancelled (0 on a dry run; fewer than matched if some started or finished
+    /// meanwhile).
+    cancelled: u64,
+}
+
+/// Cancel waiting tasks of a queue
+///
+/// Cancels the queue's pending (or scheduled, or retrying) tasks matching the filter, oldest
+/// first, at most `limit`; with `"dry_run": true` only counts them, so a caller can say how many
+/// a cancel will touch before it runs.
+#[utoipa::path(
+    post,
+    path = "/api/queues/{queue}/cancel",
+    operation_id = "cancel_waiting_tasks",
+    tag = "queues",
+    params(("queue" = String, Path, description = "the queue")),
+    request_body = CancelFilter,
+    responses(
+        (status = 200, description = "cancelled (or counted)", body = CancelledMany),
+        (status = 400, description = "a bad filter or queue name", body = ErrorBody),
+        Unauthorized,
+        Unavailable,
+    ),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn cancel_waiting(
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+    request: Result<Json<CancelFilter>, JsonRejection>,
+) -> Result<Json<CancelledMany>, ApiError> {
+    let f = body(request)?;
+    if !kiq_broker::valid_queue_name(&queue) {
+        return Err(ApiError::bad_request(format!("invalid queue {queue:?}")));
+    }
+    let st: kiq_broker::TaskState = f
+        .state
+        .as_deref()
+        .unwrap_or("pending")
+        .parse()
+        .map_err(ApiError::bad_request)?;
+    if !matches!(
+        st,
+        kiq_broker::TaskState::Pending
+            | kiq_broker::TaskState::Scheduled
+            | kiq_broker::TaskState::Retrying
+    ) {
+        return Err(ApiError::bad_request(format!(
+            "only waiting tasks are cancelled in bulk (pending, scheduled, retrying), not {st}"
+        )));
+    }
+    let limit = f.limit.unwrap_or(10_000).clamp(1, 10_000);
+    let ids: Vec<String> = state
+        .inspector
+        .list_tasks(st, Some(&queue), limit)
+        .await?
+        .into_iter()
+        .filter(|t| {
+            f.task
+                .as_deref()
+                .is_none_or(|name| t.record.as_ref().is_some_and(|r| r.task == name))
+        })
+        .map(|t| t.id)
+        .collect();
+    let mut cancelled = 0;
+    if !f.dry_run {
+        for id in &ids {
+            if state.broker.cancel(id).await? == kiq_broker::CancelOutcome::Cancelled {
+                cancelled += 1;
+            }
+        }
+    }
+    Ok(Json(CancelledMany {
+        queue,
+        matched: ids.len() as u64,
+        cancelled,
+    }))
+}

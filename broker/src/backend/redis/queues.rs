@@ -189,6 +189,9 @@ impl RedisBackend {
             record.queue = physical.to_string();
             record.enqueued_at_ms = env.enqueued_at_ms;
             record.attempts = record.attempts.max(env.attempt);
+            if env.args.len() <= crate::model::record::ARGS_KEPT_MAX {
+                record.args = Some(env.args.clone());
+            }
             record.failure = Some(TaskFailure::new(
                 FailureKind::Cancelled,
                 format!("purged with queue {queue}"),
