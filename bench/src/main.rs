@@ -49,6 +49,10 @@ struct Args {
     /// by kiq workers (`--taskiq`), against kiq's own drain of N tasks in the same run
     #[arg(long)]
     taskiq: bool,
+    /// Only the drain of N no-op tasks by one worker process (its rate, CPU and the Redis memory
+    /// each finished task keeps): the phase to profile
+    #[arg(long)]
+    drain_only: bool,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -114,6 +118,47 @@ async fn main() -> anyhow::Result<()> {
     let probe = broker(&url, "kiqbench-probe").await?;
     let envelope = probe.prepare(&bench::noop::kicker(), &())?.payload;
     let record_len = 60usize; // a succeeded record of a unit output, encoded
+
+    if args.drain_only {
+        raw_xadd_rate(&mut conn, "kiqbench-raw", &envelope, n).await?;
+        let raw_drain = raw_consume_rate(&mut conn, "kiqbench-raw", n, record_len).await?;
+        flush(&mut conn).await?;
+        let (rate, cmds, (rss, cpu)) =
+            drain(&taskctl, &url, "kiqbench-drain1", 1, n, &mut conn, None).await?;
+        rows.push(row(
+            "drain no-op tasks, 1 worker process(es)",
+            rate,
+            "tasks/s",
+            Some(raw_drain),
+        ));
+        rows.push(row(
+            "  worker CPU per task (drain, 1 process(es))",
+            cpu,
+            "µs",
+            None,
+        ));
+        rows.push(row(
+            "  Redis CPU per task (drain, 1 process(es))",
+            cmds.2.get("redis_cpu_us").copied().unwrap_or(f64::NAN),
+            "µs",
+            None,
+        ));
+        memory_rows(&mut rows, &cmds.2);
+        rows.push(row(
+            "Redis commands per task (drain, worker side)",
+            cmds.0,
+            "cmds",
+            None,
+        ));
+        rows.push(row(
+            "worker RSS, peak (VmHWM)",
+            rss as f64 / 1024.0,
+            "MiB",
+            None,
+        ));
+        print_table(&rows);
+        return Ok(());
+    }
 
     // --- Ceilings: raw Redis, same instance, same command mix ---------------------------------
     let cpu = CpuMeter::start(&mut conn).await?;
@@ -273,6 +318,7 @@ async fn main() -> anyhow::Result<()> {
             None,
         ));
         if procs == 1 {
+            memory_rows(&mut rows, &cmds.2);
             rows.push(row(
                 "Redis commands per task (drain, worker side)",
                 cmds.0,
@@ -434,6 +480,35 @@ async fn main() -> anyhow::Result<()> {
         println!("results written to {}", path.display());
     }
     Ok(())
+}
+
+/// The rows of what a finished task keeps in Redis, from a drain's figures.
+fn memory_rows(rows: &mut Vec<Row>, figures: &HashMap<String, f64>) {
+    let get = |k: &str| figures.get(k).copied().unwrap_or(f64::NAN);
+    rows.push(row(
+        "Redis memory per finished task (after the drain)",
+        get("memory_per_finished_task"),
+        "bytes",
+        None,
+    ));
+    rows.push(row(
+        "  of which its record (MEMORY USAGE of one)",
+        get("memory_record"),
+        "bytes",
+        None,
+    ));
+    rows.push(row(
+        "  the record's encoding (STRLEN)",
+        get("record_encoded"),
+        "bytes",
+        None,
+    ));
+    rows.push(row(
+        "  its entry of the finished index (MEMORY USAGE / N)",
+        get("memory_index_entry"),
+        "bytes",
+        None,
+    ));
 }
 
 fn row(name: &str, value: f64, unit: &'static str, ceiling: Option<f64>) -> Row {
@@ -818,6 +893,7 @@ async fn drain(
 ) -> anyhow::Result<(f64, (f64, f64, HashMap<String, f64>), (u64, f64))> {
     let b = broker(url, prefix).await?;
     let before_enqueue = command_calls(conn).await?;
+    let memory_before = used_memory(conn).await?;
     let mut left = n;
     while left > 0 {
         let k = left.min(10_000);
@@ -860,6 +936,36 @@ async fn drain(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rate = n as f64 / t.elapsed().as_secs_f64();
+    // What a finished task keeps in Redis: the growth over enqueue and drain, and the two
+    // per-task parts of it (the record, an entry of the finished index), for one sampled task.
+    let memory_after = used_memory(conn).await?;
+    let index = format!("{{{prefix}:bench}}:finished:succeeded");
+    let (sample, index_bytes): (Vec<String>, Option<u64>) = redis::pipe()
+        .cmd("ZRANGE")
+        .arg(&index)
+        .arg(0)
+        .arg(0)
+        .cmd("MEMORY")
+        .arg("USAGE")
+        .arg(&index)
+        .arg("SAMPLES")
+        .arg(0)
+        .query_async(conn)
+        .await?;
+    let (record_bytes, record_len): (Option<u64>, u64) = match sample.first() {
+        Some(id) => {
+            let key = format!("{{{prefix}:t:{id}}}");
+            redis::pipe()
+                .cmd("MEMORY")
+                .arg("USAGE")
+                .arg(&key)
+                .cmd("STRLEN")
+                .arg(&key)
+                .query_async(conn)
+                .await?
+        }
+        None => (None, 0),
+    };
     // Redis's CPU over the drain (our own polling, a few hundred commands a second, included).
     let redis_cpu_us = (redis_cpu(conn).await? - redis_cpu_before) * 1e6 / n as f64;
     let after_drain = command_calls(conn).await?;
@@ -888,6 +994,16 @@ async fn drain(
         per_task.insert(format!("enqueue:{k}"), *v as f64 / n as f64);
     }
     per_task.insert("redis_cpu_us".into(), redis_cpu_us);
+    per_task.insert(
+        "memory_per_finished_task".into(),
+        memory_after.saturating_sub(memory_before) as f64 / n as f64,
+    );
+    per_task.insert("memory_record".into(), record_bytes.unwrap_or(0) as f64);
+    per_task.insert("record_encoded".into(), record_len as f64);
+    per_task.insert(
+        "memory_index_entry".into(),
+        index_bytes.unwrap_or(0) as f64 / n as f64,
+    );
     Ok((
         rate,
         (

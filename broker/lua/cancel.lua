@@ -7,15 +7,17 @@
 -- KEYS[2]  {<prefix>:t:<id>}:cancel   the cancel mark workers check before running
 -- ARGV     cancelled record, mark TTL (s), record TTL (s), done channel (in the task's slot),
 --          the publish command (PUBLISH, or SPUBLISH on a cluster), then the byte strings
---          that mark a final record in the broker's wire format (`WireFormat::final_markers`)
+--          that mark a final record in the broker's wire format (`WireFormat::final_markers`):
+--          one of them starts within a final record's first four bytes
 --
 -- A record is not decoded here (the wire format is the broker's choice, and Redis's bundled
--- cmsgpack cannot read every record): a final one is recognised by the markers its format names.
+-- cmsgpack cannot read every record): a final one is recognised by the markers its format names,
+-- looked for only at the record's head (an output or argument could hold the same bytes).
 -- Returns 1 if cancelled, 0 if it had finished.
 local rec = redis.call('GET', KEYS[1])
 if rec then
   for i = 6, #ARGV do
-    if string.find(rec, ARGV[i], 1, true) then return 0 end
+    if string.find(string.sub(rec, 1, 3 + #ARGV[i]), ARGV[i], 1, true) then return 0 end
   end
 end
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])

@@ -1,6 +1,7 @@
 //! Codecs: the value codec (task arguments, outputs, progress) and the wire format (the
 //! schema of envelopes and records). A broker holds one of each as a value.
 
+mod record;
 mod signed;
 mod value;
 mod wire;

@@ -142,7 +142,7 @@ fn json_kind(m: rmp::Marker) -> &'static str {
 pub const MAX_DEPTH: usize = 128;
 
 /// A MessagePack reader of `bytes` that refuses nesting deeper than [`MAX_DEPTH`].
-fn msgpack_reader(
+pub(super) fn msgpack_reader(
     bytes: &[u8],
 ) -> rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'_, [u8]>> {
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);

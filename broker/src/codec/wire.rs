@@ -9,6 +9,7 @@
 
 use std::fmt::Debug;
 
+use super::record;
 use super::value::{CodecError, ValueCodec};
 use crate::model::envelope::Envelope;
 use crate::model::record::{TaskRecord, TaskState};
@@ -32,13 +33,15 @@ pub trait WireFormat: Debug + Send + Sync + 'static {
     fn encode_record(&self, record: &TaskRecord) -> Result<Vec<u8>, CodecError>;
     /// Decodes a task's record.
     fn decode_record(&self, bytes: &[u8]) -> Result<TaskRecord, CodecError>;
-    /// Byte strings of which an encoded record contains one exactly when its state is final
-    /// (succeeded, failed, cancelled, dead): how a cancellation, inside Redis, tells a
-    /// finished task (left alone) from a waiting or running one without decoding the record.
+    /// Byte strings one of which starts within the first four bytes of an encoded record
+    /// exactly when its state is final (succeeded, failed, cancelled, dead): how a
+    /// cancellation, inside Redis, tells a finished task (left alone) from a waiting or running
+    /// one without decoding the record.
     fn final_markers(&self) -> Vec<Vec<u8>>;
 }
 
-/// kiq's own wire format: envelopes and records as MessagePack maps with named fields.
+/// kiq's own wire format: envelopes as MessagePack maps with named fields, records in a compact
+/// positional layout (records of the earlier named-map encoding are still read).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KiqWire;
 
@@ -67,27 +70,33 @@ impl WireFormat for KiqWire {
         ValueCodec::MsgPack.decode::<Id>(bytes).ok().map(|i| i.id)
     }
 
+    /// The compact layout (see `codec/record.rs`).
     fn encode_record(&self, record: &TaskRecord) -> Result<Vec<u8>, CodecError> {
-        ValueCodec::MsgPack.encode(record)
+        record::encode(record)
     }
 
+    /// The compact layout, or a named map as kiq wrote records before it.
     fn decode_record(&self, bytes: &[u8]) -> Result<TaskRecord, CodecError> {
-        ValueCodec::MsgPack.decode(bytes)
+        match bytes.first() {
+            Some(&record::MAGIC) => record::decode(bytes),
+            _ => ValueCodec::MsgPack.decode(bytes),
+        }
     }
 
-    /// The map key `state` (fixstr) followed by the state's name (fixstr), as
-    /// `rmp_serde::to_vec_named` writes a record's first field.
+    /// A compact record's first three bytes (magic, version, state), then, for records of
+    /// the named-map encoding still in Redis, the map key `state` (fixstr) followed by the
+    /// state's name (fixstr), as `rmp_serde::to_vec_named` wrote a record's first field,
+    /// right after the map's header.
     fn final_markers(&self) -> Vec<Vec<u8>> {
-        TaskState::FINAL
-            .iter()
-            .map(|s| {
-                let name = s.as_str().as_bytes();
-                let mut m = b"\xa5state".to_vec();
-                m.push(0xa0 | name.len() as u8);
-                m.extend_from_slice(name);
-                m
-            })
-            .collect()
+        let compact = TaskState::FINAL.iter().map(|s| record::head(*s).to_vec());
+        let named = TaskState::FINAL.iter().map(|s| {
+            let name = s.as_str().as_bytes();
+            let mut m = b"\xa5state".to_vec();
+            m.push(0xa0 | name.len() as u8);
+            m.extend_from_slice(name);
+            m
+        });
+        compact.chain(named).collect()
     }
 }
 

@@ -92,50 +92,62 @@ mod tests {
     use crate::codec::{KiqWire, WireFormat};
     use crate::model::record::{TaskRecord, TaskState};
 
-    /// `lua/cancel.lua` recognises final records by the markers the wire format names: each
-    /// final record carries one, no other record any.
+    /// `lua/cancel.lua` recognises final records by the markers the wire format names, at a
+    /// record's head: each final record starts with one within its first four bytes, no other
+    /// record does (even with names and arguments that spell final states).
     #[test]
     fn final_state_markers_match_the_wire_format() {
         let markers = KiqWire.final_markers();
-        assert_eq!(markers.len(), TaskState::FINAL.len());
-        assert_eq!(markers[0], b"\xa5state\xa9succeeded");
-        for (state, marker) in TaskState::FINAL.into_iter().zip(&markers) {
-            let bytes = KiqWire
-                .encode_record(&TaskRecord {
-                    state,
-                    task: "t".into(),
-                    queue: "q".into(),
-                    enqueued_at_ms: 1,
-                    finished_at_ms: Some(2),
-                    attempts: 1,
-                    output: Some(vec![1, 2, 3]),
-                    ..Default::default()
-                })
-                .unwrap();
-            assert!(
-                bytes.windows(marker.len()).any(|w| w == marker),
-                "{state:?} record lacks its marker"
-            );
+        assert_eq!(markers.len(), 2 * TaskState::FINAL.len());
+        assert_eq!(markers[0], b"\xc1\x01\x04");
+        assert_eq!(markers[4], b"\xa5state\xa9succeeded");
+        // What the script does: look for each marker in the record's first 3 + len bytes.
+        let at_head = |record: &[u8], marker: &[u8]| {
+            let head = &record[..record.len().min(3 + marker.len())];
+            head.windows(marker.len()).any(|w| w == marker)
+        };
+        for state in TaskState::FINAL {
+            let record = TaskRecord {
+                state,
+                task: "t".into(),
+                queue: "q".into(),
+                enqueued_at_ms: 1,
+                finished_at_ms: Some(2),
+                attempts: 1,
+                output: Some(vec![1, 2, 3]),
+                ..Default::default()
+            };
+            let compact = KiqWire.encode_record(&record).unwrap();
+            let named = rmp_serde::to_vec_named(&record).unwrap();
+            for bytes in [compact, named] {
+                assert!(
+                    markers.iter().any(|m| at_head(&bytes, m)),
+                    "{state:?} record lacks its marker"
+                );
+            }
         }
-        // And no record in a state that is not final carries any (even with names that
-        // spell final states in its other fields).
+        let spelled: Vec<u8> = markers.concat();
         for state in [
             TaskState::Pending,
             TaskState::Scheduled,
             TaskState::Running,
             TaskState::Retrying,
         ] {
-            let record = KiqWire
-                .encode_record(&TaskRecord {
-                    state,
-                    ..TaskRecord::accepted("succeeded", "failed", 1, false)
-                })
-                .unwrap();
-            for marker in &markers {
-                assert!(
-                    !record.windows(marker.len()).any(|w| w == &marker[..]),
-                    "{state:?} record carries a final marker"
-                );
+            let record = TaskRecord {
+                state,
+                output: Some(spelled.clone()),
+                args: Some(spelled.clone()),
+                ..TaskRecord::accepted("succeeded", "failed", 1, false)
+            };
+            let compact = KiqWire.encode_record(&record).unwrap();
+            let named = rmp_serde::to_vec_named(&record).unwrap();
+            for bytes in [compact, named] {
+                for marker in &markers {
+                    assert!(
+                        !at_head(&bytes, marker),
+                        "{state:?} record carries a final marker"
+                    );
+                }
             }
         }
     }
