@@ -29,6 +29,10 @@ pub const CONSUMER_GROUP: &str = "kiq";
 /// The stream entry field that carries the encoded envelope (the same name Taskiq uses).
 pub const DATA_FIELD: &str = "data";
 
+/// What a task's done channel adds to its record key ([`Keys::task`]): the channel is
+/// `<task key>:done` (see [`Keys::done_channel`]).
+pub(crate) const DONE_SUFFIX: &str = ":done";
+
 impl Keys {
     /// Key names under `prefix` (default `kiq`).
     pub fn new(prefix: impl Into<String>) -> Self {
@@ -49,7 +53,20 @@ impl Keys {
 
     /// The hash tag of task `id`'s keys: `{<prefix>:t:<id>}`.
     pub fn task_tag(&self, id: &str) -> String {
-        format!("{{{}:t:{}}}", self.prefix, id)
+        self.task_key_with(id, "")
+    }
+
+    /// `{<prefix>:t:<id>}<suffix>`, built in one allocation of the exact size (task keys are
+    /// made several times per finished task, on the worker's hot path).
+    fn task_key_with(&self, id: &str, suffix: &str) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + id.len() + suffix.len() + 5);
+        key.push('{');
+        key.push_str(&self.prefix);
+        key.push_str(":t:");
+        key.push_str(id);
+        key.push('}');
+        key.push_str(suffix);
+        key
     }
 
     /// The control tag: `{<prefix>}`.
@@ -99,13 +116,13 @@ impl Keys {
 
     /// A task's latest progress report (set by the running task).
     pub fn progress(&self, task_id: &str) -> String {
-        format!("{}:progress", self.task_tag(task_id))
+        self.task_key_with(task_id, ":progress")
     }
 
     /// The pub/sub channel on which a task's completion is announced (sharded on a cluster:
     /// it lives in the task's slot).
     pub fn done_channel(&self, task_id: &str) -> String {
-        format!("{}:done", self.task_tag(task_id))
+        self.task_key_with(task_id, DONE_SUFFIX)
     }
 
     /// The task id of a done channel's name (the inverse of [`Keys::done_channel`]).
@@ -119,7 +136,7 @@ impl Keys {
 
     /// The mark that task `task_id` was cancelled.
     pub fn cancel(&self, task_id: &str) -> String {
-        format!("{}:cancel", self.task_tag(task_id))
+        self.task_key_with(task_id, ":cancel")
     }
 
     /// Exists while a cancel mark of one of `queue`'s tasks may exist (set with the marks'
@@ -329,6 +346,10 @@ mod tests {
         assert_eq!(k.stream("mail#2:high"), "{app:mail#2}:high:stream");
         assert_eq!(k.task("abc"), "{app:t:abc}");
         assert_eq!(k.done_channel("abc"), "{app:t:abc}:done");
+        assert_eq!(k.done_channel("abc"), k.task("abc") + DONE_SUFFIX);
+        assert_eq!(k.task_tag("abc"), "{app:t:abc}");
+        assert_eq!(k.progress("abc"), "{app:t:abc}:progress");
+        assert_eq!(k.cancel("abc"), "{app:t:abc}:cancel");
         assert_eq!(k.done_channel_id("{app:t:a:b}:done"), Some("a:b"));
         assert_eq!(k.done_channel_id("{other:t:a}:done"), None);
         assert_eq!(k.lease(), "{app}:scheduler:lease");

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::record::TaskState;
+
 /// Upper bounds (ms, inclusive) of the run-time and wait-time histogram buckets; a last bucket
 /// counts everything above the last bound.
 pub const BUCKETS_MS: [u64; 12] = [
@@ -68,6 +70,18 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// Adds `n` to bucket `i` of `hist` (made full-length on first use); false past the last.
+fn hist_add(hist: &mut Vec<u64>, i: usize, n: u64) -> bool {
+    if i >= HIST_LEN {
+        return false;
+    }
+    if hist.is_empty() {
+        hist.resize(HIST_LEN, 0);
+    }
+    hist[i] = hist[i].saturating_add(n);
+    true
+}
+
 impl Counters {
     /// Adds `n` to the counter a bucket hash names `field` (`succeeded`, `r3`, `w0`...);
     /// returns whether the name was known (unknown ones, from newer versions, are skipped).
@@ -90,18 +104,45 @@ impl Counters {
                 let Ok(i) = idx.parse::<usize>() else {
                     return false;
                 };
-                if i >= HIST_LEN {
-                    return false;
-                }
-                if hist.is_empty() {
-                    hist.resize(HIST_LEN, 0);
-                }
-                hist[i] = hist[i].saturating_add(n);
-                return true;
+                return hist_add(hist, i, n);
             }
         };
         *slot = slot.saturating_add(n);
         true
+    }
+
+    /// Counts one task that finished in `state` (the counter [`Counters::add_field`] names
+    /// `state.as_str()`); returns false, counting nothing, for a state that is not final.
+    pub fn count_final(&mut self, state: TaskState) -> bool {
+        let slot = match state {
+            TaskState::Succeeded => &mut self.succeeded,
+            TaskState::Failed => &mut self.failed,
+            TaskState::Cancelled => &mut self.cancelled,
+            TaskState::Dead => &mut self.dead,
+            _ => return false,
+        };
+        *slot = slot.saturating_add(1);
+        true
+    }
+
+    /// Counts one finished task that ran, after waiting `wait_ms` and running `run_ms`: `ran`,
+    /// and the two sums (not the histograms: see [`Counters::count_run`]).
+    pub fn count_ran(&mut self, wait_ms: u64, run_ms: u64) {
+        self.ran = self.ran.saturating_add(1);
+        self.wait_ms = self.wait_ms.saturating_add(wait_ms);
+        self.run_ms = self.run_ms.saturating_add(run_ms);
+    }
+
+    /// Adds `n` runs to run-time histogram bucket `bucket` (as [`bucket_of`] gives it; the
+    /// field `r<bucket>`); returns false, counting nothing, past the last bucket.
+    pub fn count_run(&mut self, bucket: usize, n: u64) -> bool {
+        hist_add(&mut self.run_hist, bucket, n)
+    }
+
+    /// Adds `n` waits to wait-time histogram bucket `bucket` (as [`bucket_of`] gives it; the
+    /// field `w<bucket>`); returns false, counting nothing, past the last bucket.
+    pub fn count_wait(&mut self, bucket: usize, n: u64) -> bool {
+        hist_add(&mut self.wait_hist, bucket, n)
     }
 
     /// Adds `other` into these.
@@ -354,6 +395,44 @@ mod tests {
         let mut slow = Counters::default();
         slow.add_field(&format!("r{}", HIST_LEN - 1), 1);
         assert_eq!(slow.run_percentile(0.5), Some(300_000));
+    }
+
+    /// The direct counters add what the named fields add.
+    #[test]
+    fn direct_counts_match_the_named_fields() {
+        let mut direct = Counters::default();
+        let mut named = Counters::default();
+        for state in [
+            TaskState::Succeeded,
+            TaskState::Failed,
+            TaskState::Cancelled,
+            TaskState::Dead,
+            TaskState::Succeeded,
+        ] {
+            assert!(direct.count_final(state));
+            assert!(named.add_field(state.as_str(), 1));
+        }
+        for state in [TaskState::Pending, TaskState::Running, TaskState::Retrying] {
+            assert!(!direct.count_final(state));
+        }
+        for (wait, run) in [(0, 3), (40, 700), (2, 400_000)] {
+            direct.count_ran(wait, run);
+            assert!(direct.count_run(bucket_of(run), 1));
+            assert!(direct.count_wait(bucket_of(wait), 1));
+            for (field, n) in [
+                ("ran".to_string(), 1),
+                ("wait_ms".to_string(), wait),
+                ("run_ms".to_string(), run),
+                (format!("r{}", bucket_of(run)), 1),
+                (format!("w{}", bucket_of(wait)), 1),
+            ] {
+                assert!(named.add_field(&field, n));
+            }
+        }
+        assert!(!direct.count_run(HIST_LEN, 1));
+        assert!(!direct.count_wait(HIST_LEN, 1));
+        assert_eq!(direct, named);
+        assert_eq!(direct.run_hist.len(), HIST_LEN);
     }
 
     #[test]

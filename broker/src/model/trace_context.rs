@@ -39,9 +39,9 @@ impl TraceParent {
             return None;
         }
         Some(Self {
-            trace_id: trace.to_ascii_lowercase(),
-            span_id: span.to_ascii_lowercase(),
-            flags: flags.to_ascii_lowercase(),
+            trace_id: lowercase(trace),
+            span_id: lowercase(span),
+            flags: lowercase(flags),
         })
     }
 
@@ -66,13 +66,32 @@ impl TraceParent {
 
     /// The header value.
     pub fn header(&self) -> String {
-        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+        // Built in one allocation: this runs for every task a worker runs.
+        let mut h =
+            String::with_capacity(6 + self.trace_id.len() + self.span_id.len() + self.flags.len());
+        for part in ["00-", &self.trace_id, "-", &self.span_id, "-", &self.flags] {
+            h.push_str(part);
+        }
+        h
+    }
+}
+
+/// `s` in lowercase, copied as it is when it already is (as kiq writes it).
+fn lowercase(s: &str) -> String {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        s.to_ascii_lowercase()
+    } else {
+        s.to_owned()
     }
 }
 
 fn new_span_id() -> String {
+    use std::fmt::Write as _;
     let id = uuid::Uuid::new_v4().as_u128() as u64;
-    format!("{:016x}", id.max(1))
+    let mut s = String::with_capacity(16);
+    // Writing to a String cannot fail.
+    let _ = write!(s, "{:016x}", id.max(1));
+    s
 }
 
 tokio::task_local! {
@@ -236,6 +255,13 @@ mod tests {
         }
         let root = TraceParent::new_root();
         assert_eq!(TraceParent::parse(&root.header()), Some(root));
+        let upper =
+            TraceParent::parse("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01").unwrap();
+        assert_eq!(
+            upper.header(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(upper.child().span_id.len(), 16);
     }
 
     #[tokio::test]

@@ -28,13 +28,16 @@ pub(crate) struct Listeners {
 
 impl Listeners {
     fn written(&self, batch: &[Write]) {
-        let mut delayed = false;
-        for w in batch {
-            if let Write::Completion(c) = w {
-                self.inflight.remove(&c.lane, &c.stream_id);
-                delayed |= matches!(c.end, End::Retry { .. } | End::Defer { .. });
-            }
-        }
+        let completions = || {
+            batch.iter().filter_map(|w| match w {
+                Write::Completion(c) => Some(c),
+                Write::State(_) => None,
+            })
+        };
+        // One lock for the whole batch.
+        self.inflight
+            .remove_many(completions().map(|c| (c.lane.as_str(), c.stream_id.as_str())));
+        let delayed = completions().any(|c| matches!(c.end, End::Retry { .. } | End::Defer { .. }));
         if delayed {
             self.delayed.notify_one();
         }

@@ -80,9 +80,11 @@ impl Executions {
         deliveries: Vec<Delivery>,
         cancels_active: bool,
     ) {
-        for d in &deliveries {
-            self.inflight.insert(&d.lane, &d.stream_id);
-        }
+        self.inflight.insert_many(
+            deliveries
+                .iter()
+                .map(|d| (d.lane.as_str(), d.stream_id.as_str())),
+        );
         let ticket = self
             .order
             .next_ticket

@@ -199,6 +199,16 @@ impl Worker {
             visibility_timeout_ms = config.visibility_timeout.as_millis() as u64, "worker started");
 
         // The completer: every write goes through its queue, in order.
+        //
+        // The queue stays bounded: its bound is the worker's only backpressure from Redis
+        // writes to reads. A message's slot is released as soon as its completion is *queued*
+        // (`Executions::run` drops it after `send` returns), not once it is written, so the
+        // fetch slots do not bound what waits here: with an unbounded queue, a completer slower
+        // than execution (Redis slow to take writes, or retrying them with backoff while reads
+        // still succeed) would let the fetcher go on reading and queue completions without
+        // limit. Poison letters (`spawn_poisoned`) hold no slot at all, and a task's `running`
+        // mark can still wait here after the task finished and released its slot. So it is not
+        // made unbounded (#18, profile item 9).
         let (writes, to_write) = mpsc::channel::<Write>(capacity.max(completer::MAX_BATCH));
         let inflight = Arc::new(InFlight::default());
         let delayed = Arc::new(Notify::new());

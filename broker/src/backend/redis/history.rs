@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::consumer::completion::{End, Write};
+use crate::consumer::completion::{End, StoredRecord, Write};
 use crate::error::BrokerError;
 use crate::model::history::{
     bucket_of, queue_field, task_field, Counters, History, HistoryPoint, LastFailure, TaskTotals,
     BUCKETS_MS, HOUR_RETENTION_S, MINUTE_RETENTION_S,
 };
 use crate::model::partition;
+use crate::model::record::TaskState;
 
 use super::complete::finished_at;
 use super::connection::Batch;
@@ -33,67 +34,192 @@ pub(crate) const MAX_POINTS: u64 = 2_000;
 /// Error messages kept with a task name's latest failure are cut to this many bytes.
 const LAST_FAILURE_MESSAGE_MAX: usize = 500;
 
+/// What one write adds to the counters, the history's and the cumulative stats' alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tally {
+    /// An attempt failed and will run again: `retried`.
+    Retried,
+    /// The task finished in `state` (a final one); `times` (wait, run; ms) when it ran.
+    Finished {
+        /// The final state.
+        state: TaskState,
+        /// Its queue wait and run time, ms, when it has a start time.
+        times: Option<(u64, u64)>,
+    },
+}
+
+impl Tally {
+    /// What `w` counts, with the record it is about: retried attempts, and final records of
+    /// messages that ended (done or dead). Everything else counts nothing.
+    pub(super) fn of(w: &Write) -> Option<(&StoredRecord, Tally)> {
+        let Write::Completion(c) = w else { return None };
+        let task = c.task.as_ref()?;
+        let r = &task.record;
+        match &c.end {
+            End::Retry { .. } => Some((task, Tally::Retried)),
+            End::Done | End::Dead(_) if r.state.is_final() => {
+                let times = r.started_at_ms.map(|started| {
+                    (
+                        started.saturating_sub(r.enqueued_at_ms),
+                        finished_at(r).saturating_sub(started),
+                    )
+                });
+                Some((
+                    task,
+                    Tally::Finished {
+                        state: r.state,
+                        times,
+                    },
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// Adds this to `c` in place; with `histograms`, the run and wait times to their buckets
+    /// too.
+    pub(super) fn add_to(self, c: &mut Counters, histograms: bool) {
+        match self {
+            Tally::Retried => c.retried = c.retried.saturating_add(1),
+            Tally::Finished { state, times } => {
+                c.count_final(state);
+                if let Some((wait, run)) = times {
+                    c.count_ran(wait, run);
+                    if histograms {
+                        c.count_run(bucket_of(run), 1);
+                        c.count_wait(bucket_of(wait), 1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Values by key, in the order keys were first seen. The key used last is checked before any
+/// hashing: a batch's completions mostly come in runs of one queue and one task name.
+pub(super) struct Grouped<K, V> {
+    rows: Vec<(K, V)>,
+    index: HashMap<K, usize>,
+    last: usize,
+}
+
+impl<K: Copy + Eq + std::hash::Hash, V: Default> Grouped<K, V> {
+    /// Empty.
+    pub(super) fn new() -> Self {
+        Self {
+            rows: Vec::new(),
+            index: HashMap::new(),
+            last: 0,
+        }
+    }
+
+    /// The value of `key`, made (default) if new.
+    pub(super) fn get(&mut self, key: K) -> &mut V {
+        let hit = matches!(self.rows.get(self.last), Some((k, _)) if *k == key);
+        if !hit {
+            self.last = match self.index.get(&key) {
+                Some(i) => *i,
+                None => {
+                    self.rows.push((key, V::default()));
+                    self.index.insert(key, self.rows.len() - 1);
+                    self.rows.len() - 1
+                }
+            };
+        }
+        &mut self.rows[self.last].1
+    }
+
+    /// Whether no key was seen.
+    pub(super) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The keys and their values, in the order keys were first seen.
+    pub(super) fn into_rows(self) -> Vec<(K, V)> {
+        self.rows
+    }
+}
+
 /// Adds `batch`'s counters to the current minute's and hour's buckets (one script call), and
 /// each failing task name's latest failure (one `HSET`). Counters go to the task's queue (its
 /// partitions and lanes folded in) and its task name.
 pub(crate) fn add_history(pipe: &mut Batch, keys: &crate::Keys, batch: &[Write], now_ms: u64) {
-    let mut sums: HashMap<(bool, &str), Counters> = HashMap::new();
-    let mut failures: Vec<(&str, Vec<u8>)> = Vec::new();
-    for w in batch {
-        let Write::Completion(c) = w else { continue };
-        let Some(task) = &c.task else { continue };
-        let r = &task.record;
-        let mut one = Counters::default();
-        match &c.end {
-            End::Retry { .. } => one.retried = 1,
-            End::Done | End::Dead(_) if r.state.is_final() => {
-                one.add_field(r.state.as_str(), 1);
-                if let Some(started) = r.started_at_ms {
-                    let wait = started.saturating_sub(r.enqueued_at_ms);
-                    let run = finished_at(r).saturating_sub(started);
-                    one.ran = 1;
-                    one.wait_ms = wait;
-                    one.run_ms = run;
-                    one.add_field(&format!("r{}", bucket_of(run)), 1);
-                    one.add_field(&format!("w{}", bucket_of(wait)), 1);
-                }
-                if matches!(r.state, crate::TaskState::Failed | crate::TaskState::Dead) {
-                    let mut error = r
-                        .failure
-                        .as_ref()
-                        .map(|f| f.message.clone())
-                        .unwrap_or_default();
-                    if error.len() > LAST_FAILURE_MESSAGE_MAX {
-                        let mut cut = LAST_FAILURE_MESSAGE_MAX;
-                        while !error.is_char_boundary(cut) {
-                            cut -= 1;
-                        }
-                        error.truncate(cut);
-                    }
-                    let last = LastFailure {
-                        id: task.id.clone(),
-                        at_ms: finished_at(r),
-                        state: r.state.as_str().to_string(),
-                        error,
-                    };
-                    if let Ok(bytes) = crate::codec::encode(&last) {
-                        failures.push((r.task.as_str(), bytes));
-                    }
-                }
-            }
-            _ => continue,
+    let (fields, failures) = history_fields(batch);
+    add_counts(pipe, keys, now_ms, &fields);
+    if !failures.is_empty() {
+        let key = keys.last_failures();
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&key);
+        for (task, bytes) in failures {
+            hset.arg(task).arg(bytes);
         }
-        let queue = partition::logical(&r.queue);
-        sums.entry((true, queue)).or_default().merge(&one);
-        sums.entry((false, r.task.as_str()))
-            .or_default()
-            .merge(&one);
+        pipe.add(&key, hset);
     }
-    if sums.is_empty() {
-        return;
+}
+
+/// Failed task names with their encoded [`LastFailure`], in the batch's order.
+type Failures<'a> = Vec<(&'a str, Vec<u8>)>;
+
+/// What [`add_history`] writes for `batch`: the bucket-hash fields with their increments
+/// (non-zero ones only), and each failed task name's encoded [`LastFailure`].
+///
+/// Counted in place, per queue (as read: physical, folded into the logical queue once per
+/// batch) and per task name: no temporaries per task.
+fn history_fields(batch: &[Write]) -> (Vec<(String, u64)>, Failures<'_>) {
+    let mut queues: Grouped<&str, Counters> = Grouped::new();
+    let mut tasks: Grouped<&str, Counters> = Grouped::new();
+    let mut failures: Vec<(&str, Vec<u8>)> = Vec::new();
+    for (task, tally) in batch.iter().filter_map(Tally::of) {
+        let r = &task.record;
+        tally.add_to(queues.get(r.queue.as_str()), true);
+        tally.add_to(tasks.get(r.task.as_str()), true);
+        if matches!(r.state, TaskState::Failed | TaskState::Dead)
+            && matches!(tally, Tally::Finished { .. })
+        {
+            let mut error = r
+                .failure
+                .as_ref()
+                .map(|f| f.message.clone())
+                .unwrap_or_default();
+            if error.len() > LAST_FAILURE_MESSAGE_MAX {
+                let mut cut = LAST_FAILURE_MESSAGE_MAX;
+                while !error.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                error.truncate(cut);
+            }
+            let last = LastFailure {
+                id: task.id.clone(),
+                at_ms: finished_at(r),
+                state: r.state.as_str().to_string(),
+                error,
+            };
+            if let Ok(bytes) = crate::codec::encode(&last) {
+                failures.push((r.task.as_str(), bytes));
+            }
+        }
     }
-    let mut fields: Vec<(String, u64)> = Vec::new();
-    for ((is_queue, name), c) in &sums {
+    if queues.is_empty() {
+        return (Vec::new(), failures);
+    }
+    // Partitions and lanes fold into their queue: once per queue read, not per task.
+    let mut logical: Grouped<&str, Counters> = Grouped::new();
+    for (queue, c) in queues.into_rows() {
+        logical.get(partition::logical(queue)).merge(&c);
+    }
+    let rows: Vec<_> = logical
+        .into_rows()
+        .into_iter()
+        .map(|(name, c)| (true, name, c))
+        .chain(
+            tasks
+                .into_rows()
+                .into_iter()
+                .map(|(name, c)| (false, name, c)),
+        )
+        .collect();
+    let mut fields: Vec<(String, u64)> = Vec::with_capacity(rows.len() * 8);
+    for (is_queue, name, c) in &rows {
         let field = |counter: &str| {
             if *is_queue {
                 queue_field(name, counter)
@@ -121,16 +247,7 @@ pub(crate) fn add_history(pipe: &mut Batch, keys: &crate::Keys, batch: &[Write],
             }
         }
     }
-    add_counts(pipe, keys, now_ms, &fields);
-    if !failures.is_empty() {
-        let key = keys.last_failures();
-        let mut hset = redis::cmd("HSET");
-        hset.arg(&key);
-        for (task, bytes) in failures {
-            hset.arg(task).arg(bytes);
-        }
-        pipe.add(&key, hset);
-    }
+    (fields, failures)
 }
 
 /// Adds `fields` (bucket-hash field names, as [`queue_field`] and [`task_field`] make them,
@@ -400,4 +517,200 @@ fn hash_fields(reply: &redis::Value) -> impl Iterator<Item = (&str, u64)> {
         };
         Some((text(f)?, n))
     })
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::consumer::completion::{Completion, DeadLetter};
+    use crate::model::record::{FailureKind, TaskFailure, TaskRecord};
+
+    /// One write of each kind that counts (and some that do not), over two partitions of one
+    /// queue, another queue and three task names.
+    pub(in crate::backend::redis) fn mixed_batch() -> Vec<Write> {
+        let completion = |n: u64, queue: &str, task: &str, state, end: End, started| {
+            let record = TaskRecord {
+                state,
+                task: task.to_string(),
+                queue: queue.to_string(),
+                enqueued_at_ms: 1_000 + n,
+                started_at_ms: started,
+                finished_at_ms: Some(5_000 + n * n * 37),
+                failure: matches!(state, TaskState::Failed | TaskState::Dead).then(|| {
+                    TaskFailure {
+                        kind: FailureKind::Error,
+                        error_type: None,
+                        message: format!("boom {n}"),
+                    }
+                }),
+                ..Default::default()
+            };
+            Write::Completion(Completion {
+                lane: queue.to_string(),
+                stream_id: format!("{n}-0"),
+                task: Some(StoredRecord {
+                    id: format!("id{n}"),
+                    record,
+                }),
+                end,
+                effects: Vec::new(),
+            })
+        };
+        let retry = || End::Retry {
+            next: Box::default(),
+            at_ms: 9,
+        };
+        let mut batch = Vec::new();
+        for n in 0..40u64 {
+            let queue = ["mail", "mail#1", "mail#2", "other"][(n % 4) as usize];
+            let task = ["a::x", "b::y", "c:z"][(n % 3) as usize];
+            let started = (n % 5 != 0).then_some(1_000 + n + n * 11);
+            let (state, end) = match n % 7 {
+                0..=2 => (TaskState::Succeeded, End::Done),
+                3 => (TaskState::Failed, End::Done),
+                4 => (TaskState::Retrying, retry()),
+                5 => (TaskState::Dead, End::Dead(DeadLetter::default())),
+                _ => (TaskState::Cancelled, End::Done),
+            };
+            batch.push(completion(n, queue, task, state, end, started));
+        }
+        // Counted nothing: a deferral, a non-final record that ended, a message that did not
+        // decode, and a state change.
+        batch.push(completion(
+            90,
+            "mail",
+            "a::x",
+            TaskState::Pending,
+            End::Defer {
+                payload: vec![],
+                at_ms: 1,
+            },
+            None,
+        ));
+        batch.push(completion(
+            91,
+            "mail",
+            "a::x",
+            TaskState::Running,
+            End::Done,
+            Some(1),
+        ));
+        batch.push(Write::Completion(Completion {
+            lane: "mail".into(),
+            stream_id: "92-0".into(),
+            task: None,
+            end: End::Dead(DeadLetter::default()),
+            effects: Vec::new(),
+        }));
+        batch.push(Write::State(StoredRecord {
+            id: "id93".into(),
+            record: TaskRecord::default(),
+        }));
+        batch
+    }
+
+    /// The accumulation as it was before counting in place (a `Counters` per task, merged;
+    /// fields parsed from names), kept as the reference.
+    fn reference_fields(batch: &[Write]) -> (Vec<(String, u64)>, Failures<'_>) {
+        let mut sums: HashMap<(bool, &str), Counters> = HashMap::new();
+        let mut failures: Vec<(&str, Vec<u8>)> = Vec::new();
+        for w in batch {
+            let Write::Completion(c) = w else { continue };
+            let Some(task) = &c.task else { continue };
+            let r = &task.record;
+            let mut one = Counters::default();
+            match &c.end {
+                End::Retry { .. } => one.retried = 1,
+                End::Done | End::Dead(_) if r.state.is_final() => {
+                    one.add_field(r.state.as_str(), 1);
+                    if let Some(started) = r.started_at_ms {
+                        let wait = started.saturating_sub(r.enqueued_at_ms);
+                        let run = finished_at(r).saturating_sub(started);
+                        one.ran = 1;
+                        one.wait_ms = wait;
+                        one.run_ms = run;
+                        one.add_field(&format!("r{}", bucket_of(run)), 1);
+                        one.add_field(&format!("w{}", bucket_of(wait)), 1);
+                    }
+                    if matches!(r.state, TaskState::Failed | TaskState::Dead) {
+                        let last = LastFailure {
+                            id: task.id.clone(),
+                            at_ms: finished_at(r),
+                            state: r.state.as_str().to_string(),
+                            error: r.failure.as_ref().unwrap().message.clone(),
+                        };
+                        failures.push((r.task.as_str(), crate::codec::encode(&last).unwrap()));
+                    }
+                }
+                _ => continue,
+            }
+            sums.entry((true, partition::logical(&r.queue)))
+                .or_default()
+                .merge(&one);
+            sums.entry((false, r.task.as_str()))
+                .or_default()
+                .merge(&one);
+        }
+        let mut fields = Vec::new();
+        for ((is_queue, name), c) in &sums {
+            let field = |counter: &str| {
+                if *is_queue {
+                    queue_field(name, counter)
+                } else {
+                    task_field(name, counter)
+                }
+            };
+            for (counter, n) in [
+                ("succeeded", c.succeeded),
+                ("failed", c.failed),
+                ("cancelled", c.cancelled),
+                ("dead", c.dead),
+                ("retried", c.retried),
+                ("ran", c.ran),
+                ("wait_ms", c.wait_ms),
+                ("run_ms", c.run_ms),
+            ] {
+                if n > 0 {
+                    fields.push((field(counter), n));
+                }
+            }
+            for (prefix, hist) in [("r", &c.run_hist), ("w", &c.wait_hist)] {
+                for (i, n) in hist.iter().enumerate().filter(|(_, n)| **n > 0) {
+                    fields.push((field(&format!("{prefix}{i}")), *n));
+                }
+            }
+        }
+        (fields, failures)
+    }
+
+    /// Counting in place sends `lua/history_add.lua` the same fields and increments (and
+    /// `HSET` the same latest failures) as the per-task accumulation did.
+    #[test]
+    fn in_place_counting_writes_the_same_fields() {
+        let batch = mixed_batch();
+        let (mut fields, failures) = history_fields(&batch);
+        let (mut expected, expected_failures) = reference_fields(&batch);
+        fields.sort();
+        expected.sort();
+        assert_eq!(fields, expected);
+        assert_eq!(failures, expected_failures);
+        // No field twice (partitions and lanes are folded before the fields are made).
+        let mut names: Vec<_> = fields.iter().map(|(f, _)| f.as_str()).collect();
+        names.dedup();
+        assert_eq!(names.len(), fields.len());
+        assert!(fields.iter().any(|(f, _)| f == "q:mail:succeeded"));
+        assert!(fields.iter().any(|(f, _)| f == "t:c:z:retried"));
+        assert!(!fields.iter().any(|(f, _)| f.starts_with("q:mail#")));
+        assert_eq!(history_fields(&batch[40..]), (Vec::new(), Vec::new()));
+    }
+
+    #[test]
+    fn grouped_keeps_first_seen_order_and_sums_per_key() {
+        let mut g: Grouped<&str, u64> = Grouped::new();
+        assert!(g.is_empty());
+        for k in ["b", "b", "a", "b", "c", "a", "a"] {
+            *g.get(k) += 1;
+        }
+        assert_eq!(g.into_rows(), vec![("b", 3), ("a", 3), ("c", 1)]);
+    }
 }

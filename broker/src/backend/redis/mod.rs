@@ -23,6 +23,7 @@ pub(crate) mod rate_limit;
 pub(crate) mod reader;
 pub(crate) mod recovery;
 pub(crate) mod scripts;
+pub(crate) mod stream_reply;
 pub(crate) mod taskiq;
 pub(crate) mod waiter;
 
@@ -278,8 +279,9 @@ impl RedisBackend {
 
 /// `SET <key> <bytes> EX <ttl_s>`: a record stored under its key (when the caller has it).
 pub(crate) fn set_record_at(key: &str, bytes: &[u8], ttl_s: u64) -> redis::Cmd {
-    let mut cmd = redis::cmd("SET");
-    cmd.arg(key).arg(bytes).arg("EX").arg(ttl_s);
+    // Sized once (five arguments; a TTL has at most 20 digits): no regrowth per argument.
+    let mut cmd = redis::Cmd::with_capacity(5, key.len() + bytes.len() + 3 + 2 + 20);
+    cmd.arg("SET").arg(key).arg(bytes).arg("EX").arg(ttl_s);
     cmd
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use redis::streams::StreamReadReply;
+use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 use crate::consumer::delivery::{Delivery, ReadBatch};
 use crate::error::BrokerError;
@@ -11,7 +11,8 @@ use crate::keys::CONSUMER_GROUP;
 
 use super::connection::RedisConnection;
 use super::scripts::{self, LANE_LENGTHS, READ_BY_PRIORITY};
-use super::{data_field, RedisBackend};
+use super::stream_reply::{by_priority_reply, checked, deliveries_of, send_command, send_pipeline};
+use super::RedisBackend;
 
 impl RedisBackend {
     /// How `lanes` must be split among readers: a reader's keys must keep to one slot on a
@@ -89,7 +90,7 @@ pub struct StreamReader {
     backlog: bool,
     /// How many lanes held messages at the last look (`None`: unknown). While at most one
     /// does, strict order needs no script: one plain non-blocking read takes the same messages.
-    busy_lanes: Option<usize>,
+    pub(super) busy_lanes: Option<usize>,
 }
 
 impl StreamReader {
@@ -128,47 +129,22 @@ impl StreamReader {
         count: usize,
         block: Duration,
     ) -> Result<ReadBatch, BrokerError> {
-        let (reply, active) = if self.backlog && self.streams.len() > 1 {
+        let (deliveries, active) = if self.backlog && self.streams.len() > 1 {
             if self.busy_lanes.is_some_and(|n| n <= 1) {
                 // Only one lane had work: a plain read returns what the script would. Should a
                 // more urgent lane have received work since, the reply lists it first, and the
                 // lane lengths read alongside switch the next read back to the script.
                 self.read_plain(count).await?
             } else {
-                let mut inv = READ_BY_PRIORITY.with_keys(&self.script_keys);
-                inv.arg(CONSUMER_GROUP)
-                    .arg(&self.consumer)
-                    .arg(count.max(1))
-                    .arg(self.streams.len());
-                let (reply, active, lens): (StreamReadReply, i64, Vec<i64>) = inv
-                    .invoke_async(&mut self.conn)
-                    .await
-                    .map_err(|e| BrokerError::redis(e).at(&self.url))?;
-                self.busy_lanes = Some(lens.iter().filter(|n| **n > 0).count());
-                (Some(reply), active > 0)
+                self.read_by_priority(count).await?
             }
         } else {
             self.busy_lanes = None;
             self.read_blocking(count, block).await?
         };
-        let mut out = Vec::new();
-        for key in reply.map(|r| r.keys).unwrap_or_default() {
-            let Some(idx) = self.streams.iter().position(|s| *s == key.key) else {
-                continue;
-            };
-            for mut entry in key.ids {
-                let payload = data_field(&mut entry.map);
-                out.push(Delivery {
-                    lane: self.lanes[idx].clone(),
-                    stream_id: entry.id,
-                    payload,
-                    deliveries: 1,
-                });
-            }
-        }
-        self.backlog = !out.is_empty();
+        self.backlog = !deliveries.is_empty();
         Ok(ReadBatch {
-            deliveries: out,
+            deliveries,
             cancels_active: active,
         })
     }
@@ -196,22 +172,22 @@ impl StreamReader {
 
     /// One non-blocking XREADGROUP over every lane, with the lanes' lengths and the cancel
     /// flag in the same round trip.
-    async fn read_plain(
-        &mut self,
-        count: usize,
-    ) -> Result<(Option<StreamReadReply>, bool), BrokerError> {
+    async fn read_plain(&mut self, count: usize) -> Result<(Vec<Delivery>, bool), BrokerError> {
         let read = self.read_command(count, None);
         let mut lens = LANE_LENGTHS.eval(&self.script_keys);
         lens.arg(self.streams.len());
         let mut pipe = redis::pipe();
         pipe.add_command(read).add_command(lens);
-        let (reply, mut lens): (Option<StreamReadReply>, Vec<i64>) = pipe
-            .query_async(&mut self.conn)
-            .await
-            .map_err(|e| BrokerError::redis(e).at(&self.url))?;
+        let (deliveries, mut lens) = async {
+            let [read, lens] = send_pipeline::<2>(&mut self.conn, &pipe).await?;
+            let deliveries = deliveries_of(read, &self.streams, &self.lanes)?;
+            Ok::<_, RedisError>((deliveries, checked::<Vec<i64>>(lens)?))
+        }
+        .await
+        .map_err(|e| BrokerError::redis(e).at(&self.url))?;
         let active = lens.pop().unwrap_or(0) > 0;
         self.busy_lanes = Some(lens.iter().filter(|n| **n > 0).count());
-        Ok((reply, active))
+        Ok((deliveries, active))
     }
 
     /// One XREADGROUP over every lane, blocking up to `block` for the first message, with the
@@ -220,14 +196,50 @@ impl StreamReader {
         &mut self,
         count: usize,
         block: Duration,
-    ) -> Result<(Option<StreamReadReply>, bool), BrokerError> {
+    ) -> Result<(Vec<Delivery>, bool), BrokerError> {
         let cmd = self.read_command(count, Some(block));
         let mut pipe = redis::pipe();
         pipe.add_command(cmd).cmd("EXISTS").arg(&self.cancel_flags);
-        let (reply, active): (Option<StreamReadReply>, u64) = pipe
-            .query_async(&mut self.conn)
-            .await
-            .map_err(|e| BrokerError::redis(e).at(&self.url))?;
-        Ok((reply, active > 0))
+        async {
+            let [read, active] = send_pipeline::<2>(&mut self.conn, &pipe).await?;
+            let deliveries = deliveries_of(read, &self.streams, &self.lanes)?;
+            Ok((deliveries, checked::<u64>(active)? > 0))
+        }
+        .await
+        .map_err(|e: RedisError| BrokerError::redis(e).at(&self.url))
+    }
+
+    /// Up to `count` new messages taken from the lanes strictly in order, by
+    /// `lua/read_by_priority.lua`, which also returns the cancel flag and the lanes' lengths.
+    ///
+    /// Sent as `EVALSHA` (loading the script on `NOSCRIPT`, then sending it again), as
+    /// `ScriptInvocation::invoke_async` does, but with the reply taken raw, so that it is
+    /// walked once (see [`deliveries_of`]) rather than also rebuilt by `Value::extract_error`.
+    async fn read_by_priority(
+        &mut self,
+        count: usize,
+    ) -> Result<(Vec<Delivery>, bool), BrokerError> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(READ_BY_PRIORITY.script().get_hash())
+            .arg(self.script_keys.len())
+            .arg(&self.script_keys)
+            .arg(CONSUMER_GROUP)
+            .arg(&self.consumer)
+            .arg(count.max(1))
+            .arg(self.streams.len());
+        let (deliveries, active, lens) = async {
+            let reply = match send_command(&mut self.conn, &cmd).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    READ_BY_PRIORITY.script().load_async(&mut self.conn).await?;
+                    send_command(&mut self.conn, &cmd).await?
+                }
+                reply => reply?,
+            };
+            by_priority_reply(reply, &self.streams, &self.lanes)
+        }
+        .await
+        .map_err(|e| BrokerError::redis(e).at(&self.url))?;
+        self.busy_lanes = Some(lens.iter().filter(|n| **n > 0).count());
+        Ok((deliveries, active > 0))
     }
 }

@@ -52,6 +52,12 @@ lua!(HISTORY_ADD, "history_add");
 lua!(PURGE_LANE, "purge_lane");
 
 impl Lua {
+    /// The compiled script (its SHA1, and loading it), for a caller that sends `EVALSHA`
+    /// itself.
+    pub(crate) fn script(&self) -> &redis::Script {
+        &self.script
+    }
+
     /// An invocation with `keys` declared, ready for arguments.
     pub(crate) fn with_keys<S: AsRef<str>>(&self, keys: &[S]) -> redis::ScriptInvocation<'_> {
         let mut inv = self.script.prepare_invoke();
