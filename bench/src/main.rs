@@ -117,7 +117,8 @@ async fn main() -> anyhow::Result<()> {
     // The payload a no-op task puts on the wire, for raw commands of the same size.
     let probe = broker(&url, "kiqbench-probe").await?;
     let envelope = probe.prepare(&bench::noop::kicker(), &())?.payload;
-    let record_len = 60usize; // a succeeded record of a unit output, encoded
+    // A succeeded record of a unit output, encoded (`--drain-only` prints its STRLEN).
+    let record_len = 104usize;
 
     if args.drain_only {
         raw_xadd_rate(&mut conn, "kiqbench-raw", &envelope, n).await?;

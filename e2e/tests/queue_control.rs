@@ -62,9 +62,27 @@ async fn a_paused_queue_takes_tasks_runs_none_and_runs_them_once_resumed() {
     flush.wait_result(WAIT).await.unwrap();
     assert_eq!(running.wait_result(WAIT).await.unwrap(), 1_500);
 
+    // Ids that put three tasks on each partition (the producer picks one from a fixed hash
+    // of the id): random ids left both partitions' share to chance.
+    let mut per_partition = [0; 2];
+    let ids: Vec<String> = (0..)
+        .map(|n| format!("held-{n}"))
+        .filter(|id| {
+            let p = usize::from(kiq::broker::partition::pick(id, 2));
+            per_partition[p] += 1;
+            per_partition[p] <= 3
+        })
+        .take(6)
+        .collect();
     let mut held = Vec::new();
-    for i in 0..6 {
-        held.push(math::add::kiq(&broker, i, i).await.unwrap());
+    for (i, id) in (0..).zip(&ids) {
+        held.push(
+            math::add::kicker()
+                .task_id(id.as_str())
+                .kiq(&broker, (i, i))
+                .await
+                .unwrap(),
+        );
     }
     // The worker keeps reading its other queue meanwhile: each of these is a read that did
     // not take `default`'s tasks.

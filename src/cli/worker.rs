@@ -19,9 +19,10 @@ pub(crate) struct WorkerArgs {
     /// Worker processes to run.
     #[arg(long, short = 'w', default_value_t = 1, env = "KIQ_WORKERS")]
     workers: usize,
-    /// Runtime threads in each worker process (default: the CPUs divided among the processes,
-    /// at least 1; `TOKIO_WORKER_THREADS`, if set, wins). Fewer threads per process cost less
-    /// CPU per task; scale CPU-heavy tasks with `--workers`.
+    /// Runtime threads in each worker process (default: Tokio's, one per CPU). One thread costs
+    /// the least CPU per task for tasks that await I/O; but a task that holds its thread
+    /// without awaiting then also holds up the lease keeper (past the visibility timeout,
+    /// its task is run again elsewhere): scale with `--workers` instead.
     #[arg(long, env = "KIQ_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
     /// Tasks each process runs at once.
@@ -113,18 +114,6 @@ fn parse_breaker(s: &str) -> Result<(u32, Duration), String> {
     Ok((n, d))
 }
 
-/// Runtime threads per worker process: as asked, else the CPUs shared among `workers`
-/// processes (at least 1). Tokio reads it from `TOKIO_WORKER_THREADS` in each child.
-fn child_threads(asked: Option<u16>, workers: usize) -> usize {
-    match asked {
-        Some(n) => usize::from(n),
-        None => {
-            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-            (cpus / workers.max(1)).max(1)
-        }
-    }
-}
-
 pub(crate) async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     if std::env::var_os(CHILD_ENV).is_some() {
         return run_child(global, args).await;
@@ -158,11 +147,17 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result
     let child_args: Vec<_> = std::env::args_os().skip(1).collect();
     let mut sup = SupervisorConfig::new(args.workers, program, child_args);
     sup.grace = args.shutdown_timeout + Duration::from_secs(5);
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        let threads = child_threads(args.threads, sup.workers);
+    if let Some(threads) = args.threads {
+        if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
+            tracing::warn!(
+                threads,
+                "--threads overrides TOKIO_WORKER_THREADS for the workers"
+            );
+        }
         sup.env
             .push(("TOKIO_WORKER_THREADS".into(), threads.to_string().into()));
     }
+
     let shutdown = CancellationToken::new();
     // The metrics listener outlives the signal: probes and scrapes go on answering through
     // the drain (`/readyz` then says "draining"), and stop once the processes have.
@@ -344,18 +339,4 @@ fn worker_readiness(
                 .unwrap_or_else(|_| Err("Redis did not answer within 2 s".to_string()))
         })
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::child_threads;
-
-    #[test]
-    fn processes_share_the_cpus_and_an_asked_count_wins() {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(child_threads(None, 1), cpus);
-        assert_eq!(child_threads(None, cpus * 4), 1);
-        assert_eq!(child_threads(Some(3), 1), 3);
-        assert_eq!(child_threads(Some(1), 64), 1);
-    }
 }

@@ -22,6 +22,9 @@
 //!
 //! Readers take the fields they know and skip any a newer version appended, so fields are only
 //! ever added at the end; the version byte changes only for a layout older readers cannot read.
+//! The three head bytes are also what a cancellation of this version looks for (`c1 01
+//! <final state>`): a later layout keeps them, or older cancellations would take its finished
+//! records for unfinished ones.
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserializer as _;
@@ -151,7 +154,7 @@ fn write_text(buf: &mut Vec<u8>, s: Option<&str>) -> Result<(), CodecError> {
 pub(super) fn decode(bytes: &[u8]) -> Result<TaskRecord, CodecError> {
     let (state, body) = match bytes {
         [MAGIC, VERSION, code, body @ ..] => (state_of(u64::from(*code)), body),
-        [MAGIC, v, ..] => {
+        [MAGIC, v, ..] if *v != VERSION => {
             return Err(CodecError::Decode(format!(
                 "a record in layout version {v}, newer than this kiq reads ({VERSION})"
             )))
@@ -505,6 +508,8 @@ mod tests {
             let _ = decode(&good[..cut]);
         }
         assert!(decode(&[MAGIC]).is_err());
+        let cut = decode(&[MAGIC, VERSION]).unwrap_err().to_string();
+        assert!(cut.contains("cut short"), "{cut}");
         assert!(decode(&[MAGIC, 9, 4, 0x90]).is_err());
         let mut bad_trace = head(TaskState::Running).to_vec();
         rmp::encode::write_array_len(&mut bad_trace, 11).unwrap();

@@ -1,9 +1,10 @@
 //! The wire format: the schema of what kiq stores in Redis (a message's envelope, a task's
 //! record), apart from the codec of the values inside them.
 //!
-//! A broker holds one [`WireFormat`] as a value. kiq's own, [`KiqWire`], writes envelopes and
-//! records as MessagePack maps with kiq's field names: the rest of the broker and the worker
-//! only ever see [`Envelope`] and [`TaskRecord`]. (Taskiq's messages are not a wire format of
+//! A broker holds one [`WireFormat`] as a value. kiq's own, [`KiqWire`], writes envelopes as
+//! MessagePack maps with kiq's field names and records in a compact positional layout
+//! (`codec/record.rs`; records of the earlier named-map encoding are still read): the rest of
+//! the broker and the worker only ever see [`Envelope`] and [`TaskRecord`]. (Taskiq's messages are not a wire format of
 //! kiq's queues: they live in Taskiq's own streams, which a worker bridges, see
 //! [`crate::taskiq`].)
 

@@ -113,7 +113,7 @@ impl Counters {
 
     /// Counts one task that finished in `state` (the counter [`Counters::add_field`] names
     /// `state.as_str()`); returns false, counting nothing, for a state that is not final.
-    pub fn count_final(&mut self, state: TaskState) -> bool {
+    pub(crate) fn count_final(&mut self, state: TaskState) -> bool {
         let slot = match state {
             TaskState::Succeeded => &mut self.succeeded,
             TaskState::Failed => &mut self.failed,
@@ -127,7 +127,7 @@ impl Counters {
 
     /// Counts one finished task that ran, after waiting `wait_ms` and running `run_ms`: `ran`,
     /// and the two sums (not the histograms: see [`Counters::count_run`]).
-    pub fn count_ran(&mut self, wait_ms: u64, run_ms: u64) {
+    pub(crate) fn count_ran(&mut self, wait_ms: u64, run_ms: u64) {
         self.ran = self.ran.saturating_add(1);
         self.wait_ms = self.wait_ms.saturating_add(wait_ms);
         self.run_ms = self.run_ms.saturating_add(run_ms);
@@ -135,13 +135,13 @@ impl Counters {
 
     /// Adds `n` runs to run-time histogram bucket `bucket` (as [`bucket_of`] gives it; the
     /// field `r<bucket>`); returns false, counting nothing, past the last bucket.
-    pub fn count_run(&mut self, bucket: usize, n: u64) -> bool {
+    pub(crate) fn count_run(&mut self, bucket: usize, n: u64) -> bool {
         hist_add(&mut self.run_hist, bucket, n)
     }
 
     /// Adds `n` waits to wait-time histogram bucket `bucket` (as [`bucket_of`] gives it; the
     /// field `w<bucket>`); returns false, counting nothing, past the last bucket.
-    pub fn count_wait(&mut self, bucket: usize, n: u64) -> bool {
+    pub(crate) fn count_wait(&mut self, bucket: usize, n: u64) -> bool {
         hist_add(&mut self.wait_hist, bucket, n)
     }
 

@@ -232,7 +232,7 @@ pub(crate) fn dead_letter_cmd(
 /// `PUBLISH <task key>:done <message>` (`command` is PUBLISH or SPUBLISH): the task's done
 /// channel ([`crate::Keys::done_channel`]), written into the command from its record key
 /// without a string of its own, in a command sized once.
-fn publish_done(command: &str, task_key: &str, message: &[u8]) -> redis::Cmd {
+pub(super) fn publish_done(command: &str, task_key: &str, message: &[u8]) -> redis::Cmd {
     let bytes = command.len() + task_key.len() + DONE_SUFFIX.len() + message.len();
     let mut cmd = redis::Cmd::with_capacity(3, bytes);
     cmd.arg(command)

@@ -209,8 +209,7 @@ impl RedisBackend {
             let bytes = self.wire.encode_record(&record)?;
             let key = self.keys.task(&env.id);
             writes.add(&key, super::set_record_at(&key, &bytes, ttl));
-            let mut publish = redis::cmd(self.publish_command());
-            publish.arg(self.keys.done_channel(&env.id)).arg(&bytes);
+            let publish = super::complete::publish_done(self.publish_command(), &key, &bytes);
             writes.add(&key, publish);
             indexed.push(env.id.as_str());
             if let Some(unique) = &env.unique_key {
