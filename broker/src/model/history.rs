@@ -171,6 +171,21 @@ impl Counters {
         }
     }
 
+    /// The eight plain counters by the field names [`Counters::add_field`] takes, in a fixed
+    /// order (the histograms not included).
+    pub(crate) fn totals(&self) -> [(&'static str, u64); 8] {
+        [
+            ("succeeded", self.succeeded),
+            ("failed", self.failed),
+            ("cancelled", self.cancelled),
+            ("dead", self.dead),
+            ("retried", self.retried),
+            ("ran", self.ran),
+            ("wait_ms", self.wait_ms),
+            ("run_ms", self.run_ms),
+        ]
+    }
+
     /// Tasks that finished, in any final state.
     pub fn finished(&self) -> u64 {
         self.succeeded

@@ -282,21 +282,12 @@ fn stats_fields(batch: &[Write]) -> Vec<(&'static str, u64)> {
         tally.add_to(&mut c, false);
     }
     let mut out = Vec::with_capacity(8);
-    for (field, n) in [
-        ("succeeded", c.succeeded),
-        ("failed", c.failed),
-        ("cancelled", c.cancelled),
-        ("dead", c.dead),
-        ("retried", c.retried),
-        ("ran", c.ran),
-    ] {
-        if n > 0 {
+    for (field, n) in c.totals() {
+        // The sums go with `ran` (even when 0 ms), as the old per-task counting sent them.
+        let sum = matches!(field, "wait_ms" | "run_ms");
+        if n > 0 || (sum && c.ran > 0) {
             out.push((field, n));
         }
-    }
-    if c.ran > 0 {
-        out.push(("wait_ms", c.wait_ms));
-        out.push(("run_ms", c.run_ms));
     }
     out
 }

@@ -227,16 +227,7 @@ fn history_fields(batch: &[Write]) -> (Vec<(String, u64)>, Failures<'_>) {
                 task_field(name, counter)
             }
         };
-        for (counter, n) in [
-            ("succeeded", c.succeeded),
-            ("failed", c.failed),
-            ("cancelled", c.cancelled),
-            ("dead", c.dead),
-            ("retried", c.retried),
-            ("ran", c.ran),
-            ("wait_ms", c.wait_ms),
-            ("run_ms", c.run_ms),
-        ] {
+        for (counter, n) in c.totals() {
             if n > 0 {
                 fields.push((field(counter), n));
             }
