@@ -63,7 +63,9 @@ impl Executions {
         delivery: Delivery,
         precancelled: bool,
     ) {
-        let completion = self.executor.execute(delivery, precancelled).await;
+        // Boxed: the execution's state machine is large, and a spawned future is moved by
+        // value several times (into the task's cell, and its stages); a box moves once.
+        let completion = Box::pin(self.executor.execute(delivery, precancelled)).await;
         drop(running);
         let _ = self.writes.send(Write::Completion(completion)).await;
         drop(slot);
