@@ -108,9 +108,11 @@ impl RedisServer {
             cmd.args(["--appendonly", "no"]);
         }
         cmd.args(&self.options.extra_args);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        // Redis writes configuration errors to stderr before it opens its log: keep them.
+        let stderr = std::fs::File::create(self.dir.join("stderr.log"))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
         let child = cmd.spawn().map_err(|e| {
             StartError(format!(
                 "cannot run redis-server ({e}); install it (Debian: apt-get install redis-server)"
@@ -123,8 +125,9 @@ impl RedisServer {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
                     return Err(StartError(format!(
-                        "redis-server exited at start ({status}); log: {}",
-                        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+                        "redis-server exited at start ({status}); log: {}; stderr: {}",
+                        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default(),
+                        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
                     )));
                 }
             }
