@@ -177,7 +177,7 @@ async fn trace_context_travels_from_the_producer_to_the_worker() {
     // The producer is inside a trace (say, the HTTP request it serves).
     let parent =
         TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-    let (single, chain) = trace_context::scope(parent.clone(), async {
+    let (single, chain) = trace_context::scope(parent, async {
         let single = math::add::kiq(&broker, 1, 2).await.unwrap();
         let chain = math::add::call(1, 2)
             .then(math::double::link())

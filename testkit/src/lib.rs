@@ -112,7 +112,9 @@ impl RedisServer {
         let stderr = std::fs::File::create(self.dir.join("stderr.log"))
             .map(Stdio::from)
             .unwrap_or_else(|_| Stdio::null());
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
         let child = cmd.spawn().map_err(|e| {
             StartError(format!(
                 "cannot run redis-server ({e}); install it (Debian: apt-get install redis-server)"

@@ -32,6 +32,7 @@ use serde_bytes::ByteBuf;
 
 use super::value::{msgpack_reader, CodecError};
 use crate::model::record::{StateChange, TaskFailure, TaskRecord, TaskState};
+use crate::model::trace_context::hex;
 
 /// The first byte of a compact record: never a MessagePack marker.
 pub(super) const MAGIC: u8 = 0xc1;
@@ -350,13 +351,11 @@ fn pack_traceparent(t: &str) -> Option<[u8; PACKED_TRACE]> {
         return None;
     }
     let mut out = [0u8; PACKED_TRACE];
-    let mut o = 0;
-    for range in [0..2, 3..35, 36..52, 53..55] {
-        for pair in b[range].chunks_exact(2) {
-            out[o] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-            o += 1;
-        }
-    }
+    // Uppercase is not packed: it would come back lowercase.
+    hex::get(&b[0..2], &mut out[0..1], false)?;
+    hex::get(&b[3..35], &mut out[1..17], false)?;
+    hex::get(&b[36..52], &mut out[17..25], false)?;
+    hex::get(&b[53..55], &mut out[25..26], false)?;
     Some(out)
 }
 
@@ -364,26 +363,12 @@ fn unpack_traceparent(p: &[u8]) -> Option<String> {
     if p.len() != PACKED_TRACE {
         return None;
     }
-    // Hand-written: 26 bytes to lowercase hex in a fixed shape does not warrant a crate.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(55);
-    for (i, byte) in p.iter().enumerate() {
-        if matches!(i, 1 | 17 | 25) {
-            s.push('-');
-        }
-        s.push(HEX[usize::from(byte >> 4)] as char);
-        s.push(HEX[usize::from(byte & 0x0f)] as char);
-    }
-    Some(s)
-}
-
-/// A lowercase hex digit's value (uppercase is not packed: it would come back lowercase).
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
+    let mut s = [b'-'; 55];
+    hex::put(&mut s[0..2], &p[0..1]);
+    hex::put(&mut s[3..35], &p[1..17]);
+    hex::put(&mut s[36..52], &p[17..25]);
+    hex::put(&mut s[53..55], &p[25..26]);
+    Some(hex::as_str(&s).to_owned())
 }
 
 #[cfg(test)]

@@ -9,89 +9,161 @@
 
 use std::future::Future;
 
-/// A parsed `traceparent`: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed `traceparent`: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, held as
+/// numbers (a worker parses one and makes one for every task it runs: no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceParent {
-    /// The trace id (32 lowercase hex).
-    pub trace_id: String,
-    /// The span id of the caller (16 lowercase hex).
-    pub span_id: String,
-    /// The trace flags (`01`: sampled).
-    pub flags: String,
+    /// The trace id.
+    pub trace_id: TraceId,
+    /// The span id of the caller.
+    pub span_id: SpanId,
+    /// The trace flags (`1`: sampled).
+    pub flags: u8,
 }
 
+/// A W3C trace id; shown as 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceId(pub u128);
+
+/// A W3C span id; shown as 16 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SpanId(pub u64);
+
+impl std::fmt::Display for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buf = [0u8; 32];
+        hex::put(&mut buf, &self.0.to_be_bytes());
+        f.write_str(hex::as_str(&buf))
+    }
+}
+
+impl std::fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::fmt::Display for SpanId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buf = [0u8; 16];
+        hex::put(&mut buf, &self.0.to_be_bytes());
+        f.write_str(hex::as_str(&buf))
+    }
+}
+
+impl std::fmt::Debug for SpanId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// The length of a `traceparent` header.
+pub const HEADER_LEN: usize = 55;
+
 impl TraceParent {
-    /// Parses a `traceparent` header value; `None` if it is malformed or all-zero.
+    /// Parses a `traceparent` header value (hex digits in either case); `None` if it is
+    /// malformed or all-zero.
     pub fn parse(s: &str) -> Option<Self> {
-        let mut parts = s.trim().split('-');
-        let (version, trace, span, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let hex = |x: &str, n: usize| x.len() == n && x.bytes().all(|b| b.is_ascii_hexdigit());
-        if !hex(version, 2)
-            || version == "ff"
-            || !hex(trace, 32)
-            || !hex(span, 16)
-            || !hex(flags, 2)
-        {
+        let b = s.trim().as_bytes();
+        if b.len() != HEADER_LEN || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
             return None;
         }
-        if trace.bytes().all(|b| b == b'0') || span.bytes().all(|b| b == b'0') {
+        let mut version = [0u8; 1];
+        let mut trace = [0u8; 16];
+        let mut span = [0u8; 8];
+        let mut flags = [0u8; 1];
+        hex::get(&b[0..2], &mut version, true)?;
+        hex::get(&b[3..35], &mut trace, true)?;
+        hex::get(&b[36..52], &mut span, true)?;
+        hex::get(&b[53..55], &mut flags, true)?;
+        let (trace_id, span_id) = (u128::from_be_bytes(trace), u64::from_be_bytes(span));
+        if version[0] == 0xff || trace_id == 0 || span_id == 0 {
             return None;
         }
         Some(Self {
-            trace_id: lowercase(trace),
-            span_id: lowercase(span),
-            flags: lowercase(flags),
+            trace_id: TraceId(trace_id),
+            span_id: SpanId(span_id),
+            flags: flags[0],
         })
     }
 
     /// A new trace with a fresh root span.
     pub fn new_root() -> Self {
-        let id = uuid::Uuid::new_v4().as_u128();
         Self {
-            trace_id: format!("{id:032x}"),
+            trace_id: TraceId(uuid::Uuid::new_v4().as_u128().max(1)),
             span_id: new_span_id(),
-            flags: "01".into(),
+            flags: 1,
         }
     }
 
     /// A child span of this one, in the same trace.
     pub fn child(&self) -> Self {
         Self {
-            trace_id: self.trace_id.clone(),
             span_id: new_span_id(),
-            flags: self.flags.clone(),
+            ..*self
         }
     }
 
-    /// The header value.
+    /// The header value (version `00`, lowercase hex).
     pub fn header(&self) -> String {
-        // Built in one allocation: this runs for every task a worker runs.
-        let mut h =
-            String::with_capacity(6 + self.trace_id.len() + self.span_id.len() + self.flags.len());
-        for part in ["00-", &self.trace_id, "-", &self.span_id, "-", &self.flags] {
-            h.push_str(part);
+        let mut h = [0u8; HEADER_LEN];
+        self.write_header(&mut h);
+        hex::as_str(&h).to_owned()
+    }
+
+    /// Writes the header value into `out`.
+    pub fn write_header(&self, out: &mut [u8; HEADER_LEN]) {
+        out[..3].copy_from_slice(b"00-");
+        hex::put(&mut out[3..35], &self.trace_id.0.to_be_bytes());
+        out[35] = b'-';
+        hex::put(&mut out[36..52], &self.span_id.0.to_be_bytes());
+        out[52] = b'-';
+        hex::put(&mut out[53..55], &[self.flags]);
+    }
+}
+
+fn new_span_id() -> SpanId {
+    SpanId((uuid::Uuid::new_v4().as_u128() as u64).max(1))
+}
+
+/// Lowercase hex in fixed shapes. Hand-written: a few lines for fixed-size ids, on a path run
+/// for every task, do not warrant a crate.
+pub(crate) mod hex {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+    /// Writes `bytes` as lowercase hex into `out` (twice as long).
+    pub(crate) fn put(out: &mut [u8], bytes: &[u8]) {
+        for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
         }
-        h
     }
-}
 
-/// `s` in lowercase, copied as it is when it already is (as kiq writes it).
-fn lowercase(s: &str) -> String {
-    if s.bytes().any(|b| b.is_ascii_uppercase()) {
-        s.to_ascii_lowercase()
-    } else {
-        s.to_owned()
+    /// Reads hex digits into `out` (half as long); `None` on any other character, or on an
+    /// uppercase one unless `any_case`.
+    pub(crate) fn get(digits: &[u8], out: &mut [u8], any_case: bool) -> Option<()> {
+        if digits.len() != out.len() * 2 {
+            return None;
+        }
+        for (pair, o) in digits.chunks_exact(2).zip(out.iter_mut()) {
+            *o = (nibble(pair[0], any_case)? << 4) | nibble(pair[1], any_case)?;
+        }
+        Some(())
     }
-}
 
-fn new_span_id() -> String {
-    use std::fmt::Write as _;
-    let id = uuid::Uuid::new_v4().as_u128() as u64;
-    let mut s = String::with_capacity(16);
-    // Writing to a String cannot fail.
-    let _ = write!(s, "{:016x}", id.max(1));
-    s
+    fn nibble(c: u8, any_case: bool) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' if any_case => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+
+    /// `buf` (ASCII written by [`put`] and literal dashes) as text.
+    pub(crate) fn as_str(buf: &[u8]) -> &str {
+        std::str::from_utf8(buf).unwrap_or_default()
+    }
 }
 
 tokio::task_local! {
@@ -100,7 +172,7 @@ tokio::task_local! {
 
 /// The trace context of the current task or [`scope`], if any.
 pub fn current() -> Option<TraceParent> {
-    CURRENT.try_with(|t| t.clone()).ok()
+    CURRENT.try_with(|t| *t).ok()
 }
 
 /// Runs `fut` with `parent` as the trace context that dispatches inside it continue.
@@ -110,12 +182,10 @@ pub async fn scope<F: Future>(parent: TraceParent, fut: F) -> F::Output {
 
 /// The `traceparent` a new dispatch carries: a child of the current context, or a new root.
 pub fn for_dispatch() -> String {
-    let span = new_span_id();
-    match CURRENT.try_with(|p| format!("00-{}-{span}-{}", p.trace_id, p.flags)) {
-        Ok(header) => header,
-        // A new trace: one format, no intermediate strings (this runs once per dispatch).
-        Err(_) => format!("00-{:032x}-{span}-01", uuid::Uuid::new_v4().as_u128()),
-    }
+    CURRENT
+        .try_with(TraceParent::child)
+        .unwrap_or_else(|_| TraceParent::new_root())
+        .header()
 }
 
 /// A dispatch's producer span (with the `otel` feature and an OpenTelemetry layer installed):
@@ -170,13 +240,10 @@ pub mod otel {
 
     /// The OpenTelemetry context of a remote parent named by a `traceparent`.
     pub fn remote_context(parent: &TraceParent) -> Option<opentelemetry::Context> {
-        let trace_id = TraceId::from_hex(&parent.trace_id).ok()?;
-        let span_id = SpanId::from_hex(&parent.span_id).ok()?;
-        let flags = u8::from_str_radix(&parent.flags, 16).ok()?;
         let sc = SpanContext::new(
-            trace_id,
-            span_id,
-            TraceFlags::new(flags),
+            TraceId::from_bytes(parent.trace_id.0.to_be_bytes()),
+            SpanId::from_bytes(parent.span_id.0.to_be_bytes()),
+            TraceFlags::new(parent.flags),
             true,
             TraceState::default(),
         );
@@ -191,9 +258,9 @@ pub mod otel {
         let cx = span.context();
         let sc = cx.span().span_context().clone();
         sc.is_valid().then(|| TraceParent {
-            trace_id: sc.trace_id().to_string(),
-            span_id: sc.span_id().to_string(),
-            flags: format!("{:02x}", sc.trace_flags().to_u8()),
+            trace_id: super::TraceId(u128::from_be_bytes(sc.trace_id().to_bytes())),
+            span_id: super::SpanId(u64::from_be_bytes(sc.span_id().to_bytes())),
+            flags: sc.trace_flags().to_u8(),
         })
     }
 
@@ -241,7 +308,9 @@ mod tests {
     fn parses_and_refuses() {
         let p =
             TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        assert_eq!(p.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(p.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(p.span_id.to_string(), "00f067aa0ba902b7");
+        assert_eq!(p.flags, 1);
         assert_eq!(p.child().trace_id, p.trace_id);
         assert_ne!(p.child().span_id, p.span_id);
         for bad in [
@@ -250,6 +319,11 @@ mod tests {
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-xyz-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0é",
         ] {
             assert!(TraceParent::parse(bad).is_none(), "{bad}");
         }
@@ -261,13 +335,18 @@ mod tests {
             upper.header(),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
-        assert_eq!(upper.child().span_id.len(), 16);
+        assert_eq!(upper.child().span_id.to_string().len(), 16);
+        assert_eq!(
+            TraceParent::parse("  00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00 ")
+                .map(|p| p.flags),
+            Some(0)
+        );
     }
 
     #[tokio::test]
     async fn dispatches_inside_a_scope_continue_its_trace() {
         let parent = TraceParent::new_root();
-        let inner = scope(parent.clone(), async { for_dispatch() }).await;
+        let inner = scope(parent, async { for_dispatch() }).await;
         assert_eq!(
             TraceParent::parse(&inner).unwrap().trace_id,
             parent.trace_id

@@ -85,7 +85,7 @@ pub(crate) async fn attempt(exec: &Executor, msg: &mut Decoded, precancelled: bo
 /// the ones logged and stored; without, kiq makes the ids.
 fn task_span(msg: &Decoded, parent: Option<&TraceParent>) -> (tracing::Span, TraceParent) {
     let envelope = &msg.envelope;
-    let parent_span_id = parent.map(|p| p.span_id.as_str()).unwrap_or("");
+    let parent_span_id = parent.map(|p| tracing::field::display(p.span_id));
     #[cfg(feature = "otel")]
     {
         use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -109,15 +109,15 @@ fn task_span(msg: &Decoded, parent: Option<&TraceParent>) -> (tracing::Span, Tra
             let _ = span.set_parent(cx);
         }
         if let Some(trace) = trace_context::otel::traceparent_of(&span) {
-            span.record("trace_id", tracing::field::display(&trace.trace_id));
-            span.record("span_id", tracing::field::display(&trace.span_id));
+            span.record("trace_id", tracing::field::display(trace.trace_id));
+            span.record("span_id", tracing::field::display(trace.span_id));
             return (span, trace);
         }
         let trace = parent
             .map(TraceParent::child)
             .unwrap_or_else(TraceParent::new_root);
-        span.record("trace_id", tracing::field::display(&trace.trace_id));
-        span.record("span_id", tracing::field::display(&trace.span_id));
+        span.record("trace_id", tracing::field::display(trace.trace_id));
+        span.record("span_id", tracing::field::display(trace.span_id));
         (span, trace)
     }
     #[cfg(not(feature = "otel"))]
@@ -172,7 +172,7 @@ async fn through_layers(
             envelope.attempt,
             Some(consumer_name.to_string()),
         ));
-        let fut = trace_context::scope(trace.clone(), invoke(exec, envelope, token));
+        let fut = trace_context::scope(*trace, invoke(exec, envelope, token));
         let _busy = exec.metrics.executing();
         tokio::pin!(fut);
         // A task that finishes quickly needs no visible "running" record (nobody could

@@ -1,7 +1,7 @@
 //! The tasks running in this process: their cancellation tokens, and the `running` record of
 //! those that were marked running (written back as pending if the worker stops first).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 

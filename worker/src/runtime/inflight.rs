@@ -1,7 +1,7 @@
 //! The messages this process holds: read or reclaimed, and not yet completed in Redis.
 //! The lease refresher keeps exactly these fresh.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::Mutex;
 
 /// Stream ids held by this process, per queue.
@@ -13,7 +13,7 @@ pub struct InFlight {
 /// The ids of `queue` in `m`, made if new: the queue's name is copied only the first time.
 fn ids_of<'m>(m: &'m mut HashMap<String, HashSet<String>>, queue: &str) -> &'m mut HashSet<String> {
     if !m.contains_key(queue) {
-        m.insert(queue.to_string(), HashSet::new());
+        m.insert(queue.to_string(), HashSet::default());
     }
     m.get_mut(queue).expect("just inserted")
 }
