@@ -466,3 +466,28 @@ async fn a_completion_redis_refuses_does_not_block_the_others() {
         .unwrap();
     assert_eq!(dead[0].task_id.as_deref(), Some(unknown_id.as_str()));
 }
+
+/// A task that runs past the `running` mark has its mark and its completion written by the
+/// completer, often in different batches, and the completer writes two batches at a time: a
+/// batch holding marks is stored before any later batch goes out, so no mark lands after its
+/// task's completion (the record would say `running` for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_marks_never_land_after_their_completions() {
+    let (redis, broker) = redis_and_broker().await;
+    let w = workers(&redis, 1, &["--concurrency", "400"]);
+    // Just past the mark (100 ms): each task's mark and completion are a few ms apart, and
+    // batches of both kinds interleave.
+    let mut handles = Vec::new();
+    for i in 0..400u64 {
+        handles.push(faults::nap::kiq(&broker, 100 + i % 9).await.unwrap());
+    }
+    for h in &handles {
+        h.wait_result(WAIT).await.unwrap();
+    }
+    // A clean stop writes everything still queued: nothing can change the records after it.
+    assert!(w.stop().success());
+    for h in &handles {
+        let r = h.record().await.unwrap().unwrap();
+        assert_eq!(r.state, TaskState::Succeeded, "task {}", h.id());
+    }
+}

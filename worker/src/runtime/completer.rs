@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use kiq_broker::{Consumer, End, Write};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -53,8 +54,29 @@ impl Listeners {
 /// Most completions written in one batch.
 pub const MAX_BATCH: usize = 512;
 
+/// Most batches being written at once. Two: while Redis runs one batch's commands, the next is
+/// encoded and sent (one at a time, the worker and Redis took turns and each sat idle half the
+/// time).
+const IN_FLIGHT_BATCHES: usize = 2;
+
+/// How a batch's write ended.
+struct Sent {
+    /// The batch, whatever it holds, handed back to be reused.
+    batch: Vec<Write>,
+    /// Whether it was written (false: stopped while Redis was unreachable).
+    written: bool,
+    /// Whether it held `running` marks (see [`run`]).
+    marks: bool,
+}
+
 /// Runs until `completions` closes, or until `stop` fires, whereupon it writes what is already
 /// queued (one attempt per batch) and returns how many completions it could not write.
+///
+/// Up to [`IN_FLIGHT_BATCHES`] batches are written at once, each as it would be alone (its
+/// results, then its acks; retried until Redis takes it). Batches hold different messages, so
+/// their order does not matter, with one exception: a task's `running` mark must be stored
+/// before its completion, which may come in a later batch. So a batch holding marks is written
+/// alone: the batch after it waits until it is stored.
 pub(crate) async fn run(
     consumer: Consumer,
     mut completions: mpsc::Receiver<Write>,
@@ -62,36 +84,98 @@ pub(crate) async fn run(
     listeners: Listeners,
 ) -> usize {
     let mut batch: Vec<Write> = Vec::with_capacity(MAX_BATCH);
+    let mut spare: Vec<Vec<Write>> = Vec::new();
+    let mut in_flight = FuturesUnordered::new();
+    // Batches in flight that hold marks.
+    let mut marking = 0usize;
     let mut unwritten = 0;
+    // What an ended write means: its messages leave the table, or (stopped while Redis was
+    // unreachable) they stay pending and are redelivered. Returns whether to go on.
+    let mut ended = |sent: Sent, marking: &mut usize, spare: &mut Vec<Vec<Write>>| {
+        if sent.marks {
+            *marking -= 1;
+        }
+        let mut b = sent.batch;
+        let go_on = sent.written;
+        if !go_on {
+            unwritten += b.len();
+        }
+        b.clear();
+        spare.push(b);
+        go_on
+    };
+    let mut stopping = false;
     loop {
         if batch.is_empty() {
             tokio::select! {
                 biased;
+                Some(sent) = in_flight.next(), if !in_flight.is_empty() => {
+                    if !ended(sent, &mut marking, &mut spare) {
+                        stopping = true;
+                        break;
+                    }
+                    continue;
+                }
                 c = completions.recv() => match c {
                     Some(c) => batch.push(c),
-                    None => return unwritten,
+                    None => break,
                 },
                 _ = stop.cancelled() => {
-                    return unwritten + drain_on_stop(&consumer, &mut completions, &listeners).await;
+                    stopping = true;
+                    break;
                 }
             }
         }
+        // Room for this batch: fewer than the most in flight, and no marks still unwritten.
+        while in_flight.len() >= IN_FLIGHT_BATCHES || marking > 0 {
+            let Some(sent) = in_flight.next().await else {
+                break;
+            };
+            if !ended(sent, &mut marking, &mut spare) {
+                stopping = true;
+                break;
+            }
+        }
+        if stopping {
+            break;
+        }
+        // What queued meanwhile joins the batch.
         while batch.len() < MAX_BATCH {
             match completions.try_recv() {
                 Ok(c) => batch.push(c),
                 Err(_) => break,
             }
         }
-        if write_with_retry(&consumer, &mut batch, &stop, &listeners).await {
-            listeners.written(&batch);
-            batch.clear();
-        } else {
-            // Stopped while Redis was unreachable: these stay pending and are redelivered.
-            unwritten += batch.len();
-            batch.clear();
-            return unwritten + drain_on_stop(&consumer, &mut completions, &listeners).await;
+        let marks = batch.iter().any(|w| matches!(w, Write::State(_)));
+        if marks {
+            marking += 1;
+        }
+        let next = spare.pop().unwrap_or_else(|| Vec::with_capacity(MAX_BATCH));
+        let mut b = std::mem::replace(&mut batch, next);
+        let (consumer, stop, listeners) = (consumer.clone(), stop.clone(), listeners.clone());
+        in_flight.push(async move {
+            let written = write_with_retry(&consumer, &mut b, &stop, &listeners).await;
+            if written {
+                listeners.written(&b);
+            }
+            Sent {
+                batch: b,
+                written,
+                marks,
+            }
+        });
+    }
+    // Closed or stopped: let the batches in flight end (each gives up once `stop` fires while
+    // Redis is unreachable), then, when stopping, make one attempt at what is still queued.
+    while let Some(sent) = in_flight.next().await {
+        if !ended(sent, &mut marking, &mut spare) {
+            stopping = true;
         }
     }
+    if stopping || stop.is_cancelled() {
+        unwritten += drain_on_stop(&consumer, batch, &mut completions, &listeners).await;
+    }
+    unwritten
 }
 
 /// Writes `batch`, retrying with backoff while Redis is unreachable, until it succeeds (true)
@@ -151,13 +235,14 @@ async fn write_with_retry(
     }
 }
 
-/// One attempt at writing everything still queued; returns how many could not be written.
+/// One attempt at writing `rest` and everything still queued; returns how many could not be
+/// written.
 async fn drain_on_stop(
     consumer: &Consumer,
+    mut rest: Vec<Write>,
     completions: &mut mpsc::Receiver<Write>,
     listeners: &Listeners,
 ) -> usize {
-    let mut rest = Vec::new();
     while let Ok(c) = completions.try_recv() {
         rest.push(c);
     }
