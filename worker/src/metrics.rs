@@ -17,7 +17,6 @@
 //! The execution path touches only handles cached per task name: a lock, a map lookup and a
 //! few atomic operations per message, no Redis traffic.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -138,7 +137,7 @@ struct Process {
 struct Inner {
     /// `None`: the global recorder.
     recorder: Option<Arc<dyn Recorder + Send + Sync>>,
-    tasks: Mutex<HashMap<String, Arc<PerTask>>>,
+    tasks: Mutex<foldhash::HashMap<String, Arc<PerTask>>>,
     process: OnceLock<Process>,
     executing: AtomicUsize,
     concurrency: AtomicUsize,
@@ -380,7 +379,7 @@ mod tests {
         let busy = m.executing();
         m.ended("m::t\"x", Ended::Succeeded, Some(0.03));
         m.ended("m::t\"x", Ended::Retried, Some(2.0));
-        let snapshot: HashMap<String, DebugValue> = snapshotter
+        let snapshot: std::collections::HashMap<String, DebugValue> = snapshotter
             .snapshot()
             .into_vec()
             .into_iter()

@@ -67,9 +67,11 @@ impl RunningTasks {
     pub(crate) fn start(&self, id: &str) -> CancellationToken {
         let token = CancellationToken::new();
         if let Ok(mut t) = self.table.lock() {
-            if t.early
-                .remove(id)
-                .is_some_and(|at| at.elapsed() < EARLY_CANCEL_TTL)
+            // (Usually empty: no lookup then.)
+            if !t.early.is_empty()
+                && t.early
+                    .remove(id)
+                    .is_some_and(|at| at.elapsed() < EARLY_CANCEL_TTL)
             {
                 token.cancel();
             }
