@@ -442,6 +442,8 @@ mod tests {
             Some(String::new()),
             Some("00-181C238A8C8A4E50A34658D3B3550C22-b8bf43399925941b-01".into()),
             Some("not a traceparent".into()),
+            Some("00-181c238a8c8a4e50a34658d3b3550c2g-b8bf43399925941b-01".into()),
+            Some("00-181c238a8c8a4e50a34658d3b3550c22-b8bf43399925941b-0\u{7f}".into()),
             Some("ff-ffffffffffffffffffffffffffffffff-ffffffffffffffff-ff".into()),
         ];
         for (i, trace) in traces.into_iter().enumerate() {
