@@ -109,7 +109,10 @@ impl RedisServer {
         }
         cmd.args(&self.options.extra_args);
         // Redis writes configuration errors to stderr before it opens its log: keep them.
-        let stderr = std::fs::File::create(self.dir.join("stderr.log"))
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("stderr.log"))
             .map(Stdio::from)
             .unwrap_or_else(|_| Stdio::null());
         cmd.stdin(Stdio::null())

@@ -65,7 +65,9 @@ impl TraceParent {
     /// malformed or all-zero.
     pub fn parse(s: &str) -> Option<Self> {
         let b = s.trim().as_bytes();
-        if b.len() != HEADER_LEN || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        // A version after 00 may append fields (`-…`); version 00 has exactly these four.
+        let longer_ok = b.len() > HEADER_LEN && b[HEADER_LEN] == b'-' && !b.starts_with(b"00");
+        if !(b.len() == HEADER_LEN || longer_ok) || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
             return None;
         }
         let mut version = [0u8; 1];
@@ -356,6 +358,16 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
         assert_eq!(upper.child().span_id.to_string().len(), 16);
+        // A later version may carry more fields; version 00 may not.
+        let later = TraceParent::parse(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes-next",
+        )
+        .unwrap();
+        assert_eq!(later.trace_id, p.trace_id);
+        assert!(
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more")
+                .is_none()
+        );
         assert_eq!(
             TraceParent::parse("  00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00 ")
                 .map(|p| p.flags),

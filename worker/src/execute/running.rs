@@ -27,6 +27,24 @@ struct Table {
     tasks: HashMap<String, Entry>,
     /// Cancellations of tasks not running here when heard, and when.
     early: HashMap<String, Instant>,
+    /// When `early` was last cleared of expired entries.
+    pruned: Option<Instant>,
+}
+
+impl Table {
+    /// Drops expired early cancellations, at most once per TTL: cancellations of tasks that ran
+    /// on other workers would otherwise keep `early` from ever emptying (and every start here
+    /// would look in it).
+    fn prune(&mut self, now: Instant) {
+        if self
+            .pruned
+            .is_none_or(|at| now.duration_since(at) >= EARLY_CANCEL_TTL)
+        {
+            self.early
+                .retain(|_, at| now.duration_since(*at) < EARLY_CANCEL_TTL);
+            self.pruned = Some(now);
+        }
+    }
 }
 
 /// The tasks running in this process, by task id.
@@ -58,6 +76,7 @@ impl RunningTasks {
                 t.early.clear();
             }
         }
+        t.prune(now);
         t.early.insert(id.to_string(), now);
         false
     }
@@ -67,13 +86,16 @@ impl RunningTasks {
     pub(crate) fn start(&self, id: &str) -> CancellationToken {
         let token = CancellationToken::new();
         if let Ok(mut t) = self.table.lock() {
-            // (Usually empty: no lookup then.)
-            if !t.early.is_empty()
-                && t.early
+            // Usually empty: no lookup then.
+            if !t.early.is_empty() {
+                let now = Instant::now();
+                t.prune(now);
+                if t.early
                     .remove(id)
-                    .is_some_and(|at| at.elapsed() < EARLY_CANCEL_TTL)
-            {
-                token.cancel();
+                    .is_some_and(|at| now.duration_since(at) < EARLY_CANCEL_TTL)
+                {
+                    token.cancel();
+                }
             }
             t.tasks.insert(
                 id.to_string(),
@@ -150,5 +172,24 @@ mod tests {
         running.finish("a");
         // Remembered once only.
         assert!(!running.start("a").is_cancelled());
+    }
+
+    /// Early cancellations of tasks that never start here (they ran on another worker) expire:
+    /// the table empties again, and starts skip the lookup.
+    #[test]
+    fn expired_early_cancellations_are_dropped() {
+        let now = Instant::now();
+        let Some(long_ago) = now.checked_sub(EARLY_CANCEL_TTL + Duration::from_secs(1)) else {
+            return; // a clock this close to its origin cannot hold an expired entry
+        };
+        let mut t = Table::default();
+        t.early.insert("elsewhere".into(), long_ago);
+        t.early.insert("recent".into(), now);
+        t.prune(now);
+        assert_eq!(t.early.keys().collect::<Vec<_>>(), ["recent"]);
+        // At most once per TTL.
+        t.early.insert("elsewhere".into(), long_ago);
+        t.prune(now);
+        assert_eq!(t.early.len(), 2);
     }
 }

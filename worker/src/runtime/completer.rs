@@ -70,13 +70,14 @@ struct Sent {
 }
 
 /// Runs until `completions` closes, or until `stop` fires, whereupon it writes what is already
-/// queued (one attempt per batch) and returns how many completions it could not write.
+/// queued (one attempt per batch) and returns how many writes (completions and `running`
+/// marks) it could not write.
 ///
 /// Up to [`IN_FLIGHT_BATCHES`] batches are written at once, each as it would be alone (its
 /// results, then its acks; retried until Redis takes it). Batches hold different messages, so
 /// their order does not matter, with one exception: a task's `running` mark must be stored
-/// before its completion, which may come in a later batch. So a batch holding marks is written
-/// alone: the batch after it waits until it is stored.
+/// before its completion, which may come in a later batch. So no batch goes out while an
+/// earlier one holding marks is still being written.
 pub(crate) async fn run(
     consumer: Consumer,
     mut completions: mpsc::Receiver<Write>,
