@@ -1,6 +1,6 @@
 //! The task registry: every `#[task]` in the linked program, collected at link time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -94,7 +94,7 @@ pub enum RegistryError {
 /// The tasks a worker can run, by name.
 #[derive(Debug, Default)]
 pub struct Registry {
-    tasks: HashMap<&'static str, &'static TaskDef>,
+    tasks: foldhash::HashMap<&'static str, &'static TaskDef>,
 }
 
 impl Registry {
@@ -107,7 +107,7 @@ impl Registry {
     pub fn from_defs(
         defs: impl IntoIterator<Item = &'static TaskDef>,
     ) -> Result<Self, RegistryError> {
-        let mut tasks = HashMap::new();
+        let mut tasks = foldhash::HashMap::default();
         for def in defs {
             if let Some(prev) = tasks.insert(def.name, def) {
                 return Err(RegistryError::Duplicate {
