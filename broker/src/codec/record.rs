@@ -32,14 +32,14 @@ use serde_bytes::ByteBuf;
 
 use super::value::{msgpack_reader, CodecError};
 use crate::model::record::{StateChange, TaskFailure, TaskRecord, TaskState};
-use crate::model::trace_context::hex;
+use crate::model::trace_context;
 
 /// The first byte of a compact record: never a MessagePack marker.
 pub(super) const MAGIC: u8 = 0xc1;
 /// The layout's version.
 pub(super) const VERSION: u8 = 1;
 /// The bytes a packed trace takes: version, trace id, span id, flags.
-const PACKED_TRACE: usize = 26;
+const PACKED_TRACE: usize = trace_context::PACKED_LEN;
 
 /// A state as one byte. Codes are never reused; an unknown one reads as [`TaskState::Unknown`].
 pub(super) fn state_code(state: TaskState) -> u8 {
@@ -346,29 +346,13 @@ impl<'de> Visitor<'de> for TraceSeed {
 /// `00-<32 hex>-<16 hex>-<2 hex>` in lowercase as 26 bytes, or `None` for any other text
 /// (which is then kept as it is: packing must give back exactly what it took).
 fn pack_traceparent(t: &str) -> Option<[u8; PACKED_TRACE]> {
-    let b = t.as_bytes();
-    if b.len() != 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
-        return None;
-    }
-    let mut out = [0u8; PACKED_TRACE];
     // Uppercase is not packed: it would come back lowercase.
-    hex::get(&b[0..2], &mut out[0..1], false)?;
-    hex::get(&b[3..35], &mut out[1..17], false)?;
-    hex::get(&b[36..52], &mut out[17..25], false)?;
-    hex::get(&b[53..55], &mut out[25..26], false)?;
-    Some(out)
+    trace_context::decode_header(t.as_bytes(), false)
 }
 
 fn unpack_traceparent(p: &[u8]) -> Option<String> {
-    if p.len() != PACKED_TRACE {
-        return None;
-    }
-    let mut s = [b'-'; 55];
-    hex::put(&mut s[0..2], &p[0..1]);
-    hex::put(&mut s[3..35], &p[1..17]);
-    hex::put(&mut s[36..52], &p[17..25]);
-    hex::put(&mut s[53..55], &p[25..26]);
-    Some(hex::as_str(&s).to_owned())
+    let fields: &[u8; PACKED_TRACE] = p.try_into().ok()?;
+    Some(trace_context::hex::as_str(&trace_context::encode_header(fields)).to_owned())
 }
 
 #[cfg(test)]

@@ -21,41 +21,37 @@ pub struct TraceParent {
     pub flags: u8,
 }
 
-/// A W3C trace id; shown as 32 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TraceId(pub u128);
+/// A W3C id held as a number, shown as lowercase hex of its big-endian bytes.
+macro_rules! hex_id {
+    ($(#[$doc:meta])* $name:ident($int:ty)) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $name(pub $int);
 
-/// A W3C span id; shown as 16 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SpanId(pub u64);
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut buf = [0u8; 2 * std::mem::size_of::<$int>()];
+                hex::put(&mut buf, &self.0.to_be_bytes());
+                f.write_str(hex::as_str(&buf))
+            }
+        }
 
-impl std::fmt::Display for TraceId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut buf = [0u8; 32];
-        hex::put(&mut buf, &self.0.to_be_bytes());
-        f.write_str(hex::as_str(&buf))
-    }
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Display::fmt(self, f)
+            }
+        }
+    };
 }
 
-impl std::fmt::Debug for TraceId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
-impl std::fmt::Display for SpanId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut buf = [0u8; 16];
-        hex::put(&mut buf, &self.0.to_be_bytes());
-        f.write_str(hex::as_str(&buf))
-    }
-}
-
-impl std::fmt::Debug for SpanId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
+hex_id!(
+    /// A W3C trace id; shown as 32 lowercase hex digits.
+    TraceId(u128)
+);
+hex_id!(
+    /// A W3C span id; shown as 16 lowercase hex digits.
+    SpanId(u64)
+);
 
 /// The length of a `traceparent` header.
 pub const HEADER_LEN: usize = 55;
@@ -66,26 +62,23 @@ impl TraceParent {
     pub fn parse(s: &str) -> Option<Self> {
         let b = s.trim().as_bytes();
         // A version after 00 may append fields (`-…`); version 00 has exactly these four.
-        let longer_ok = b.len() > HEADER_LEN && b[HEADER_LEN] == b'-' && !b.starts_with(b"00");
-        if !(b.len() == HEADER_LEN || longer_ok) || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
-            return None;
-        }
-        let mut version = [0u8; 1];
-        let mut trace = [0u8; 16];
-        let mut span = [0u8; 8];
-        let mut flags = [0u8; 1];
-        hex::get(&b[0..2], &mut version, true)?;
-        hex::get(&b[3..35], &mut trace, true)?;
-        hex::get(&b[36..52], &mut span, true)?;
-        hex::get(&b[53..55], &mut flags, true)?;
-        let (trace_id, span_id) = (u128::from_be_bytes(trace), u64::from_be_bytes(span));
-        if version[0] == 0xff || trace_id == 0 || span_id == 0 {
+        let b = match b.len() {
+            HEADER_LEN => b,
+            n if n > HEADER_LEN && b[HEADER_LEN] == b'-' && !b.starts_with(b"00") => {
+                &b[..HEADER_LEN]
+            }
+            _ => return None,
+        };
+        let f = decode_header(b, true)?;
+        let trace_id = u128::from_be_bytes(f[1..17].try_into().ok()?);
+        let span_id = u64::from_be_bytes(f[17..25].try_into().ok()?);
+        if f[0] == 0xff || trace_id == 0 || span_id == 0 {
             return None;
         }
         Some(Self {
             trace_id: TraceId(trace_id),
             span_id: SpanId(span_id),
-            flags: flags[0],
+            flags: f[25],
         })
     }
 
@@ -115,13 +108,39 @@ impl TraceParent {
 
     /// Writes the header value into `out`.
     pub fn write_header(&self, out: &mut [u8; HEADER_LEN]) {
-        out[..3].copy_from_slice(b"00-");
-        hex::put(&mut out[3..35], &self.trace_id.0.to_be_bytes());
-        out[35] = b'-';
-        hex::put(&mut out[36..52], &self.span_id.0.to_be_bytes());
-        out[52] = b'-';
-        hex::put(&mut out[53..55], &[self.flags]);
+        let mut f = [0u8; PACKED_LEN];
+        f[1..17].copy_from_slice(&self.trace_id.0.to_be_bytes());
+        f[17..25].copy_from_slice(&self.span_id.0.to_be_bytes());
+        f[25] = self.flags;
+        *out = encode_header(&f);
     }
+}
+
+/// A `traceparent`'s four fields as bytes: version, trace id (16), span id (8), flags.
+pub(crate) const PACKED_LEN: usize = 26;
+
+/// The four fields of a header of exactly [`HEADER_LEN`] bytes, read as hex (either case if
+/// `any_case`, else lowercase only); `None` if its shape or a digit is wrong.
+pub(crate) fn decode_header(b: &[u8], any_case: bool) -> Option<[u8; PACKED_LEN]> {
+    if b.len() != HEADER_LEN || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let mut out = [0u8; PACKED_LEN];
+    hex::get(&b[0..2], &mut out[0..1], any_case)?;
+    hex::get(&b[3..35], &mut out[1..17], any_case)?;
+    hex::get(&b[36..52], &mut out[17..25], any_case)?;
+    hex::get(&b[53..55], &mut out[25..26], any_case)?;
+    Some(out)
+}
+
+/// The header of four fields, in lowercase hex.
+pub(crate) fn encode_header(f: &[u8; PACKED_LEN]) -> [u8; HEADER_LEN] {
+    let mut out = [b'-'; HEADER_LEN];
+    hex::put(&mut out[0..2], &f[0..1]);
+    hex::put(&mut out[3..35], &f[1..17]);
+    hex::put(&mut out[36..52], &f[17..25]);
+    hex::put(&mut out[53..55], &f[25..26]);
+    out
 }
 
 fn new_span_id() -> SpanId {

@@ -70,13 +70,13 @@ impl RunningTasks {
         }
         let now = Instant::now();
         if t.early.len() >= EARLY_CANCEL_MAX {
-            t.early
-                .retain(|_, at| now.duration_since(*at) < EARLY_CANCEL_TTL);
-            if t.early.len() >= EARLY_CANCEL_MAX {
-                t.early.clear();
-            }
+            // Full: prune now, whenever the last time was; clear if that is not enough.
+            t.pruned = None;
         }
         t.prune(now);
+        if t.early.len() >= EARLY_CANCEL_MAX {
+            t.early.clear();
+        }
         t.early.insert(id.to_string(), now);
         false
     }
