@@ -146,6 +146,23 @@ async fn a_long_task_is_never_stolen_from_a_live_worker() {
     );
 }
 
+/// A task that holds its worker's only runtime thread (a blocking call) keeps its lease: the
+/// lease keeper runs on a thread of its own (it once shared the runtime, and a second worker
+/// took the message over and ran it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_blocking_its_thread_keeps_its_lease() {
+    let (redis, broker) = redis_and_broker().await;
+    // Visibility 1 s, a task blocking for 4 s, two processes of one thread each.
+    let w = workers(&redis, 2, &["--visibility-timeout", "1s", "--threads", "1"]);
+    let h = faults::hog::kiq(&broker, "hog".into(), 1, 4000)
+        .await
+        .unwrap();
+    assert_eq!(h.wait_result(WAIT).await.unwrap(), 1);
+    // A copy the other process took would finish in its drain, and count.
+    assert!(w.stop().success());
+    assert_eq!(tallies(&redis, "hog").get(&1), Some(&1), "ran exactly once");
+}
+
 /// A task still running when its worker is told to stop keeps its lease through the drain:
 /// another live worker must not take it over (the lease keeper once stopped with the gate's
 /// loop, before the drain).

@@ -19,10 +19,11 @@ pub(crate) struct WorkerArgs {
     /// Worker processes to run.
     #[arg(long, short = 'w', default_value_t = 1, env = "KIQ_WORKERS")]
     workers: usize,
-    /// Runtime threads in each worker process (default: Tokio's, one per CPU). One thread costs
-    /// the least CPU per task for tasks that await I/O; but a task that holds its thread
-    /// without awaiting then also holds up the lease keeper (past the visibility timeout,
-    /// its task is run again elsewhere): scale with `--workers` instead.
+    /// Runtime threads in each worker process (default: 1, or `TOKIO_WORKER_THREADS`). One
+    /// thread costs the least CPU per task; scale across CPUs with `--workers`. More threads
+    /// help a process whose tasks hold their thread without awaiting (CPU-bound work, blocking
+    /// calls) so the others can go on; such a task never costs its lease, whose keeper runs
+    /// on a thread of its own.
     #[arg(long, env = "KIQ_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
     /// Tasks each process runs at once.
@@ -147,13 +148,19 @@ pub(crate) async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result
     let child_args: Vec<_> = std::env::args_os().skip(1).collect();
     let mut sup = SupervisorConfig::new(args.workers, program, child_args);
     sup.grace = args.shutdown_timeout + Duration::from_secs(5);
-    if let Some(threads) = args.threads {
-        if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
-            tracing::warn!(
-                threads,
-                "--threads overrides TOKIO_WORKER_THREADS for the workers"
-            );
-        }
+    let tokio_threads = std::env::var_os("TOKIO_WORKER_THREADS");
+    if let (Some(threads), Some(_)) = (args.threads, &tokio_threads) {
+        tracing::warn!(
+            threads,
+            "--threads overrides TOKIO_WORKER_THREADS for the workers"
+        );
+    }
+    let threads = match (args.threads, tokio_threads) {
+        (Some(threads), _) => Some(threads),
+        (None, Some(_)) => None,
+        (None, None) => Some(1),
+    };
+    if let Some(threads) = threads {
         sup.env
             .push(("TOKIO_WORKER_THREADS".into(), threads.to_string().into()));
     }

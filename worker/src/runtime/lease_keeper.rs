@@ -1,18 +1,125 @@
 //! The lease keeper: keeps the leases of everything this process holds fresh (so no other
 //! worker takes it over while it runs), and this worker's heartbeat, until stopped. It
 //! outlives the fetcher: leases must stay fresh while in-flight tasks drain.
+//!
+//! It runs on a thread of its own, with a Tokio runtime and Redis connections of its own: a
+//! task that holds its runtime thread without awaiting (a CPU-bound loop, a blocking call)
+//! stalls every other task of that thread, and a stalled refresh would let a lease lapse and
+//! its message run a second time elsewhere. With the keeper apart, a worker process can run
+//! on one runtime thread (the cheapest per task) and still keep its leases however its tasks
+//! behave.
 
 use std::sync::Arc;
 
 use kiq_broker::envelope::now_ms;
-use kiq_broker::{Consumer, WorkerInfo};
-use tokio_util::sync::CancellationToken;
+use kiq_broker::{Broker, Consumer, WorkerInfo};
+use tokio::sync::oneshot;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::inflight::InFlight;
 use crate::config::WorkerConfig;
 
+/// A running lease keeper. Dropping it stops it (a worker whose `run` future is dropped
+/// must not leave a thread refreshing its leases).
+pub(crate) struct LeaseKeeper {
+    stop: DropGuard,
+    done: Done,
+}
+
+enum Done {
+    /// On its own thread: it says when it has ended.
+    Thread(oneshot::Receiver<()>),
+    /// On the worker's runtime (an in-memory broker, or no thread or runtime could be made).
+    Task(tokio::task::JoinHandle<()>),
+}
+
+impl LeaseKeeper {
+    /// Starts the keeper of `consumer`'s leases and heartbeat: on a thread of its own with
+    /// its own connections to the same Redis, or, for an in-memory broker (or when no thread
+    /// can be started), as a task on the current runtime.
+    pub(crate) fn start(
+        consumer: &Consumer,
+        config: WorkerConfig,
+        inflight: Arc<InFlight>,
+        info: WorkerInfo,
+        metrics: crate::metrics::Metrics,
+        gate: tokio::sync::watch::Receiver<kiq_broker::Gate>,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let keeper = |consumer| {
+            run(
+                consumer,
+                config.clone(),
+                inflight.clone(),
+                info.clone(),
+                metrics.clone(),
+                gate.clone(),
+                stop.clone(),
+            )
+        };
+        let done = match own_thread(consumer, keeper) {
+            Ok(ended) => Done::Thread(ended),
+            Err(why) => {
+                if let Some(e) = why {
+                    tracing::warn!(error = %e, "cannot give the lease keeper a thread of its own: it runs on the worker's runtime, where a task that blocks its thread delays it");
+                }
+                Done::Task(tokio::spawn(keeper(consumer.clone())))
+            }
+        };
+        Self {
+            stop: stop.drop_guard(),
+            done,
+        }
+    }
+
+    /// Stops the keeper and waits until it has.
+    pub(crate) async fn stop(self) {
+        drop(self.stop);
+        match self.done {
+            Done::Thread(ended) => {
+                let _ = ended.await;
+            }
+            Done::Task(task) => {
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+/// Runs `keeper` (given a consumer of its own, of the same Redis and name) on a new thread
+/// with a runtime of its own; returns what says it has ended. `Err(None)`: an in-memory
+/// broker, which has no connections to make and stays on the worker's runtime.
+fn own_thread<F>(
+    consumer: &Consumer,
+    keeper: impl FnOnce(Consumer) -> F,
+) -> Result<oneshot::Receiver<()>, Option<String>>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    if consumer.broker().is_in_memory() {
+        return Err(None);
+    }
+    // Connections are made on first use: on the keeper's runtime, which then drives them.
+    let broker =
+        Broker::lazy(consumer.broker().config().clone()).map_err(|e| Some(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Some(e.to_string()))?;
+    let future = keeper(broker.consumer(consumer.name()));
+    let (done, ended) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("kiq-leases".into())
+        .spawn(move || {
+            runtime.block_on(future);
+            let _ = done.send(());
+        })
+        .map_err(|e| Some(e.to_string()))?;
+    Ok(ended)
+}
+
 /// Refreshes leases and the heartbeat every lease-refresh interval, until `stop`.
-pub(crate) async fn run(
+async fn run(
     consumer: Consumer,
     config: WorkerConfig,
     inflight: Arc<InFlight>,

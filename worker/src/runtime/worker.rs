@@ -17,8 +17,9 @@ use super::completer::{self, Listeners};
 use super::executions::Executions;
 use super::fetcher::Fetcher;
 use super::inflight::InFlight;
+use super::lease_keeper::LeaseKeeper;
 use super::recoverer::Recoverer;
-use super::{forwarder, gate, janitor, lease_keeper, subscriber, taskiq_bridge};
+use super::{forwarder, gate, janitor, subscriber, taskiq_bridge};
 use crate::config::WorkerConfig;
 use crate::execute::Executor;
 use crate::metrics::Metrics;
@@ -260,7 +261,6 @@ impl Worker {
         ));
 
         // Leases outlive the fetcher: they must stay fresh while in-flight tasks drain.
-        let stop_leases = CancellationToken::new();
         let mut task_names: Vec<String> = self
             .registry
             .tasks()
@@ -274,15 +274,14 @@ impl Worker {
             queues.clone(),
             task_names,
         );
-        let leases = tokio::spawn(lease_keeper::run(
-            consumer.clone(),
+        let leases = LeaseKeeper::start(
+            &consumer,
             config.clone(),
             inflight.clone(),
             info,
             self.metrics.clone(),
             gate_rx.clone(),
-            stop_leases.clone(),
-        ));
+        );
         // Taskiq streams: their messages are handed on to the tasks' queues, read below.
         if !config.taskiq.is_empty() {
             let unread: Vec<String> = self
@@ -426,8 +425,7 @@ impl Worker {
         if !abandoned.is_empty() {
             let _ = consumer.write(&abandoned).await;
         }
-        stop_leases.cancel();
-        let _ = leases.await;
+        leases.stop().await;
         let _ = consumer.remove_heartbeat().await;
         // Leave the group tidy: a consumer that holds nothing is deleted on a clean exit.
         if report.abandoned == 0 && report.unwritten == 0 {
