@@ -182,7 +182,8 @@ async fn through_layers(
             biased;
             r = &mut fut => r,
             _ = tokio::time::sleep(RUNNING_MARK_AFTER) => {
-                mark_running(exec, msg, at, history, trace).await;
+                // Boxed, as a rare path (see `fill_gathered_args`).
+                Box::pin(mark_running(exec, msg, at, history, trace)).await;
                 fut.await
             }
         };
@@ -248,7 +249,9 @@ async fn fill_gathered_args(exec: &Executor, envelope: &mut Envelope) -> Result<
     if envelope.gather.is_empty() {
         return Ok(());
     }
-    envelope.args = workflow::gather_args(&exec.consumer, &envelope.gather).await?;
+    // Boxed: a rare path, whose Redis reads would otherwise make every execution's state
+    // machine as large as theirs (and it is moved by value).
+    envelope.args = Box::pin(workflow::gather_args(&exec.consumer, &envelope.gather)).await?;
     Ok(())
 }
 

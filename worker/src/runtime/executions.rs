@@ -57,7 +57,7 @@ impl Drop for Turn {
 impl Executions {
     /// Runs `delivery`; `slot` is released once its completion is queued.
     async fn run(
-        &self,
+        self,
         slot: OwnedSemaphorePermit,
         running: OwnedSemaphorePermit,
         delivery: Delivery,
@@ -67,7 +67,16 @@ impl Executions {
         // value several times (into the task's cell, and its stages); a box moves once.
         let completion = Box::pin(self.executor.execute(delivery, precancelled)).await;
         drop(running);
-        let _ = self.writes.send(Write::Completion(completion)).await;
+        // Queued at once when there is room; only a full queue is waited on, from a box: a
+        // completion is large, and held across an await it would be part of this (spawned,
+        // moved) future's state.
+        let wait = match self.writes.try_send(Write::Completion(completion)) {
+            Err(mpsc::error::TrySendError::Full(write)) => Some(Box::pin(self.writes.send(write))),
+            _ => None,
+        };
+        if let Some(send) = wait {
+            let _ = send.await;
+        }
         drop(slot);
     }
 
@@ -124,9 +133,8 @@ impl Executions {
                 let Ok(running) = p.permits.clone().acquire_owned().await else {
                     return;
                 };
-                let q = p.clone();
                 p.tracker
-                    .spawn(async move { q.run(slot, running, delivery, cancelled).await });
+                    .spawn(p.clone().run(slot, running, delivery, cancelled));
             }
         });
     }
