@@ -63,7 +63,7 @@ pub async fn tally(key: String, n: u64, ms: u64) -> Result<u64, String> {
 
 /// Holds its runtime thread for `ms` without awaiting (a blocking call made where it should
 /// not be, or a long CPU-bound loop), then counts one execution of item `n` in `key`, as
-/// [`tally`] does. Code like this stalls every task sharing its thread; it must not cost the
+/// [`tally()`] does. Code like this stalls every task sharing its thread; it must not cost the
 /// task its lease.
 #[kiq::task]
 pub async fn hog(key: String, n: u64, ms: u64) -> Result<u64, String> {

@@ -343,10 +343,9 @@ fn finish_spans(spans: impl IntoIterator<Item = ProducerSpan>, error: Option<&Di
 
 /// Queue names become part of key names: keep them to a safe alphabet.
 pub fn valid_queue_name(q: &str) -> bool {
-    !q.is_empty()
-        && q.len() <= 64
-        && q.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    /// The bytes a queue name may hold (see `envelope::byte_set`).
+    const QUEUE_BYTES: [bool; 256] = crate::model::envelope::byte_set(b"-_.");
+    !q.is_empty() && q.len() <= 64 && q.bytes().all(|b| QUEUE_BYTES[b as usize])
 }
 
 #[cfg(test)]

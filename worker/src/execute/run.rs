@@ -293,7 +293,10 @@ async fn invoke(
     // unless it finishes first (then its own outcome stands).
     let fut = async move {
         tokio::pin!(fut);
+        // Biased, the task first: one that finishes at its first poll (most do) never gets as
+        // far as registering a wait on its token.
         tokio::select! {
+            biased;
             r = &mut fut => Ok(r),
             _ = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => Err(()),
         }

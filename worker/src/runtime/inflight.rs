@@ -4,14 +4,53 @@
 use foldhash::{HashMap, HashSet};
 use std::sync::Mutex;
 
+/// A stream entry id as held: Redis's `<ms>-<seq>` as two numbers (nothing to allocate, cheap
+/// to hash; every message read and completed passes through here), any other text as it came.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum EntryId {
+    Num(u64, u64),
+    Text(Box<str>),
+}
+
+impl EntryId {
+    fn of(id: &str) -> Self {
+        Self::numbers(id).unwrap_or_else(|| Self::Text(id.into()))
+    }
+
+    /// `<ms>-<seq>` in Redis's own spelling (decimal, no sign, no leading zeros), so that the
+    /// id written back is the one read.
+    fn numbers(id: &str) -> Option<Self> {
+        let (ms, seq) = id.split_once('-')?;
+        let num = |s: &str| -> Option<u64> {
+            let canonical = !s.is_empty()
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && (s == "0" || !s.starts_with('0'));
+            canonical.then(|| s.parse().ok()).flatten()
+        };
+        Some(Self::Num(num(ms)?, num(seq)?))
+    }
+}
+
+impl std::fmt::Display for EntryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Num(ms, seq) => write!(f, "{ms}-{seq}"),
+            Self::Text(t) => f.write_str(t),
+        }
+    }
+}
+
 /// Stream ids held by this process, per queue.
 #[derive(Debug, Default)]
 pub struct InFlight {
-    by_queue: Mutex<HashMap<String, HashSet<String>>>,
+    by_queue: Mutex<HashMap<String, HashSet<EntryId>>>,
 }
 
 /// The ids of `queue` in `m`, made if new: the queue's name is copied only the first time.
-fn ids_of<'m>(m: &'m mut HashMap<String, HashSet<String>>, queue: &str) -> &'m mut HashSet<String> {
+fn ids_of<'m>(
+    m: &'m mut HashMap<String, HashSet<EntryId>>,
+    queue: &str,
+) -> &'m mut HashSet<EntryId> {
     if !m.contains_key(queue) {
         m.insert(queue.to_string(), HashSet::default());
     }
@@ -30,15 +69,13 @@ impl InFlight {
         let Ok(mut m) = self.by_queue.lock() else {
             return;
         };
-        let mut current: Option<(&str, &mut HashSet<String>)> = None;
+        let mut current: Option<(&str, &mut HashSet<EntryId>)> = None;
         for (queue, id) in held {
             let ids = match current {
                 Some((q, ids)) if q == queue => ids,
                 _ => ids_of(&mut m, queue),
             };
-            if !ids.contains(id) {
-                ids.insert(id.to_string());
-            }
+            ids.insert(EntryId::of(id));
             current = Some((queue, ids));
         }
     }
@@ -53,14 +90,14 @@ impl InFlight {
         let Ok(mut m) = self.by_queue.lock() else {
             return;
         };
-        let mut current: Option<(&str, Option<&mut HashSet<String>>)> = None;
+        let mut current: Option<(&str, Option<&mut HashSet<EntryId>>)> = None;
         for (queue, id) in done {
             let mut ids = match current {
                 Some((q, ids)) if q == queue => ids,
                 _ => m.get_mut(queue),
             };
             if let Some(ids) = ids.as_deref_mut() {
-                ids.remove(id);
+                ids.remove(&EntryId::of(id));
             }
             current = Some((queue, ids));
         }
@@ -73,7 +110,7 @@ impl InFlight {
             .map(|m| {
                 m.iter()
                     .filter(|(_, ids)| !ids.is_empty())
-                    .map(|(q, ids)| (q.clone(), ids.iter().cloned().collect()))
+                    .map(|(q, ids)| (q.clone(), ids.iter().map(EntryId::to_string).collect()))
                     .collect()
             })
             .unwrap_or_default()
@@ -160,5 +197,41 @@ mod tests {
         many.remove_many([("mail", "1-1"), ("mail:high", "2-0")]);
         assert!(many.is_empty());
         assert!(many.snapshot().is_empty());
+    }
+
+    /// Ids come back exactly as they were read, whatever their form: Redis's `<ms>-<seq>` (held
+    /// as numbers) and anything else (held as text), which never meet.
+    #[test]
+    fn ids_are_given_back_as_read() {
+        let odd = [
+            "1700000000000-0",
+            "18446744073709551615-18446744073709551615",
+            "0-0",
+            "01-1",
+            "1-01",
+            "1-",
+            "-1",
+            "1",
+            "18446744073709551616-0",
+            "+1-1",
+            "1-1-1",
+            "x",
+            "",
+        ];
+        let f = InFlight::default();
+        f.insert_many(odd.iter().map(|id| ("q", *id)));
+        assert_eq!(f.len(), odd.len());
+        let mut back = f.snapshot().remove(0).1;
+        back.sort();
+        let mut want: Vec<String> = odd.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(back, want);
+        // "01-1" is not "1-1": removing one leaves the other.
+        f.insert("q", "1-1");
+        f.remove("q", "01-1");
+        assert!(f.snapshot()[0].1.contains(&"1-1".to_string()));
+        f.remove_many(odd.iter().map(|id| ("q", *id)));
+        f.remove("q", "1-1");
+        assert!(f.is_empty());
     }
 }
