@@ -362,8 +362,12 @@ impl Worker {
                 slots.add_permits(extra - extra_slots);
                 extra_slots = extra;
             }
+            // The fetchers are tasks of their own, not polled inside this future: a worker
+            // awaited in `block_on` (a binary's `main`, `taskctl worker`) would otherwise fetch
+            // on the main thread and hand every batch over to the runtime's threads, a wake-up
+            // of another thread per batch (on an idle queue, per message).
             let fetchers = groups.into_iter().map(|group| {
-                Fetcher {
+                let fetcher = Fetcher {
                     consumer: consumer.clone(),
                     lanes: group,
                     slots: slots.clone(),
@@ -377,14 +381,24 @@ impl Worker {
                     },
                     config: config.clone(),
                     gate: gate_rx.clone(),
-                }
-                .run(epoch.clone())
+                };
+                tokio::spawn(fetcher.run(epoch.clone()))
             });
+            // Dropping this future (its caller gave up on it) ends the epoch's tasks too.
+            let end_epoch = epoch.clone().drop_guard();
             for fetched in futures_util::future::join_all(fetchers).await {
-                report.received += fetched.received;
-                report.reclaimed += fetched.reclaimed;
+                match fetched {
+                    Ok(fetched) => {
+                        report.received += fetched.received;
+                        report.reclaimed += fetched.reclaimed;
+                    }
+                    // A fetcher that panicked takes the worker down, as it did when it was
+                    // polled here.
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => tracing::error!(error = %e, "a fetch loop ended abnormally"),
+                }
             }
-            epoch.cancel();
+            drop(end_epoch);
             for task in background {
                 let _ = task.await;
             }
