@@ -152,9 +152,9 @@ async fn a_long_task_is_never_stolen_from_a_live_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_blocking_its_thread_keeps_its_lease() {
     let (redis, broker) = redis_and_broker().await;
-    // Visibility 1 s, a task blocking for 4 s, two processes of one thread each.
-    let w = workers(&redis, 2, &["--visibility-timeout", "1s", "--threads", "1"]);
-    let h = faults::hog::kiq(&broker, "hog".into(), 1, 4000)
+    // Visibility 2 s, a task blocking for 6 s, two processes of one thread each.
+    let w = workers(&redis, 2, &["--visibility-timeout", "2s", "--threads", "1"]);
+    let h = faults::hog::kiq(&broker, "hog".into(), 1, 6000)
         .await
         .unwrap();
     assert_eq!(h.wait_result(WAIT).await.unwrap(), 1);

@@ -2,7 +2,7 @@
 //! worker takes it over while it runs), and this worker's heartbeat, until stopped. It
 //! outlives the fetcher: leases must stay fresh while in-flight tasks drain.
 //!
-//! It runs on a thread of its own, with a Tokio runtime and Redis connections of its own: a
+//! It runs on a thread of its own, with a Tokio runtime and a Redis connection of its own: a
 //! task that holds its runtime thread without awaiting (a CPU-bound loop, a blocking call)
 //! stalls every other task of that thread, and a stalled refresh would let a lease lapse and
 //! its message run a second time elsewhere. With the keeper apart, a worker process can run
@@ -35,9 +35,9 @@ enum Done {
 
 impl LeaseKeeper {
     /// Starts the keeper of `consumer`'s leases and heartbeat: on a thread of its own with
-    /// its own connections to the same Redis, or, for an in-memory broker (or when no thread
-    /// can be started), as a task on the current runtime.
-    pub(crate) fn start(
+    /// its own connection to the same Redis, or, for an in-memory broker (or when no thread
+    /// or runtime can be made), as a task on the current runtime.
+    pub(crate) async fn start(
         consumer: &Consumer,
         config: WorkerConfig,
         inflight: Arc<InFlight>,
@@ -57,7 +57,7 @@ impl LeaseKeeper {
                 stop.clone(),
             )
         };
-        let done = match own_thread(consumer, keeper) {
+        let done = match own_thread(consumer, keeper).await {
             Ok(ended) => Done::Thread(ended),
             Err(why) => {
                 if let Some(e) = why {
@@ -75,13 +75,12 @@ impl LeaseKeeper {
     /// Stops the keeper and waits until it has.
     pub(crate) async fn stop(self) {
         drop(self.stop);
-        match self.done {
-            Done::Thread(ended) => {
-                let _ = ended.await;
-            }
-            Done::Task(task) => {
-                let _ = task.await;
-            }
+        let ended = match self.done {
+            Done::Thread(ended) => ended.await.is_ok(),
+            Done::Task(task) => task.await.is_ok(),
+        };
+        if !ended {
+            tracing::error!("the lease keeper ended abnormally (it panicked)");
         }
     }
 }
@@ -89,7 +88,7 @@ impl LeaseKeeper {
 /// Runs `keeper` (given a consumer of its own, of the same Redis and name) on a new thread
 /// with a runtime of its own; returns what says it has ended. `Err(None)`: an in-memory
 /// broker, which has no connections to make and stays on the worker's runtime.
-fn own_thread<F>(
+async fn own_thread<F>(
     consumer: &Consumer,
     keeper: impl FnOnce(Consumer) -> F,
 ) -> Result<oneshot::Receiver<()>, Option<String>>
@@ -99,23 +98,39 @@ where
     if consumer.broker().is_in_memory() {
         return Err(None);
     }
-    // Connections are made on first use: on the keeper's runtime, which then drives them.
-    let broker =
-        Broker::lazy(consumer.broker().config().clone()).map_err(|e| Some(e.to_string()))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Some(e.to_string()))?;
+    // One connection: the keeper sends a few commands every lease-refresh interval. It is
+    // made on first use, so on the keeper's runtime, which then drives it.
+    let config = consumer.broker().config().clone().pool_size(1);
+    let broker = Broker::lazy(config).map_err(|e| Some(e.to_string()))?;
     let future = keeper(broker.consumer(consumer.name()));
+    // The runtime is made on the thread (a runtime may not be dropped in async code, as it
+    // would be here if the thread could not start); the thread says whether it could.
+    let (started, ready) = oneshot::channel::<Result<(), String>>();
     let (done, ended) = oneshot::channel();
     std::thread::Builder::new()
         .name("kiq-leases".into())
         .spawn(move || {
-            runtime.block_on(future);
-            let _ = done.send(());
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => {
+                    let _ = started.send(Ok(()));
+                    runtime.block_on(future);
+                    drop(runtime);
+                    let _ = done.send(());
+                }
+                Err(e) => {
+                    let _ = started.send(Err(e.to_string()));
+                }
+            }
         })
         .map_err(|e| Some(e.to_string()))?;
-    Ok(ended)
+    match ready.await {
+        Ok(Ok(())) => Ok(ended),
+        Ok(Err(e)) => Err(Some(e)),
+        Err(_) => Err(Some("the lease keeper's thread ended at once".into())),
+    }
 }
 
 /// Refreshes leases and the heartbeat every lease-refresh interval, until `stop`.

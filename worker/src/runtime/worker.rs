@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use kiq_broker::{Broker, BrokerError, Write};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -281,7 +282,8 @@ impl Worker {
             info,
             self.metrics.clone(),
             gate_rx.clone(),
-        );
+        )
+        .await;
         // Taskiq streams: their messages are handed on to the tasks' queues, read below.
         if !config.taskiq.is_empty() {
             let unread: Vec<String> = self
@@ -386,17 +388,25 @@ impl Worker {
             });
             // Dropping this future (its caller gave up on it) ends the epoch's tasks too.
             let end_epoch = epoch.clone().drop_guard();
-            for fetched in futures_util::future::join_all(fetchers).await {
+            let mut fetchers: FuturesUnordered<_> = fetchers.collect();
+            let mut panicked = None;
+            while let Some(fetched) = fetchers.next().await {
                 match fetched {
                     Ok(fetched) => {
                         report.received += fetched.received;
                         report.reclaimed += fetched.reclaimed;
                     }
-                    // A fetcher that panicked takes the worker down, as it did when it was
-                    // polled here.
-                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    // A fetcher that panicked ends the epoch (the others stop after their
+                    // current read) and then takes the worker down, as when it was polled here.
+                    Err(e) if e.is_panic() => {
+                        epoch.cancel();
+                        panicked.get_or_insert(e.into_panic());
+                    }
                     Err(e) => tracing::error!(error = %e, "a fetch loop ended abnormally"),
                 }
+            }
+            if let Some(panic) = panicked {
+                std::panic::resume_unwind(panic);
             }
             drop(end_epoch);
             for task in background {
