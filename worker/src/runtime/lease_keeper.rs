@@ -19,10 +19,11 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use super::inflight::InFlight;
 use crate::config::WorkerConfig;
 
-/// A running lease keeper. Dropping it stops it (a worker whose `run` future is dropped
-/// must not leave a thread refreshing its leases).
+/// A running lease keeper. It lives as long as the worker's runtime unless stopped, as the
+/// task it was: a worker whose `run` future is dropped leaves its executions running on the
+/// runtime, and their leases must stay fresh; once the runtime shuts down, its thread stops.
 pub(crate) struct LeaseKeeper {
-    stop: DropGuard,
+    stop: CancellationToken,
     done: Done,
 }
 
@@ -66,15 +67,22 @@ impl LeaseKeeper {
                 Done::Task(tokio::spawn(keeper(consumer.clone())))
             }
         };
-        Self {
-            stop: stop.drop_guard(),
-            done,
+        if let Done::Thread(_) = done {
+            // The runtime's shutdown drops this task, and with it the guard that stops the
+            // thread.
+            let on_shutdown: DropGuard = stop.clone().drop_guard();
+            let stopped = stop.clone();
+            tokio::spawn(async move {
+                let _guard = on_shutdown;
+                stopped.cancelled().await;
+            });
         }
+        Self { stop, done }
     }
 
     /// Stops the keeper and waits until it has.
     pub(crate) async fn stop(self) {
-        drop(self.stop);
+        self.stop.cancel();
         let ended = match self.done {
             Done::Thread(ended) => ended.await.is_ok(),
             Done::Task(task) => task.await.is_ok(),
