@@ -53,6 +53,11 @@ pub struct BrokerConfig {
     /// Where `redis_url` came from (`KIQ_REDIS_URL`, `--redis-url`, ...), named with the URL in
     /// connection errors so that a wrong URL is easy to trace. `from_env` sets it.
     pub redis_url_origin: Option<String>,
+    /// Read streams over kiq's own RESP2 connection (default true), whose reply parser costs
+    /// a worker less CPU per message than redis-rs's (see docs/performance.md). Over TLS and
+    /// on a cluster, readers use redis-rs's connection either way; false makes them use it
+    /// everywhere.
+    pub native_reader: bool,
 }
 
 impl Default for BrokerConfig {
@@ -72,6 +77,7 @@ impl Default for BrokerConfig {
             dispatch_layers: Vec::new(),
             wire: std::sync::Arc::new(KiqWire),
             redis_url_origin: None,
+            native_reader: true,
         }
     }
 }
@@ -102,6 +108,13 @@ impl BrokerConfig {
             }
         }
         c
+    }
+
+    /// Whether stream readers use kiq's own RESP2 connection (see
+    /// [`BrokerConfig::native_reader`]).
+    pub fn native_reader(mut self, on: bool) -> Self {
+        self.native_reader = on;
+        self
     }
 
     /// Signs every message sent with the first of `keys` and refuses to decode one that none of

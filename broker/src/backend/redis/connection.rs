@@ -34,6 +34,8 @@ use tokio::sync::Mutex;
 use crate::config::{redact, BrokerConfig};
 use crate::error::{BrokerError, RedisErrorKind, RedisFailure};
 
+use super::resp::RespConnection;
+
 /// A shared connection is PINGed before reuse only when it has been idle this long.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
 
@@ -734,6 +736,67 @@ impl Pool {
                 let conn = fut.await.map_err(|e| e.at(self.url()))?;
                 Ok(RedisConnection::Cluster(conn))
             }
+        }
+    }
+}
+
+impl Pool {
+    /// Opens a connection of its own for a stream reader: kiq's own RESP2 connection
+    /// ([`RespConnection`]) to one server or the primary the Sentinels name now, unless it is
+    /// reached over TLS or `config.native_reader` is off; otherwise, and on a cluster,
+    /// redis-rs's, as [`Pool::dedicated`] opens it.
+    pub(crate) async fn reader_connection(
+        &self,
+        config: &BrokerConfig,
+    ) -> Result<ReaderConnection, BrokerError> {
+        if let (Pool::Pooled { target, .. }, true) = (self, config.native_reader) {
+            let client = target.node_client(0).await?;
+            let conn = Box::pin(RespConnection::connect(
+                client.get_connection_info(),
+                config.connect_timeout,
+            ))
+            .await
+            .map_err(|e| BrokerError::redis(e).at(self.url()))?;
+            if let Some(conn) = conn {
+                return Ok(ReaderConnection::Resp(conn));
+            }
+        }
+        Ok(ReaderConnection::Redis(self.dedicated(config).await?))
+    }
+}
+
+/// A stream reader's connection (see [`Pool::reader_connection`]).
+pub(crate) enum ReaderConnection {
+    /// kiq's own.
+    Resp(RespConnection),
+    /// redis-rs's.
+    Redis(RedisConnection),
+}
+
+impl ConnectionLike for ReaderConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            ReaderConnection::Resp(c) => c.req_packed_command(cmd),
+            ReaderConnection::Redis(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            ReaderConnection::Resp(c) => c.req_packed_commands(cmd, offset, count),
+            ReaderConnection::Redis(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            ReaderConnection::Resp(c) => c.get_db(),
+            ReaderConnection::Redis(c) => c.get_db(),
         }
     }
 }

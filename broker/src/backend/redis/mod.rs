@@ -22,6 +22,7 @@ pub(crate) mod queues;
 pub(crate) mod rate_limit;
 pub(crate) mod reader;
 pub(crate) mod recovery;
+pub(crate) mod resp;
 pub(crate) mod scripts;
 pub(crate) mod stream_reply;
 pub(crate) mod taskiq;

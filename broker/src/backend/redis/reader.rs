@@ -9,7 +9,7 @@ use crate::consumer::delivery::{Delivery, ReadBatch};
 use crate::error::BrokerError;
 use crate::keys::CONSUMER_GROUP;
 
-use super::connection::RedisConnection;
+use super::connection::ReaderConnection;
 use super::scripts::{self, LANE_LENGTHS, READ_BY_PRIORITY};
 use super::stream_reply::{by_priority_reply, checked, deliveries_of, send_command, send_pipeline};
 use super::RedisBackend;
@@ -55,7 +55,7 @@ impl RedisBackend {
                 )
                 .await?;
         }
-        let conn = self.pool().dedicated(&self.config).await?;
+        let conn = self.pool().reader_connection(&self.config).await?;
         let script_keys = scripts::read_keys(&self.keys, lanes);
         Ok(StreamReader {
             conn,
@@ -75,7 +75,7 @@ impl RedisBackend {
 
 /// Reads a set of lanes through the consumer group, on a dedicated connection.
 pub struct StreamReader {
-    conn: RedisConnection,
+    conn: ReaderConnection,
     /// The Redis read from, for errors.
     url: String,
     /// The cancel flags of the queues read.

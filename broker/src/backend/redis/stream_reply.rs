@@ -26,7 +26,6 @@
 use redis::aio::ConnectionLike;
 use redis::{ParsingError, RedisError, RedisFuture, RedisResult, Value};
 
-use super::connection::RedisConnection;
 use crate::consumer::delivery::Delivery;
 use crate::keys::DATA_FIELD;
 
@@ -34,7 +33,7 @@ use crate::keys::DATA_FIELD;
 /// whole-tree `Value::extract_error` of `Pipeline::query_async`, but failing as it does when a
 /// command of the pipeline failed. Errors nested inside a reply are left to the caller's walk.
 pub(super) async fn send_pipeline<const N: usize>(
-    conn: &mut RedisConnection,
+    conn: &mut impl ConnectionLike,
     pipe: &redis::Pipeline,
 ) -> RedisResult<[Value; N]> {
     let replies = conn.req_packed_commands(pipe, 0, N).await?;
@@ -85,7 +84,7 @@ impl ConnectionLike for Replay {
 /// is a server error is that error, as `Cmd::query_async` makes it. Errors nested inside the
 /// reply are left to the caller's walk.
 pub(super) async fn send_command(
-    conn: &mut RedisConnection,
+    conn: &mut impl ConnectionLike,
     cmd: &redis::Cmd,
 ) -> RedisResult<Value> {
     match conn.req_packed_command(cmd).await? {
@@ -657,21 +656,24 @@ mod tests {
         assert_eq!(e.code(), Some("OOM"));
     }
 
-    /// Every read path over the wire, on a private redis-server, in RESP2 and RESP3: the
-    /// priority script (loaded on `NOSCRIPT` first), the plain read with the lane lengths,
-    /// the blocking read, and a pipeline whose XREADGROUP fails.
+    /// Every read path over the wire, on a private redis-server, on kiq's own reader
+    /// connection and on redis-rs's in RESP2 and RESP3: the priority script (loaded on
+    /// `NOSCRIPT` first), the plain read with the lane lengths, the blocking read, and a
+    /// pipeline whose XREADGROUP fails.
     #[tokio::test]
     async fn reads_over_the_wire() {
         let redis = kiq_testkit::RedisServer::start().unwrap();
-        for (i, query) in ["", "?protocol=resp3"].into_iter().enumerate() {
+        let ways = [(true, ""), (false, ""), (false, "?protocol=resp3")];
+        for (i, (native, query)) in ways.into_iter().enumerate() {
             let url = format!("{}{query}", redis.url());
-            let broker = crate::Broker::connect(&url).await.unwrap();
+            let config = crate::BrokerConfig::new(&url).native_reader(native);
+            let broker = crate::Broker::from_config(config).await.unwrap();
             let queue = format!("wire{i}");
             let lanes = vec![format!("{queue}:high"), queue.clone()];
             let keys = crate::keys::Keys::new("kiq".to_string());
             let (hi, lo) = (keys.stream(&lanes[0]), keys.stream(&lanes[1]));
             let mut reader = broker.consumer("c").reader(&lanes).await.unwrap();
-            if i == 1 {
+            if i == 2 {
                 let clients = redis.command("CLIENT LIST").unwrap();
                 assert!(clients.contains("resp=3"), "{clients}");
             }
