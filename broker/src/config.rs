@@ -53,11 +53,12 @@ pub struct BrokerConfig {
     /// Where `redis_url` came from (`KIQ_REDIS_URL`, `--redis-url`, ...), named with the URL in
     /// connection errors so that a wrong URL is easy to trace. `from_env` sets it.
     pub redis_url_origin: Option<String>,
-    /// Read streams over kiq's own RESP2 connection (default true), whose reply parser costs
-    /// a worker less CPU per message than redis-rs's (see docs/performance.md). Over TLS and
-    /// on a cluster, readers use redis-rs's connection either way; false makes them use it
-    /// everywhere.
-    pub native_reader: bool,
+    /// Let workers read their streams and write their completions over kiq's own RESP2
+    /// connections (default true), whose reply parser costs less CPU per message than
+    /// redis-rs's (see docs/performance.md). Over TLS, on a cluster, and for completions that
+    /// wait for replicas (`replica_acks`), redis-rs's connections serve either way; false
+    /// makes them serve everything.
+    pub native_resp: bool,
 }
 
 impl Default for BrokerConfig {
@@ -77,7 +78,7 @@ impl Default for BrokerConfig {
             dispatch_layers: Vec::new(),
             wire: std::sync::Arc::new(KiqWire),
             redis_url_origin: None,
-            native_reader: true,
+            native_resp: true,
         }
     }
 }
@@ -110,10 +111,10 @@ impl BrokerConfig {
         c
     }
 
-    /// Whether stream readers use kiq's own RESP2 connection (see
-    /// [`BrokerConfig::native_reader`]).
-    pub fn native_reader(mut self, on: bool) -> Self {
-        self.native_reader = on;
+    /// Whether workers read and write over kiq's own RESP2 connections (see
+    /// [`BrokerConfig::native_resp`]).
+    pub fn native_resp(mut self, on: bool) -> Self {
+        self.native_resp = on;
         self
     }
 

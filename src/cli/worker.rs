@@ -26,11 +26,11 @@ pub(crate) struct WorkerArgs {
     /// on a thread of its own.
     #[arg(long, env = "KIQ_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
-    /// The connection each process reads its queues on: `kiq` (kiq's own RESP2 connection,
-    /// whose reply parser costs less CPU per message) or `redis-rs`. Over TLS and on a
-    /// cluster, readers use redis-rs's either way.
-    #[arg(long, default_value = "kiq", env = "KIQ_READER", value_parser = ["kiq", "redis-rs"])]
-    reader: String,
+    /// The RESP client each process reads its queues and writes its completions with: `kiq`
+    /// (kiq's own connections, whose reply parser costs less CPU per message) or `redis-rs`.
+    /// Over TLS, on a cluster and with `--replica-acks`, redis-rs serves either way.
+    #[arg(long, default_value = "kiq", env = "KIQ_RESP", value_parser = ["kiq", "redis-rs"])]
+    resp: String,
     /// Tasks each process runs at once.
     #[arg(long, short = 'c', default_value_t = 16, env = "KIQ_CONCURRENCY")]
     concurrency: usize,
@@ -266,7 +266,7 @@ async fn run_child(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<Exit
     let registry = Registry::linked_non_empty()?;
     let config = worker_config(&args, &registry);
     // Lazy: a worker started while Redis is down waits for it rather than exiting.
-    let broker = Broker::lazy(global.broker_config()?.native_reader(args.reader == "kiq"))?;
+    let broker = Broker::lazy(global.broker_config()?.native_resp(args.resp == "kiq"))?;
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {

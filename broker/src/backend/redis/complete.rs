@@ -109,7 +109,7 @@ impl RedisBackend {
         }
         add_stats(&mut writes, &keys.stats(), batch);
         super::history::add_history(&mut writes, keys, batch, now_ms());
-        self.pool().batch(writes).await?;
+        self.pool().write_batch(writes).await?;
 
         let mut by_lane: Grouped<&str, Vec<&str>> = Grouped::new();
         for w in batch {
@@ -131,7 +131,7 @@ impl RedisBackend {
             del.arg(&stream).arg(&ids);
             acks.add(&stream, del);
         }
-        self.pool().batch(acks).await.map(drop)
+        self.pool().write_batch(acks).await.map(drop)
     }
 
     fn add_effect(&self, writes: &mut Batch, effect: &Effect, ttl: u64) -> Result<(), BrokerError> {

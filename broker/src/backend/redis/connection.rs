@@ -20,9 +20,9 @@
 //! (see `shared/notes`: the 500 ms default trap).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
@@ -467,6 +467,8 @@ pub(crate) enum Pool {
     Pooled {
         inner: Arc<SharedConns>,
         acked: Option<Arc<SharedConns>>,
+        /// kiq's own connections for workers' completions (see [`Pool::write_batch`]).
+        writers: Option<Arc<Writers>>,
         target: Target,
         url: String,
         acks: ReplicaAcks,
@@ -536,9 +538,18 @@ impl Pool {
                 true,
             ))
         });
+        let writers = (config.native_resp && acks.wanted == 0).then(|| {
+            Arc::new(Writers {
+                idle: std::sync::Mutex::new(Vec::new()),
+                unsupported: AtomicBool::new(false),
+                connect_timeout: config.connect_timeout,
+                command_timeout: config.command_timeout,
+            })
+        });
         Ok(Pool::Pooled {
             inner,
             acked,
+            writers,
             target,
             url: config.described_url(),
             acks,
@@ -703,6 +714,70 @@ impl Pool {
         }
     }
 
+    /// Runs a batch of a worker's completions as [`Pool::batch`] does, but on kiq's own
+    /// connections ([`Writers`]) where they serve: one server or the primary the Sentinels
+    /// name, not over TLS, not atomic, not waiting for replicas. The replies are the same, and
+    /// so are the errors (redis-rs's `Pipeline::query_async` makes them from the replies).
+    pub(crate) async fn write_batch(&self, batch: Batch) -> Result<Vec<Value>, BrokerError> {
+        let (target, writers) = match self {
+            Pool::Pooled {
+                target,
+                writers: Some(w),
+                ..
+            } if !batch.atomic
+                && !batch.cmds.is_empty()
+                && !w.unsupported.load(Ordering::Relaxed) =>
+            {
+                (target, w)
+            }
+            _ => return self.batch(batch).await,
+        };
+        let mut conn = match writers.take() {
+            Some(c) => c,
+            None => {
+                let client = target.node_client(0).await?;
+                let made = Box::pin(RespConnection::connect(
+                    client.get_connection_info(),
+                    writers.connect_timeout,
+                ))
+                .await
+                .map_err(|e| self.error(e))?;
+                match made {
+                    Some(c) => c,
+                    None => {
+                        writers.unsupported.store(true, Ordering::Relaxed);
+                        return self.batch(batch).await;
+                    }
+                }
+            }
+        };
+        let mut pipe = redis::Pipeline::with_capacity(batch.cmds.len());
+        for (_, cmd) in batch.cmds {
+            pipe.add_command(cmd);
+        }
+        let sent = pipe.query_async::<Vec<Value>>(&mut conn);
+        match tokio::time::timeout(writers.command_timeout, sent).await {
+            Ok(Ok(replies)) => {
+                writers.put(conn);
+                Ok(replies)
+            }
+            Ok(Err(e)) => {
+                if !is_broken(&e) {
+                    writers.put(conn);
+                }
+                Err(self.error(e))
+            }
+            // The connection is dropped: its reply may still come.
+            Err(_) => Err(self.error(
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no reply within {} ms", writers.command_timeout.as_millis()),
+                )
+                .into(),
+            )),
+        }
+    }
+
     /// Opens a connection of its own for a blocking reader: no response timeout, since the
     /// server holds XREADGROUP BLOCK replies back on purpose. (On Sentinel, it goes to the
     /// primary named now.)
@@ -743,13 +818,13 @@ impl Pool {
 impl Pool {
     /// Opens a connection of its own for a stream reader: kiq's own RESP2 connection
     /// ([`RespConnection`]) to one server or the primary the Sentinels name now, unless it is
-    /// reached over TLS or `config.native_reader` is off; otherwise, and on a cluster,
+    /// reached over TLS or `config.native_resp` is off; otherwise, and on a cluster,
     /// redis-rs's, as [`Pool::dedicated`] opens it.
     pub(crate) async fn reader_connection(
         &self,
         config: &BrokerConfig,
     ) -> Result<ReaderConnection, BrokerError> {
-        if let (Pool::Pooled { target, .. }, true) = (self, config.native_reader) {
+        if let (Pool::Pooled { target, .. }, true) = (self, config.native_resp) {
             let client = target.node_client(0).await?;
             let conn = Box::pin(RespConnection::connect(
                 client.get_connection_info(),
@@ -762,6 +837,44 @@ impl Pool {
             }
         }
         Ok(ReaderConnection::Redis(self.dedicated(config).await?))
+    }
+}
+
+/// Connections of kiq's own ([`RespConnection`]) for the batches of a worker's completer,
+/// one per batch in flight, kept between batches (see [`Pool::write_batch`]). Why not the
+/// shared multiplexed connections: their replies are parsed by redis-rs's parser, which cost
+/// a worker about 0.2 µs per task on these (two small replies per task).
+pub(crate) struct Writers {
+    /// Connections between batches, with when each was last used.
+    idle: std::sync::Mutex<Vec<(RespConnection, Instant)>>,
+    /// Set once the server turned out to be reached over TLS: batches then take the pool.
+    unsupported: AtomicBool,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+}
+
+/// Most connections [`Writers`] keep between batches (the completer has two batches in
+/// flight at most).
+const IDLE_WRITERS: usize = 4;
+
+impl Writers {
+    /// A connection used lately. One idle longer than [`IDLE_BEFORE_PING`] is not trusted (a
+    /// Redis restarted meanwhile would fail the batch): it is closed, and a new one made.
+    fn take(&self) -> Option<RespConnection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((conn, used)) = idle.pop() {
+            if used.elapsed() < IDLE_BEFORE_PING {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put(&self, conn: RespConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_WRITERS {
+            idle.push((conn, Instant::now()));
+        }
     }
 }
 
@@ -1136,5 +1249,87 @@ mod tests {
         assert_eq!(slot("123456789"), 0x31C3);
         assert_eq!(slot("foo"), 12182);
         assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+    }
+
+    fn pool(url: &str, native: bool) -> Pool {
+        let mut config = BrokerConfig::new(url).native_resp(native);
+        config.connect_timeout = Duration::from_millis(500);
+        Pool::new(Target::parse(url, &config).unwrap(), &config).unwrap()
+    }
+
+    fn batch(pool: &Pool, cmds: &[&[&str]]) -> Batch {
+        let mut b = pool.new_batch();
+        for words in cmds {
+            let mut cmd = redis::Cmd::new();
+            for w in *words {
+                cmd.arg(*w);
+            }
+            b.add(words.get(1).copied().unwrap_or_default(), cmd);
+        }
+        b
+    }
+
+    /// A completer's batch on kiq's own connections gives what the shared connections give:
+    /// the replies, and the same error when a command fails. After Redis restarts, the batch
+    /// on the old connection fails as unavailable (the completer retries it) and the next one
+    /// goes through on a new connection.
+    #[tokio::test]
+    async fn completer_batches_on_kiqs_connections() {
+        let mut redis = kiq_testkit::RedisServer::start().unwrap();
+        let (ours, theirs) = (pool(&redis.url(), true), pool(&redis.url(), false));
+        let Pool::Pooled { writers, .. } = &theirs else {
+            unreachable!()
+        };
+        assert!(writers.is_none());
+        let good: &[&[&str]] = &[
+            &["SET", "k", "v", "PX", "60000"],
+            &["PUBLISH", "k", "x"],
+            &["ZADD", "z", "1", "a"],
+        ];
+        let bad: &[&[&str]] = &[&["SET", "n", "x"], &["INCR", "n"], &["GET", "n"]];
+        for p in [&ours, &theirs] {
+            redis.command("DEL z").unwrap();
+            let replies = p.write_batch(batch(p, good)).await.unwrap();
+            assert_eq!(
+                replies,
+                vec![Value::Okay, Value::Int(0), Value::Int(1)],
+                "{p:?}"
+            );
+        }
+        let a = ours.write_batch(batch(&ours, bad)).await.unwrap_err();
+        let b = theirs.write_batch(batch(&theirs, bad)).await.unwrap_err();
+        assert_eq!(a.to_string(), b.to_string());
+        assert_eq!(a.redis_failure().unwrap().code.as_deref(), Some("ERR"));
+        let Pool::Pooled {
+            writers: Some(w), ..
+        } = &ours
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            w.idle.lock().unwrap().len(),
+            1,
+            "kept after a command error"
+        );
+
+        redis.restart().unwrap();
+        let e = ours.write_batch(batch(&ours, good)).await.unwrap_err();
+        assert!(e.is_unavailable(), "{e}");
+        assert!(
+            w.idle.lock().unwrap().is_empty(),
+            "a broken connection is not kept"
+        );
+        let replies = ours.write_batch(batch(&ours, good)).await.unwrap();
+        assert_eq!(replies.len(), 3);
+        // Over TLS, batches go through the shared connections.
+        let tls = pool(&format!("rediss://127.0.0.1:{}", redis.port()), true);
+        let _ = tls.write_batch(batch(&tls, good)).await;
+        let Pool::Pooled {
+            writers: Some(w), ..
+        } = &tls
+        else {
+            unreachable!()
+        };
+        assert!(w.unsupported.load(Ordering::Relaxed));
     }
 }

@@ -666,7 +666,7 @@ mod tests {
         let ways = [(true, ""), (false, ""), (false, "?protocol=resp3")];
         for (i, (native, query)) in ways.into_iter().enumerate() {
             let url = format!("{}{query}", redis.url());
-            let config = crate::BrokerConfig::new(&url).native_reader(native);
+            let config = crate::BrokerConfig::new(&url).native_resp(native);
             let broker = crate::Broker::from_config(config).await.unwrap();
             let queue = format!("wire{i}");
             let lanes = vec![format!("{queue}:high"), queue.clone()];
