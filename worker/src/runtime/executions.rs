@@ -1,5 +1,6 @@
 //! Starting the executions of held messages: in delivery order, within the execution permits,
-//! each holding its slot until its completion is queued for the completer.
+//! each with room kept in the completer's queue, and holding its slot until its completion is
+//! queued there.
 
 use std::sync::Arc;
 
@@ -55,28 +56,21 @@ impl Drop for Turn {
 }
 
 impl Executions {
-    /// Runs `delivery`; `slot` is released once its completion is queued.
+    /// Runs `delivery`, then queues its completion in the room kept for it; `slot` is released
+    /// then. (Only what it needs is passed: not a clone of every shared handle.)
     async fn run(
-        self,
+        executor: Arc<Executor>,
         slot: OwnedSemaphorePermit,
         running: OwnedSemaphorePermit,
+        room: mpsc::OwnedPermit<Write>,
         delivery: Delivery,
         precancelled: bool,
     ) {
         // Boxed: the execution's state machine is large, and a spawned future is moved by
         // value several times (into the task's cell, and its stages); a box moves once.
-        let completion = Box::pin(self.executor.execute(delivery, precancelled)).await;
+        let completion = Box::pin(executor.execute(delivery, precancelled)).await;
         drop(running);
-        // Queued at once when there is room; only a full queue is waited on, from a box: a
-        // completion is large, and held across an await it would be part of this (spawned,
-        // moved) future's state.
-        let wait = match self.writes.try_send(Write::Completion(completion)) {
-            Err(mpsc::error::TrySendError::Full(write)) => Some(Box::pin(self.writes.send(write))),
-            _ => None,
-        };
-        if let Some(send) = wait {
-            let _ = send.await;
-        }
+        room.send(Write::Completion(completion));
         drop(slot);
     }
 
@@ -133,8 +127,23 @@ impl Executions {
                 let Ok(running) = p.permits.clone().acquire_owned().await else {
                     return;
                 };
-                p.tracker
-                    .spawn(p.clone().run(slot, running, delivery, cancelled));
+                // Room in the completer's queue is kept for the completion before the task
+                // starts: when the queue is full, this batch waits here (woken once the
+                // completer takes a batch), instead of every finished task waiting for room
+                // on its own. The queue holds room for every slot and more (see `Worker::run`),
+                // so a `running` mark always finds room once the completer has taken what is
+                // queued.
+                let Ok(room) = p.writes.clone().reserve_owned().await else {
+                    return;
+                };
+                p.tracker.spawn(Self::run(
+                    p.executor.clone(),
+                    slot,
+                    running,
+                    room,
+                    delivery,
+                    cancelled,
+                ));
             }
         });
     }

@@ -21,11 +21,17 @@ impl EntryId {
     /// id written back is the one read.
     fn numbers(id: &str) -> Option<Self> {
         let (ms, seq) = id.split_once('-')?;
+        // Checked and read in one pass (this runs for every message, twice).
         let num = |s: &str| -> Option<u64> {
-            let canonical = !s.is_empty()
-                && s.bytes().all(|b| b.is_ascii_digit())
-                && (s == "0" || !s.starts_with('0'));
-            canonical.then(|| s.parse().ok()).flatten()
+            let digits = s.as_bytes();
+            if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+                return None;
+            }
+            digits.iter().try_fold(0u64, |n, b| {
+                let d = b.wrapping_sub(b'0');
+                (d < 10).then_some(())?;
+                n.checked_mul(10)?.checked_add(u64::from(d))
+            })
         };
         Some(Self::Num(num(ms)?, num(seq)?))
     }

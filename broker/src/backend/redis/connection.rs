@@ -734,22 +734,13 @@ impl Pool {
         };
         let mut conn = match writers.take() {
             Some(c) => c,
-            None => {
-                let client = target.node_client(0).await?;
-                let made = Box::pin(RespConnection::connect(
-                    client.get_connection_info(),
-                    writers.connect_timeout,
-                ))
-                .await
-                .map_err(|e| self.error(e))?;
-                match made {
-                    Some(c) => c,
-                    None => {
-                        writers.unsupported.store(true, Ordering::Relaxed);
-                        return self.batch(batch).await;
-                    }
+            None => match self.connect_own(target, writers.connect_timeout).await? {
+                Some(c) => c,
+                None => {
+                    writers.unsupported.store(true, Ordering::Relaxed);
+                    return self.batch(batch).await;
                 }
-            }
+            },
         };
         let mut pipe = redis::Pipeline::with_capacity(batch.cmds.len());
         for (_, cmd) in batch.cmds {
@@ -762,7 +753,10 @@ impl Pool {
                 Ok(replies)
             }
             Ok(Err(e)) => {
-                if !is_broken(&e) {
+                if is_broken(&e) {
+                    // The others may be as stale (`READONLY`: all go to a demoted primary).
+                    writers.clear();
+                } else {
                     writers.put(conn);
                 }
                 Err(self.error(e))
@@ -776,6 +770,33 @@ impl Pool {
                 .into(),
             )),
         }
+    }
+
+    /// A connection of kiq's own to the server, or the primary the Sentinels name now, within
+    /// `timeout` in all (the lookup included); `None` over TLS.
+    async fn connect_own(
+        &self,
+        target: &Target,
+        timeout: Duration,
+    ) -> Result<Option<RespConnection>, BrokerError> {
+        let made = tokio::time::timeout(
+            timeout,
+            Box::pin(async {
+                let client = target.node_client(0).await?;
+                RespConnection::connect(client.get_connection_info())
+                    .await
+                    .map_err(|e| self.error(e))
+            }),
+        )
+        .await;
+        made.unwrap_or_else(|_| {
+            Err(BrokerError::Redis(Box::new(RedisFailure {
+                kind: RedisErrorKind::Unreachable,
+                code: None,
+                message: format!("no connection within {} ms", timeout.as_millis()),
+                target: Some(self.url().to_string()),
+            })))
+        })
     }
 
     /// Opens a connection of its own for a blocking reader: no response timeout, since the
@@ -825,14 +846,7 @@ impl Pool {
         config: &BrokerConfig,
     ) -> Result<ReaderConnection, BrokerError> {
         if let (Pool::Pooled { target, .. }, true) = (self, config.native_resp) {
-            let client = target.node_client(0).await?;
-            let conn = Box::pin(RespConnection::connect(
-                client.get_connection_info(),
-                config.connect_timeout,
-            ))
-            .await
-            .map_err(|e| BrokerError::redis(e).at(self.url()))?;
-            if let Some(conn) = conn {
+            if let Some(conn) = self.connect_own(target, config.connect_timeout).await? {
                 return Ok(ReaderConnection::Resp(conn));
             }
         }
@@ -870,11 +884,17 @@ impl Writers {
         None
     }
 
+    /// Keeps `conn` for the next batch, if it can take one.
     fn put(&self, conn: RespConnection) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < IDLE_WRITERS {
+        if idle.len() < IDLE_WRITERS && conn.is_usable() {
             idle.push((conn, Instant::now()));
         }
+    }
+
+    /// Closes every connection kept.
+    fn clear(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
@@ -1321,6 +1341,23 @@ mod tests {
         );
         let replies = ours.write_batch(batch(&ours, good)).await.unwrap();
         assert_eq!(replies.len(), 3);
+        // Two kept, then the server becomes a replica: the batch fails with READONLY, and
+        // neither connection is kept (both go to a server that no longer takes writes).
+        let (b1, b2) = (batch(&ours, good), batch(&ours, good));
+        let (r1, r2) = tokio::join!(ours.write_batch(b1), ours.write_batch(b2));
+        assert!(r1.is_ok() && r2.is_ok());
+        assert_eq!(w.idle.lock().unwrap().len(), 2);
+        let primary = kiq_testkit::RedisServer::start().unwrap();
+        redis
+            .command(&format!("REPLICAOF 127.0.0.1 {}", primary.port()))
+            .unwrap();
+        let e = ours.write_batch(batch(&ours, good)).await.unwrap_err();
+        assert_eq!(
+            e.redis_failure().unwrap().code.as_deref(),
+            Some("READONLY"),
+            "{e}"
+        );
+        assert!(w.idle.lock().unwrap().is_empty());
         // Over TLS, batches go through the shared connections.
         let tls = pool(&format!("rediss://127.0.0.1:{}", redis.port()), true);
         let _ = tls.write_batch(batch(&tls, good)).await;

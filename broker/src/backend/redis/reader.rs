@@ -124,6 +124,11 @@ impl StreamReader {
     /// While messages keep coming (a backlog), reads take lanes strictly in the order the reader
     /// was opened with (workers open it by priority) and do not block; once a read comes back
     /// empty, the next one blocks on every lane at once.
+    ///
+    /// A read whose future is dropped while its request is being written leaves the reader
+    /// unusable (its reads then fail with an I/O error): open another. One dropped while it
+    /// waits for its reply is fine, but the messages of that reply stay pending with this
+    /// consumer until they are reclaimed.
     pub async fn read_batch(
         &mut self,
         count: usize,

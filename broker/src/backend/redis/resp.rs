@@ -1,25 +1,29 @@
-//! The stream reader's own connection: RESP2 over TCP or a Unix socket, one request at a
-//! time, with a reply parser written for it.
+//! kiq's own Redis connection for a worker's hot paths: RESP2 over TCP or a Unix socket, one
+//! request at a time, with a reply parser written for it. Stream readers read on one each
+//! ([`Pool::reader_connection`](super::connection::Pool)), and the completer writes its
+//! batches on them (`Pool::write_batch`).
 //!
-//! Why by hand (issue #18): redis-rs parses every reply with `combine`, which took 16 % of a
-//! worker's CPU while it drained no-op tasks, about 1 µs per task; on its own,
-//! `redis::parse_redis_value` spends 741 ns on each entry of an `XREADGROUP` reply. The parser
-//! here reads the same replies into the same `redis::Value`s in a fraction of that (see
-//! docs/performance.md). Everything else kiq sends stays on redis-rs, and so does the reader
-//! itself over TLS and on a cluster ([`Pool::reader_connection`](super::connection::Pool)), or
-//! when a worker is told to (`--reader redis-rs`).
+//! Why by hand (issue #18): redis-rs parses every reply with `combine`. On a worker draining
+//! no-op tasks that parser took 16 % of the CPU, about 1 µs per task; on its own,
+//! `redis::parse_redis_value` spends 733 ns on each entry of an `XREADGROUP` reply, and 186 ns
+//! on the two small replies of each task's completion. The parser here reads the same replies
+//! into the same `redis::Value`s in 304 ns per entry. The maintained alternative,
+//! `redis-protocol` (fred's parser), decodes into frames of its own: 289 ns per entry, 447 ns
+//! with the conversion into `Value`s that the rest of kiq reads (a throwaway benchmark of the
+//! three on a 512-entry reply, release build). Everything else kiq sends stays on redis-rs, and
+//! so do these paths over TLS, on a cluster, with replica acks, or when a worker is told to
+//! (`--resp redis-rs`).
 //!
-//! What it speaks: RESP2 only (no `HELLO`), whatever protocol the URL asks for; the reader's
-//! replies hold the same data in either. `AUTH` and `SELECT` as redis-rs sends them. Replies
+//! What it speaks: RESP2 only (no `HELLO`), whatever protocol the URL asks for; the replies
+//! kiq reads hold the same data in either. `AUTH` and `SELECT` as redis-rs sends them. Replies
 //! of the RESP2 types (`+ - : $ *`) become the `Value`s redis-rs makes of them (`+OK` is
 //! `Value::Okay`; an error reply is parsed by redis-rs itself, so its kind and code are
-//! redis-rs's); any other first byte is a protocol error. Any error, or a request cut off
-//! while it was being written, leaves the connection unusable (its requests fail), and the
-//! reader is opened afresh. A caller that stops waiting for a reply is fine: the reply is read
-//! and dropped before the next request.
+//! redis-rs's); any other first byte is a protocol error, and so is nesting deeper than
+//! redis-rs accepts. Any error, or a request cut off while it was being written, leaves the
+//! connection unusable (its requests fail; it is opened afresh). A caller that stops waiting
+//! for a reply is fine: the reply is read and dropped before the next request.
 
 use std::io;
-use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::{ConnectionAddr, ConnectionInfo, ParsingError, RedisError, RedisFuture, Value};
@@ -33,6 +37,9 @@ const KEEP_CAPACITY: usize = 1024 * 1024;
 const MAX_LINE: usize = 64 * 1024;
 /// Most items allocated up front for an array; a longer one grows as its items come.
 const MAX_ARRAY_RESERVE: usize = 4096;
+/// Deepest nesting of arrays accepted (redis-rs's limit too): values are dropped and printed
+/// recursively.
+const MAX_DEPTH: usize = 100;
 
 enum Socket {
     Tcp(tokio::net::TcpStream),
@@ -40,7 +47,7 @@ enum Socket {
     Unix(tokio::net::UnixStream),
 }
 
-/// A RESP2 connection of the stream reader's own (see the module's documentation).
+/// kiq's own RESP2 connection (see the module's documentation).
 pub(crate) struct RespConnection {
     socket: Socket,
     replies: ReplyParser,
@@ -55,25 +62,21 @@ pub(crate) struct RespConnection {
 }
 
 impl RespConnection {
-    /// Connects to the server `info` names and logs in as redis-rs would (`AUTH`, `SELECT`),
-    /// or `None` when it is reached over TLS (which stays with redis-rs).
+    /// Connects to the server `info` names and logs in as redis-rs does (`AUTH`, again
+    /// without the user name if the server predates ACLs, then `SELECT`), or `None` when it is
+    /// reached over TLS (which stays with redis-rs). The caller bounds the time it takes.
     pub(crate) async fn connect(
         info: &ConnectionInfo,
-        timeout: Duration,
     ) -> Result<Option<RespConnection>, RedisError> {
         let socket = match info.addr() {
             ConnectionAddr::Tcp(host, port) => {
-                let stream = within(
-                    timeout,
-                    tokio::net::TcpStream::connect((host.as_str(), *port)),
-                )
-                .await?;
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
                 stream.set_nodelay(true)?;
                 Socket::Tcp(stream)
             }
             #[cfg(unix)]
             ConnectionAddr::Unix(path) => {
-                Socket::Unix(within(timeout, tokio::net::UnixStream::connect(path)).await?)
+                Socket::Unix(tokio::net::UnixStream::connect(path).await?)
             }
             _ => return Ok(None),
         };
@@ -86,37 +89,49 @@ impl RespConnection {
             out: Vec::new(),
             db: settings.db(),
         };
-        let mut login = redis::pipe();
         if let Some(password) = settings.password() {
-            let auth = login.cmd("AUTH");
+            let mut reply = Value::Nil;
             if let Some(user) = settings.username() {
-                auth.arg(user);
+                reply = conn.one(redis::cmd("AUTH").arg(user).arg(password)).await?;
             }
-            auth.arg(password);
+            let old_server = matches!(&reply, Value::ServerError(e)
+                if e.details().is_some_and(|d| d.contains("wrong number of arguments for 'auth' command")));
+            if settings.username().is_none() || old_server {
+                reply = conn.one(redis::cmd("AUTH").arg(password)).await?;
+            }
+            match reply {
+                Value::Okay => {}
+                // As redis-rs reports it (kiq reads it as an authentication failure).
+                Value::ServerError(_) => {
+                    return Err((
+                        redis::ErrorKind::AuthenticationFailed,
+                        "Password authentication failed",
+                    )
+                        .into())
+                }
+                other => return Err(protocol(&format!("unexpected reply to AUTH: {other:?}"))),
+            }
         }
         if settings.db() != 0 {
-            login.cmd("SELECT").arg(settings.db());
-        }
-        if !login.is_empty() {
-            let replies = within(timeout, async {
-                conn.request(&login.get_packed_pipeline(), login.len())
-                    .await
-            })
-            .await?;
-            for reply in replies {
-                match reply {
-                    Value::Okay => {}
-                    Value::ServerError(e) => return Err(e.into()),
-                    other => {
-                        return Err(ParsingError::from(format!(
-                            "unexpected reply to AUTH or SELECT: {other:?}"
-                        ))
-                        .into())
-                    }
-                }
+            match conn.one(redis::cmd("SELECT").arg(settings.db())).await? {
+                Value::Okay => {}
+                Value::ServerError(e) => return Err(e.into()),
+                other => return Err(protocol(&format!("unexpected reply to SELECT: {other:?}"))),
             }
         }
         Ok(Some(conn))
+    }
+
+    /// Whether the connection can take another request: it is in step with the server, and
+    /// no reply is still to come.
+    pub(crate) fn is_usable(&self) -> bool {
+        !self.broken && self.owed == 0
+    }
+
+    /// Sends `cmd` and reads its reply.
+    async fn one(&mut self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
+        let mut replies = self.request(&cmd.get_packed_command(), 1).await?;
+        replies.pop().ok_or_else(|| protocol("no reply"))
     }
 
     /// Writes `request` (`replies` commands, packed) and reads their replies.
@@ -124,7 +139,7 @@ impl RespConnection {
         if self.broken {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                "the reader's connection fell out of step with Redis and must be opened again",
+                "the connection fell out of step with Redis and must be opened again",
             )
             .into());
         }
@@ -169,7 +184,7 @@ impl RespConnection {
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "Redis closed the reader's connection",
+                "Redis closed the connection",
             ));
         }
         Ok(())
@@ -215,6 +230,9 @@ impl ReplyParser {
             self.start = next;
             let mut value = match item {
                 Item::Array(len) => {
+                    if self.open.len() >= MAX_DEPTH {
+                        return Err(protocol("arrays nested too deep"));
+                    }
                     self.open
                         .push((Vec::with_capacity(len.min(MAX_ARRAY_RESERVE)), len));
                     continue;
@@ -271,7 +289,7 @@ fn item(buf: &[u8], pos: usize) -> Result<Option<(Item, usize)>, RedisError> {
         b'$' => match number(line)? {
             -1 => Value::Nil,
             len if len >= 0 => {
-                let len = len as usize;
+                let len = usize::try_from(len).map_err(|_| protocol("huge length"))?;
                 let end = next
                     .checked_add(len)
                     .ok_or_else(|| protocol("huge length"))?;
@@ -291,7 +309,10 @@ fn item(buf: &[u8], pos: usize) -> Result<Option<(Item, usize)>, RedisError> {
         b'*' => match number(line)? {
             -1 => Value::Nil,
             0 => Value::Array(Vec::new()),
-            len if len > 0 => return Ok(Some((Item::Array(len as usize), next))),
+            len if len > 0 => {
+                let len = usize::try_from(len).map_err(|_| protocol("huge length"))?;
+                return Ok(Some((Item::Array(len), next)));
+            }
             _ => return Err(protocol("negative array length")),
         },
         _ => unreachable!("the type byte was checked above"),
@@ -321,22 +342,7 @@ fn number(line: &[u8]) -> Result<i64, RedisError> {
 }
 
 fn protocol(what: &str) -> RedisError {
-    ParsingError::from(format!("bad reply on the reader's connection: {what}")).into()
-}
-
-/// `fut`, failing with a timeout error once `timeout` has passed.
-async fn within<T, E: Into<RedisError>>(
-    timeout: Duration,
-    fut: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, RedisError> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(r) => r.map_err(Into::into),
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "opening the reader's connection timed out",
-        )
-        .into()),
-    }
+    ParsingError::from(format!("bad reply from Redis: {what}")).into()
 }
 
 impl Socket {
@@ -377,10 +383,9 @@ impl ConnectionLike for RespConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             if pipe.is_transaction() {
-                return Err(ParsingError::from(
-                    "the reader's connection does not run transactions",
-                )
-                .into());
+                return Err(
+                    ParsingError::from("kiq's own connection does not run transactions").into(),
+                );
             }
             let mut replies = self
                 .request(&pipe.get_packed_pipeline(), pipe.len())
@@ -401,6 +406,7 @@ impl ConnectionLike for RespConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// Every reply parsed whole, and fed one byte at a time: both as redis-rs parses it.
     #[test]
@@ -491,7 +497,7 @@ mod tests {
 
     async fn connect(url: &str) -> RespConnection {
         let client = redis::Client::open(url).unwrap();
-        RespConnection::connect(client.get_connection_info(), Duration::from_secs(5))
+        RespConnection::connect(client.get_connection_info())
             .await
             .unwrap()
             .expect("not TLS")
@@ -509,9 +515,19 @@ mod tests {
     #[tokio::test]
     async fn logs_in_and_selects_the_database() {
         let redis = kiq_testkit::RedisServer::start_with(kiq_testkit::RedisOptions {
-            extra_args: ["--user", "kiq", "on", ">s3cret", "~*", "&*", "+@all"]
-                .map(String::from)
-                .to_vec(),
+            extra_args: [
+                "--user",
+                "kiq",
+                "on",
+                ">s3cret",
+                "~*",
+                "&*",
+                "+@all",
+                "--requirepass",
+                "pw",
+            ]
+            .map(String::from)
+            .to_vec(),
             ..Default::default()
         })
         .unwrap();
@@ -519,7 +535,6 @@ mod tests {
         let mut conn = connect(&format!("redis://kiq:s3cret@127.0.0.1:{port}/3")).await;
         assert_eq!(conn.get_db(), 3);
         assert_eq!(query(&mut conn, "SET k v").await.unwrap(), Value::Okay);
-        assert_eq!(redis.command("SELECT 3").unwrap().trim(), "+OK");
         let who = query(&mut conn, "ACL WHOAMI").await.unwrap();
         assert_eq!(who, Value::BulkString(b"kiq".to_vec()));
         let dbs = query(&mut conn, "CLIENT INFO").await.unwrap();
@@ -533,19 +548,23 @@ mod tests {
         );
 
         let client = redis::Client::open(format!("redis://kiq:wrong@127.0.0.1:{port}")).unwrap();
-        let e = RespConnection::connect(client.get_connection_info(), Duration::from_secs(5))
+        let e = RespConnection::connect(client.get_connection_info())
             .await
             .err()
             .expect("a wrong password fails");
-        assert_eq!(e.code(), Some("WRONGPASS"), "{e}");
+        assert_eq!(e.kind(), redis::ErrorKind::AuthenticationFailed, "{e}");
+        // A password alone logs in as the default user.
+        let mut conn = connect(&format!("redis://:pw@127.0.0.1:{port}")).await;
+        let who = query(&mut conn, "ACL WHOAMI").await.unwrap();
+        assert_eq!(who, Value::BulkString(b"default".to_vec()));
         // The other forms are left to redis-rs.
         let tls = redis::Client::open(format!("rediss://127.0.0.1:{port}")).unwrap();
-        let none = RespConnection::connect(tls.get_connection_info(), Duration::from_secs(5));
+        let none = RespConnection::connect(tls.get_connection_info());
         assert!(none.await.unwrap().is_none());
     }
 
-    /// A caller that stops waiting leaves its reply to be skipped; a server that goes away
-    /// fails every later request, as does a reply the parser refuses.
+    /// A caller that stops waiting leaves its reply to be skipped; one that stops while its
+    /// request is being written, or a server that goes away, fails every later request.
     #[tokio::test]
     async fn a_dropped_request_and_a_dead_server() {
         let mut redis = kiq_testkit::RedisServer::start().unwrap();
@@ -567,6 +586,33 @@ mod tests {
         );
         let e = query(&mut conn, "NOSUCHCOMMAND").await.unwrap();
         assert!(matches!(e, Value::ServerError(_)), "{e:?}");
+        assert_eq!(
+            query(&mut conn, "PING").await.unwrap(),
+            Value::SimpleString("PONG".into())
+        );
+
+        // A request cut off while it is being written (the server stopped, so a large one
+        // fills the socket's buffers): the connection is out of step, and says so.
+        let signal = |sig: &str| {
+            let pid = redis.pid().unwrap().to_string();
+            let ok = std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status();
+            assert!(ok.unwrap().success());
+        };
+        signal("-STOP");
+        let mut big = redis::cmd("SET");
+        big.arg("big").arg(vec![b'x'; 64 << 20]);
+        let cut = tokio::time::timeout(Duration::from_millis(300), conn.req_packed_command(&big));
+        assert!(
+            cut.await.is_err(),
+            "a 64 MiB write to a stopped server finished"
+        );
+        signal("-CONT");
+        assert!(!conn.is_usable());
+        let e = query(&mut conn, "PING").await.unwrap_err();
+        assert_eq!(e.kind(), redis::ErrorKind::Io, "{e}");
+        let mut conn = connect(&redis.url()).await;
         assert_eq!(
             query(&mut conn, "PING").await.unwrap(),
             Value::SimpleString("PONG".into())

@@ -663,7 +663,12 @@ mod tests {
     #[tokio::test]
     async fn reads_over_the_wire() {
         let redis = kiq_testkit::RedisServer::start().unwrap();
-        let ways = [(true, ""), (false, ""), (false, "?protocol=resp3")];
+        let ways = [
+            (true, ""),
+            (true, "?protocol=resp3"),
+            (false, ""),
+            (false, "?protocol=resp3"),
+        ];
         for (i, (native, query)) in ways.into_iter().enumerate() {
             let url = format!("{}{query}", redis.url());
             let config = crate::BrokerConfig::new(&url).native_resp(native);
@@ -673,7 +678,7 @@ mod tests {
             let keys = crate::keys::Keys::new("kiq".to_string());
             let (hi, lo) = (keys.stream(&lanes[0]), keys.stream(&lanes[1]));
             let mut reader = broker.consumer("c").reader(&lanes).await.unwrap();
-            if i == 2 {
+            if i == 3 {
                 let clients = redis.command("CLIENT LIST").unwrap();
                 assert!(clients.contains("resp=3"), "{clients}");
             }
