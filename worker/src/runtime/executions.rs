@@ -108,32 +108,44 @@ impl Executions {
             let mut turn = p.order.turn.subscribe();
             let _ = turn.wait_for(|t| *t >= ticket).await;
             let mut slots = slots.into_iter();
-            for (delivery, cancelled) in deliveries.into_iter().zip(cancelled) {
+            let mut queue = deliveries.into_iter().zip(cancelled);
+            while let Some((delivery, cancelled)) = queue.next() {
                 let slot = match slots.next() {
-                    Some(s) => s,
+                    Some(s) => Some(s),
                     None => {
                         // A message read beyond this batch's slots waits for one; the batches
                         // after it hold theirs, so it must not keep them waiting for its turn
                         // (they would never free a slot: a deadlock). It gives its turn up.
                         drop(turn_guard.take());
-                        match slots_sem.clone().acquire_owned().await {
-                            Ok(s) => s,
-                            Err(_) => return,
-                        }
+                        slots_sem.clone().acquire_owned().await.ok()
                     }
                 };
                 // Execution permits are taken here, in delivery order (the read returns the
                 // most urgent lanes first): spawned tasks are polled in no set order.
-                let Ok(running) = p.permits.clone().acquire_owned().await else {
-                    return;
+                let running = match slot {
+                    Some(_) => p.permits.clone().acquire_owned().await.ok(),
+                    None => None,
                 };
                 // Room in the completer's queue is kept for the completion before the task
                 // starts: when the queue is full, this batch waits here (woken once the
                 // completer takes a batch), instead of every finished task waiting for room
-                // on its own. The queue holds room for every slot and more (see `Worker::run`),
-                // so a `running` mark always finds room once the completer has taken what is
-                // queued.
-                let Ok(room) = p.writes.clone().reserve_owned().await else {
+                // on its own. Room is kept by at most `concurrency` tasks, and the queue holds
+                // more (see `Worker::run`), so a `running` mark always finds room once the
+                // completer has taken what is queued.
+                let room = match running {
+                    Some(_) => p.writes.clone().reserve_owned().await.ok(),
+                    None => None,
+                };
+                let (Some(slot), Some(running), Some(room)) = (slot, running, room) else {
+                    // The worker is stopping (a semaphore closed, or the completer is gone):
+                    // the rest of the batch is not run here. Its messages stay pending in
+                    // Redis, delivered again later; this process stops holding (and leasing)
+                    // them.
+                    let left: Vec<Delivery> = std::iter::once(delivery)
+                        .chain(queue.map(|(d, _)| d))
+                        .collect();
+                    p.inflight
+                        .remove_many(left.iter().map(|d| (d.lane.as_str(), d.stream_id.as_str())));
                     return;
                 };
                 p.tracker.spawn(Self::run(
@@ -179,4 +191,55 @@ async fn precheck(executor: &Executor, deliveries: &[Delivery]) -> Vec<bool> {
     ids.iter()
         .map(|id| id.is_some() && marks.next().unwrap_or(false))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A batch that cannot run (the completer is gone, so no room can be kept for its
+    /// completions) stops holding its messages: before, they stayed in the held table, whose
+    /// leases were refreshed until the process ended.
+    #[tokio::test]
+    async fn a_batch_that_cannot_run_lets_its_messages_go() {
+        let broker = crate::local::in_memory_broker(crate::Registry::default());
+        let executor = Executor::new(
+            Arc::new(crate::Registry::default()),
+            broker.consumer("test"),
+            Vec::new(),
+            Duration::from_secs(1),
+        );
+        let (writes, to_write) = mpsc::channel::<Write>(4);
+        drop(to_write);
+        let executions = Executions {
+            executor: Arc::new(executor),
+            permits: Arc::new(Semaphore::new(4)),
+            writes,
+            tracker: TaskTracker::new(),
+            inflight: Arc::new(InFlight::default()),
+            order: Arc::new(BatchOrder::default()),
+        };
+        let slots = Arc::new(Semaphore::new(4));
+        let taken = vec![
+            slots.clone().acquire_owned().await.unwrap(),
+            slots.clone().acquire_owned().await.unwrap(),
+        ];
+        let deliveries: Vec<Delivery> = ["1-1", "1-2", "1-3"]
+            .into_iter()
+            .map(|id| Delivery {
+                lane: "q".into(),
+                stream_id: id.into(),
+                payload: None,
+                deliveries: 1,
+            })
+            .collect();
+        executions.spawn_batch(slots.clone(), taken, deliveries, false);
+        assert_eq!(executions.inflight.len(), 3);
+        executions.tracker.close();
+        executions.tracker.wait().await;
+        assert!(executions.inflight.is_empty());
+        // Its slots are given back.
+        assert_eq!(slots.available_permits(), 4);
+    }
 }

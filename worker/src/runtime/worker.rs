@@ -208,16 +208,15 @@ impl Worker {
         // fetch slots do not bound what waits here: with an unbounded queue, a completer slower
         // than execution (Redis slow to take writes, or retrying them with backoff while reads
         // still succeed) would let the fetcher go on reading and queue completions without
-        // limit. Poison letters (`spawn_poisoned`) hold no slot at all, and a task's `running`
-        // mark can still wait here after the task finished and released its slot. So it is not
-        // made unbounded (#18, profile item 9).
+        // limit. Poison letters (`spawn_poisoned`) hold no slot at all. So it is not made
+        // unbounded (#18, profile item 9).
         //
-        // Each message's execution keeps room here for its completion from its start (see
-        // `Executions::spawn_batch`), so at most `capacity` of it is kept at once; the rest
-        // (as much again, and at least a batch) is for what is queued, `running` marks and
-        // poison letters, which therefore never wait on room kept by tasks that wait on them.
+        // Each running task keeps room here for its completion from its start (see
+        // `Executions::spawn_batch`), so at most `concurrency` of it is kept at once; the rest
+        // (`capacity`, and at least a batch) is for what is queued, `running` marks and poison
+        // letters, which therefore never wait on room kept by tasks that wait on them.
         let (writes, to_write) =
-            mpsc::channel::<Write>(capacity + capacity.max(completer::MAX_BATCH));
+            mpsc::channel::<Write>(concurrency + capacity.max(completer::MAX_BATCH));
         let inflight = Arc::new(InFlight::default());
         let delayed = Arc::new(Notify::new());
         let stop_completer = CancellationToken::new();
