@@ -59,7 +59,17 @@ impl LeaseKeeper {
             )
         };
         let done = match own_thread(consumer, keeper).await {
-            Ok(ended) => Done::Thread(ended),
+            Ok(ended) => {
+                // The runtime's shutdown drops this task, and with it the guard that stops the
+                // thread.
+                let on_shutdown: DropGuard = stop.clone().drop_guard();
+                let stopped = stop.clone();
+                tokio::spawn(async move {
+                    let _guard = on_shutdown;
+                    stopped.cancelled().await;
+                });
+                Done::Thread(ended)
+            }
             Err(why) => {
                 if let Some(e) = why {
                     tracing::warn!(error = %e, "cannot give the lease keeper a thread of its own: it runs on the worker's runtime, where a task that blocks its thread delays it");
@@ -67,16 +77,6 @@ impl LeaseKeeper {
                 Done::Task(tokio::spawn(keeper(consumer.clone())))
             }
         };
-        if let Done::Thread(_) = done {
-            // The runtime's shutdown drops this task, and with it the guard that stops the
-            // thread.
-            let on_shutdown: DropGuard = stop.clone().drop_guard();
-            let stopped = stop.clone();
-            tokio::spawn(async move {
-                let _guard = on_shutdown;
-                stopped.cancelled().await;
-            });
-        }
         Self { stop, done }
     }
 
