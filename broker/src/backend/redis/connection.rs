@@ -230,6 +230,36 @@ impl Target {
     }
 }
 
+/// `ConnectionLike` for an enum of connections: each call goes to the variant's connection.
+macro_rules! connection_like_by_variant {
+    ($enum:ident: $($variant:ident),+) => {
+        impl ConnectionLike for $enum {
+            fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+                match self {
+                    $($enum::$variant(c) => c.req_packed_command(cmd),)+
+                }
+            }
+
+            fn req_packed_commands<'a>(
+                &'a mut self,
+                cmd: &'a redis::Pipeline,
+                offset: usize,
+                count: usize,
+            ) -> RedisFuture<'a, Vec<Value>> {
+                match self {
+                    $($enum::$variant(c) => c.req_packed_commands(cmd, offset, count),)+
+                }
+            }
+
+            fn get_db(&self) -> i64 {
+                match self {
+                    $($enum::$variant(c) => c.get_db(),)+
+                }
+            }
+        }
+    };
+}
+
 /// The multiplexed connections every command to one Redis (or Sentinel's primary) shares.
 ///
 /// A multiplexed connection carries any number of requests at once, pipelined on its socket
@@ -906,33 +936,7 @@ pub(crate) enum ReaderConnection {
     Redis(RedisConnection),
 }
 
-impl ConnectionLike for ReaderConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            ReaderConnection::Resp(c) => c.req_packed_command(cmd),
-            ReaderConnection::Redis(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            ReaderConnection::Resp(c) => c.req_packed_commands(cmd, offset, count),
-            ReaderConnection::Redis(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            ReaderConnection::Resp(c) => c.get_db(),
-            ReaderConnection::Redis(c) => c.get_db(),
-        }
-    }
-}
+connection_like_by_variant!(ReaderConnection: Resp, Redis);
 
 /// The cluster connection every command of a broker shares (one multiplexed socket per node),
 /// made on first use and made afresh after a failure redis-rs does not recover from itself:
@@ -1111,33 +1115,7 @@ pub async fn connect_redis(url: &str) -> Result<RedisConnection, BrokerError> {
         .await
 }
 
-impl ConnectionLike for RedisConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            RedisConnection::Plain(c) => c.req_packed_command(cmd),
-            RedisConnection::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            RedisConnection::Plain(c) => c.req_packed_commands(cmd, offset, count),
-            RedisConnection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            RedisConnection::Plain(c) => c.get_db(),
-            RedisConnection::Cluster(c) => c.get_db(),
-        }
-    }
-}
+connection_like_by_variant!(RedisConnection: Plain, Cluster);
 
 /// A command or a pipeline that [`Pool::query`] can run.
 pub trait Queryable: Sync {
