@@ -563,6 +563,31 @@ mod tests {
         assert!(none.await.unwrap().is_none());
     }
 
+    /// Over a Unix socket too.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn connects_over_a_unix_socket() {
+        let sock = std::env::temp_dir().join(format!("kiq-resp-{}.sock", std::process::id()));
+        let redis = kiq_testkit::RedisServer::start_with(kiq_testkit::RedisOptions {
+            extra_args: vec!["--unixsocket".into(), sock.display().to_string()],
+            ..Default::default()
+        })
+        .unwrap();
+        let mut conn = connect(&format!("redis+unix://{}?db=2", sock.display())).await;
+        assert_eq!(query(&mut conn, "SET k v").await.unwrap(), Value::Okay);
+        let info = query(&mut conn, "CLIENT INFO").await.unwrap();
+        let Value::BulkString(info) = info else {
+            panic!("{info:?}")
+        };
+        let info = String::from_utf8(info).unwrap();
+        assert!(
+            info.contains(" db=2 ") && info.contains("flags=U"),
+            "{info}"
+        );
+        drop(redis);
+        let _ = std::fs::remove_file(&sock);
+    }
+
     /// A caller that stops waiting leaves its reply to be skipped; one that stops while its
     /// request is being written, or a server that goes away, fails every later request.
     #[tokio::test]
