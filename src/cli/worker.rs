@@ -28,7 +28,8 @@ pub(crate) struct WorkerArgs {
     threads: Option<u16>,
     /// The RESP client each process reads its queues and writes its completions with: `kiq`
     /// (kiq's own connections, whose reply parser costs less CPU per message) or `redis-rs`.
-    /// Over TLS, on a cluster and with `--replica-acks`, redis-rs serves either way.
+    /// Over TLS and on a cluster, redis-rs serves either way, and so it does the completions
+    /// with `--replica-acks`.
     #[arg(long, default_value = "kiq", env = "KIQ_RESP", value_parser = ["kiq", "redis-rs"])]
     resp: String,
     /// Tasks each process runs at once.

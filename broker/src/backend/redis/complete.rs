@@ -40,6 +40,11 @@ impl RedisBackend {
         // One pipeline on one Redis; one per slot on a cluster (each keeps this order, so a
         // task's record is stored before its completion is announced).
         let mut writes = self.pool().new_batch();
+        // A final record is announced (PUBLISH) only once every other write of the batch is
+        // stored: a waiter that hears of a task's end then finds its dead letter, its chain's
+        // next step and its index entry. On one Redis the announcements end the pipeline; on a
+        // cluster, whose slots' pipelines run side by side, they go with the acks, after them.
+        let mut announce: Vec<(String, redis::Cmd)> = Vec::new();
         let mut indexed: Grouped<(&str, TaskState), Vec<(u64, &str)>> = Grouped::new();
         for w in batch {
             let c = match w {
@@ -62,10 +67,8 @@ impl RedisBackend {
                     } else {
                         b""
                     };
-                    writes.add(
-                        &task_key,
-                        publish_done(self.publish_command(), &task_key, inline),
-                    );
+                    let publish = publish_done(self.publish_command(), &task_key, inline);
+                    announce.push((task_key, publish));
                     if task.record.state.is_final() {
                         indexed
                             .get((task.record.queue.as_str(), task.record.state))
@@ -74,7 +77,7 @@ impl RedisBackend {
                 }
             }
             for effect in &c.effects {
-                self.add_effect(&mut writes, effect, ttl)?;
+                self.add_effect(&mut writes, &mut announce, effect, ttl)?;
             }
             match &c.end {
                 End::Done => {}
@@ -109,6 +112,11 @@ impl RedisBackend {
         }
         add_stats(&mut writes, &keys.stats(), batch);
         super::history::add_history(&mut writes, keys, batch, now_ms());
+        if !self.target().is_cluster() {
+            for (key, publish) in announce.drain(..) {
+                writes.add(&key, publish);
+            }
+        }
         self.pool().write_batch(writes).await?;
 
         let mut by_lane: Grouped<&str, Vec<&str>> = Grouped::new();
@@ -117,7 +125,7 @@ impl RedisBackend {
                 by_lane.get(&c.lane).push(&c.stream_id);
             }
         }
-        if by_lane.is_empty() {
+        if by_lane.is_empty() && announce.is_empty() {
             return Ok(());
         }
         let mut acks = self.pool().new_batch();
@@ -131,10 +139,19 @@ impl RedisBackend {
             del.arg(&stream).arg(&ids);
             acks.add(&stream, del);
         }
+        for (key, publish) in announce {
+            acks.add(&key, publish);
+        }
         self.pool().write_batch(acks).await.map(drop)
     }
 
-    fn add_effect(&self, writes: &mut Batch, effect: &Effect, ttl: u64) -> Result<(), BrokerError> {
+    fn add_effect(
+        &self,
+        writes: &mut Batch,
+        announce: &mut Vec<(String, redis::Cmd)>,
+        effect: &Effect,
+        ttl: u64,
+    ) -> Result<(), BrokerError> {
         let keys = &self.keys;
         match effect {
             Effect::Send(envelope) => {
@@ -154,10 +171,8 @@ impl RedisBackend {
                 let record = self.wire.encode_record(&s.record)?;
                 let task_key = keys.task(&s.id);
                 writes.add(&task_key, set_record_at(&task_key, &record, ttl));
-                writes.add(
-                    &task_key,
-                    publish_done(self.publish_command(), &task_key, &record),
-                );
+                let publish = publish_done(self.publish_command(), &task_key, &record);
+                announce.push((task_key, publish));
             }
             Effect::GroupMemberDone(group) => {
                 let k = scripts::group_member_done_keys(
@@ -370,5 +385,72 @@ mod tests {
                 b"60".to_vec()
             ]
         );
+    }
+
+    /// Redis's MONITOR feed of a private server, read line by line.
+    struct Monitor(std::io::BufReader<std::net::TcpStream>);
+
+    impl Monitor {
+        fn start(port: u16) -> Self {
+            use std::io::{BufRead, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            s.write_all(b"MONITOR\r\n").unwrap();
+            let mut r = std::io::BufReader::new(s);
+            let mut ok = String::new();
+            r.read_line(&mut ok).unwrap();
+            assert_eq!(ok.trim(), "+OK");
+            Monitor(r)
+        }
+
+        /// Each command's name, in the order Redis ran them, up to `ECHO <marker>`.
+        fn until(&mut self, marker: &str) -> Vec<String> {
+            use std::io::BufRead;
+            let mut names = Vec::new();
+            loop {
+                let mut line = String::new();
+                assert!(self.0.read_line(&mut line).unwrap() > 0, "MONITOR ended");
+                let name = line
+                    .split('"')
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_ascii_uppercase();
+                if name == "ECHO" && line.contains(marker) {
+                    return names;
+                }
+                names.push(name);
+            }
+        }
+    }
+
+    /// A waiter that hears of a task's end finds every other write of its batch stored: the
+    /// announcements come after the records, dead letters, retries and indexes, and only
+    /// the acks come after them. (Before, each record's PUBLISH followed its SET at once, so a
+    /// waiter could look for a dead letter not yet written.)
+    #[tokio::test]
+    async fn announcements_follow_every_other_write_of_the_batch() {
+        let redis = kiq_testkit::RedisServer::start().unwrap();
+        let broker = crate::Broker::connect(&redis.url()).await.unwrap();
+        let batch = super::super::history::tests::mixed_batch();
+        let mut monitor = Monitor::start(redis.port());
+        broker.consumer("c").write(&batch).await.unwrap();
+        redis.command("ECHO end-of-batch").unwrap();
+        let names = monitor.until("end-of-batch");
+        let first = names
+            .iter()
+            .position(|n| n == "PUBLISH")
+            .expect("the batch announces final records");
+        let after: Vec<&String> = names[first..]
+            .iter()
+            .filter(|n| !matches!(n.as_str(), "PUBLISH" | "XACK" | "XDEL"))
+            .collect();
+        assert!(
+            after.is_empty(),
+            "{after:?} after an announcement in {names:?}"
+        );
+        for written in ["SET", "XADD", "ZADD"] {
+            assert!(names[..first].iter().any(|n| n == written), "{names:?}");
+        }
     }
 }

@@ -572,6 +572,7 @@ impl Pool {
             Arc::new(Writers {
                 idle: std::sync::Mutex::new(Vec::new()),
                 unsupported: AtomicBool::new(false),
+                epoch: AtomicU64::new(0),
                 connect_timeout: config.connect_timeout,
                 command_timeout: config.command_timeout,
             })
@@ -762,6 +763,7 @@ impl Pool {
             }
             _ => return self.batch(batch).await,
         };
+        let epoch = writers.epoch.load(Ordering::Relaxed);
         let mut conn = match writers.take() {
             Some(c) => c,
             None => match self.connect_own(target, writers.connect_timeout).await? {
@@ -779,7 +781,7 @@ impl Pool {
         let sent = pipe.query_async::<Vec<Value>>(&mut conn);
         match tokio::time::timeout(writers.command_timeout, sent).await {
             Ok(Ok(replies)) => {
-                writers.put(conn);
+                writers.put(conn, epoch);
                 Ok(replies)
             }
             Ok(Err(e)) => {
@@ -787,7 +789,7 @@ impl Pool {
                     // The others may be as stale (`READONLY`: all go to a demoted primary).
                     writers.clear();
                 } else {
-                    writers.put(conn);
+                    writers.put(conn, epoch);
                 }
                 Err(self.error(e))
             }
@@ -893,6 +895,9 @@ pub(crate) struct Writers {
     idle: std::sync::Mutex<Vec<(RespConnection, Instant)>>,
     /// Set once the server turned out to be reached over TLS: batches then take the pool.
     unsupported: AtomicBool,
+    /// Bumped when every connection must go (see [`Writers::clear`]): one taken or made
+    /// before is not kept after its batch.
+    epoch: AtomicU64,
     connect_timeout: Duration,
     command_timeout: Duration,
 }
@@ -914,17 +919,24 @@ impl Writers {
         None
     }
 
-    /// Keeps `conn` for the next batch, if it can take one.
-    fn put(&self, conn: RespConnection) {
+    /// Keeps `conn` (taken or made in `epoch`) for the next batch, if it can take one and no
+    /// failure since has called for every connection to go.
+    fn put(&self, conn: RespConnection, epoch: u64) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < IDLE_WRITERS && conn.is_usable() {
+        if idle.len() < IDLE_WRITERS
+            && conn.is_usable()
+            && self.epoch.load(Ordering::Relaxed) == epoch
+        {
             idle.push((conn, Instant::now()));
         }
     }
 
-    /// Closes every connection kept.
+    /// Closes every connection kept, and keeps none of those in use now once their batches
+    /// end (`READONLY`: they all go to a demoted primary).
     fn clear(&self) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+        idle.clear();
     }
 }
 
@@ -1309,6 +1321,14 @@ mod tests {
             1,
             "kept after a command error"
         );
+        // A connection in use while every connection is dropped is not kept after its batch.
+        let epoch = w.epoch.load(Ordering::Relaxed);
+        let in_use = w.take().unwrap();
+        w.clear();
+        w.put(in_use, epoch);
+        assert!(w.idle.lock().unwrap().is_empty());
+        ours.write_batch(batch(&ours, good)).await.unwrap();
+        assert_eq!(w.idle.lock().unwrap().len(), 1);
 
         redis.restart().unwrap();
         let e = ours.write_batch(batch(&ours, good)).await.unwrap_err();

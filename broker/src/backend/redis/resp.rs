@@ -1,26 +1,29 @@
 //! kiq's own Redis connection for a worker's hot paths: RESP2 over TCP or a Unix socket, one
 //! request at a time, with a reply parser written for it. Stream readers read on one each
-//! ([`Pool::reader_connection`](super::connection::Pool)), and the completer writes its
-//! batches on them (`Pool::write_batch`).
+//! ([`Pool::reader_connection`](super::connection::Pool::reader_connection)), and the
+//! completer writes its batches on them
+//! ([`Pool::write_batch`](super::connection::Pool::write_batch)).
 //!
 //! Why by hand (issue #18): redis-rs parses every reply with `combine`. On a worker draining
 //! no-op tasks that parser took 16 % of the CPU, about 1 µs per task; on its own,
-//! `redis::parse_redis_value` spends 733 ns on each entry of an `XREADGROUP` reply, and 186 ns
+//! `redis::parse_redis_value` spends 733–741 ns on each entry of an `XREADGROUP` reply (two
+//! throwaway benchmarks), and 186 ns
 //! on the two small replies of each task's completion. The parser here reads the same replies
 //! into the same `redis::Value`s in 304 ns per entry. The maintained alternative,
 //! `redis-protocol` (fred's parser), decodes into frames of its own: 289 ns per entry, 447 ns
 //! with the conversion into `Value`s that the rest of kiq reads (a throwaway benchmark of the
 //! three on a 512-entry reply, release build). Everything else kiq sends stays on redis-rs, and
-//! so do these paths over TLS, on a cluster, with replica acks, or when a worker is told to
-//! (`--resp redis-rs`).
+//! so do these paths over TLS, on a cluster, or when a worker is told to (`--resp redis-rs`);
+//! so do completion batches that wait for replicas (`replica_acks`).
 //!
 //! What it speaks: RESP2 only (no `HELLO`), whatever protocol the URL asks for; the replies
 //! kiq reads hold the same data in either. `AUTH` and `SELECT` as redis-rs sends them. Replies
 //! of the RESP2 types (`+ - : $ *`) become the `Value`s redis-rs makes of them (`+OK` is
 //! `Value::Okay`; an error reply is parsed by redis-rs itself, so its kind and code are
 //! redis-rs's); any other first byte is a protocol error, and so is nesting deeper than
-//! redis-rs accepts. Any error, or a request cut off while it was being written, leaves the
-//! connection unusable (its requests fail; it is opened afresh). A caller that stops waiting
+//! redis-rs accepts. An I/O or parse error, or a request cut off while it was being written,
+//! leaves the connection unusable (its requests fail; it is opened afresh); an error reply
+//! from Redis does not. A caller that stops waiting
 //! for a reply is fine: the reply is read and dropped before the next request.
 
 use std::io;
