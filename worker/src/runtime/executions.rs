@@ -110,33 +110,31 @@ impl Executions {
             let mut slots = slots.into_iter();
             let mut queue = deliveries.into_iter().zip(cancelled);
             while let Some((delivery, cancelled)) = queue.next() {
-                let slot = match slots.next() {
-                    Some(s) => Some(s),
-                    None => {
-                        // A message read beyond this batch's slots waits for one; the batches
-                        // after it hold theirs, so it must not keep them waiting for its turn
-                        // (they would never free a slot: a deadlock). It gives its turn up.
-                        drop(turn_guard.take());
-                        slots_sem.clone().acquire_owned().await.ok()
-                    }
+                let admitted = async {
+                    let slot = match slots.next() {
+                        Some(s) => s,
+                        None => {
+                            // A message read beyond this batch's slots waits for one; the
+                            // batches after it hold theirs, so it must not keep them waiting
+                            // for its turn (they would never free a slot: a deadlock). It
+                            // gives its turn up.
+                            drop(turn_guard.take());
+                            slots_sem.clone().acquire_owned().await.ok()?
+                        }
+                    };
+                    // Execution permits are taken here, in delivery order (the read returns
+                    // the most urgent lanes first): spawned tasks are polled in no set order.
+                    let running = p.permits.clone().acquire_owned().await.ok()?;
+                    // Room in the completer's queue is kept for the completion before the
+                    // task starts: when the queue is full, this batch waits here (woken once
+                    // the completer takes a batch), instead of every finished task waiting for
+                    // room on its own. Room is kept by at most `concurrency` tasks, and the
+                    // queue holds more (see `Worker::run`), so a `running` mark always finds
+                    // room once the completer has taken what is queued.
+                    let room = p.writes.clone().reserve_owned().await.ok()?;
+                    Some((slot, running, room))
                 };
-                // Execution permits are taken here, in delivery order (the read returns the
-                // most urgent lanes first): spawned tasks are polled in no set order.
-                let running = match slot {
-                    Some(_) => p.permits.clone().acquire_owned().await.ok(),
-                    None => None,
-                };
-                // Room in the completer's queue is kept for the completion before the task
-                // starts: when the queue is full, this batch waits here (woken once the
-                // completer takes a batch), instead of every finished task waiting for room
-                // on its own. Room is kept by at most `concurrency` tasks, and the queue holds
-                // more (see `Worker::run`), so a `running` mark always finds room once the
-                // completer has taken what is queued.
-                let room = match running {
-                    Some(_) => p.writes.clone().reserve_owned().await.ok(),
-                    None => None,
-                };
-                let (Some(slot), Some(running), Some(room)) = (slot, running, room) else {
+                let Some((slot, running, room)) = admitted.await else {
                     // The worker is stopping (a semaphore closed, or the completer is gone):
                     // the rest of the batch is not run here. Its messages stay pending in
                     // Redis, delivered again later; this process stops holding (and leasing)

@@ -356,17 +356,7 @@ impl SharedConns {
     async fn get(&self, url: &str) -> Result<Lease<'_>, BrokerError> {
         tokio::time::timeout(self.connect_timeout, self.lease())
             .await
-            .unwrap_or_else(|_| {
-                Err(BrokerError::Redis(Box::new(RedisFailure {
-                    kind: RedisErrorKind::Unreachable,
-                    code: None,
-                    message: format!(
-                        "no connection within {} ms",
-                        self.connect_timeout.as_millis()
-                    ),
-                    target: (!url.is_empty()).then(|| url.to_string()),
-                })))
-            })
+            .unwrap_or_else(|_| Err(no_connection_within(self.connect_timeout, url)))
     }
 
     async fn lease(&self) -> Result<Lease<'_>, BrokerError> {
@@ -523,6 +513,16 @@ impl std::fmt::Debug for Pool {
             Pool::Cluster { .. } => f.write_str("Pool(cluster)"),
         }
     }
+}
+
+/// Redis unreachable: no connection to `url` (when known) was had within `timeout`.
+fn no_connection_within(timeout: Duration, url: &str) -> BrokerError {
+    BrokerError::Redis(Box::new(RedisFailure {
+        kind: RedisErrorKind::Unreachable,
+        code: None,
+        message: format!("no connection within {} ms", timeout.as_millis()),
+        target: (!url.is_empty()).then(|| url.to_string()),
+    }))
 }
 
 /// Whether a connection that failed with `e` should be thrown away.
@@ -821,14 +821,7 @@ impl Pool {
             }),
         )
         .await;
-        made.unwrap_or_else(|_| {
-            Err(BrokerError::Redis(Box::new(RedisFailure {
-                kind: RedisErrorKind::Unreachable,
-                code: None,
-                message: format!("no connection within {} ms", timeout.as_millis()),
-                target: Some(self.url().to_string()),
-            })))
-        })
+        made.unwrap_or_else(|_| Err(no_connection_within(timeout, self.url())))
     }
 
     /// Opens a connection of its own for a blocking reader: no response timeout, since the

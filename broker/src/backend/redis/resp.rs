@@ -131,10 +131,15 @@ impl RespConnection {
         !self.broken && self.owed == 0
     }
 
-    /// Sends `cmd` and reads its reply.
+    /// Sends `cmd` and reads its reply (packed into the connection's own buffer, kept for
+    /// the next command).
     async fn one(&mut self, cmd: &redis::Cmd) -> Result<Value, RedisError> {
-        let mut replies = self.request(&cmd.get_packed_command(), 1).await?;
-        replies.pop().ok_or_else(|| protocol("no reply"))
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        cmd.write_packed_command(&mut out);
+        let replies = self.request(&out, 1).await;
+        self.out = out;
+        replies?.pop().ok_or_else(|| protocol("no reply"))
     }
 
     /// Writes `request` (`replies` commands, packed) and reads their replies.
@@ -368,14 +373,7 @@ impl Socket {
 
 impl ConnectionLike for RespConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let mut out = std::mem::take(&mut self.out);
-            out.clear();
-            cmd.write_packed_command(&mut out);
-            let replies = self.request(&out, 1).await;
-            self.out = out;
-            replies?.pop().ok_or_else(|| protocol("no reply"))
-        })
+        Box::pin(self.one(cmd))
     }
 
     fn req_packed_commands<'a>(
@@ -514,6 +512,14 @@ mod tests {
         conn.req_packed_command(&cmd).await
     }
 
+    /// What `CLIENT INFO` says of `conn`.
+    async fn client_info(conn: &mut RespConnection) -> String {
+        match query(conn, "CLIENT INFO").await.unwrap() {
+            Value::BulkString(info) => String::from_utf8(info).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// Logging in and choosing a database, on a private redis-server with an ACL user.
     #[tokio::test]
     async fn logs_in_and_selects_the_database() {
@@ -540,11 +546,7 @@ mod tests {
         assert_eq!(query(&mut conn, "SET k v").await.unwrap(), Value::Okay);
         let who = query(&mut conn, "ACL WHOAMI").await.unwrap();
         assert_eq!(who, Value::BulkString(b"kiq".to_vec()));
-        let dbs = query(&mut conn, "CLIENT INFO").await.unwrap();
-        let Value::BulkString(info) = dbs else {
-            panic!("{dbs:?}")
-        };
-        let info = String::from_utf8(info).unwrap();
+        let info = client_info(&mut conn).await;
         assert!(
             info.contains(" db=3 ") && info.contains(" resp=2"),
             "{info}"
@@ -578,11 +580,7 @@ mod tests {
         .unwrap();
         let mut conn = connect(&format!("redis+unix://{}?db=2", sock.display())).await;
         assert_eq!(query(&mut conn, "SET k v").await.unwrap(), Value::Okay);
-        let info = query(&mut conn, "CLIENT INFO").await.unwrap();
-        let Value::BulkString(info) = info else {
-            panic!("{info:?}")
-        };
-        let info = String::from_utf8(info).unwrap();
+        let info = client_info(&mut conn).await;
         assert!(
             info.contains(" db=2 ") && info.contains("flags=U"),
             "{info}"
