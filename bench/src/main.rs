@@ -53,6 +53,14 @@ struct Args {
     /// each finished task keeps): the phase to profile
     #[arg(long)]
     drain_only: bool,
+    /// Only dispatch: 64 concurrent `.kiq()` callers against the raw baseline, then one caller
+    /// against raw round trips, alternating for `--rounds` rounds of N tasks each, with the
+    /// client's and Redis's CPU per task: the phase to profile for dispatch
+    #[arg(long)]
+    dispatch_only: bool,
+    /// Rounds of `--dispatch-only`.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -120,6 +128,9 @@ async fn main() -> anyhow::Result<()> {
     // A succeeded record of a unit output, encoded (`--drain-only` prints its STRLEN).
     let record_len = 104usize;
 
+    if args.dispatch_only {
+        return dispatch_only(&url, &mut conn, &envelope, n, args.rounds.max(1)).await;
+    }
     if args.drain_only {
         raw_xadd_rate(&mut conn, "kiqbench-raw", &envelope, n).await?;
         let raw_drain = raw_consume_rate(&mut conn, "kiqbench-raw", n, record_len).await?;
@@ -194,22 +205,7 @@ async fn main() -> anyhow::Result<()> {
     let per_caller = (single_n / 8).max(10);
     let raw_concurrent =
         raw_enqueue_concurrent_rate(&conn, "kiqbench-raw3", &envelope, CALLERS, per_caller).await?;
-    let t = Instant::now();
-    let callers: Vec<_> = (0..CALLERS)
-        .map(|_| {
-            let b = b.clone();
-            tokio::spawn(async move {
-                for _ in 0..per_caller {
-                    bench::noop::kiq(&b).await?;
-                }
-                Ok::<_, anyhow::Error>(())
-            })
-        })
-        .collect();
-    for c in callers {
-        c.await??;
-    }
-    let concurrent = (CALLERS * per_caller) as f64 / t.elapsed().as_secs_f64();
+    let concurrent = kiq_enqueue_concurrent_rate(&b, CALLERS, per_caller).await?;
     rows.push(row(
         "enqueue, 64 concurrent callers (.kiq awaited)",
         concurrent,
@@ -556,7 +552,11 @@ fn print_table(rows: &[Row]) {
 /// A broker on `url` under `prefix`; `KIQBENCH_POOL_SIZE` sets its shared connections (to
 /// compare sizes).
 async fn broker(url: &str, prefix: &str) -> anyhow::Result<Broker> {
-    let mut config = BrokerConfig::new(url).prefix(prefix);
+    // `KIQ_RESP=redis-rs` (which `taskctl worker` reads too) puts redis-rs's connections
+    // under the bench's own dispatches as well, for an A/B in one build.
+    let mut config = BrokerConfig::new(url)
+        .prefix(prefix)
+        .native_resp(std::env::var("KIQ_RESP").map_or(true, |v| v != "redis-rs"));
     if let Some(n) = std::env::var("KIQBENCH_POOL_SIZE")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -805,6 +805,122 @@ async fn raw_enqueue_concurrent_rate(
         .query_async::<()>(&mut conn)
         .await?;
     Ok(rate)
+}
+
+/// `callers` tasks of this process each awaiting `.kiq()` `per_caller` times in turn (a web
+/// server's handlers).
+async fn kiq_enqueue_concurrent_rate(
+    b: &Broker,
+    callers: usize,
+    per_caller: usize,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_caller {
+                    bench::noop::kiq(&b).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok((callers * per_caller) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// `--dispatch-only`: rounds of (raw, kiq) for 64 concurrent callers, then for one caller,
+/// each with the client's and Redis's CPU per task.
+async fn dispatch_only(
+    url: &str,
+    conn: &mut MultiplexedConnection,
+    envelope: &[u8],
+    n: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let b = broker(url, "kiqbench-enq").await?;
+    let per_caller = (n / CALLERS).max(10);
+    let single_n = (n / 5).clamp(100, 20_000);
+    let mut rows = Vec::new();
+    let mut fractions = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        flush(conn).await?;
+        let cpu = CpuMeter::start(conn).await?;
+        let raw = if std::env::var("KIQBENCH_PROFILE_KIQ").is_ok() {
+            1.0
+        } else {
+            raw_enqueue_concurrent_rate(conn, "kiqbench-raw3", envelope, CALLERS, per_caller)
+                .await?
+        };
+        let raw_cpu = cpu.per_task(conn, CALLERS * per_caller).await?;
+        flush(conn).await?;
+        let cpu = CpuMeter::start(conn).await?;
+        let kiq = if std::env::var("KIQBENCH_PROFILE_RAW").is_ok() {
+            1.0
+        } else {
+            kiq_enqueue_concurrent_rate(&b, CALLERS, per_caller).await?
+        };
+        let kiq_cpu = cpu.per_task(conn, CALLERS * per_caller).await?;
+        fractions.0.push(kiq / raw);
+        rows.push(row(
+            &format!("round {round}: 64 concurrent callers"),
+            kiq,
+            "tasks/s",
+            Some(raw),
+        ));
+        for (who, (redis_us, client_us)) in [("raw", raw_cpu), ("kiq", kiq_cpu)] {
+            rows.push(row(
+                &format!("  CPU per task, {who}: client"),
+                client_us,
+                "µs",
+                None,
+            ));
+            rows.push(row(
+                &format!("  CPU per task, {who}: Redis"),
+                redis_us,
+                "µs",
+                None,
+            ));
+        }
+        flush(conn).await?;
+        if std::env::var("KIQBENCH_PROFILE_RAW").is_ok()
+            || std::env::var("KIQBENCH_PROFILE_KIQ").is_ok()
+        {
+            continue;
+        }
+        let raw = raw_enqueue_single_rate(conn, "kiqbench-raw2", envelope, single_n).await?;
+        let t = Instant::now();
+        for _ in 0..single_n {
+            bench::noop::kiq(&b).await?;
+        }
+        let kiq = single_n as f64 / t.elapsed().as_secs_f64();
+        fractions.1.push(kiq / raw);
+        rows.push(row(
+            &format!("round {round}: one at a time"),
+            kiq,
+            "tasks/s",
+            Some(raw),
+        ));
+    }
+    flush(conn).await?;
+    println!(
+        "dispatch: {} tasks per concurrent round, {single_n} one at a time, {rounds} rounds",
+        CALLERS * per_caller
+    );
+    print_table(&rows);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] * 100.0
+    };
+    println!(
+        "\nmedian fraction of raw: 64 concurrent callers {:.0} %, one at a time {:.0} %",
+        median(&mut fractions.0),
+        median(&mut fractions.1)
+    );
+    Ok(())
 }
 
 /// Raw consume of `n` entries already in `stream`: XREADGROUP COUNT 512, then per entry a result

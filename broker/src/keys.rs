@@ -74,13 +74,27 @@ impl Keys {
         format!("{{{}}}", self.prefix)
     }
 
-    /// `<queue tag>:[<level>:]<kind>` of a lane.
+    /// `<queue tag>:[<level>:]<kind>` of a lane, built in one allocation of the exact size (a
+    /// dispatch makes one; `format!` regrew its string several times).
     fn lane_key(&self, lane: &str, kind: &str) -> String {
         let (queue, level) = split_lane(lane);
-        match level {
-            Priority::Normal => format!("{{{}:{}}}:{kind}", self.prefix, queue),
-            p => format!("{{{}:{}}}:{}:{kind}", self.prefix, queue, p.as_str()),
+        let level = match level {
+            Priority::Normal => "",
+            p => p.as_str(),
+        };
+        let mut key =
+            String::with_capacity(self.prefix.len() + queue.len() + level.len() + kind.len() + 5);
+        key.push('{');
+        key.push_str(&self.prefix);
+        key.push(':');
+        key.push_str(queue);
+        key.push_str("}:");
+        if !level.is_empty() {
+            key.push_str(level);
+            key.push(':');
         }
+        key.push_str(kind);
+        key
     }
 
     /// The stream holding a lane's ready messages.

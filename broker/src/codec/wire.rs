@@ -56,7 +56,12 @@ impl WireFormat for KiqWire {
     }
 
     fn encode_envelope(&self, envelope: &Envelope) -> Result<Vec<u8>, CodecError> {
-        ValueCodec::MsgPack.encode(envelope)
+        // Sized for the whole envelope up front: grown from empty, the buffer was reallocated
+        // half a dozen times per dispatch.
+        let mut out = Vec::with_capacity(envelope.encoded_size_hint());
+        rmp_serde::encode::write_named(&mut out, envelope)
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        Ok(out)
     }
 
     fn decode_envelope(&self, bytes: &[u8]) -> Result<Envelope, CodecError> {

@@ -156,6 +156,24 @@ pub const MAX_CHAIN_STEPS: usize = 1_000;
 pub const MAX_GROUP_MEMBERS: usize = 100_000;
 
 impl Envelope {
+    /// About how many bytes its MessagePack encoding takes (the field names, the strings it
+    /// holds, a margin), to size the buffer once. Chains, groups and history grow it.
+    pub(crate) fn encoded_size_hint(&self) -> usize {
+        const FIXED: usize = 256;
+        FIXED
+            + self.id.len()
+            + self.task.len()
+            + self.queue.len()
+            + self.args.len()
+            + self
+                .labels
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 6)
+                .sum::<usize>()
+            + self.unique_key.as_ref().map_or(0, String::len)
+            + self.trace.as_ref().map_or(0, String::len)
+    }
+
     /// Checks the message's lists and labels against kiq's limits ([`MAX_LABELS`],
     /// [`MAX_CHAIN_STEPS`], [`MAX_GROUP_MEMBERS`], ...), its chain steps' too. Returns what is
     /// over.

@@ -34,6 +34,7 @@ use tokio::sync::Mutex;
 use crate::config::{redact, BrokerConfig};
 use crate::error::{BrokerError, RedisErrorKind, RedisFailure};
 
+use super::mux::MuxConnection;
 use super::resp::RespConnection;
 
 /// A shared connection is PINGed before reuse only when it has been idle this long.
@@ -275,6 +276,12 @@ pub(crate) struct SharedConns {
     target: Target,
     config: AsyncConnectionConfig,
     connect_timeout: Duration,
+    /// The response timeout of kiq's own connections (redis-rs's are set up with it in
+    /// `config`).
+    command_timeout: Duration,
+    /// Whether to make kiq's own multiplexed connections ([`MuxConnection`]) where they
+    /// serve (not over TLS, not in exclusive mode).
+    native: bool,
     /// Lend each connection to one request at a time: for batches that end in `WAIT`, which
     /// blocks its connection until replicas acknowledge (it would stall everything pipelined
     /// behind it on a shared socket).
@@ -300,7 +307,7 @@ struct Slot {
 /// A slot's connection, its generation and epoch, and when it was last handed out (ms since
 /// the epoch).
 struct Live {
-    conn: MultiplexedConnection,
+    conn: SharedConn,
     used_ms: AtomicU64,
     gen: u64,
     epoch: u64,
@@ -312,7 +319,7 @@ pub(crate) struct Lease<'a> {
     slot: usize,
     gen: u64,
     epoch: u64,
-    conn: MultiplexedConnection,
+    conn: SharedConn,
     /// Exclusive mode: the slot, and whether its command finished. A lease dropped before
     /// (its caller gave up during `WAIT`) leaves the server still running the command, so the
     /// connection is not lent again.
@@ -337,6 +344,8 @@ impl SharedConns {
                 .set_connection_timeout(Some(config.connect_timeout))
                 .set_response_timeout(Some(config.command_timeout)),
             connect_timeout: config.connect_timeout,
+            command_timeout: config.command_timeout,
+            native: config.native_resp && !exclusive,
             exclusive,
             slots: (0..slots.max(1))
                 .map(|_| Slot {
@@ -391,7 +400,7 @@ impl SharedConns {
         let broken = self.slots[i].broken.load(Ordering::Relaxed);
         let mut found = None;
         if let Some(live) = slot.as_ref() {
-            if live.epoch == epoch && live.gen > broken {
+            if live.epoch == epoch && live.gen > broken && !live.conn.has_failed() {
                 let idle = now.saturating_sub(live.used_ms.load(Ordering::Relaxed));
                 let mut conn = live.conn.clone();
                 // Marked used only once it answered: a check cut short (by the deadline) is
@@ -411,11 +420,7 @@ impl SharedConns {
             Some(f) => f,
             None => {
                 *slot = None;
-                let client = self.target.node_client(0).await?;
-                let conn = client
-                    .get_multiplexed_async_connection_with_config(&self.config)
-                    .await
-                    .map_err(BrokerError::redis)?;
+                let conn = self.connect().await?;
                 let gen = self.gens.fetch_add(1, Ordering::Relaxed) + 1;
                 *slot = Some(Live {
                     conn: conn.clone(),
@@ -436,6 +441,27 @@ impl SharedConns {
             _guard: exclusive,
             _permit: permit,
         })
+    }
+
+    /// A new connection: kiq's own where it serves, else redis-rs's.
+    async fn connect(&self) -> Result<SharedConn, BrokerError> {
+        let client = self.target.node_client(0).await?;
+        if self.native {
+            if let Some(conn) = RespConnection::connect(client.get_connection_info())
+                .await
+                .map_err(BrokerError::redis)?
+            {
+                return Ok(SharedConn::Kiq(MuxConnection::start(
+                    conn,
+                    self.command_timeout,
+                )));
+            }
+        }
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
+            .map_err(BrokerError::redis)?;
+        Ok(SharedConn::Redis(conn))
     }
 
     /// Marks `lease`'s connection as failed for good (the slot's next use makes another, and
@@ -478,6 +504,27 @@ impl SharedConns {
         }
     }
 }
+
+/// One of the shared connections of [`SharedConns`].
+#[derive(Clone)]
+pub(crate) enum SharedConn {
+    /// kiq's own ([`MuxConnection`]).
+    Kiq(MuxConnection),
+    /// redis-rs's: over TLS, for batches that wait for replicas, or when told to.
+    Redis(MultiplexedConnection),
+}
+
+impl SharedConn {
+    /// Whether it failed for good (redis-rs's connections say so through their errors).
+    fn has_failed(&self) -> bool {
+        match self {
+            SharedConn::Kiq(c) => c.has_failed(),
+            SharedConn::Redis(_) => false,
+        }
+    }
+}
+
+connection_like_by_variant!(SharedConn: Kiq, Redis);
 
 /// The command connections of one broker.
 #[derive(Clone)]
@@ -1359,5 +1406,96 @@ mod tests {
             unreachable!()
         };
         assert!(w.unsupported.load(Ordering::Relaxed));
+    }
+
+    /// The shared connections are kiq's own where they serve, and answer as redis-rs's do:
+    /// replies and errors. A connection that failed (Redis restarted) is replaced on the next
+    /// request, and so is one to a primary that was demoted (`READONLY`).
+    #[tokio::test]
+    async fn shared_connections_are_kiqs_own_where_they_serve() {
+        let mut redis = kiq_testkit::RedisServer::start().unwrap();
+        let one = |native| {
+            let mut config = BrokerConfig::new(redis.url()).native_resp(native);
+            config.pool_size = 1;
+            Pool::new(Target::parse(&redis.url(), &config).unwrap(), &config).unwrap()
+        };
+        let (ours, theirs) = (one(true), one(false));
+        // The generation of the connection in use.
+        let gen = |p: &Pool| {
+            let Pool::Pooled { inner, .. } = p else {
+                unreachable!()
+            };
+            let live = inner.slots[0].live.try_lock().unwrap();
+            live.as_ref().map(|l| l.gen)
+        };
+        let kind = |p: &Pool| {
+            let Pool::Pooled { inner, .. } = p else {
+                unreachable!()
+            };
+            let live = inner.slots[0].live.try_lock().unwrap();
+            match live.as_ref().map(|l| &l.conn) {
+                Some(SharedConn::Kiq(_)) => "kiq",
+                Some(SharedConn::Redis(_)) => "redis-rs",
+                None => "none",
+            }
+        };
+        let id = |p: &Pool| {
+            let p = p.clone();
+            async move { p.query::<i64, _>(redis::cmd("CLIENT").arg("ID")).await }
+        };
+        for p in [&ours, &theirs] {
+            p.query::<(), _>(redis::cmd("SET").arg("s").arg("x"))
+                .await
+                .unwrap();
+        }
+        assert_eq!((kind(&ours), kind(&theirs)), ("kiq", "redis-rs"));
+        let mut errors = Vec::new();
+        for p in [&ours, &theirs] {
+            let v: Vec<Value> = p
+                .batch(batch(p, &[&["GET", "s"], &["SET", "n", "1"]]))
+                .await
+                .unwrap();
+            assert_eq!(v, vec![Value::BulkString(b"x".to_vec()), Value::Okay]);
+            errors.push(
+                p.query::<i64, _>(redis::cmd("INCR").arg("s"))
+                    .await
+                    .unwrap_err()
+                    .to_string(),
+            );
+            let mut atomic = batch(p, &[&["SET", "t", "1"], &["INCR", "t"]]);
+            atomic.atomic();
+            let v = p.batch(atomic).await.unwrap();
+            assert_eq!(v, vec![Value::Okay, Value::Int(2)]);
+        }
+        assert_eq!(errors[0], errors[1]);
+
+        let before = gen(&ours);
+        redis.restart().unwrap();
+        // The first request may still meet the old connection, and fails as unavailable.
+        if let Err(e) = id(&ours).await {
+            assert!(e.is_unavailable(), "{e}");
+        }
+        id(&ours).await.unwrap();
+        let after = gen(&ours);
+        assert_ne!(before, after, "a new connection");
+
+        let primary = kiq_testkit::RedisServer::start().unwrap();
+        redis
+            .command(&format!("REPLICAOF 127.0.0.1 {}", primary.port()))
+            .unwrap();
+        let e = ours
+            .query::<(), _>(redis::cmd("SET").arg("s").arg("y"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.redis_failure().unwrap().code.as_deref(), Some("READONLY"));
+        redis.command("REPLICAOF NO ONE").unwrap();
+        id(&ours).await.unwrap();
+        assert_ne!(gen(&ours), after, "a new connection after READONLY");
+
+        // Over TLS, redis-rs's connections serve (this server speaks plain text: the
+        // connection fails, but it was redis-rs's that tried).
+        let tls = pool(&format!("rediss://127.0.0.1:{}", redis.port()), true);
+        assert!(id(&tls).await.is_err());
+        assert_eq!(kind(&tls), "none");
     }
 }

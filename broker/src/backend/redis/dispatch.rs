@@ -90,8 +90,13 @@ impl RedisBackend {
                         *earliest = (*earliest).min(due);
                     }
                     None => {
-                        let mut cmd = redis::cmd("XADD");
-                        cmd.arg(stream.as_str())
+                        // Sized once: no regrowth per argument.
+                        let mut cmd = redis::Cmd::with_capacity(
+                            5,
+                            4 + stream.len() + 1 + DATA_FIELD.len() + m.payload.len(),
+                        );
+                        cmd.arg("XADD")
+                            .arg(stream.as_str())
                             .arg("*")
                             .arg(DATA_FIELD)
                             .arg(&m.payload);

@@ -16,6 +16,7 @@ pub(crate) mod delayed;
 pub(crate) mod dispatch;
 pub(crate) mod history;
 pub(crate) mod inspect;
+pub(crate) mod mux;
 pub(crate) mod notices;
 pub(crate) mod partitions;
 pub(crate) mod queues;

@@ -125,6 +125,23 @@ impl RespConnection {
         Ok(Some(conn))
     }
 
+    /// The connection's socket split in two, its parser (with any bytes read past the login's
+    /// replies) and its database, for [`MuxConnection`](super::mux::MuxConnection).
+    pub(super) fn into_parts(self) -> (ReadHalf, WriteHalf, ReplyParser, i64) {
+        let (read, write) = match self.socket {
+            Socket::Tcp(s) => {
+                let (r, w) = s.into_split();
+                (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
+            }
+            #[cfg(unix)]
+            Socket::Unix(s) => {
+                let (r, w) = s.into_split();
+                (ReadHalf::Unix(r), WriteHalf::Unix(w))
+            }
+        };
+        (read, write, self.replies, self.db)
+    }
+
     /// Whether the connection can take another request: it is in step with the server, and
     /// no reply is still to come.
     pub(crate) fn is_usable(&self) -> bool {
@@ -201,7 +218,7 @@ impl RespConnection {
 
 /// Replies parsed as their bytes come.
 #[derive(Default)]
-struct ReplyParser {
+pub(super) struct ReplyParser {
     /// Bytes read: `buf[start..]` is not parsed yet.
     buf: Vec<u8>,
     start: usize,
@@ -212,7 +229,7 @@ struct ReplyParser {
 
 impl ReplyParser {
     /// The buffer, with the bytes already parsed dropped and room for more at its end.
-    fn room(&mut self) -> &mut Vec<u8> {
+    pub(super) fn room(&mut self) -> &mut Vec<u8> {
         if self.start == self.buf.len() {
             self.buf.clear();
             if self.buf.capacity() > KEEP_CAPACITY {
@@ -230,7 +247,7 @@ impl ReplyParser {
 
     /// Parses on from `start`: `Some` whole reply, or `None` when more bytes are needed (the
     /// arrays begun so far are kept in `open`).
-    fn parse(&mut self) -> Result<Option<Value>, RedisError> {
+    pub(super) fn parse(&mut self) -> Result<Option<Value>, RedisError> {
         loop {
             let Some((item, next)) = item(&self.buf, self.start)? else {
                 return Ok(None);
@@ -349,7 +366,7 @@ fn number(line: &[u8]) -> Result<i64, RedisError> {
         .ok_or_else(|| protocol("not a number where one was expected"))
 }
 
-fn protocol(what: &str) -> RedisError {
+pub(super) fn protocol(what: &str) -> RedisError {
     ParsingError::from(format!("bad reply from Redis: {what}")).into()
 }
 
@@ -367,6 +384,40 @@ impl Socket {
             Socket::Tcp(s) => s.read_buf(buf).await,
             #[cfg(unix)]
             Socket::Unix(s) => s.read_buf(buf).await,
+        }
+    }
+}
+
+/// The reading half of a connection's socket.
+pub(super) enum ReadHalf {
+    Tcp(tokio::net::tcp::OwnedReadHalf),
+    #[cfg(unix)]
+    Unix(tokio::net::unix::OwnedReadHalf),
+}
+
+/// The writing half of a connection's socket.
+pub(super) enum WriteHalf {
+    Tcp(tokio::net::tcp::OwnedWriteHalf),
+    #[cfg(unix)]
+    Unix(tokio::net::unix::OwnedWriteHalf),
+}
+
+impl ReadHalf {
+    pub(super) async fn read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            ReadHalf::Tcp(s) => s.read_buf(buf).await,
+            #[cfg(unix)]
+            ReadHalf::Unix(s) => s.read_buf(buf).await,
+        }
+    }
+}
+
+impl WriteHalf {
+    pub(super) async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            WriteHalf::Tcp(s) => s.write_all(bytes).await,
+            #[cfg(unix)]
+            WriteHalf::Unix(s) => s.write_all(bytes).await,
         }
     }
 }

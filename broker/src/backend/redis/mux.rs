@@ -1,0 +1,583 @@
+//! kiq's own multiplexed connection: the shared command connections of a broker on one server
+//! (or the primary the Sentinels name), over kiq's RESP2 connection
+//! ([`RespConnection`](super::resp::RespConnection)) split in two.
+//!
+//! Every request of every caller goes on one socket, in the order the callers packed them:
+//! a caller packs its commands into the connection's output buffer and queues its reply slot,
+//! both under one lock, so that bytes and slots keep the same order. A writer task writes what
+//! has gathered in one `write`, however many callers packed it; a reader task parses the
+//! replies as they come ([`ReplyParser`]) and hands each caller its own.
+//!
+//! Why by hand (issue #18, item 1): with redis-rs's multiplexed connection, 64 tasks each
+//! awaiting `.kiq()` reached 68–86 % of the same commands sent raw. A profile of that phase
+//! showed a dispatch's client time going to redis-rs's request path: boxing, its channel to
+//! the connection's driver task, a timer per request, `combine`'s reply parser, and composing
+//! the replies (see docs/performance.md, "Dispatch on kiq's own multiplexed connection").
+//! Here a request is packed straight into the shared buffer (no copy of its own), and replies
+//! are parsed by kiq's parser.
+//!
+//! Failure: an I/O error, a reply that does not parse, a reply nobody asked for, or a request
+//! with no reply within the command timeout fails the connection: every request waiting on
+//! it fails, so do later ones, and [`MuxConnection::has_failed`] says so (the pool then makes
+//! another). An error reply from Redis is a reply like any other. A caller that stops waiting
+//! leaves its reply to be read and dropped.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use redis::{RedisError, RedisFuture, Value};
+use tokio::sync::{oneshot, Notify};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use super::resp::{protocol, ReadHalf, ReplyParser, RespConnection, WriteHalf};
+
+/// An output buffer that grew past this for a large request is given back once written.
+const KEEP_CAPACITY: usize = 1024 * 1024;
+
+/// kiq's own multiplexed connection (see the module's documentation). Clones share it.
+#[derive(Clone)]
+pub(crate) struct MuxConnection {
+    shared: Arc<Shared>,
+    /// Stops the reader and writer tasks once the last clone is dropped.
+    _stop: Arc<DropGuard>,
+    db: i64,
+    timeout: Duration,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the writer when a request is packed while it is idle.
+    wake_writer: Notify,
+    /// Set once the connection failed (read without the lock).
+    failed: AtomicBool,
+    stop: CancellationToken,
+}
+
+#[derive(Default)]
+struct State {
+    /// Requests packed and not yet taken by the writer.
+    out: Vec<u8>,
+    /// The callers waiting for replies, in the order their requests were packed.
+    waiting: VecDeque<Waiter>,
+    /// The writer was woken, or is writing: a caller need not wake it.
+    writing: bool,
+    /// Why the connection failed, once it has.
+    failure: Option<Failure>,
+}
+
+struct Waiter {
+    replies: usize,
+    reply: oneshot::Sender<Result<Vec<Value>, RedisError>>,
+}
+
+/// Why a connection failed, for every request it fails.
+#[derive(Clone, Debug)]
+struct Failure {
+    /// An I/O error's kind, or `None` for a protocol error.
+    kind: Option<io::ErrorKind>,
+    message: String,
+}
+
+impl Failure {
+    fn io(e: &io::Error) -> Self {
+        Failure {
+            kind: Some(e.kind()),
+            message: e.to_string(),
+        }
+    }
+
+    fn error(&self) -> RedisError {
+        match self.kind {
+            Some(kind) => io::Error::new(kind, self.message.clone()).into(),
+            None => protocol(&self.message),
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // Nothing panics while holding it; a poisoned lock still holds consistent state.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MuxConnection {
+    /// Takes over `conn` (connected and logged in) and starts its reader and writer tasks on
+    /// the current runtime. A request with no reply within `timeout` fails the connection.
+    pub(crate) fn start(conn: RespConnection, timeout: Duration) -> Self {
+        let (read, write, parser, db) = conn.into_parts();
+        let stop = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake_writer: Notify::new(),
+            failed: AtomicBool::new(false),
+            stop: stop.clone(),
+        });
+        // The guards are the tasks' arguments, so that a task dropped before it first ran
+        // fails the connection too.
+        tokio::spawn(read_replies(
+            shared.clone(),
+            FailOnDrop(shared.clone()),
+            read,
+            parser,
+        ));
+        tokio::spawn(write_requests(
+            shared.clone(),
+            FailOnDrop(shared.clone()),
+            write,
+        ));
+        MuxConnection {
+            shared,
+            _stop: Arc::new(stop.drop_guard()),
+            db,
+            timeout,
+        }
+    }
+
+    /// Whether the connection failed (every request on it fails).
+    pub(crate) fn has_failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Relaxed)
+    }
+
+    /// Packs a request of `replies` replies with `pack` and waits for them.
+    async fn request(
+        &self,
+        replies: usize,
+        pack: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Vec<Value>, RedisError> {
+        if replies == 0 {
+            return Ok(Vec::new());
+        }
+        let (tx, rx) = oneshot::channel();
+        let wake = {
+            let mut state = lock(&self.shared.state);
+            if let Some(f) = &state.failure {
+                return Err(f.error());
+            }
+            pack(&mut state.out);
+            state.waiting.push_back(Waiter { replies, reply: tx });
+            !std::mem::replace(&mut state.writing, true)
+        };
+        if wake {
+            self.shared.wake_writer.notify_one();
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(result)) => result,
+            // The connection's tasks ended without answering: it failed (or is being dropped).
+            Ok(Err(_)) => Err(lock(&self.shared.state)
+                .failure
+                .as_ref()
+                .map(Failure::error)
+                .unwrap_or_else(|| {
+                    io::Error::new(io::ErrorKind::ConnectionAborted, "the connection closed").into()
+                })),
+            Err(_) => {
+                let f = Failure {
+                    kind: Some(io::ErrorKind::TimedOut),
+                    message: format!("no reply within {} ms", self.timeout.as_millis()),
+                };
+                self.shared.fail(f.clone());
+                Err(f.error())
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Fails the connection (once): every waiting request gets `failure`'s error, later ones
+    /// too, and the tasks stop (closing the socket).
+    fn fail(&self, failure: Failure) {
+        let waiting = {
+            let mut state = lock(&self.state);
+            if state.failure.is_some() {
+                return;
+            }
+            state.failure = Some(failure.clone());
+            state.out = Vec::new();
+            std::mem::take(&mut state.waiting)
+        };
+        self.failed.store(true, Ordering::Relaxed);
+        for w in waiting {
+            let _ = w.reply.send(Err(failure.error()));
+        }
+        self.stop.cancel();
+    }
+}
+
+/// Fails the connection when a task of it ends, whatever the reason (its runtime shut down,
+/// say): requests must not wait on a connection nobody reads or writes. (After a failure or
+/// once every clone is dropped, it changes nothing.)
+struct FailOnDrop(Arc<Shared>);
+
+impl Drop for FailOnDrop {
+    fn drop(&mut self) {
+        self.0.fail(Failure {
+            kind: Some(io::ErrorKind::ConnectionAborted),
+            message: "the connection's tasks stopped".to_string(),
+        });
+    }
+}
+
+/// The writer task: writes whatever requests have gathered, one `write` for all of them.
+async fn write_requests(shared: Arc<Shared>, _failed: FailOnDrop, mut socket: WriteHalf) {
+    let mut buf = Vec::new();
+    loop {
+        {
+            let mut state = lock(&shared.state);
+            if state.failure.is_some() {
+                return;
+            }
+            if state.out.is_empty() {
+                state.writing = false;
+            } else {
+                std::mem::swap(&mut state.out, &mut buf);
+            }
+        }
+        if buf.is_empty() {
+            tokio::select! {
+                _ = shared.wake_writer.notified() => {}
+                _ = shared.stop.cancelled() => return,
+            }
+            // Let the tasks that are ready to run pack their requests first: they then go
+            // out in one write, and Redis reads them in one read. (Woken by the first
+            // request, the writer would otherwise run right after its caller, and write
+            // requests one by one.)
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let written = tokio::select! {
+            r = socket.write_all(&buf) => r,
+            _ = shared.stop.cancelled() => return,
+        };
+        if let Err(e) = written {
+            shared.fail(Failure::io(&e));
+            return;
+        }
+        buf.clear();
+        if buf.capacity() > KEEP_CAPACITY {
+            buf = Vec::new();
+        }
+    }
+}
+
+/// The reader task: parses replies as they come and hands each waiting caller its own.
+async fn read_replies(
+    shared: Arc<Shared>,
+    _failed: FailOnDrop,
+    mut socket: ReadHalf,
+    mut parser: ReplyParser,
+) {
+    // The caller whose replies are being gathered, with those read so far.
+    let mut current: Option<(Waiter, Vec<Value>)> = None;
+    let failure = loop {
+        match parser.parse() {
+            Ok(Some(value)) => {
+                let (waiter, mut got) = match current.take() {
+                    Some(c) => c,
+                    None => match lock(&shared.state).waiting.pop_front() {
+                        Some(w) => {
+                            let got = Vec::with_capacity(w.replies);
+                            (w, got)
+                        }
+                        None => {
+                            break Failure {
+                                kind: None,
+                                message: "bad reply from Redis: a reply nobody asked for"
+                                    .to_string(),
+                            }
+                        }
+                    },
+                };
+                got.push(value);
+                if got.len() == waiter.replies {
+                    // The caller may have stopped waiting: its reply is dropped.
+                    let _ = waiter.reply.send(Ok(got));
+                } else {
+                    current = Some((waiter, got));
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                break Failure {
+                    kind: None,
+                    message: e.to_string(),
+                }
+            }
+        }
+        let read = tokio::select! {
+            r = socket.read_buf(parser.room()) => r,
+            _ = shared.stop.cancelled() => return,
+        };
+        match read {
+            Ok(0) => {
+                break Failure {
+                    kind: Some(io::ErrorKind::UnexpectedEof),
+                    message: "Redis closed the connection".to_string(),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => break Failure::io(&e),
+        }
+    };
+    if let Some((waiter, _)) = current {
+        let _ = waiter.reply.send(Err(failure.error()));
+    }
+    shared.fail(failure);
+}
+
+/// `MULTI` and `EXEC`, packed.
+const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
+
+impl ConnectionLike for MuxConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let mut replies = self.request(1, |out| cmd.write_packed_command(out)).await?;
+            replies.pop().ok_or_else(|| protocol("no reply"))
+        })
+    }
+
+    /// As redis-rs's connections do: the pipeline's replies from `offset` on, `count` of
+    /// them (a transaction's are `MULTI`'s, one per command, then `EXEC`'s).
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let atomic = pipe.is_transaction();
+            let total = pipe.len() + if atomic { 2 } else { 0 };
+            let mut replies = self
+                .request(total, |out| {
+                    if atomic {
+                        out.extend_from_slice(MULTI);
+                    }
+                    for cmd in pipe.cmd_iter() {
+                        cmd.write_packed_command(out);
+                    }
+                    if atomic {
+                        out.extend_from_slice(EXEC);
+                    }
+                })
+                .await?;
+            if offset + count > replies.len() {
+                return Err(protocol("fewer replies than asked for"));
+            }
+            // A transaction Redis refused (`EXECABORT`: a command of it was refused when
+            // queued) fails as an error, as it does on redis-rs's connections.
+            if atomic {
+                if let Some(Value::ServerError(e)) = replies.last() {
+                    return Err(e.clone().into());
+                }
+            }
+            replies.truncate(offset + count);
+            Ok(replies.split_off(offset))
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.db
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn start(url: &str, timeout: Duration) -> MuxConnection {
+        let client = redis::Client::open(url).unwrap();
+        let conn = RespConnection::connect(client.get_connection_info())
+            .await
+            .unwrap()
+            .expect("not TLS");
+        MuxConnection::start(conn, timeout)
+    }
+
+    fn cmd(line: &str) -> redis::Cmd {
+        let mut cmd = redis::Cmd::new();
+        for word in line.split(' ') {
+            cmd.arg(word);
+        }
+        cmd
+    }
+
+    async fn query(conn: &MuxConnection, line: &str) -> Result<Value, RedisError> {
+        conn.clone().req_packed_command(&cmd(line)).await
+    }
+
+    /// How many clients the server has.
+    fn clients(redis: &kiq_testkit::RedisServer) -> usize {
+        redis.command("CLIENT LIST").unwrap().lines().count()
+    }
+
+    /// 64 tasks send single commands, pipelines and transactions at once over clones of one
+    /// connection: each gets its own replies, all over one socket.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_share_one_socket_and_each_gets_its_replies() {
+        let redis = kiq_testkit::RedisServer::start().unwrap();
+        let before = clients(&redis);
+        let conn = start(&redis.url(), Duration::from_secs(10)).await;
+        let tasks: Vec<_> = (0..64)
+            .map(|t| {
+                let mut conn = conn.clone();
+                tokio::spawn(async move {
+                    for round in 0..50 {
+                        let n: i64 = cmd(&format!("INCR n{t}"))
+                            .query_async(&mut conn)
+                            .await
+                            .unwrap();
+                        assert_eq!(n, round + 1);
+                        let (ok, got): (String, String) = redis::pipe()
+                            .cmd("SET")
+                            .arg(format!("k{t}"))
+                            .arg(format!("{t}-{round}"))
+                            .cmd("GET")
+                            .arg(format!("k{t}"))
+                            .query_async(&mut conn)
+                            .await
+                            .unwrap();
+                        assert_eq!((ok.as_str(), got), ("OK", format!("{t}-{round}")));
+                        let (m, echo): (i64, String) = redis::pipe()
+                            .atomic()
+                            .cmd("INCR")
+                            .arg(format!("m{t}"))
+                            .cmd("ECHO")
+                            .arg(format!("{t}/{round}"))
+                            .query_async(&mut conn)
+                            .await
+                            .unwrap();
+                        assert_eq!((m, echo), (round + 1, format!("{t}/{round}")));
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(clients(&redis), before + 1, "one socket for all of them");
+        assert!(!conn.has_failed());
+    }
+
+    /// An error reply is a reply: the caller gets it, and the connection goes on. A
+    /// transaction Redis refused is an error.
+    #[tokio::test]
+    async fn error_replies_leave_the_connection_in_step() {
+        let redis = kiq_testkit::RedisServer::start().unwrap();
+        let conn = start(&redis.url(), Duration::from_secs(10)).await;
+        let e = query(&conn, "NOSUCHCOMMAND").await.unwrap();
+        assert!(matches!(e, Value::ServerError(_)), "{e:?}");
+        let mut c = conn.clone();
+        let e = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg("a")
+            .arg("1")
+            .cmd("INCR") // wrong arity: the transaction is aborted
+            .query_async::<()>(&mut c)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some("EXECABORT"), "{e}");
+        assert_eq!(query(&conn, "EXISTS a").await.unwrap(), Value::Int(0));
+        assert_eq!(
+            query(&conn, "PING").await.unwrap(),
+            Value::SimpleString("PONG".into())
+        );
+        assert_eq!(conn.get_db(), 0);
+    }
+
+    /// A caller that stops waiting leaves its reply to be dropped; the next caller gets its
+    /// own.
+    #[tokio::test]
+    async fn a_caller_that_stops_waiting_leaves_the_others_in_step() {
+        let redis = kiq_testkit::RedisServer::start().unwrap();
+        let conn = start(&redis.url(), Duration::from_secs(10)).await;
+        let cut =
+            tokio::time::timeout(Duration::from_millis(50), query(&conn, "BLPOP nothing 0.3"));
+        assert!(cut.await.is_err(), "BLPOP answered before its timeout");
+        assert_eq!(
+            query(&conn, "ECHO after").await.unwrap(),
+            Value::BulkString(b"after".to_vec())
+        );
+        assert!(!conn.has_failed());
+    }
+
+    /// No reply within the timeout fails the connection, and every request on it: those
+    /// waiting, and later ones at once.
+    #[tokio::test]
+    async fn no_reply_within_the_timeout_fails_the_connection() {
+        let redis = kiq_testkit::RedisServer::start().unwrap();
+        let conn = start(&redis.url(), Duration::from_millis(300)).await;
+        let pid = redis.pid().unwrap().to_string();
+        let signal = |sig: &str| {
+            let ok = std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status();
+            assert!(ok.unwrap().success());
+        };
+        signal("-STOP");
+        let (a, b) = tokio::join!(query(&conn, "PING"), query(&conn, "ECHO x"));
+        signal("-CONT");
+        for e in [a.unwrap_err(), b.unwrap_err()] {
+            assert!(e.is_timeout(), "{e}");
+        }
+        assert!(conn.has_failed());
+        let t = std::time::Instant::now();
+        let e = query(&conn, "PING").await.unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+        assert!(t.elapsed() < Duration::from_millis(300), "failed at once");
+    }
+
+    /// A server that goes away fails the connection at once: requests waiting, and later ones.
+    #[tokio::test]
+    async fn a_dead_server_fails_the_connection() {
+        let mut redis = kiq_testkit::RedisServer::start().unwrap();
+        let conn = start(&redis.url(), Duration::from_secs(10)).await;
+        let waiting = tokio::spawn({
+            let conn = conn.clone();
+            async move { query(&conn, "BLPOP nothing 5").await }
+        });
+        // Bounded wait for the BLPOP to be in: the server lists it as blocked.
+        for _ in 0..200 {
+            if redis
+                .command("INFO clients")
+                .unwrap()
+                .contains("blocked_clients:1")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        redis.kill();
+        let e = waiting.await.unwrap().unwrap_err();
+        assert!(e.is_io_error(), "{e}");
+        assert!(conn.has_failed());
+        let e = query(&conn, "PING").await.unwrap_err();
+        assert!(e.is_io_error(), "{e}");
+    }
+
+    /// A connection whose runtime shut down fails its requests at once instead of leaving
+    /// them to time out.
+    #[test]
+    fn a_connection_whose_runtime_ended_fails_at_once() {
+        let redis = kiq_testkit::RedisServer::start().unwrap();
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let conn = first.block_on(start(&redis.url(), Duration::from_secs(10)));
+        drop(first);
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let t = std::time::Instant::now();
+        let e = second.block_on(query(&conn, "PING")).unwrap_err();
+        assert!(e.is_io_error(), "{e}");
+        assert!(conn.has_failed());
+        assert!(t.elapsed() < Duration::from_secs(5), "failed at once");
+    }
+}
