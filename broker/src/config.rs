@@ -53,11 +53,12 @@ pub struct BrokerConfig {
     /// Where `redis_url` came from (`KIQ_REDIS_URL`, `--redis-url`, ...), named with the URL in
     /// connection errors so that a wrong URL is easy to trace. `from_env` sets it.
     pub redis_url_origin: Option<String>,
-    /// Let workers read their streams and write their completions over kiq's own RESP2
-    /// connections (default true), whose reply parser costs less CPU per message than
-    /// redis-rs's (see docs/performance.md). Over TLS, on a cluster, and for completions that
-    /// wait for replicas (`replica_acks`), redis-rs's connections serve either way; false
-    /// makes them serve everything.
+    /// Use kiq's own RESP2 connections (default true): the shared command connections
+    /// (dispatch and every other command, multiplexed), and workers' stream reads and
+    /// completion batches. They cost less CPU per request than redis-rs's (see
+    /// docs/performance.md). Over TLS, on a cluster, and for batches that wait for replicas
+    /// (`replica_acks`), redis-rs's connections serve either way; false makes them serve
+    /// everything.
     pub native_resp: bool,
 }
 
@@ -111,7 +112,7 @@ impl BrokerConfig {
         c
     }
 
-    /// Whether workers read and write over kiq's own RESP2 connections (see
+    /// Whether kiq's own RESP2 connections serve where they can (see
     /// [`BrokerConfig::native_resp`]).
     pub fn native_resp(mut self, on: bool) -> Self {
         self.native_resp = on;

@@ -215,10 +215,18 @@ impl Target {
             Target::Sentinel { sentinels, master } => {
                 let fut: Erased<'_, Client> = Box::pin(async move {
                     let mut s = sentinels.lock().await;
+                    // Unreachable, not a mistake in the URL: the primary the Sentinels name may
+                    // be down until they fail over (or they may be down themselves), which
+                    // workers wait out.
                     s.async_get_client().await.map_err(|e| {
-                        BrokerError::Topology(format!(
-                            "the Sentinels name no reachable primary for {master:?}: {e}"
-                        ))
+                        BrokerError::Redis(Box::new(RedisFailure {
+                            kind: RedisErrorKind::Unreachable,
+                            code: None,
+                            message: format!(
+                                "the Sentinels name no reachable primary for {master:?}: {e}"
+                            ),
+                            target: None,
+                        }))
                     })
                 });
                 fut.await
@@ -268,10 +276,11 @@ macro_rules! connection_like_by_variant {
 /// dispatch of a process be in flight together; a pool that lends a connection to one request
 /// at a time capped them at its size. A pool of connections (deadpool) is the well-kept answer
 /// for connections used one request at a time, which these are not, so this small set is kiq's
-/// own. Each slot's connection is made on first use, PINGed before reuse only after sitting
-/// idle (a Redis restarted meanwhile is found out before a command fails on it), and replaced
-/// after an I/O error or `READONLY` (a Sentinel failover: the next connection asks the
-/// Sentinels again).
+/// own. Each slot's connection is kiq's own ([`MuxConnection`]) unless it goes over TLS or
+/// `native_resp` is off (then redis-rs's). It is made on first use, PINGed before reuse only
+/// after sitting idle (a Redis restarted meanwhile is found out before a command fails on
+/// it), and replaced after it failed (kiq's says so itself), an I/O error or `READONLY` (a
+/// Sentinel failover: the next connection asks the Sentinels again).
 pub(crate) struct SharedConns {
     target: Target,
     config: AsyncConnectionConfig,
@@ -1293,6 +1302,21 @@ mod tests {
         assert_eq!(t.kind(), "sentinel");
     }
 
+    /// No primary to be had from the Sentinels (none reachable here) is Redis being
+    /// unavailable, which workers wait out, not a mistake in the URL (which stops them).
+    #[tokio::test]
+    async fn no_primary_from_the_sentinels_is_unavailable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let t = parse(&format!("redis+sentinel://127.0.0.1:{port}/main")).unwrap();
+        let e = t.node_client(0).await.expect_err("no Sentinel listens");
+        assert!(e.is_unavailable(), "{e:?}");
+        assert!(e.to_string().contains("no reachable primary"), "{e}");
+    }
+
     #[test]
     fn slots_match_redis() {
         // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
@@ -1449,6 +1473,7 @@ mod tests {
                 .unwrap();
         }
         assert_eq!((kind(&ours), kind(&theirs)), ("kiq", "redis-rs"));
+        let first = gen(&ours);
         let mut errors = Vec::new();
         for p in [&ours, &theirs] {
             let v: Vec<Value> = p
@@ -1468,6 +1493,7 @@ mod tests {
             assert_eq!(v, vec![Value::Okay, Value::Int(2)]);
         }
         assert_eq!(errors[0], errors[1]);
+        assert_eq!(gen(&ours), first, "error replies keep the connection");
 
         let before = gen(&ours);
         redis.restart().unwrap();

@@ -16,11 +16,15 @@
 //! Here a request is packed straight into the shared buffer (no copy of its own), and replies
 //! are parsed by kiq's parser.
 //!
-//! Failure: an I/O error, a reply that does not parse, a reply nobody asked for, or a request
-//! with no reply within the command timeout fails the connection: every request waiting on
-//! it fails, so do later ones, and [`MuxConnection::has_failed`] says so (the pool then makes
-//! another). An error reply from Redis is a reply like any other. A caller that stops waiting
-//! leaves its reply to be read and dropped.
+//! Failure: an I/O error, a reply that does not parse, a reply nobody asked for, or the end of
+//! the connection's tasks (their runtime shut down) fails the connection: every request waiting
+//! on it fails with an I/O error, so do later ones, and [`MuxConnection::has_failed`] says so
+//! (the pool then makes another). An error reply from Redis is a reply like any other. A
+//! request with no reply within the command timeout fails alone, as on redis-rs's connections
+//! (the pool then replaces the connection, which ends once its other requests are answered),
+//! and so does a caller that stops waiting: their replies are read and dropped. Callers wait
+//! before packing while 16 MiB are waiting to be written (Redis not keeping up), instead of
+//! growing the buffer without end.
 
 use std::collections::VecDeque;
 use std::io;
@@ -37,6 +41,9 @@ use super::resp::{protocol, ReadHalf, ReplyParser, RespConnection, WriteHalf};
 
 /// An output buffer that grew past this for a large request is given back once written.
 const KEEP_CAPACITY: usize = 1024 * 1024;
+/// Callers wait for the writer before packing more once this much is waiting to be written
+/// (a request larger than this still goes, alone).
+const OUT_LIMIT: usize = 16 * 1024 * 1024;
 
 /// kiq's own multiplexed connection (see the module's documentation). Clones share it.
 #[derive(Clone)]
@@ -52,6 +59,8 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the writer when a request is packed while it is idle.
     wake_writer: Notify,
+    /// Wakes callers waiting for room in the output buffer.
+    room: Notify,
     /// Set once the connection failed (read without the lock).
     failed: AtomicBool,
     stop: CancellationToken,
@@ -74,44 +83,50 @@ struct Waiter {
     reply: oneshot::Sender<Result<Vec<Value>, RedisError>>,
 }
 
-/// Why a connection failed, for every request it fails.
+/// Why a connection failed, for every request it fails: an I/O error of this kind (a reply
+/// that does not parse is `InvalidData`), so that every caller sees a broken connection.
 #[derive(Clone, Debug)]
 struct Failure {
-    /// An I/O error's kind, or `None` for a protocol error.
-    kind: Option<io::ErrorKind>,
+    kind: io::ErrorKind,
     message: String,
 }
 
 impl Failure {
     fn io(e: &io::Error) -> Self {
         Failure {
-            kind: Some(e.kind()),
+            kind: e.kind(),
             message: e.to_string(),
         }
     }
 
-    fn error(&self) -> RedisError {
-        match self.kind {
-            Some(kind) => io::Error::new(kind, self.message.clone()).into(),
-            None => protocol(&self.message),
+    fn bad_reply(what: &str) -> Self {
+        Failure {
+            kind: io::ErrorKind::InvalidData,
+            message: format!("bad reply from Redis: {what}"),
         }
+    }
+
+    fn error(&self) -> RedisError {
+        io::Error::new(self.kind, self.message.clone()).into()
     }
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    // Nothing panics while holding it; a poisoned lock still holds consistent state.
+    // A panic while packing leaves the buffer as it was (see `send`): a poisoned lock still
+    // holds consistent state.
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl MuxConnection {
     /// Takes over `conn` (connected and logged in) and starts its reader and writer tasks on
-    /// the current runtime. A request with no reply within `timeout` fails the connection.
+    /// the current runtime. A request with no reply within `timeout` fails with a timeout.
     pub(crate) fn start(conn: RespConnection, timeout: Duration) -> Self {
         let (read, write, parser, db) = conn.into_parts();
         let stop = CancellationToken::new();
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake_writer: Notify::new(),
+            room: Notify::new(),
             failed: AtomicBool::new(false),
             stop: stop.clone(),
         });
@@ -141,7 +156,9 @@ impl MuxConnection {
         self.shared.failed.load(Ordering::Relaxed)
     }
 
-    /// Packs a request of `replies` replies with `pack` and waits for them.
+    /// Packs a request of `replies` replies with `pack` and waits for them, within the
+    /// connection's timeout. A request that times out fails alone (its reply, should it come,
+    /// is dropped); the pool then replaces the connection, as it does after any timeout.
     async fn request(
         &self,
         replies: usize,
@@ -150,37 +167,68 @@ impl MuxConnection {
         if replies == 0 {
             return Ok(Vec::new());
         }
-        let (tx, rx) = oneshot::channel();
-        let wake = {
-            let mut state = lock(&self.shared.state);
-            if let Some(f) = &state.failure {
-                return Err(f.error());
+        match tokio::time::timeout(self.timeout, self.send(replies, pack)).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no reply within {} ms", self.timeout.as_millis()),
+            )
+            .into()),
+        }
+    }
+
+    async fn send(
+        &self,
+        replies: usize,
+        pack: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Vec<Value>, RedisError> {
+        let mut pack = Some(pack);
+        let (rx, wake) = loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            {
+                let mut state = lock(&self.shared.state);
+                if let Some(f) = &state.failure {
+                    return Err(f.error());
+                }
+                if state.out.len() < OUT_LIMIT {
+                    if let Some(pack) = pack.take() {
+                        // Packed whole or not at all: a panic halfway must not leave part of
+                        // a request in the buffer, which would put every later reply out of
+                        // step.
+                        let mark = state.out.len();
+                        let packed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            pack(&mut state.out)
+                        }));
+                        if let Err(panic) = packed {
+                            state.out.truncate(mark);
+                            drop(state);
+                            std::panic::resume_unwind(panic);
+                        }
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    state.waiting.push_back(Waiter { replies, reply: tx });
+                    break (rx, !std::mem::replace(&mut state.writing, true));
+                }
+                // Redis is not keeping up (or not reading): wait for the writer to take what
+                // has gathered rather than let the buffer grow without end.
+                room.as_mut().enable();
             }
-            pack(&mut state.out);
-            state.waiting.push_back(Waiter { replies, reply: tx });
-            !std::mem::replace(&mut state.writing, true)
+            room.await;
         };
         if wake {
             self.shared.wake_writer.notify_one();
         }
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(result)) => result,
+        match rx.await {
+            Ok(result) => result,
             // The connection's tasks ended without answering: it failed (or is being dropped).
-            Ok(Err(_)) => Err(lock(&self.shared.state)
+            Err(_) => Err(lock(&self.shared.state)
                 .failure
                 .as_ref()
                 .map(Failure::error)
                 .unwrap_or_else(|| {
                     io::Error::new(io::ErrorKind::ConnectionAborted, "the connection closed").into()
                 })),
-            Err(_) => {
-                let f = Failure {
-                    kind: Some(io::ErrorKind::TimedOut),
-                    message: format!("no reply within {} ms", self.timeout.as_millis()),
-                };
-                self.shared.fail(f.clone());
-                Err(f.error())
-            }
         }
     }
 }
@@ -195,10 +243,12 @@ impl Shared {
                 return;
             }
             state.failure = Some(failure.clone());
+            // Under the lock: a caller that saw the failure finds `has_failed` set.
+            self.failed.store(true, Ordering::Relaxed);
             state.out = Vec::new();
             std::mem::take(&mut state.waiting)
         };
-        self.failed.store(true, Ordering::Relaxed);
+        self.room.notify_waiters();
         for w in waiting {
             let _ = w.reply.send(Err(failure.error()));
         }
@@ -214,7 +264,7 @@ struct FailOnDrop(Arc<Shared>);
 impl Drop for FailOnDrop {
     fn drop(&mut self) {
         self.0.fail(Failure {
-            kind: Some(io::ErrorKind::ConnectionAborted),
+            kind: io::ErrorKind::ConnectionAborted,
             message: "the connection's tasks stopped".to_string(),
         });
     }
@@ -234,6 +284,9 @@ async fn write_requests(shared: Arc<Shared>, _failed: FailOnDrop, mut socket: Wr
             } else {
                 std::mem::swap(&mut state.out, &mut buf);
             }
+        }
+        if buf.len() >= OUT_LIMIT {
+            shared.room.notify_waiters();
         }
         if buf.is_empty() {
             tokio::select! {
@@ -281,13 +334,7 @@ async fn read_replies(
                             let got = Vec::with_capacity(w.replies);
                             (w, got)
                         }
-                        None => {
-                            break Failure {
-                                kind: None,
-                                message: "bad reply from Redis: a reply nobody asked for"
-                                    .to_string(),
-                            }
-                        }
+                        None => break Failure::bad_reply("a reply nobody asked for"),
                     },
                 };
                 got.push(value);
@@ -302,7 +349,7 @@ async fn read_replies(
             Ok(None) => {}
             Err(e) => {
                 break Failure {
-                    kind: None,
+                    kind: io::ErrorKind::InvalidData,
                     message: e.to_string(),
                 }
             }
@@ -314,7 +361,7 @@ async fn read_replies(
         match read {
             Ok(0) => {
                 break Failure {
-                    kind: Some(io::ErrorKind::UnexpectedEof),
+                    kind: io::ErrorKind::UnexpectedEof,
                     message: "Redis closed the connection".to_string(),
                 }
             }
@@ -505,12 +552,20 @@ mod tests {
         assert!(!conn.has_failed());
     }
 
-    /// No reply within the timeout fails the connection, and every request on it: those
-    /// waiting, and later ones at once.
+    /// A request with no reply within the timeout fails alone: the connection stays in step,
+    /// and later requests get their own replies.
     #[tokio::test]
-    async fn no_reply_within_the_timeout_fails_the_connection() {
+    async fn a_request_with_no_reply_in_time_fails_alone() {
         let redis = kiq_testkit::RedisServer::start().unwrap();
         let conn = start(&redis.url(), Duration::from_millis(300)).await;
+        let e = query(&conn, "BLPOP nothing 0.45").await.unwrap_err();
+        assert!(e.is_timeout(), "{e}");
+        assert_eq!(
+            query(&conn, "ECHO after").await.unwrap(),
+            Value::BulkString(b"after".to_vec())
+        );
+        // A stopped server: every request times out; once it goes on, the late replies are
+        // dropped and the next request gets its own.
         let pid = redis.pid().unwrap().to_string();
         let signal = |sig: &str| {
             let ok = std::process::Command::new("kill")
@@ -524,11 +579,81 @@ mod tests {
         for e in [a.unwrap_err(), b.unwrap_err()] {
             assert!(e.is_timeout(), "{e}");
         }
-        assert!(conn.has_failed());
-        let t = std::time::Instant::now();
-        let e = query(&conn, "PING").await.unwrap_err();
-        assert!(e.is_timeout(), "{e}");
-        assert!(t.elapsed() < Duration::from_millis(300), "failed at once");
+        assert!(!conn.has_failed());
+        assert_eq!(
+            query(&conn, "ECHO again").await.unwrap(),
+            Value::BulkString(b"again".to_vec())
+        );
+    }
+
+    /// While Redis does not read, callers stop packing once 16 MiB wait to be written, and go
+    /// on when it reads again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_wait_for_room_while_redis_does_not_read() {
+        let redis = kiq_testkit::RedisServer::start().unwrap();
+        let conn = start(&redis.url(), Duration::from_secs(30)).await;
+        let pid = redis.pid().unwrap().to_string();
+        let signal = |sig: &str| {
+            let ok = std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status();
+            assert!(ok.unwrap().success());
+        };
+        signal("-STOP");
+        const BIG: usize = 8 << 20;
+        let senders: Vec<_> = (0..10)
+            .map(|i| {
+                let mut conn = conn.clone();
+                tokio::spawn(async move {
+                    redis::cmd("SET")
+                        .arg(format!("big{i}"))
+                        .arg(vec![b'x'; BIG])
+                        .query_async::<()>(&mut conn)
+                        .await
+                })
+            })
+            .collect();
+        // Bounded: until some callers wait for room (fewer than 10 requests packed).
+        let mut most = 0;
+        let mut waited = false;
+        for _ in 0..300 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let state = lock(&conn.shared.state);
+            most = most.max(state.out.len());
+            if state.out.len() >= OUT_LIMIT && state.waiting.len() < 10 {
+                waited = true;
+                break;
+            }
+        }
+        signal("-CONT");
+        assert!(waited, "no caller waited for room");
+        assert!(most < OUT_LIMIT + BIG + 1024, "{most} bytes gathered");
+        for s in senders {
+            s.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            query(&conn, "STRLEN big9").await.unwrap(),
+            Value::Int(BIG as i64)
+        );
+    }
+
+    /// A panic while a request is packed leaves nothing of it in the buffer.
+    #[tokio::test]
+    async fn a_panic_while_packing_leaves_the_connection_in_step() {
+        use futures_util::FutureExt;
+        let redis = kiq_testkit::RedisServer::start().unwrap();
+        let conn = start(&redis.url(), Duration::from_secs(10)).await;
+        let packed = std::panic::AssertUnwindSafe(conn.request(1, |out| {
+            out.extend_from_slice(b"*2\r\n$4\r\nECHO\r\n");
+            panic!("halfway");
+        }))
+        .catch_unwind()
+        .await;
+        assert!(packed.is_err());
+        assert_eq!(
+            query(&conn, "ECHO whole").await.unwrap(),
+            Value::BulkString(b"whole".to_vec())
+        );
     }
 
     /// A server that goes away fails the connection at once: requests waiting, and later ones.
@@ -559,25 +684,51 @@ mod tests {
         assert!(e.is_io_error(), "{e}");
     }
 
-    /// A connection whose runtime shut down fails its requests at once instead of leaving
-    /// them to time out.
+    /// A connection whose runtime shut down fails its requests at once, those waiting on
+    /// another runtime and later ones, instead of leaving them to time out.
     #[test]
     fn a_connection_whose_runtime_ended_fails_at_once() {
         let redis = kiq_testkit::RedisServer::start().unwrap();
-        let first = tokio::runtime::Builder::new_current_thread()
+        let first = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
         let conn = first.block_on(start(&redis.url(), Duration::from_secs(10)));
+        let waiting = std::thread::spawn({
+            let conn = conn.clone();
+            move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let t = std::time::Instant::now();
+                let r = rt.block_on(query(&conn, "BLPOP nothing 5"));
+                (r, t.elapsed())
+            }
+        });
+        // Bounded wait for the BLPOP to be in: the server lists it as blocked.
+        for _ in 0..500 {
+            if redis
+                .command("INFO clients")
+                .unwrap()
+                .contains("blocked_clients:1")
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         drop(first);
+        let (r, took) = waiting.join().unwrap();
+        let e = r.unwrap_err();
+        assert!(e.is_io_error(), "{e}");
+        assert!(took < Duration::from_secs(4), "failed at once: {took:?}");
+        assert!(conn.has_failed());
         let second = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let t = std::time::Instant::now();
         let e = second.block_on(query(&conn, "PING")).unwrap_err();
         assert!(e.is_io_error(), "{e}");
-        assert!(conn.has_failed());
-        assert!(t.elapsed() < Duration::from_secs(5), "failed at once");
     }
 }

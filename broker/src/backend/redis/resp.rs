@@ -1,8 +1,9 @@
-//! kiq's own Redis connection for a worker's hot paths: RESP2 over TCP or a Unix socket, one
-//! request at a time, with a reply parser written for it. Stream readers read on one each
-//! ([`Pool::reader_connection`](super::connection::Pool::reader_connection)), and the
-//! completer writes its batches on them
-//! ([`Pool::write_batch`](super::connection::Pool::write_batch)).
+//! kiq's own Redis connection: RESP2 over TCP or a Unix socket, one request at a time, with a
+//! reply parser written for it. Stream readers read on one each
+//! ([`Pool::reader_connection`](super::connection::Pool::reader_connection)), the completer
+//! writes its batches on them
+//! ([`Pool::write_batch`](super::connection::Pool::write_batch)), and the shared command
+//! connections are these split in two ([`MuxConnection`](super::mux::MuxConnection)).
 //!
 //! Why by hand (issue #18): redis-rs parses every reply with `combine`. On a worker draining
 //! no-op tasks that parser took 16 % of the CPU, about 1 µs per task; on its own,
@@ -12,9 +13,9 @@
 //! into the same `redis::Value`s in 304 ns per entry. The maintained alternative,
 //! `redis-protocol` (fred's parser), decodes into frames of its own: 289 ns per entry, 447 ns
 //! with the conversion into `Value`s that the rest of kiq reads (a throwaway benchmark of the
-//! three on a 512-entry reply, release build). Everything else kiq sends stays on redis-rs, and
-//! so do these paths over TLS, on a cluster, or when a worker is told to (`--resp redis-rs`);
-//! so do completion batches that wait for replicas (`replica_acks`).
+//! three on a 512-entry reply, release build). Over TLS, on a cluster, or when told to
+//! (`--resp redis-rs`, `BrokerConfig::native_resp`), redis-rs's connections serve instead; so
+//! they do for batches that wait for replicas (`replica_acks`).
 //!
 //! What it speaks: RESP2 only (no `HELLO`), whatever protocol the URL asks for; the replies
 //! kiq reads hold the same data in either. `AUTH` and `SELECT` as redis-rs sends them. Replies
