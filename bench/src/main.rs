@@ -833,7 +833,9 @@ async fn kiq_enqueue_concurrent_rate(
 }
 
 /// `--dispatch-only`: rounds of (raw, kiq) for 64 concurrent callers, then for one caller,
-/// each with the client's and Redis's CPU per task.
+/// each with the client's and Redis's CPU per task. For a profile of one side alone,
+/// `KIQBENCH_PROFILE_KIQ=1` skips the raw side and `KIQBENCH_PROFILE_RAW=1` the kiq side (both
+/// skip the one-caller part).
 async fn dispatch_only(
     url: &str,
     conn: &mut MultiplexedConnection,
