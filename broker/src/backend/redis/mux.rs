@@ -37,7 +37,7 @@ use redis::{RedisError, RedisFuture, Value};
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::resp::{protocol, ReadHalf, ReplyParser, RespConnection, WriteHalf};
+use super::resp::{pipeline_replies, protocol, ReadHalf, ReplyParser, RespConnection, WriteHalf};
 
 /// An output buffer that grew past this for a large request is given back once written.
 const KEEP_CAPACITY: usize = 1024 * 1024;
@@ -398,7 +398,7 @@ impl ConnectionLike for MuxConnection {
         Box::pin(async move {
             let atomic = pipe.is_transaction();
             let total = pipe.len() + if atomic { 2 } else { 0 };
-            let mut replies = self
+            let replies = self
                 .request(total, |out| {
                     if atomic {
                         out.extend_from_slice(MULTI);
@@ -411,9 +411,6 @@ impl ConnectionLike for MuxConnection {
                     }
                 })
                 .await?;
-            if offset + count > replies.len() {
-                return Err(protocol("fewer replies than asked for"));
-            }
             // A transaction Redis refused (`EXECABORT`: a command of it was refused when
             // queued) fails as an error, as it does on redis-rs's connections.
             if atomic {
@@ -421,8 +418,7 @@ impl ConnectionLike for MuxConnection {
                     return Err(e.clone().into());
                 }
             }
-            replies.truncate(offset + count);
-            Ok(replies.split_off(offset))
+            pipeline_replies(replies, offset, count)
         })
     }
 
@@ -433,6 +429,7 @@ impl ConnectionLike for MuxConnection {
 
 #[cfg(test)]
 mod tests {
+    use super::super::resp::tests::signal;
     use super::*;
 
     async fn start(url: &str, timeout: Duration) -> MuxConnection {
@@ -566,16 +563,9 @@ mod tests {
         );
         // A stopped server: every request times out; once it goes on, the late replies are
         // dropped and the next request gets its own.
-        let pid = redis.pid().unwrap().to_string();
-        let signal = |sig: &str| {
-            let ok = std::process::Command::new("kill")
-                .args([sig, &pid])
-                .status();
-            assert!(ok.unwrap().success());
-        };
-        signal("-STOP");
+        signal(&redis, "-STOP");
         let (a, b) = tokio::join!(query(&conn, "PING"), query(&conn, "ECHO x"));
-        signal("-CONT");
+        signal(&redis, "-CONT");
         for e in [a.unwrap_err(), b.unwrap_err()] {
             assert!(e.is_timeout(), "{e}");
         }
@@ -592,14 +582,7 @@ mod tests {
     async fn callers_wait_for_room_while_redis_does_not_read() {
         let redis = kiq_testkit::RedisServer::start().unwrap();
         let conn = start(&redis.url(), Duration::from_secs(30)).await;
-        let pid = redis.pid().unwrap().to_string();
-        let signal = |sig: &str| {
-            let ok = std::process::Command::new("kill")
-                .args([sig, &pid])
-                .status();
-            assert!(ok.unwrap().success());
-        };
-        signal("-STOP");
+        signal(&redis, "-STOP");
         const BIG: usize = 8 << 20;
         let senders: Vec<_> = (0..10)
             .map(|i| {
@@ -625,7 +608,7 @@ mod tests {
                 break;
             }
         }
-        signal("-CONT");
+        signal(&redis, "-CONT");
         assert!(waited, "no caller waited for room");
         assert!(most < OUT_LIMIT + BIG + 1024, "{most} bytes gathered");
         for s in senders {

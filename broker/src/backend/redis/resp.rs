@@ -367,6 +367,20 @@ fn number(line: &[u8]) -> Result<i64, RedisError> {
         .ok_or_else(|| protocol("not a number where one was expected"))
 }
 
+/// A pipeline's replies from `offset` on, `count` of them, as `ConnectionLike` answers
+/// `req_packed_commands`.
+pub(super) fn pipeline_replies(
+    mut replies: Vec<Value>,
+    offset: usize,
+    count: usize,
+) -> Result<Vec<Value>, RedisError> {
+    if offset + count > replies.len() {
+        return Err(protocol("fewer replies than asked for"));
+    }
+    replies.truncate(offset + count);
+    Ok(replies.split_off(offset))
+}
+
 pub(super) fn protocol(what: &str) -> RedisError {
     ParsingError::from(format!("bad reply from Redis: {what}")).into()
 }
@@ -440,14 +454,10 @@ impl ConnectionLike for RespConnection {
                     ParsingError::from("kiq's own connection does not run transactions").into(),
                 );
             }
-            let mut replies = self
+            let replies = self
                 .request(&pipe.get_packed_pipeline(), pipe.len())
                 .await?;
-            if offset + count > replies.len() {
-                return Err(protocol("fewer replies than asked for"));
-            }
-            replies.truncate(offset + count);
-            Ok(replies.split_off(offset))
+            pipeline_replies(replies, offset, count)
         })
     }
 
@@ -457,7 +467,7 @@ impl ConnectionLike for RespConnection {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::time::Duration;
 
@@ -562,6 +572,15 @@ mod tests {
             cmd.arg(word);
         }
         conn.req_packed_command(&cmd).await
+    }
+
+    /// Sends `sig` (`-STOP`, `-CONT`) to `redis`.
+    pub(in crate::backend::redis) fn signal(redis: &kiq_testkit::RedisServer, sig: &str) {
+        let pid = redis.pid().unwrap().to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status();
+        assert!(ok.unwrap().success());
     }
 
     /// What `CLIENT INFO` says of `conn`.
@@ -671,14 +690,7 @@ mod tests {
 
         // A request cut off while it is being written (the server stopped, so a large one
         // fills the socket's buffers): the connection is out of step, and says so.
-        let signal = |sig: &str| {
-            let pid = redis.pid().unwrap().to_string();
-            let ok = std::process::Command::new("kill")
-                .args([sig, &pid])
-                .status();
-            assert!(ok.unwrap().success());
-        };
-        signal("-STOP");
+        signal(&redis, "-STOP");
         let mut big = redis::cmd("SET");
         big.arg("big").arg(vec![b'x'; 64 << 20]);
         let cut = tokio::time::timeout(Duration::from_millis(300), conn.req_packed_command(&big));
@@ -686,7 +698,7 @@ mod tests {
             cut.await.is_err(),
             "a 64 MiB write to a stopped server finished"
         );
-        signal("-CONT");
+        signal(&redis, "-CONT");
         assert!(!conn.is_usable());
         let e = query(&mut conn, "PING").await.unwrap_err();
         assert_eq!(e.kind(), redis::ErrorKind::Io, "{e}");
