@@ -54,8 +54,8 @@ pub struct BrokerConfig {
     /// connection errors so that a wrong URL is easy to trace. `from_env` sets it.
     pub redis_url_origin: Option<String>,
     /// Use kiq's own RESP2 connections (default true): the shared command connections
-    /// (dispatch and every other command, multiplexed), and workers' stream reads and
-    /// completion batches. They cost less CPU per request than redis-rs's (see
+    /// (dispatch and every other command but pub/sub, multiplexed), and workers' stream reads
+    /// and completion batches. They cost less CPU per request than redis-rs's (see
     /// docs/performance.md). Over TLS, on a cluster, and for batches that wait for replicas
     /// (`replica_acks`), redis-rs's connections serve either way; false makes them serve
     /// everything.

@@ -74,7 +74,7 @@ impl Keys {
         format!("{{{}}}", self.prefix)
     }
 
-    /// `<queue tag>:[<level>:]<kind>` of a lane, built in one allocation of the exact size (a
+    /// `<queue tag>:[<level>:]<kind>` of a lane, built in one allocation sized up front (a
     /// dispatch makes one; `format!` regrew its string several times).
     fn lane_key(&self, lane: &str, kind: &str) -> String {
         let (queue, level) = split_lane(lane);

@@ -26,10 +26,10 @@ pub(crate) struct WorkerArgs {
     /// on a thread of its own.
     #[arg(long, env = "KIQ_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
-    /// The RESP client each process reads its queues and writes its completions with: `kiq`
-    /// (kiq's own connections, whose reply parser costs less CPU per message) or `redis-rs`.
-    /// Over TLS and on a cluster, redis-rs serves either way, and so it does the completions
-    /// with `--replica-acks`.
+    /// The RESP client each process talks to Redis with (its queue reads, its completions, its
+    /// other commands; not pub/sub): `kiq` (kiq's own connections, which cost less CPU per
+    /// request) or `redis-rs`. Over TLS and on a cluster, redis-rs serves either way, and so it
+    /// does batches with `--replica-acks`.
     #[arg(long, default_value = "kiq", env = "KIQ_RESP", value_parser = ["kiq", "redis-rs"])]
     resp: String,
     /// Tasks each process runs at once.

@@ -61,20 +61,22 @@ impl RedisServer {
 
     /// Starts a server with `options` on a free loopback port and waits until it answers PING.
     pub fn start_with(options: RedisOptions) -> Result<Self, StartError> {
-        let dir = std::env::temp_dir().join(format!(
-            "kiq-redis-{}-{}",
-            std::process::id(),
-            unique_suffix()
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| StartError(format!("temp dir: {e}")))?;
         let mut last = String::new();
-        // A port found free can be taken before redis binds it: try a few.
+        // A port found free can be taken before redis binds it: try a few. Each try has a
+        // directory of its own: a failed try removes its directory when it is dropped (the
+        // next try once found it gone, and failed whatever its port).
         for _ in 0..5 {
+            let dir = std::env::temp_dir().join(format!(
+                "kiq-redis-{}-{}",
+                std::process::id(),
+                unique_suffix()
+            ));
+            std::fs::create_dir_all(&dir).map_err(|e| StartError(format!("temp dir: {e}")))?;
             let port = free_port()?;
             let mut server = Self {
                 child: None,
                 port,
-                dir: dir.clone(),
+                dir,
                 options: options.clone(),
             };
             match server.spawn() {
@@ -247,7 +249,13 @@ pub fn free_port() -> Result<u16, StartError> {
             .local_addr()
             .map_err(|e| StartError(format!("addr: {e}")))?
             .port();
-        if port != 6379 {
+        // Never 6379 (a shared Redis may listen there). A cluster node also listens on its
+        // port + 10000 (the cluster bus), so that port must exist (Redis refuses ports above
+        // 55535 in cluster mode) and be free too.
+        if port == 6379 || port > 55535 {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
             return Ok(port);
         }
     }

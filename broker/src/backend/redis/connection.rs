@@ -215,18 +215,25 @@ impl Target {
             Target::Sentinel { sentinels, master } => {
                 let fut: Erased<'_, Client> = Box::pin(async move {
                     let mut s = sentinels.lock().await;
-                    // Unreachable, not a mistake in the URL: the primary the Sentinels name may
-                    // be down until they fail over (or they may be down themselves), which
-                    // workers wait out.
                     s.async_get_client().await.map_err(|e| {
-                        BrokerError::Redis(Box::new(RedisFailure {
-                            kind: RedisErrorKind::Unreachable,
-                            code: None,
-                            message: format!(
-                                "the Sentinels name no reachable primary for {master:?}: {e}"
-                            ),
-                            target: None,
-                        }))
+                        let message =
+                            format!("the Sentinels name no reachable primary for {master:?}: {e}");
+                        match e.kind() {
+                            // The URL names no Sentinel: a mistake to report.
+                            redis::ErrorKind::InvalidClientConfig
+                            | redis::ErrorKind::EmptySentinelList => BrokerError::Topology(message),
+                            // A password the primary refuses is reported as such; anything
+                            // else is the primary out of reach (down until the Sentinels fail
+                            // over, or they are down themselves), which workers wait out.
+                            _ => {
+                                let mut f = RedisFailure::from_redis(&e);
+                                if !matches!(f.kind, RedisErrorKind::Auth) {
+                                    f.kind = RedisErrorKind::Unreachable;
+                                }
+                                f.message = message;
+                                BrokerError::Redis(Box::new(f))
+                            }
+                        }
                     })
                 });
                 fut.await
@@ -276,8 +283,8 @@ macro_rules! connection_like_by_variant {
 /// dispatch of a process be in flight together; a pool that lends a connection to one request
 /// at a time capped them at its size. A pool of connections (deadpool) is the well-kept answer
 /// for connections used one request at a time, which these are not, so this small set is kiq's
-/// own. Each slot's connection is kiq's own ([`MuxConnection`]) unless it goes over TLS or
-/// `native_resp` is off (then redis-rs's). It is made on first use, PINGed before reuse only
+/// own. Each slot's connection is kiq's own ([`MuxConnection`]) unless it goes over TLS, is
+/// lent to batches that wait for replicas, or `native_resp` is off (then redis-rs's). It is made on first use, PINGed before reuse only
 /// after sitting idle (a Redis restarted meanwhile is found out before a command fails on
 /// it), and replaced after it failed (kiq's says so itself), an I/O error or `READONLY` (a
 /// Sentinel failover: the next connection asks the Sentinels again).
@@ -1303,7 +1310,8 @@ mod tests {
     }
 
     /// No primary to be had from the Sentinels (none reachable here) is Redis being
-    /// unavailable, which workers wait out, not a mistake in the URL (which stops them).
+    /// unavailable, which workers wait out; a URL naming a server that is no Sentinel is a
+    /// mistake in the URL (which stops them).
     #[tokio::test]
     async fn no_primary_from_the_sentinels_is_unavailable() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1315,6 +1323,37 @@ mod tests {
         let e = t.node_client(0).await.expect_err("no Sentinel listens");
         assert!(e.is_unavailable(), "{e:?}");
         assert!(e.to_string().contains("no reachable primary"), "{e}");
+        // A URL that names a plain Redis, not a Sentinel, is a mistake to report.
+        let redis = kiq_testkit::RedisServer::start().unwrap();
+        let t = parse(&format!("redis+sentinel://127.0.0.1:{}/main", redis.port())).unwrap();
+        let e = t.node_client(0).await.expect_err("not a Sentinel");
+        assert!(matches!(e, BrokerError::Topology(_)), "{e:?}");
+    }
+
+    /// A password the primary refuses, found through the Sentinels, is reported as such (a
+    /// worker stops on it) rather than as Redis out of reach.
+    #[tokio::test]
+    async fn a_refused_password_through_the_sentinels_is_an_auth_failure() {
+        let set = kiq_testkit::RedisSentinels::start_with(kiq_testkit::RedisOptions {
+            extra_args: ["--user", "kiq", "on", ">s3cret", "~*", "&*", "+@all"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+        let with = |userinfo: &str| {
+            set.url().replacen(
+                "redis+sentinel://",
+                &format!("redis+sentinel://{userinfo}@"),
+                1,
+            )
+        };
+        let t = parse(&with("kiq:wrong")).unwrap();
+        let e = t.node_client(0).await.expect_err("a wrong password");
+        assert!(e.is_auth_failure(), "{e:?}");
+        assert!(!e.is_unavailable(), "{e:?}");
+        let t = parse(&with("kiq:s3cret")).unwrap();
+        assert!(t.node_client(0).await.is_ok());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! replies as they come ([`ReplyParser`]) and hands each caller its own.
 //!
 //! Why by hand (issue #18, item 1): with redis-rs's multiplexed connection, 64 tasks each
-//! awaiting `.kiq()` reached 68–86 % of the same commands sent raw. A profile of that phase
+//! awaiting `.kiq()` reached 59–75 % of the same commands sent raw (`kiq-bench
+//! --dispatch-only`). A profile of that phase
 //! showed a dispatch's client time going to redis-rs's request path: boxing, its channel to
 //! the connection's driver task, a timer per request, `combine`'s reply parser, and composing
 //! the replies (see docs/performance.md, "Dispatch on kiq's own multiplexed connection").
@@ -24,7 +25,8 @@
 //! (the pool then replaces the connection, which ends once its other requests are answered),
 //! and so does a caller that stops waiting: their replies are read and dropped. Callers wait
 //! before packing while 16 MiB are waiting to be written (Redis not keeping up), instead of
-//! growing the buffer without end.
+//! growing the buffer without end (with the batch being written, that holds at most about
+//! twice as much, plus one request larger than the limit).
 
 use std::collections::VecDeque;
 use std::io;
