@@ -639,7 +639,7 @@ pub(super) mod tests {
         assert!(none.await.unwrap().is_none());
     }
 
-    /// Over a Unix socket too.
+    /// Over a Unix socket too, whole and split in two (kiq's multiplexed connection).
     #[cfg(unix)]
     #[tokio::test]
     async fn connects_over_a_unix_socket() {
@@ -656,6 +656,13 @@ pub(super) mod tests {
             info.contains(" db=2 ") && info.contains("flags=U"),
             "{info}"
         );
+        // Split in two, as the shared connections use it: the same socket and database.
+        let url = format!("redis+unix://{}?db=2", sock.display());
+        let mut mux =
+            super::super::mux::MuxConnection::start(connect(&url).await, Duration::from_secs(10));
+        assert_eq!(mux.get_db(), 2);
+        let got = mux.req_packed_command(redis::cmd("GET").arg("k")).await;
+        assert_eq!(got.unwrap(), Value::BulkString(b"v".to_vec()));
         drop(redis);
         let _ = std::fs::remove_file(&sock);
     }
