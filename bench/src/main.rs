@@ -848,10 +848,13 @@ async fn dispatch_only(
     let single_n = (n / 5).clamp(100, 20_000);
     let mut rows = Vec::new();
     let mut fractions = (Vec::new(), Vec::new());
+    // The profiling switches (see above), read once.
+    let only_kiq = std::env::var("KIQBENCH_PROFILE_KIQ").is_ok();
+    let only_raw = std::env::var("KIQBENCH_PROFILE_RAW").is_ok();
     for round in 1..=rounds {
         flush(conn).await?;
         let cpu = CpuMeter::start(conn).await?;
-        let raw = if std::env::var("KIQBENCH_PROFILE_KIQ").is_ok() {
+        let raw = if only_kiq {
             1.0
         } else {
             raw_enqueue_concurrent_rate(conn, "kiqbench-raw3", envelope, CALLERS, per_caller)
@@ -860,7 +863,7 @@ async fn dispatch_only(
         let raw_cpu = cpu.per_task(conn, CALLERS * per_caller).await?;
         flush(conn).await?;
         let cpu = CpuMeter::start(conn).await?;
-        let kiq = if std::env::var("KIQBENCH_PROFILE_RAW").is_ok() {
+        let kiq = if only_raw {
             1.0
         } else {
             kiq_enqueue_concurrent_rate(&b, CALLERS, per_caller).await?
@@ -888,9 +891,7 @@ async fn dispatch_only(
             ));
         }
         flush(conn).await?;
-        if std::env::var("KIQBENCH_PROFILE_RAW").is_ok()
-            || std::env::var("KIQBENCH_PROFILE_KIQ").is_ok()
-        {
+        if only_kiq || only_raw {
             continue;
         }
         let raw = raw_enqueue_single_rate(conn, "kiqbench-raw2", envelope, single_n).await?;

@@ -186,9 +186,7 @@ impl MuxConnection {
     ) -> Result<Vec<Value>, RedisError> {
         let mut pack = Some(pack);
         let (rx, wake) = loop {
-            let room = self.shared.room.notified();
-            tokio::pin!(room);
-            {
+            let room = {
                 let mut state = lock(&self.shared.state);
                 if let Some(f) = &state.failure {
                     return Err(f.error());
@@ -213,9 +211,12 @@ impl MuxConnection {
                     break (rx, !std::mem::replace(&mut state.writing, true));
                 }
                 // Redis is not keeping up (or not reading): wait for the writer to take what
-                // has gathered rather than let the buffer grow without end.
+                // has gathered rather than let the buffer grow without end. (Registered before
+                // the lock is let go, so that the writer's wake-up is not missed.)
+                let mut room = Box::pin(self.shared.room.notified());
                 room.as_mut().enable();
-            }
+                room
+            };
             room.await;
         };
         if wake {
